@@ -1,0 +1,5 @@
+"""Flask extension for a fork-safe psycopg pool (work in progress)."""
+
+from __future__ import annotations
+
+__all__: list[str] = []

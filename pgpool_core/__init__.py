@@ -1,0 +1,25 @@
+"""A fork-safe psycopg connection pool for preforking servers (uWSGI, gunicorn, Celery).
+
+``ForkSafePool`` takes ``psycopg_pool.ConnectionPool``'s arguments and gives
+each process its own pool, made on first use; a pool inherited through fork is
+abandoned without touching the parent's sockets.
+"""
+
+from __future__ import annotations
+
+from .errors import ConfigurationError, PgPoolError, PoolNotAvailable
+from .options import POOL_OPTIONS, mask_conninfo, validate_pool_options
+from .pool import ForkSafePool
+from .session import RESET_SQL, check_connection
+
+__all__ = [
+    "POOL_OPTIONS",
+    "RESET_SQL",
+    "ConfigurationError",
+    "ForkSafePool",
+    "PgPoolError",
+    "PoolNotAvailable",
+    "check_connection",
+    "mask_conninfo",
+    "validate_pool_options",
+]

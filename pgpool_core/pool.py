@@ -1,0 +1,453 @@
+"""ForkSafePool: one psycopg_pool.ConnectionPool per process."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from time import monotonic
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg_pool import ConnectionPool, PoolTimeout
+
+from . import lifecycle
+from .errors import PoolNotAvailable
+from .options import (
+    mask_conninfo,
+    merge_defaults,
+    parse_conninfo,
+    validate_pool_options,
+)
+from .session import check_connection, make_reset, rollback_if_needed, snapshot
+
+__all__ = ["ForkSafePool"]
+
+logger = logging.getLogger("pgpool.pool")
+
+ConnectionCB = Callable[[psycopg.Connection[Any]], None]
+
+
+class _Default:
+    def __repr__(self) -> str:
+        return "<default>"
+
+
+#: Stands for "the package's default" where None already means "none".
+DEFAULT: Any = _Default()
+
+_counter = itertools.count(1)
+
+
+class _ProcessState:
+    """What one process owns: its pool (None in a forking master), its loans."""
+
+    __slots__ = ("pid", "pool", "out")
+
+    def __init__(self, pid: int, pool: ConnectionPool[Any] | None) -> None:
+        self.pid = pid
+        self.pool = pool
+        self.out: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
+
+
+class ForkSafePool:
+    """A psycopg connection pool that is safe to create before a server forks.
+
+    Takes the arguments of :class:`psycopg_pool.ConnectionPool`, by the same
+    names, so that ``ConnectionPool(dsn, ...)`` becomes ``ForkSafePool(dsn, ...)``.
+    Nothing connects when it is made. Each process that uses it gets its own
+    ``ConnectionPool``, made on first use; one inherited through fork is
+    abandoned, its sockets left to the parent.
+
+    Defaults that differ from ``ConnectionPool``: TCP keepalives and a 10 s
+    ``connect_timeout`` unless set (``keepalives=False`` leaves them out); a
+    ``check`` that costs no round trip on a healthy connection (``check=None``
+    for none); a ``reset`` that undoes session state and re-runs ``configure``
+    (``reset=None`` for none). ``open`` is accepted for compatibility: the pool
+    always opens on first use in each process.
+    """
+
+    def __init__(
+        self,
+        conninfo: str | Callable[[], str] = "",
+        *,
+        kwargs: Mapping[str, Any] | Callable[[], dict[str, Any]] | None = None,
+        name: str | None = None,
+        connection_class: type[psycopg.Connection[Any]] = psycopg.Connection,
+        min_size: int = 4,
+        max_size: int | None = None,
+        open: bool | None = None,
+        configure: ConnectionCB | None = None,
+        check: ConnectionCB | None = DEFAULT,
+        reset: ConnectionCB | None = DEFAULT,
+        close_returns: bool = False,
+        timeout: float = 30.0,
+        max_waiting: int = 0,
+        max_lifetime: float = 60 * 60.0,
+        max_idle: float = 10 * 60.0,
+        reconnect_timeout: float = 5 * 60.0,
+        reconnect_failed: Callable[[ConnectionPool[Any]], None] | None = None,
+        num_workers: int = 3,
+        keepalives: bool = True,
+    ) -> None:
+        options: dict[str, Any] = {
+            "kwargs": kwargs,
+            "name": name,
+            "connection_class": connection_class,
+            "min_size": min_size,
+            "max_size": max_size,
+            "open": open,
+            "configure": configure,
+            "check": None if check is DEFAULT else check,
+            "reset": None if reset is DEFAULT else reset,
+            "close_returns": close_returns,
+            "timeout": timeout,
+            "max_waiting": max_waiting,
+            "max_lifetime": max_lifetime,
+            "max_idle": max_idle,
+            "reconnect_timeout": reconnect_timeout,
+            "reconnect_failed": reconnect_failed,
+            "num_workers": num_workers,
+            "keepalives": keepalives,
+        }
+        validate_pool_options(options)
+
+        self.name = name or f"pgpool-{next(_counter)}"
+        self._conninfo: str | Callable[[], str]
+        if callable(conninfo):
+            self._conninfo = self._merged_conninfo_of(conninfo, keepalives)
+            self._masked = "<callable>"
+        else:
+            parse_conninfo(conninfo)
+            static_kwargs = kwargs if isinstance(kwargs, Mapping) else {}
+            self._conninfo = merge_defaults(
+                conninfo, static_kwargs, keepalives=keepalives
+            )
+            self._masked = mask_conninfo(conninfo)
+        self._kwargs = dict(kwargs) if isinstance(kwargs, Mapping) else kwargs
+        self._connection_class = connection_class
+        self.min_size = min_size
+        self.max_size = min_size if max_size is None else max_size
+        self.timeout = timeout
+        self._configure = configure
+        self._check = check_connection if check is DEFAULT else check
+        self._fresh: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, Any]]
+        self._fresh = weakref.WeakKeyDictionary()
+        self._reset = (
+            make_reset(configure, self._fresh.get) if reset is DEFAULT else reset
+        )
+        self._pool_options: dict[str, Any] = {
+            "close_returns": close_returns,
+            "max_waiting": max_waiting,
+            "max_lifetime": max_lifetime,
+            "max_idle": max_idle,
+            "reconnect_timeout": reconnect_timeout,
+            "reconnect_failed": reconnect_failed,
+            "num_workers": num_workers,
+        }
+        self._state: _ProcessState | None = None
+        lifecycle.register(self)
+
+    @staticmethod
+    def _merged_conninfo_of(
+        conninfo: Callable[[], str], keepalives: bool
+    ) -> Callable[[], str]:
+        def merged() -> str:
+            return merge_defaults(conninfo(), {}, keepalives=keepalives)
+
+        return merged
+
+    def __repr__(self) -> str:
+        state = self._state
+        if state is None or state.pid != os.getpid():
+            status = "not opened in this process"
+        elif state.pool is None:
+            status = "forking master, no pool"
+        else:
+            status = "open"
+        return (
+            f"<{type(self).__name__} {self.name!r} {self._masked!r}"
+            f" pid={os.getpid()} {status}>"
+        )
+
+    # -- the process's pool --------------------------------------------------
+
+    def _current(self) -> _ProcessState:
+        """Return this process's state, making its pool on first use."""
+        state = self._state
+        if state is not None and state.pool is not None and state.pid == os.getpid():
+            return state
+        with lifecycle.process_lock():
+            return self._current_locked()
+
+    def _current_locked(self) -> _ProcessState:
+        pid = os.getpid()
+        state = self._state
+        inherited_from = None
+        if state is not None and state.pid != pid:
+            inherited_from = state.pid
+            self._leave_inherited()
+            state = None
+        if state is not None and state.pool is not None:
+            return state  # another thread made it while we waited
+        if lifecycle.in_forking_master():
+            if state is None:
+                state = self._state = _ProcessState(pid, None)
+            return state
+        new = _ProcessState(pid, self._make_pool())
+        if state is not None:
+            new.out = state.out  # connections made here while it was a master
+        self._state = new
+        if inherited_from is not None:
+            logger.info(
+                "pool %r: fresh pool made in process %d; the one inherited from"
+                " process %d is abandoned",
+                self.name,
+                pid,
+                inherited_from,
+            )
+        else:
+            logger.debug("pool %r: opened in process %d", self.name, pid)
+        return new
+
+    def _make_pool(self) -> ConnectionPool[Any]:
+        pool: ConnectionPool[Any] = ConnectionPool(
+            self._conninfo,
+            kwargs=self._kwargs,
+            connection_class=self._connection_class,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            open=False,
+            configure=self._configure_new,
+            reset=self._reset,
+            name=self.name,
+            timeout=self.timeout,
+            **self._pool_options,
+        )
+        with lifecycle.stop_signals_blocked():
+            pool.open()
+        return pool
+
+    def _configure_new(self, conn: psycopg.Connection[Any]) -> None:
+        self._fresh[conn] = snapshot(conn)
+        if self._configure is not None:
+            self._configure(conn)
+
+    def _leave_inherited(self) -> None:
+        """Abandon what this object holds from a parent process; touch none of it."""
+        state = self._state
+        if state is None or state.pid == os.getpid():
+            return
+        self._state = None
+        if state.pool is not None:
+            pool = state.pool
+            # Its __del__ would try to stop worker threads that only exist in
+            # the parent: a closed pool's __del__ does nothing.
+            pool._closed = True
+            lifecycle.abandon(pool)
+            for conn in list(getattr(pool, "_pool", ())):
+                lifecycle.abandon_connection(conn)
+        for conn in list(state.out):
+            lifecycle.abandon_connection(conn)
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        """This process's ``psycopg_pool.ConnectionPool``, made on first access."""
+        pool = self._current().pool
+        if pool is None:
+            raise PoolNotAvailable(
+                f"pool {self.name!r}: this process is a forking server's master;"
+                " it has no pool (use .connection(), which gives it a plain"
+                " connection, or access the pool in the workers)"
+            )
+        return pool
+
+    # -- borrowing -----------------------------------------------------------
+
+    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
+        """Borrow a checked connection; give it back with putconn()."""
+        state = self._current()
+        if state.pool is None:
+            conn = self._connect_unpooled()
+        else:
+            conn = self._getconn_checked(
+                state.pool, self.timeout if timeout is None else timeout
+            )
+        state.out.add(conn)
+        return conn
+
+    def _getconn_checked(
+        self, pool: ConnectionPool[Any], timeout: float
+    ) -> psycopg.Connection[Any]:
+        # Not psycopg_pool's own check loop: it backs off ~1 s after the
+        # second dead connection, so after a mass termination requests hit
+        # PoolTimeout. A dead connection is discarded and the next is tried now.
+        deadline = monotonic() + timeout
+        while True:
+            try:
+                conn: psycopg.Connection[Any] = pool.getconn(
+                    max(deadline - monotonic(), 0.0)
+                )
+            except PoolTimeout:
+                raise PoolTimeout(
+                    f"couldn't get a connection from pool {self.name!r}"
+                    f" after {timeout:.2f} sec"
+                ) from None
+            if self._check is None:
+                return conn
+            try:
+                self._check(conn)
+            except Exception as err:
+                logger.info(
+                    "pool %r: discarding a connection that failed its check: %s",
+                    self.name,
+                    err,
+                )
+                conn.close()
+                pool.putconn(conn)
+                continue
+            except BaseException:
+                pool.putconn(conn)
+                raise
+            return conn
+
+    def _connect_unpooled(self) -> psycopg.Connection[Any]:
+        # A forking master gets a plain connection: a pool would start threads
+        # there, and the master is about to fork.
+        conninfo = self._conninfo() if callable(self._conninfo) else self._conninfo
+        kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
+        conn: psycopg.Connection[Any] = self._connection_class.connect(
+            conninfo, **kwargs
+        )
+        try:
+            if self._configure is not None:
+                self._configure(conn)
+                status = conn.pgconn.transaction_status
+                if status != TransactionStatus.IDLE:
+                    raise psycopg.ProgrammingError(
+                        f"connection left in status {TransactionStatus(status).name}"
+                        f" by configure function {self._configure}: discarded"
+                    )
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def putconn(self, conn: psycopg.Connection[Any]) -> None:
+        """Give back a connection borrowed with getconn()."""
+        state = self._current()
+        if conn not in state.out:
+            if lifecycle.is_abandoned(conn):
+                return  # inherited from the parent: not ours to return or close
+            if state.pool is None:
+                raise ValueError(f"the connection {conn} doesn't belong to {self!r}")
+            state.pool.putconn(conn)  # psycopg says what is wrong with it
+            return
+        pool = state.pool
+        state.out.discard(conn)
+        made_here = pool is not None and getattr(conn, "_pool", None) is pool
+        if pool is None or not made_here:
+            conn.close()  # made while this process was a forking master
+            return
+        if not conn.closed:
+            try:
+                rollback_if_needed(conn)
+            except psycopg.Error:
+                conn.close()  # the pool discards it and makes a new one
+        pool.putconn(conn)
+
+    @contextmanager
+    def connection(
+        self, timeout: float | None = None
+    ) -> Iterator[psycopg.Connection[Any]]:
+        """Borrow a connection for a ``with`` block, as ``ConnectionPool.connection()``.
+
+        The block's transaction is committed if it ends normally, rolled back
+        if it raises; the connection then goes back to the pool.
+        """
+        conn = self.getconn(timeout)
+        try:
+            with conn:
+                yield conn
+        finally:
+            self.putconn(conn)
+
+    # -- the rest of ConnectionPool's interface -----------------------------
+
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open this process's pool now (it opens on first use anyway)."""
+        state = self._current()
+        if wait and state.pool is not None:
+            state.pool.wait(timeout)
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait until the pool holds min_size connections."""
+        self.pool.wait(timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close this process's pool; the next use opens a new one.
+
+        A pool inherited through fork is abandoned, never closed: closing it
+        would end the parent's sessions.
+        """
+        with lifecycle.process_lock():
+            state = self._state
+            if state is None:
+                return
+            if state.pid != os.getpid():
+                self._leave_inherited()
+                return
+            self._state = None
+        for conn in list(state.out):
+            if getattr(conn, "_pool", None) is None:
+                conn.close()  # plain connections of a forking master
+        if state.pool is not None:
+            with lifecycle.stop_signals_blocked():
+                state.pool.close(timeout)
+            logger.debug("pool %r: closed in process %d", self.name, state.pid)
+
+    @property
+    def closed(self) -> bool:
+        """True if this process has no open pool (it opens on first use)."""
+        state = self._state
+        return state is None or state.pid != os.getpid() or state.pool is None
+
+    def check(self) -> None:
+        """Check the idle connections now (``ConnectionPool.check()``)."""
+        self.pool.check()
+
+    def drain(self) -> None:
+        """Replace all connections (``ConnectionPool.drain()``)."""
+        self.pool.drain()
+
+    def resize(self, min_size: int, max_size: int | None = None) -> None:
+        """Change the pool's size, here and in pools made later by other processes."""
+        validate_pool_options({"min_size": min_size, "max_size": max_size})
+        self.min_size = min_size
+        self.max_size = min_size if max_size is None else max_size
+        state = self._state
+        if state is not None and state.pid == os.getpid() and state.pool is not None:
+            state.pool.resize(min_size, max_size)
+
+    def get_stats(self) -> dict[str, int]:
+        """Return ``ConnectionPool.get_stats()`` of this process's pool."""
+        return self.pool.get_stats()
+
+    def pop_stats(self) -> dict[str, int]:
+        """Return and reset ``ConnectionPool.pop_stats()`` of this process's pool."""
+        return self.pool.pop_stats()
+
+    def stats(self) -> dict[str, Any]:
+        """Return this process's pool statistics, with the pool name and pid."""
+        state = self._current()
+        stats: dict[str, Any] = {"name": self.name, "pid": state.pid}
+        if state.pool is None:
+            stats["forking_master"] = True
+            stats["connections_out"] = len(state.out)
+        else:
+            stats.update(state.pool.get_stats())
+        return stats

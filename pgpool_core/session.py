@@ -1,0 +1,98 @@
+"""What happens to a connection between two borrowers: liveness check and reset."""
+
+from __future__ import annotations
+
+import logging
+import select
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg.pq import ConnStatus, TransactionStatus
+from psycopg_pool import ConnectionPool
+
+__all__ = ["RESET_SQL", "check_connection", "make_reset", "rollback_if_needed"]
+
+logger = logging.getLogger("pgpool.session")
+
+#: Undo what a borrower may have changed in the session, as ``DISCARD ALL``
+#: would, but keep the prepared statements psycopg created (``DISCARD ALL``
+#: drops them behind psycopg's back: "prepared statement _pg3_0 does not exist").
+RESET_SQL = (
+    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
+    " SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
+)
+
+_POLL_MASK = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
+
+def check_connection(conn: psycopg.Connection[Any]) -> None:
+    """Raise if *conn* is not usable; cost no round trip when it is healthy.
+
+    An idle connection's socket has nothing to read unless the server sent
+    something on its own: almost always a termination (admin shutdown, idle
+    session timeout) or an EOF. Only then is the connection checked for real,
+    with an empty query.
+    """
+    pgconn = conn.pgconn
+    if pgconn.status != ConnStatus.OK:
+        raise psycopg.OperationalError("the connection is closed")
+    if pgconn.transaction_status != TransactionStatus.IDLE:
+        ConnectionPool.check_connection(conn)
+        return
+    poller = select.poll()
+    poller.register(pgconn.socket, _POLL_MASK)
+    if poller.poll(0):
+        ConnectionPool.check_connection(conn)
+
+
+def rollback_if_needed(conn: psycopg.Connection[Any]) -> None:
+    """Roll back a transaction the borrower left open."""
+    status = conn.pgconn.transaction_status
+    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        logger.debug("rolling back the transaction left open on %s", conn)
+        conn.rollback()
+
+
+# What a fresh connection's Python side looks like, restored on reset.
+_CONNECTION_ATTRIBUTES = (
+    "autocommit",
+    "isolation_level",
+    "read_only",
+    "deferrable",
+    "prepare_threshold",
+    "row_factory",
+    "cursor_factory",
+)
+
+
+def snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
+    """Return the attributes of *conn* that a borrower may change."""
+    return {name: getattr(conn, name) for name in _CONNECTION_ATTRIBUTES}
+
+
+def make_reset(
+    configure: Callable[[psycopg.Connection[Any]], None] | None,
+    fresh: Callable[[psycopg.Connection[Any]], dict[str, Any] | None],
+) -> Callable[[psycopg.Connection[Any]], None]:
+    """Return a reset callback that makes a returned connection look fresh.
+
+    It runs RESET_SQL, restores the connection attributes *fresh* recorded when
+    the connection was made, then runs *configure* again: ``RESET ALL`` undid
+    what it set (Django sets the session time zone and role there).
+    """
+
+    def reset(conn: psycopg.Connection[Any]) -> None:
+        conn.autocommit = True
+        conn.execute(RESET_SQL)
+        attributes = fresh(conn)
+        if attributes:
+            for name, value in attributes.items():
+                if getattr(conn, name) != value:
+                    setattr(conn, name, value)
+        else:
+            conn.autocommit = False
+        if configure is not None:
+            configure(conn)
+
+    return reset

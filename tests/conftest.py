@@ -1,0 +1,66 @@
+"""Fixtures shared by every test: a TLS PostgreSQL cluster and real servers."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness.postgres import (
+    PgServer,
+    existing_server,
+    start_cluster,
+    stop_cluster,
+)
+from tests.harness.servers import RunningServer, start_server
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def pg_server() -> Iterator[PgServer]:
+    """A running PostgreSQL server with TLS on (a throwaway cluster by default)."""
+    dsn = os.environ.get("PGPOOL_TEST_DSN")
+    if dsn:
+        yield existing_server(dsn)
+        return
+    server = start_cluster()
+    try:
+        yield server
+    finally:
+        stop_cluster(server)
+
+
+@pytest.fixture
+def pg_log(pg_server: PgServer) -> PgServer:
+    """The server, for a test that reads its log."""
+    if not pg_server.has_log:
+        pytest.skip("the server log is not readable with PGPOOL_TEST_DSN")
+    return pg_server
+
+
+@pytest.fixture
+def dsn(pg_server: PgServer) -> str:
+    """A conninfo string for the test database, TLS required."""
+    return pg_server.dsn()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[..., RunningServer]]:
+    """Start real servers (see start_server()); all are stopped after the test."""
+    started: list[RunningServer] = []
+
+    def start(kind: str, app: str, **options: Any) -> RunningServer:
+        options.setdefault("cwd", REPO)
+        server = start_server(kind, app, **options)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()

@@ -1,0 +1,292 @@
+"""ForkSafePool against a real TLS PostgreSQL, in one process."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import PoolTimeout
+
+from pgpool_core import ForkSafePool, PoolNotAvailable
+from pgpool_core.lifecycle import STOP_SIGNALS
+from tests.harness.postgres import PgServer
+
+
+@pytest.fixture
+def pool(dsn: str) -> Iterator[ForkSafePool]:
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, name="t")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def backend(conn: psycopg.Connection[Any]) -> int:
+    return conn.info.backend_pid
+
+
+def test_nothing_connects_until_first_use(pg_server: PgServer) -> None:
+    before = threading.active_count()
+    pool = ForkSafePool(pg_server.dsn(), min_size=1)
+    assert pool.closed
+    assert threading.active_count() == before
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert not pool.closed
+    pool.close()
+
+
+def test_connections_use_tls_and_keepalives(pool: ForkSafePool) -> None:
+    with pool.connection() as conn:
+        assert conn.pgconn.ssl_in_use
+        params = conn.info.get_parameters()
+        assert params["keepalives"] == "1"
+        assert params["keepalives_idle"] == "60"
+        assert params["connect_timeout"] == "10"
+
+
+def test_connection_commits_on_success_and_rolls_back_on_error(
+    pool: ForkSafePool,
+) -> None:
+    with pool.connection() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS t_commit (x int)")
+        conn.execute("TRUNCATE t_commit")
+    with pool.connection() as conn:
+        conn.execute("INSERT INTO t_commit VALUES (1)")
+    with pytest.raises(ZeroDivisionError):
+        with pool.connection() as conn:
+            conn.execute("INSERT INTO t_commit VALUES (2)")
+            1 / 0  # noqa: B018
+    with pool.connection() as conn:
+        assert conn.execute("SELECT x FROM t_commit").fetchall() == [(1,)]
+
+
+def test_putconn_rolls_back_an_open_transaction(pool: ForkSafePool) -> None:
+    conn = pool.getconn()
+    conn.execute("CREATE TEMP TABLE t_open (x int)")
+    assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+    pool.putconn(conn)
+    with pool.connection() as conn:
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        assert conn.execute("SELECT to_regclass('pg_temp.t_open')").fetchone() == (
+            None,
+        )
+
+
+def test_session_state_does_not_reach_the_next_borrower(pool: ForkSafePool) -> None:
+    with pool.connection() as conn:
+        first = backend(conn)
+        conn.autocommit = True
+        conn.execute("SELECT set_config('application_name', 'leaked', false)")
+        conn.execute("SET search_path TO leaked, public")
+        conn.execute("SET statement_timeout = '1234ms'")
+        conn.execute("CREATE TEMP TABLE t_leak (x int)")
+        conn.execute("SELECT pg_advisory_lock(4711)")
+        conn.execute("LISTEN leaked_channel")
+        conn.execute("DECLARE c CURSOR WITH HOLD FOR SELECT 1")
+        conn.execute("CREATE TEMP SEQUENCE s_leak")
+        conn.execute("SELECT nextval('s_leak')")
+        conn.read_only = True
+        conn.row_factory = dict_row  # type: ignore[assignment]
+    time.sleep(0.2)  # the reset runs in a pool worker
+    with pool.connection() as conn:
+        assert backend(conn) == first, "min_size=max_size=1: the same connection"
+        assert not conn.autocommit
+        assert conn.read_only is None
+        row = conn.execute(
+            "SELECT current_setting('application_name'),"
+            " current_setting('search_path'),"
+            " current_setting('statement_timeout'),"
+            " to_regclass('pg_temp.t_leak'),"
+            " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+            "  AND pid = pg_backend_pid()),"
+            " (SELECT count(*) FROM pg_listening_channels()),"
+            " (SELECT count(*) FROM pg_cursors)"
+        ).fetchone()
+        assert row == ("", '"$user", public', "0", None, 0, 0, 0)
+
+
+def test_prepared_statements_survive_the_reset(dsn: str) -> None:
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, kwargs={"prepare_threshold": 0})
+    try:
+        for i in range(5):
+            with pool.connection() as conn:
+                assert conn.execute("SELECT %s::int + 1", [i]).fetchone() == (i + 1,)
+                time.sleep(0.05)
+        with pool.connection() as conn:
+            prepared = conn.execute(
+                "SELECT count(*) FROM pg_prepared_statements"
+            ).fetchone()
+            assert prepared is not None and prepared[0] >= 1
+    finally:
+        pool.close()
+
+
+def test_reset_reapplies_configure(dsn: str) -> None:
+    def configure(conn: psycopg.Connection[Any]) -> None:
+        conn.execute("SET TIME ZONE 'Asia/Tokyo'")
+        conn.execute("SET application_name = 'configured'")
+        conn.commit()
+
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, configure=configure)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SET TIME ZONE 'UTC'")
+            conn.execute("SET application_name = 'changed'")
+        time.sleep(0.2)
+        with pool.connection() as conn:
+            row = conn.execute(
+                "SELECT current_setting('TimeZone'),"
+                " current_setting('application_name')"
+            ).fetchone()
+            assert row == ("Asia/Tokyo", "configured")
+    finally:
+        pool.close()
+
+
+def test_reset_none_keeps_state(dsn: str) -> None:
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, reset=None)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SET application_name = 'kept'")
+        with pool.connection() as conn:
+            row = conn.execute("SELECT current_setting('application_name')").fetchone()
+            assert row == ("kept",)
+    finally:
+        pool.close()
+
+
+def test_terminated_connections_are_replaced_at_once(
+    pg_server: PgServer, dsn: str
+) -> None:
+    """Every idle connection killed: the next checkout still gets one fast.
+
+    psycopg_pool's own check loop would back off a second or more after the
+    second dead connection; ours tries the next one at once.
+    """
+    pool = ForkSafePool(dsn, min_size=4, max_size=4, timeout=10, name="term")
+    try:
+        pool.wait()
+        pg_server.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE application_name = '' AND pid <> pg_backend_pid()"
+            " AND backend_type = 'client backend' AND datname = current_database()"
+        )
+        time.sleep(0.3)  # let the FATAL messages arrive on the sockets
+        t0 = time.monotonic()
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        elapsed = time.monotonic() - t0
+        # Bounded by connecting anew, not by a back-off: generous for CI.
+        assert elapsed < 3.0, elapsed
+    finally:
+        pool.close()
+
+
+def test_healthy_checkout_costs_no_round_trip(
+    pool: ForkSafePool, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from psycopg_pool import ConnectionPool
+
+    full_checks: list[int] = []
+    real_check = ConnectionPool.check_connection
+
+    def counting_check(conn: psycopg.Connection[Any]) -> None:
+        full_checks.append(conn.info.backend_pid)
+        real_check(conn)
+
+    monkeypatch.setattr(
+        ConnectionPool, "check_connection", staticmethod(counting_check)
+    )
+    for _ in range(3):
+        with pool.connection() as conn:
+            victim = backend(conn)
+    assert full_checks == [], "a healthy connection is checked without a query"
+
+    pg_server.execute("SELECT pg_terminate_backend(%s)", [victim])
+    time.sleep(0.3)
+    with pool.connection() as conn:
+        assert backend(conn) != victim
+    assert full_checks == [victim], "the terminated one was checked, then discarded"
+
+
+def test_exhaustion_raises_pool_timeout_naming_the_pool(pool: ForkSafePool) -> None:
+    with pool.connection():
+        t0 = time.monotonic()
+        with pytest.raises(PoolTimeout, match="pool 't' after 0.50 sec"):
+            pool.getconn(timeout=0.5)
+        assert time.monotonic() - t0 < 1.5
+
+
+def test_stats_have_pid_and_name_and_no_password(pool: ForkSafePool) -> None:
+    import os
+
+    with pool.connection():
+        stats = pool.stats()
+    assert stats["pid"] == os.getpid()
+    assert stats["name"] == "t"
+    assert stats["pool_max"] == 1
+    assert "password" not in repr(stats) and "pgpool-test" not in repr(stats)
+
+
+def test_close_then_use_opens_a_new_pool(pool: ForkSafePool) -> None:
+    with pool.connection() as conn:
+        first = backend(conn)
+    pool.close()
+    assert pool.closed
+    with pool.connection() as conn:
+        assert backend(conn) != first
+
+
+def test_pool_threads_block_stop_signals(pool: ForkSafePool) -> None:
+    pool.open(wait=True)
+    threads = [t for t in threading.enumerate() if t.name.startswith("t-")]
+    assert threads, "the pool has worker threads"
+    for thread in threads:
+        with open(f"/proc/self/task/{thread.native_id}/status") as f:
+            blocked = next(
+                int(line.split()[1], 16) for line in f if line.startswith("SigBlk:")
+            )
+        for signum in STOP_SIGNALS:
+            assert blocked & (1 << (signum - 1)), (thread.name, signum)
+    # The main thread still takes them.
+    with open(f"/proc/self/task/{threading.main_thread().native_id}/status") as f:
+        blocked = next(
+            int(line.split()[1], 16) for line in f if line.startswith("SigBlk:")
+        )
+    assert not any(blocked & (1 << (s - 1)) for s in STOP_SIGNALS)
+
+
+def test_forking_master_uses_plain_connections(
+    monkeypatch: pytest.MonkeyPatch, dsn: str
+) -> None:
+    from pgpool_core import lifecycle
+
+    monkeypatch.setattr(lifecycle, "_forking_master_pid", None)
+    lifecycle.mark_forking_master()
+    before = {t.ident for t in threading.enumerate()}
+    pool = ForkSafePool(dsn, min_size=2, name="master")
+    with pool.connection() as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert conn.closed, "a forking master's connection is closed when returned"
+    assert {t.ident for t in threading.enumerate()} == before, "no pool thread"
+    with pytest.raises(PoolNotAvailable, match="forking server's master"):
+        pool.pool  # noqa: B018
+    assert pool.stats()["forking_master"] is True
+
+
+def test_info_log_never_shows_the_password(
+    caplog: pytest.LogCaptureFixture, pg_server: PgServer
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    pool = ForkSafePool(pg_server.dsn(), min_size=1, name="quiet")
+    with pool.connection():
+        pass
+    pool.close()
+    assert pg_server.password not in caplog.text

@@ -1,0 +1,313 @@
+"""A throwaway PostgreSQL cluster with TLS on, for the tests.
+
+It is made with the machine's ``initdb`` and ``pg_ctl`` (through ``runuser -u
+postgres --`` when the tests run as root, since PostgreSQL refuses root), on a
+free loopback port below the ephemeral range, and removed at the end. Only
+``hostssl`` connections are accepted, with a password, so every test goes
+through TLS like the bug it is about.
+
+Set ``PGPOOL_TEST_DSN`` to run against an existing server instead (the tests
+that read the server log or restart it are then skipped).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+PASSWORD = "pgpool-test-Secret-4711"
+USER = "pgpool"
+DBNAME = "pgpool_test"
+BAD_MAC = "bad record mac"
+
+
+def find_bindir() -> Path | None:
+    """Return the directory holding initdb and pg_ctl, or None."""
+    candidates = [os.environ.get("PGPOOL_TEST_PGBIN", "")]
+    found = shutil.which("pg_ctl")
+    if found:
+        candidates.append(str(Path(os.path.realpath(found)).parent))
+    candidates += sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True)
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "initdb").exists():
+            return Path(candidate)
+    return None
+
+
+NO_SERVER_HELP = (
+    "The tests need PostgreSQL: install the server binaries (Debian/Ubuntu:"
+    " `apt-get install postgresql`; initdb and pg_ctl are then found in"
+    " /usr/lib/postgresql/*/bin), or point PGPOOL_TEST_PGBIN at the directory"
+    " that holds initdb and pg_ctl, or set PGPOOL_TEST_DSN to a server the"
+    " tests may use (a superuser connection string with sslmode=require)."
+)
+
+
+def free_port() -> int:
+    """Return a free loopback TCP port below 32768.
+
+    Ports in the ephemeral range are avoided: polling one before the server
+    binds it can connect a client socket to itself.
+    """
+    for _ in range(200):
+        port = 20000 + int.from_bytes(os.urandom(2), "big") % 12000
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found below 32768")
+
+
+@dataclass
+class PgServer:
+    """A running PostgreSQL server the tests may use."""
+
+    host: str
+    port: int
+    user: str
+    password: str
+    dbname: str
+    datadir: Path | None = None
+    logfile: Path | None = None
+    bindir: Path | None = None
+    _as_postgres: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def dsn(self, **params: Any) -> str:
+        """Return a conninfo string for the test database (TLS required)."""
+        base = {
+            "host": self.host,
+            "port": self.port,
+            "user": self.user,
+            "password": self.password,
+            "dbname": self.dbname,
+            "sslmode": "require",
+            **self.extra,
+        }
+        base.update(params)
+        return make_conninfo("", **{k: v for k, v in base.items() if v is not None})
+
+    def connect(self, **params: Any) -> psycopg.Connection[Any]:
+        """Return a new autocommit connection (the test's own, not pooled)."""
+        return psycopg.connect(self.dsn(**params), autocommit=True)
+
+    def execute(self, sql: str, params: Any = None) -> list[Any]:
+        """Run *sql* on a fresh connection and return its rows."""
+        with self.connect() as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchall() if cur.description else []
+
+    # -- the server log ------------------------------------------------------
+
+    @property
+    def has_log(self) -> bool:
+        return self.logfile is not None
+
+    def log_position(self) -> int:
+        """Return the current end of the server log, for log_since()."""
+        assert self.logfile is not None, "no server log (PGPOOL_TEST_DSN in use)"
+        return self.logfile.stat().st_size
+
+    def log_since(self, position: int) -> str:
+        """Return what the server logged after *position*."""
+        assert self.logfile is not None, "no server log (PGPOOL_TEST_DSN in use)"
+        with open(self.logfile, "rb") as f:
+            f.seek(position)
+            return f.read().decode("utf-8", "replace")
+
+    def bad_mac_lines(self, position: int) -> list[str]:
+        """Return the "bad record mac" lines logged after *position*."""
+        return [
+            line for line in self.log_since(position).splitlines() if BAD_MAC in line
+        ]
+
+    # -- control -------------------------------------------------------------
+
+    def _pg_ctl(
+        self, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        assert self.bindir is not None and self.datadir is not None
+        cmd = [str(self.bindir / "pg_ctl"), "-D", str(self.datadir), *args]
+        return _run(cmd, as_postgres=self._as_postgres, check=check)
+
+    def start(self) -> None:
+        assert self.logfile is not None
+        self._pg_ctl("-l", str(self.logfile), "-w", "-t", "60", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        self._pg_ctl("-m", mode, "-w", "-t", "60", "stop", check=False)
+
+    def restart(self, mode: str = "fast") -> None:
+        assert self.logfile is not None
+        self._pg_ctl("-m", mode, "-l", str(self.logfile), "-w", "-t", "60", "restart")
+
+    def reload(self) -> None:
+        self._pg_ctl("reload")
+
+
+def _run(
+    cmd: list[str], *, as_postgres: bool, check: bool = True
+) -> subprocess.CompletedProcess[str]:
+    if as_postgres:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    if check and result.returncode != 0:
+        raise RuntimeError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+    return result
+
+
+def _make_certificate(directory: Path) -> None:
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-new",
+            "-x509",
+            "-days",
+            "2",
+            "-nodes",
+            "-newkey",
+            "rsa:2048",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            str(directory / "server.key"),
+            "-out",
+            str(directory / "server.crt"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def start_cluster() -> PgServer:
+    """Make, configure and start a throwaway cluster; return it running."""
+    bindir = find_bindir()
+    if bindir is None:
+        raise RuntimeError(NO_SERVER_HELP)
+    as_postgres = os.geteuid() == 0
+    root = Path(tempfile.mkdtemp(prefix="pgpool-pg-"))
+    datadir = root / "data"
+    logfile = root / "server.log"
+    pwfile = root / "pwfile"
+    pwfile.write_text(PASSWORD + "\n")
+    _make_certificate(root)
+    if as_postgres:
+        entry = pwd.getpwnam("postgres")
+        for path in (root, pwfile, root / "server.key", root / "server.crt"):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chmod(root / "server.key", 0o600)
+    _run(
+        [
+            str(bindir / "initdb"),
+            "-D",
+            str(datadir),
+            "-U",
+            USER,
+            f"--pwfile={pwfile}",
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--no-sync",
+        ],
+        as_postgres=as_postgres,
+    )
+    port = free_port()
+    settings = {
+        "listen_addresses": "'127.0.0.1'",
+        "port": str(port),
+        "unix_socket_directories": f"'{root}'",
+        "max_connections": "300",
+        "ssl": "on",
+        "ssl_cert_file": f"'{root / 'server.crt'}'",
+        "ssl_key_file": f"'{root / 'server.key'}'",
+        "log_connections": "on",
+        "log_disconnections": "on",
+        "log_line_prefix": "'%m [%p] %q%u@%d '",
+        "fsync": "off",
+        "synchronous_commit": "off",
+        "full_page_writes": "off",
+        "shared_buffers": "32MB",
+    }
+    with open(datadir / "postgresql.conf", "a") as conf:
+        conf.write("\n# pgpool tests\n")
+        for key, value in settings.items():
+            conf.write(f"{key} = {value}\n")
+    # TLS only: a test that passed without TLS would prove nothing about the bug.
+    (datadir / "pg_hba.conf").write_text(
+        "local all all trust\n"
+        "hostssl all all 127.0.0.1/32 scram-sha-256\n"
+        "hostnossl all all 127.0.0.1/32 reject\n"
+    )
+    server = PgServer(
+        host="127.0.0.1",
+        port=port,
+        user=USER,
+        password=PASSWORD,
+        dbname="postgres",
+        datadir=datadir,
+        logfile=logfile,
+        bindir=bindir,
+        _as_postgres=as_postgres,
+    )
+    logfile.touch()
+    if as_postgres:
+        entry = pwd.getpwnam("postgres")
+        os.chown(logfile, entry.pw_uid, entry.pw_gid)
+    server.start()
+    server.execute(f"CREATE DATABASE {DBNAME}")
+    server.dbname = DBNAME
+    return server
+
+
+def stop_cluster(server: PgServer) -> None:
+    """Stop the cluster and remove its files."""
+    server.stop("immediate")
+    if server.datadir is not None:
+        shutil.rmtree(server.datadir.parent, ignore_errors=True)
+
+
+def existing_server(dsn: str) -> PgServer:
+    """Describe the server PGPOOL_TEST_DSN points at."""
+    params = conninfo_to_dict(dsn)
+    extra = {
+        k: v
+        for k, v in params.items()
+        if k not in {"host", "port", "user", "password", "dbname"}
+    }
+    extra.setdefault("sslmode", "require")
+    server = PgServer(
+        host=str(params.get("host", "127.0.0.1")),
+        port=int(params.get("port", 5432)),
+        user=str(params.get("user", "postgres")),
+        password=str(params.get("password", "")),
+        dbname=str(params.get("dbname", "postgres")),
+        extra=extra,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            server.execute("SELECT 1")
+            return server
+        except psycopg.OperationalError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)

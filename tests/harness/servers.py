@@ -1,0 +1,258 @@
+"""Real uWSGI and gunicorn servers for the tests, and a load generator.
+
+Each server runs in its own process group, is stopped through its pid (the
+group leader's), and its output goes to a file the test can read.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .postgres import free_port
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class RunningServer:
+    """A server process group started by start_server()."""
+
+    kind: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    logfile: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def output(self) -> str:
+        return self.logfile.read_text(errors="replace")
+
+    def get(self, path: str, timeout: float = 10.0) -> Response:
+        return request("127.0.0.1", self.port, path, timeout=timeout)
+
+    def stop(self, timeout: float = 15.0) -> int | None:
+        """Stop the whole process group; return the leader's exit code."""
+        if self.proc.poll() is None:
+            # uWSGI (with die-on-term) and gunicorn both shut down on SIGTERM,
+            # gracefully; SIGINT is uWSGI's and gunicorn's quick stop.
+            self._signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._signal(signal.SIGKILL)
+                self.proc.wait(10)
+        # Workers left behind by a leader that died on its own.
+        self._signal(signal.SIGKILL)
+        return self.proc.returncode
+
+    def _signal(self, signum: int) -> None:
+        try:
+            os.killpg(self.proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+    elapsed: float = 0.0
+
+    def json(self) -> Any:
+        return json.loads(self.body)
+
+
+def request(
+    host: str, port: int, path: str, *, method: str = "GET", timeout: float = 10.0
+) -> Response:
+    """Send one HTTP request on a new connection; never raise."""
+    t0 = time.monotonic()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request(method, path)
+        resp = conn.getresponse()
+        body = resp.read()
+        return Response(
+            resp.status,
+            body,
+            {k.lower(): v for k, v in resp.getheaders()},
+            elapsed=time.monotonic() - t0,
+        )
+    except Exception as err:
+        return Response(0, b"", error=repr(err), elapsed=time.monotonic() - t0)
+    finally:
+        conn.close()
+
+
+def start_server(
+    kind: str,
+    app: str,
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None = None,
+    workers: int = 4,
+    lazy_apps: bool = False,
+    config: Path | None = None,
+    extra_args: Sequence[str] = (),
+    ready_path: str = "/health",
+    ready_timeout: float = 60.0,
+) -> RunningServer:
+    """Start uWSGI or gunicorn serving *app* ("module:callable") in preload mode.
+
+    uWSGI: ``--master --processes N`` (no lazy-apps unless asked);
+    gunicorn: ``-w N --preload``. Returns once *ready_path* answers.
+    """
+    port = free_port()
+    logfile = Path(tempfile.mkstemp(prefix=f"pgpool-{kind}-", suffix=".log")[1])
+    module, _, callable_ = app.partition(":")
+    if kind == "uwsgi":
+        cmd = [
+            str(BIN / "uwsgi"),
+            "--master",
+            "--processes",
+            str(workers),
+            "--http-socket",
+            f"127.0.0.1:{port}",
+            "--module",
+            f"{module}:{callable_ or 'application'}",
+            "--chdir",
+            str(cwd),
+            "--virtualenv",
+            sys.prefix,
+            "--die-on-term",
+            "--need-app",
+            "--strict",
+            "--disable-logging",
+            "--worker-reload-mercy",
+            "10",
+        ]
+        if config is not None:
+            cmd[1:1] = ["--ini", str(config)]
+        if lazy_apps:
+            cmd.append("--lazy-apps")
+    elif kind == "gunicorn":
+        cmd = [
+            str(BIN / "gunicorn"),
+            "--workers",
+            str(workers),
+            "--preload",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--chdir",
+            str(cwd),
+            "--no-control-socket",
+            "--graceful-timeout",
+            "10",
+        ]
+        if config is not None:
+            cmd += ["--config", str(config)]
+        cmd.append(app)
+    else:
+        raise ValueError(f"unknown server kind {kind!r}")
+    cmd += list(extra_args)
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(cwd), full_env.get("PYTHONPATH", "")) if p
+    )
+    with open(logfile, "wb") as out:
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    server = RunningServer(kind, proc, port, logfile)
+    deadline = time.monotonic() + ready_timeout
+    while True:
+        if proc.poll() is not None:
+            server.stop()
+            raise RuntimeError(
+                f"{kind} exited with {proc.returncode} before answering:\n"
+                + server.output()
+            )
+        if server.get(ready_path, timeout=2.0).status == 200:
+            return server
+        if time.monotonic() > deadline:
+            server.stop()
+            raise RuntimeError(
+                f"{kind} did not answer in {ready_timeout} s:\n{server.output()}"
+            )
+        time.sleep(0.1)
+
+
+@dataclass
+class LoadResult:
+    responses: list[Response]
+
+    @property
+    def failures(self) -> list[Response]:
+        return [r for r in self.responses if r.status != 200]
+
+    def bodies(self) -> list[dict[str, Any]]:
+        out = []
+        for r in self.responses:
+            if r.status == 200:
+                try:
+                    out.append(r.json())
+                except ValueError:
+                    pass
+        return out
+
+    def worker_pids(self) -> set[int]:
+        return {b["pid"] for b in self.bodies() if "pid" in b}
+
+    def shared_backends(self) -> dict[int, set[int]]:
+        """Return each backend pid that answered for more than one worker."""
+        seen: dict[int, set[int]] = {}
+        for b in self.bodies():
+            if "backend" in b:
+                seen.setdefault(b["backend"], set()).add(b["pid"])
+        return {backend: pids for backend, pids in seen.items() if len(pids) > 1}
+
+    def summary(self) -> str:
+        statuses = Counter(r.status for r in self.responses)
+        errors = Counter(
+            (r.error or r.body.decode(errors="replace"))[:200] for r in self.failures
+        )
+        return (
+            f"{len(self.responses)} requests, {len(self.failures)} failed,"
+            f" statuses {dict(statuses)}, workers {sorted(self.worker_pids())},"
+            f" first errors {errors.most_common(3)}"
+        )
+
+
+def run_load(
+    port: int,
+    paths: Iterable[str],
+    *,
+    concurrency: int = 16,
+    timeout: float = 10.0,
+) -> LoadResult:
+    """GET each of *paths*, *concurrency* at a time; collect the answers."""
+    with ThreadPoolExecutor(concurrency) as executor:
+        responses = list(
+            executor.map(
+                lambda p: request("127.0.0.1", port, p, timeout=timeout), paths
+            )
+        )
+    return LoadResult(responses)

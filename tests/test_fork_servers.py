@@ -1,0 +1,95 @@
+"""The bug and the fix, under real preforking servers over TLS."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import REPO
+from tests.harness.postgres import PgServer
+from tests.harness.servers import LoadResult, RunningServer, run_load
+
+pytestmark = pytest.mark.servers
+
+REQUESTS = 500
+CONCURRENCY = 16
+HOOKS = REPO / "tests" / "apps" / "gunicorn_hooks.py"
+
+
+def fork_problems(result: LoadResult, server: PgServer, log_position: int) -> list[str]:
+    """Return what went wrong under load: the symptoms of shared connections."""
+    problems = []
+    if result.failures:
+        problems.append(f"failed requests: {result.summary()}")
+    shared = result.shared_backends()
+    if shared:
+        problems.append(f"backends shared by two workers: {shared}")
+    bad_mac = server.bad_mac_lines(log_position)
+    if bad_mac:
+        problems.append(f"{len(bad_mac)} 'bad record mac' lines, first: {bad_mac[0]}")
+    return problems
+
+
+def serve_plain_app(
+    serve: Callable[..., RunningServer],
+    pg: PgServer,
+    kind: str,
+    mode: str,
+    *,
+    hooks: bool = False,
+    lazy_apps: bool = False,
+) -> RunningServer:
+    return serve(
+        kind,
+        "tests.apps.plain_app:application",
+        env={"PGPOOL_APP_DSN": pg.dsn(), "PGPOOL_APP_MODE": mode},
+        config=HOOKS if hooks and kind == "gunicorn" else None,
+        lazy_apps=lazy_apps,
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "hooks", "lazy_apps"),
+    [
+        ("uwsgi", False, False),
+        ("uwsgi", False, True),
+        ("gunicorn", False, False),
+        ("gunicorn", True, False),
+    ],
+    ids=["uwsgi", "uwsgi-lazy-apps", "gunicorn", "gunicorn-hooks"],
+)
+def test_forksafe_pool_under_server(
+    serve: Callable[..., RunningServer],
+    pg_log: PgServer,
+    kind: str,
+    hooks: bool,
+    lazy_apps: bool,
+) -> None:
+    position = pg_log.log_position()
+    server = serve_plain_app(
+        serve, pg_log, kind, "forksafe", hooks=hooks, lazy_apps=lazy_apps
+    )
+
+    result = run_load(server.port, ["/query"] * REQUESTS, concurrency=CONCURRENCY)
+
+    print(f"{kind} forksafe: {result.summary()}")
+    assert fork_problems(result, pg_log, position) == []
+    assert len(result.worker_pids()) >= 2, result.summary()
+
+
+@pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
+def test_naive_pool_is_caught(
+    serve: Callable[..., RunningServer], pg_log: PgServer, kind: str
+) -> None:
+    """The same test catches the bug: a plain ConnectionPool opened before fork."""
+    position = pg_log.log_position()
+    server = serve_plain_app(serve, pg_log, kind, "naive")
+
+    # Fewer requests than above: a worker of the naive app may hang for good
+    # (uWSGI forked while a pool thread held the GIL), and each such request
+    # then waits for the client's timeout.
+    result = run_load(server.port, ["/query"] * 64, concurrency=CONCURRENCY, timeout=5)
+
+    print(f"{kind} naive: {result.summary()}")
+    assert fork_problems(result, pg_log, position) != []
