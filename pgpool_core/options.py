@@ -89,8 +89,10 @@ def validate_pool_options(
 
     def bad(key: str, expected: str) -> ConfigurationError:
         value = options[key]
+        # kwargs may hold a password: name its type only.
+        shown = "" if key == "kwargs" else f" {value!r}"
         return ConfigurationError(
-            setting(key), f"expected {expected}, got {type(value).__name__} {value!r}"
+            setting(key), f"expected {expected}, got {type(value).__name__}{shown}"
         )
 
     for key in ("min_size", "max_waiting"):

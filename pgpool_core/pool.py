@@ -315,6 +315,14 @@ class ForkSafePool:
                 raise
             return conn
 
+    def connect(self) -> psycopg.Connection[Any]:
+        """Return a new connection, made as the pool makes its own, but not pooled.
+
+        For diagnostics (a CLI's ``check``), where the reason of a failure
+        matters more than waiting for the pool: the caller closes it.
+        """
+        return self._connect_unpooled()
+
     def _connect_unpooled(self) -> psycopg.Connection[Any]:
         # A forking master gets a plain connection: a pool would start threads
         # there, and the master is about to fork.

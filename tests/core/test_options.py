@@ -146,3 +146,11 @@ def test_repr_hides_the_password() -> None:
     text = repr(pool)
     assert SECRET not in text
     assert "'main'" in text and "password=********" in text
+
+
+def test_bad_kwargs_error_does_not_show_the_value() -> None:
+    with pytest.raises(ConfigurationError) as info:
+        ForkSafePool("host=db", kwargs=[("password", SECRET)])  # type: ignore[arg-type]
+    assert info.value.setting == "kwargs"
+    assert "got list" in str(info.value)
+    assert SECRET not in str(info.value)

@@ -290,3 +290,16 @@ def test_info_log_never_shows_the_password(
         pass
     pool.close()
     assert pg_server.password not in caplog.text
+
+
+def test_connect_gives_a_configured_unpooled_connection(dsn: str) -> None:
+    configured: list[int] = []
+    pool = ForkSafePool(
+        dsn, min_size=1, configure=lambda c: configured.append(backend(c))
+    )
+    with pool.connect() as conn:
+        assert conn.pgconn.ssl_in_use
+        assert conn.info.get_parameters()["keepalives"] == "1"
+        assert configured == [backend(conn)]
+    assert conn.closed
+    assert pool.closed, "connect() makes no pool"
