@@ -39,11 +39,15 @@ def serve_plain_app(
     *,
     hooks: bool = False,
     lazy_apps: bool = False,
+    leak: bool = False,
 ) -> RunningServer:
+    env = {"PGPOOL_APP_DSN": pg.dsn(), "PGPOOL_APP_MODE": mode}
+    if leak:
+        env["PGPOOL_APP_LEAK"] = "1"
     return serve(
         kind,
         "tests.apps.plain_app:application",
-        env={"PGPOOL_APP_DSN": pg.dsn(), "PGPOOL_APP_MODE": mode},
+        env=env,
         config=HOOKS if hooks and kind == "gunicorn" else None,
         lazy_apps=lazy_apps,
     )
@@ -93,3 +97,54 @@ def test_naive_pool_is_caught(
 
     print(f"{kind} naive: {result.summary()}")
     assert fork_problems(result, pg_log, position) != []
+
+
+def leaked_backends(pg: PgServer) -> int:
+    rows = pg.execute(
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE application_name = 'leaked-in-master'"
+    )
+    return int(rows[0][0])
+
+
+@pytest.mark.parametrize(
+    ("kind", "hooks", "left_open"),
+    [("gunicorn", True, 0), ("uwsgi", False, 1)],
+    ids=["gunicorn-hooks-close-it", "uwsgi-workers-leave-it"],
+)
+def test_connection_left_out_in_the_master(
+    serve: Callable[..., RunningServer],
+    pg_log: PgServer,
+    kind: str,
+    hooks: bool,
+    left_open: int,
+) -> None:
+    """Import-time code borrowed a connection and never gave it back.
+
+    gunicorn's when_ready/pre_fork hooks close it in the master. uWSGI has no
+    hook there: the master keeps it, and the workers that inherited it drop
+    their copy without sending a byte (else its session would end).
+    """
+    position = pg_log.log_position()
+    server = serve_plain_app(serve, pg_log, kind, "forksafe", hooks=hooks, leak=True)
+
+    result = run_load(server.port, ["/query"] * 200, concurrency=CONCURRENCY)
+
+    assert fork_problems(result, pg_log, position) == []
+    assert leaked_backends(pg_log) == left_open
+
+
+@pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
+def test_workers_stop_when_told(
+    serve: Callable[..., RunningServer], pg_log: PgServer, kind: str
+) -> None:
+    """Pool threads leave the stop signals to the main thread: no worker hangs."""
+    server = serve_plain_app(serve, pg_log, kind, "forksafe", hooks=True)
+    result = run_load(server.port, ["/query"] * 100, concurrency=CONCURRENCY)
+    assert result.failures == []
+
+    returncode = server.stop(timeout=20)
+
+    output = server.output()
+    assert returncode == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]

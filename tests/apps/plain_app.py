@@ -32,6 +32,12 @@ else:
 with pool.connection() as conn:
     conn.execute("SELECT 1")
 
+if os.environ.get("PGPOOL_APP_LEAK"):
+    # Import-time code that borrows a connection and never gives it back.
+    leaked = pool.getconn()
+    leaked.autocommit = True
+    leaked.execute("SET application_name = 'leaked-in-master'")
+
 
 def application(
     environ: dict[str, Any], start_response: Callable[..., Any]
