@@ -150,6 +150,10 @@ class ForkSafePool:
             "num_workers": num_workers,
         }
         self._state: _ProcessState | None = None
+        # The parent whose pool was abandoned here, until a fresh one is made.
+        self._inherited_from: int | None = None
+        # States closed with connections still out: putconn() closes those.
+        self._retired: list[_ProcessState] = []
         lifecycle.register(self)
 
     @staticmethod
@@ -187,11 +191,9 @@ class ForkSafePool:
     def _current_locked(self) -> _ProcessState:
         pid = os.getpid()
         state = self._state
-        inherited_from = None
         if state is not None and state.pid != pid:
-            inherited_from = state.pid
-            self._leave_inherited()
             state = None
+        self._leave_inherited()
         if state is not None and state.pool is not None:
             return state  # another thread made it while we waited
         if lifecycle.in_forking_master():
@@ -202,14 +204,15 @@ class ForkSafePool:
         if state is not None:
             new.out = state.out  # connections made here while it was a master
         self._state = new
-        if inherited_from is not None:
+        if self._inherited_from is not None:
             logger.info(
                 "pool %r: fresh pool made in process %d; the one inherited from"
                 " process %d is abandoned",
                 self.name,
                 pid,
-                inherited_from,
+                self._inherited_from,
             )
+            self._inherited_from = None
         else:
             logger.debug("pool %r: opened in process %d", self.name, pid)
         return new
@@ -239,20 +242,48 @@ class ForkSafePool:
 
     def _leave_inherited(self) -> None:
         """Abandon what this object holds from a parent process; touch none of it."""
+        pid = os.getpid()
+        inherited = [state for state in self._retired if state.pid != pid]
         state = self._state
-        if state is None or state.pid == os.getpid():
+        if state is not None and state.pid != pid:
+            self._state = None
+            inherited.append(state)
+            # Logged when the fresh pool that replaces it is made.
+            self._inherited_from = state.pid
+        if not inherited:
             return
-        self._state = None
-        if state.pool is not None:
-            pool = state.pool
-            # Its __del__ would try to stop worker threads that only exist in
-            # the parent: a closed pool's __del__ does nothing.
-            pool._closed = True
-            lifecycle.abandon(pool)
-            for conn in list(getattr(pool, "_pool", ())):
+        self._retired = [state for state in self._retired if state.pid == pid]
+        for state in inherited:
+            if state.pool is not None:
+                pool = state.pool
+                # Its __del__ would try to stop worker threads that only exist
+                # in the parent: a closed pool's __del__ does nothing.
+                pool._closed = True
+                lifecycle.abandon(pool)
+                for conn in list(getattr(pool, "_pool", ())):
+                    lifecycle.abandon_connection(conn)
+            for conn in list(state.out):
                 lifecycle.abandon_connection(conn)
-        for conn in list(state.out):
-            lifecycle.abandon_connection(conn)
+
+    def _leave_if_inherited(self) -> None:
+        """Abandon what is inherited from a parent process, making no pool."""
+        pid = os.getpid()
+        state = self._state
+        if (state is not None and state.pid != pid) or any(
+            retired.pid != pid for retired in self._retired
+        ):
+            with lifecycle.process_lock():
+                self._leave_inherited()
+
+    def is_inherited(self, conn: psycopg.Connection[Any]) -> bool:
+        """Return True if *conn* was borrowed in a parent process.
+
+        Such a connection is the parent's: this process must neither use,
+        close nor give it back (putconn() ignores it). An adapter that keeps
+        a borrowed connection across requests asks before using it.
+        """
+        self._leave_if_inherited()
+        return lifecycle.is_abandoned(conn)
 
     @property
     def pool(self) -> ConnectionPool[Any]:
@@ -346,11 +377,18 @@ class ForkSafePool:
         return conn
 
     def putconn(self, conn: psycopg.Connection[Any]) -> None:
-        """Give back a connection borrowed with getconn()."""
+        """Give back a connection borrowed with getconn().
+
+        One borrowed before close() is closed; one inherited from a parent
+        process is left alone. Neither makes a new pool.
+        """
+        self._leave_if_inherited()
+        if lifecycle.is_abandoned(conn):
+            return  # inherited from the parent: not ours to return or close
+        if self._put_retired(conn):
+            return
         state = self._current()
         if conn not in state.out:
-            if lifecycle.is_abandoned(conn):
-                return  # inherited from the parent: not ours to return or close
             if state.pool is None:
                 raise ValueError(f"the connection {conn} doesn't belong to {self!r}")
             state.pool.putconn(conn)  # psycopg says what is wrong with it
@@ -367,6 +405,23 @@ class ForkSafePool:
             except psycopg.Error:
                 conn.close()  # the pool discards it and makes a new one
         pool.putconn(conn)
+
+    def _put_retired(self, conn: psycopg.Connection[Any]) -> bool:
+        """Close *conn* if it was out when close() was called; say if it was."""
+        for state in self._retired:
+            if conn in state.out:
+                break
+        else:
+            return False
+        state.out.discard(conn)
+        with lifecycle.process_lock():
+            self._retired = [state for state in self._retired if state.out]
+        origin: ConnectionPool[Any] | None = getattr(conn, "_pool", None)
+        if origin is not None:
+            origin.putconn(conn)  # it is closed: psycopg_pool closes conn
+        else:
+            conn.close()  # a forking master's plain connection
+        return True
 
     @contextmanager
     def connection(
@@ -403,13 +458,14 @@ class ForkSafePool:
         would end the parent's sessions.
         """
         with lifecycle.process_lock():
+            self._leave_inherited()
             state = self._state
             if state is None:
                 return
-            if state.pid != os.getpid():
-                self._leave_inherited()
-                return
             self._state = None
+            if state.out:
+                # Their borrowers still give them back with putconn().
+                self._retired.append(state)
         for conn in list(state.out):
             if getattr(conn, "_pool", None) is None:
                 conn.close()  # plain connections of a forking master

@@ -1,0 +1,86 @@
+"""Connections still out when their pool is closed, or when the process forks.
+
+Adapters that keep a borrowed connection across calls (Django's
+DatabaseWrapper) give it back later, maybe after close() or in a child.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import psycopg
+import pytest
+
+from pgpool_core import ForkSafePool, lifecycle
+from tests.harness.forking import FORKS, run_in_child
+from tests.harness.postgres import PgServer
+
+
+@pytest.fixture
+def pool(dsn: str) -> Iterator[ForkSafePool]:
+    pool = ForkSafePool(dsn, min_size=1, max_size=2, timeout=5, name="loans")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def test_putconn_after_close_closes_the_connection(pool: ForkSafePool) -> None:
+    conn = pool.getconn()
+    pool.close()
+
+    pool.putconn(conn)
+
+    assert conn.closed
+    assert pool.closed, "giving back a connection must not make a new pool"
+    with pool.connection() as again:  # the next use opens a new pool
+        assert again.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_putconn_after_close_in_a_forking_master(
+    pool: ForkSafePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lifecycle, "_forking_master_pid", os.getpid())
+    conn = pool.getconn()  # a plain connection, no pool
+    pool.close()  # as gunicorn's pre_fork hook does
+    assert conn.closed
+
+    pool.putconn(conn)
+
+    assert pool.closed
+
+
+def test_putconn_of_a_foreign_connection_still_fails(
+    pool: ForkSafePool, pg_server: PgServer
+) -> None:
+    with psycopg.connect(pg_server.dsn()) as foreign:
+        with pytest.raises(ValueError, match="doesn't come from any pool"):
+            pool.putconn(foreign)
+
+
+@pytest.mark.parametrize("fork", FORKS.values(), ids=FORKS.keys())
+@pytest.mark.parametrize("closed_first", [False, True], ids=["open", "closed"])
+def test_child_drops_an_inherited_loan_without_a_pool(
+    pool: ForkSafePool,
+    pg_log: PgServer,
+    fork: Callable[[], int],
+    closed_first: bool,
+) -> None:
+    position = pg_log.log_position()
+    held = pool.getconn()
+    parent_backend = held.info.backend_pid
+    if closed_first:
+        pool.close()
+
+    def child() -> dict[str, bool]:
+        inherited = pool.is_inherited(held)
+        pool.putconn(held)
+        return {"inherited": inherited, "pool_made": not pool.closed}
+
+    assert run_in_child(child, fork) == {"inherited": True, "pool_made": False}
+    assert not pool.is_inherited(held)
+    # The parent's session is intact.
+    assert held.execute("SELECT pg_backend_pid()").fetchone() == (parent_backend,)
+    pool.putconn(held)
+    assert pg_log.bad_mac_lines(position) == []

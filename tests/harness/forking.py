@@ -1,0 +1,48 @@
+"""Run a function in a forked child and get its result back, for fork tests."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+
+def libc_fork() -> int:
+    """Fork as uWSGI does: libc's fork(), so CPython's at-fork handlers don't run."""
+    # PyDLL keeps the GIL held across the call, like a fork from Python code.
+    return int(ctypes.PyDLL(None).fork())
+
+
+#: The two ways a process gets forked, for parametrised tests.
+FORKS: dict[str, Callable[[], int]] = {"os.fork": os.fork, "libc fork": libc_fork}
+
+
+def run_in_child(work: Callable[[], Any], fork: Callable[[], int] = os.fork) -> Any:
+    """Run *work* in a forked child; return its JSON-able result, or raise its error."""
+    read_end, write_end = os.pipe()
+    pid = fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 0
+        try:
+            result = {"ok": work()}
+        except BaseException as err:
+            result = {"error": f"{type(err).__name__}: {err}\n{traceback.format_exc()}"}
+            code = 1
+        try:
+            os.write(write_end, json.dumps(result).encode())
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    chunks = []
+    while chunk := os.read(read_end, 65536):
+        chunks.append(chunk)
+    os.close(read_end)
+    _, status = os.waitpid(pid, 0)
+    result = json.loads(b"".join(chunks) or b"{}")
+    if "error" in result:
+        raise AssertionError(f"in the child: {result['error']}")
+    assert os.waitstatus_to_exitcode(status) == 0, f"child exit status {status}"
+    return result["ok"]
