@@ -5,6 +5,9 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
+import signal
+import time
 import traceback
 from collections.abc import Callable
 from typing import Any
@@ -20,8 +23,19 @@ def libc_fork() -> int:
 FORKS: dict[str, Callable[[], int]] = {"os.fork": os.fork, "libc fork": libc_fork}
 
 
-def run_in_child(work: Callable[[], Any], fork: Callable[[], int] = os.fork) -> Any:
-    """Run *work* in a forked child; return its JSON-able result, or raise its error."""
+def run_in_child(
+    work: Callable[[], Any],
+    fork: Callable[[], int] = os.fork,
+    *,
+    timeout: float = 60.0,
+) -> Any:
+    """Run *work* in a forked child; return its JSON-able result, or raise its error.
+
+    A child that hangs (the failure fork bugs tend to cause) is killed after
+    *timeout* seconds and the test fails, instead of hanging the suite.
+    Before libc_fork, the calling process must have no other thread: CPython
+    does not re-initialise its locks after a fork it did not make.
+    """
     read_end, write_end = os.pipe()
     pid = fork()
     if pid == 0:  # pragma: no cover - runs in the child
@@ -37,9 +51,20 @@ def run_in_child(work: Callable[[], Any], fork: Callable[[], int] = os.fork) -> 
             os._exit(code)
     os.close(write_end)
     chunks = []
-    while chunk := os.read(read_end, 65536):
-        chunks.append(chunk)
-    os.close(read_end)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([read_end], [], [], left)[0]:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError(f"the child did not finish in {timeout} s")
+            chunk = os.read(read_end, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    finally:
+        os.close(read_end)
     _, status = os.waitpid(pid, 0)
     result = json.loads(b"".join(chunks) or b"{}")
     if "error" in result:

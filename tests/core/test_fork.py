@@ -1,0 +1,143 @@
+"""ForkSafePool across a real fork, over TLS.
+
+Two kinds of fork: ``os.fork()``, which runs the ``os.register_at_fork``
+handlers, and libc's ``fork()`` called directly, which runs none, as uWSGI
+does: there only the pid check on access can notice the new process. Like
+uWSGI's master, the process that calls libc's fork() must have no other thread
+(CPython does not re-initialise its locks after such a fork).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from pgpool_core import ForkSafePool, lifecycle
+from tests.harness.forking import FORKS, run_in_child
+from tests.harness.postgres import PgServer
+
+
+@pytest.fixture
+def pool(dsn: str) -> Iterator[ForkSafePool]:
+    pool = ForkSafePool(dsn, min_size=2, max_size=2, timeout=10, name="forked")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def backend_pid(pool: ForkSafePool) -> int:
+    with pool.connection() as conn:
+        return conn.info.backend_pid
+
+
+def test_child_gets_its_own_backends_and_spares_the_parents(
+    pool: ForkSafePool, pg_log: PgServer
+) -> None:
+    position = pg_log.log_position()
+    pool.wait()
+    held = pool.getconn()  # checked out across the fork
+    parent_backends = {backend_pid(pool), held.info.backend_pid}
+
+    def child() -> list[int]:
+        seen = {backend_pid(pool) for _ in range(4)}
+        # What a careless child might do with what it inherited:
+        pool.putconn(held)
+        pool.close()
+        held.close()
+        seen.add(backend_pid(pool))
+        return sorted(seen)
+
+    child_backends = set(run_in_child(child))
+
+    assert child_backends.isdisjoint(parent_backends)
+    # The child's close() did not end the parent's sessions.
+    assert held.execute("SELECT 1").fetchone() == (1,)
+    pool.putconn(held)
+    for _ in range(4):
+        assert backend_pid(pool) in parent_backends
+    assert pg_log.bad_mac_lines(position) == []
+    log = pg_log.log_since(position)
+    assert "unexpected EOF" not in log or "could not receive data" not in log
+
+
+def test_child_logs_one_info_line_for_its_fresh_pool(pool: ForkSafePool) -> None:
+    backend_pid(pool)
+
+    def child() -> list[str]:
+        records: list[str] = []
+
+        class Collect(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                records.append(record.getMessage())
+
+        logger = logging.getLogger("pgpool")
+        logger.setLevel(logging.INFO)
+        logger.addHandler(Collect())
+        for _ in range(3):
+            backend_pid(pool)
+        return records
+
+    records = run_in_child(child)
+    fresh = [r for r in records if "fresh pool made" in r]
+    assert len(fresh) == 1, records
+    assert f"process {os.getpid()}" in fresh[0]
+    assert "'forked'" in fresh[0]
+
+
+def test_inherited_sockets_are_pointed_away_in_the_child(
+    pool: ForkSafePool,
+) -> None:
+    pool.wait()
+    held = pool.getconn()
+    fd = held.pgconn.socket
+
+    def child() -> str:
+        lifecycle.after_fork_in_child()  # already ran for os.fork; idempotent
+        return os.readlink(f"/proc/self/fd/{fd}")
+
+    try:
+        assert run_in_child(child) == os.devnull
+        assert os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    finally:
+        pool.putconn(held)
+
+
+@pytest.mark.parametrize("fork", FORKS.values(), ids=FORKS.keys())
+def test_forking_master_gives_workers_a_pool(
+    monkeypatch: pytest.MonkeyPatch, dsn: str, fork: Callable[[], int]
+) -> None:
+    """A master (no threads, plain connections) forks a worker that pools."""
+    monkeypatch.setattr(lifecycle, "_forking_master_pid", None)
+    lifecycle.mark_forking_master()
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, name="mastered")
+    master_conn = pool.getconn()  # import-time code that never gives it back
+    master_fd = master_conn.pgconn.socket
+    assert threading.active_count() == 1, threading.enumerate()
+
+    def worker() -> dict[str, Any]:
+        first = backend_pid(pool)
+        # Code that gives the master's connection back in the worker (Django
+        # closing the connection it inherited) must neither use nor close it.
+        pool.putconn(master_conn)
+        return {
+            "first": first,
+            "again": backend_pid(pool),
+            "pooled": not pool.closed,
+            "master_fd": os.readlink(f"/proc/self/fd/{master_fd}"),
+        }
+
+    result = run_in_child(worker, fork)
+    assert result["pooled"]
+    assert result["first"] == result["again"], "the worker's connection is pooled"
+    assert result["first"] != master_conn.info.backend_pid
+    assert result["master_fd"] == os.devnull
+    # The master's own connection was left alone by the worker.
+    assert master_conn.execute("SELECT 1").fetchone() == (1,)
+    pool.close()
+    assert master_conn.closed, "close() in the master closes its plain connections"
