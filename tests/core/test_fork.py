@@ -62,8 +62,6 @@ def test_child_gets_its_own_backends_and_spares_the_parents(
     for _ in range(4):
         assert backend_pid(pool) in parent_backends
     assert pg_log.bad_mac_lines(position) == []
-    log = pg_log.log_since(position)
-    assert "unexpected EOF" not in log or "could not receive data" not in log
 
 
 def test_child_logs_one_info_line_for_its_fresh_pool(pool: ForkSafePool) -> None:
