@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -74,6 +75,7 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
     error: str | None = None
     elapsed: float = 0.0
+    started: float = 0.0  # time.monotonic() when the request was sent
 
     def json(self) -> Any:
         return json.loads(self.body)
@@ -94,9 +96,12 @@ def request(
             body,
             {k.lower(): v for k, v in resp.getheaders()},
             elapsed=time.monotonic() - t0,
+            started=t0,
         )
     except Exception as err:
-        return Response(0, b"", error=repr(err), elapsed=time.monotonic() - t0)
+        return Response(
+            0, b"", error=repr(err), elapsed=time.monotonic() - t0, started=t0
+        )
     finally:
         conn.close()
 
@@ -256,3 +261,74 @@ def run_load(
             )
         )
     return LoadResult(responses)
+
+
+class LoadLoop:
+    """Clients sending requests without pause until stop(), for fault tests.
+
+    Each answer keeps its start time, so a test can tell the requests in
+    flight at the moment of a fault from those sent after it.
+    """
+
+    def __init__(
+        self,
+        port: int,
+        path: str,
+        *,
+        concurrency: int = 8,
+        timeout: float = 10.0,
+        max_requests: int = 100_000,
+    ) -> None:
+        self.responses: list[Response] = []
+        self._port = port
+        self._path = path
+        self._timeout = timeout
+        self._left = max_requests
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._threads = [
+            threading.Thread(target=self._client, daemon=True)
+            for _ in range(concurrency)
+        ]
+
+    def __enter__(self) -> LoadLoop:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _client(self) -> None:
+        while not self._stopping.is_set():
+            with self._lock:
+                if self._left <= 0:
+                    return
+                self._left -= 1
+            response = request(
+                "127.0.0.1", self._port, self._path, timeout=self._timeout
+            )
+            with self._lock:
+                self.responses.append(response)
+
+    def stop(self) -> LoadResult:
+        self._stopping.set()
+        for thread in self._threads:
+            thread.join(self._timeout + 5)
+        with self._lock:
+            return LoadResult(list(self.responses))
+
+    def sent_after(self, moment: float) -> LoadResult:
+        """Return the answers to the requests sent after *moment*."""
+        with self._lock:
+            return LoadResult([r for r in self.responses if r.started >= moment])
+
+    def wait_for(self, count: int, timeout: float = 30.0) -> None:
+        """Wait until *count* answers arrived."""
+        deadline = time.monotonic() + timeout
+        while len(self.responses) < count:
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"only {len(self.responses)} answers of {count} in {timeout} s"
+                )
+            time.sleep(0.05)

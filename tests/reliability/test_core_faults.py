@@ -1,0 +1,104 @@
+"""Faults under load, with the framework-neutral app under gunicorn --preload.
+
+The framework packages add their own versions of these; here the core's check
+and reconnection are proven on their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.conftest import REPO
+from tests.harness.postgres import PgServer
+from tests.harness.servers import LoadLoop, RunningServer
+
+pytestmark = pytest.mark.servers
+
+HOOKS = REPO / "tests" / "apps" / "gunicorn_hooks.py"
+
+CLIENT_BACKENDS = (
+    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+    " AND pid <> pg_backend_pid() AND datname = current_database()"
+)
+
+
+def serve_app(
+    serve: Callable[..., RunningServer], pg: PgServer, **dsn_params: str
+) -> RunningServer:
+    return serve(
+        "gunicorn",
+        "tests.apps.plain_app:application",
+        env={"PGPOOL_APP_DSN": pg.dsn(**dsn_params), "PGPOOL_APP_MODE": "forksafe"},
+        config=HOOKS,
+    )
+
+
+def test_terminated_backends(
+    serve: Callable[..., RunningServer], pg_log: PgServer
+) -> None:
+    server = serve_app(serve, pg_log)
+    with LoadLoop(server.port, "/query") as load:
+        load.wait_for(200)
+        victims = [row[0] for row in pg_log.execute(CLIENT_BACKENDS)]
+        pg_log.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+            [victims],
+        )
+        while pg_log.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [victims]
+        ):
+            time.sleep(0.01)
+        gone = time.monotonic()
+        seen = len(load.responses)
+        load.wait_for(seen + 400)
+        after = load.sent_after(gone)
+        everything = load.stop()
+
+    print(f"terminated {len(victims)} backends; {everything.summary()}")
+    assert victims, "the app had connections to terminate"
+    assert after.failures == [], after.summary()
+    assert len(after.responses) >= 400
+
+
+def test_database_restart(
+    serve: Callable[..., RunningServer], pg_log: PgServer
+) -> None:
+    server = serve_app(serve, pg_log)
+    with LoadLoop(server.port, "/query", timeout=15) as load:
+        load.wait_for(200)
+        pg_log.restart("fast")
+        accepting = time.monotonic()
+        time.sleep(4)
+        settled = load.sent_after(accepting + 2.0)
+        recovered = [r for r in load.sent_after(accepting).responses if r.status == 200]
+        everything = load.stop()
+
+    first_ok = min(r.started + r.elapsed for r in recovered) - accepting
+    print(
+        f"restart: first success {first_ok:.2f} s after the server accepted;"
+        f" {everything.summary()}"
+    )
+    assert recovered, "requests succeed again after the restart"
+    assert settled.responses, "requests were sent once the server was back"
+    assert settled.failures == [], settled.summary()
+
+
+def test_idle_connections_killed_by_the_server(
+    serve: Callable[..., RunningServer], pg_log: PgServer
+) -> None:
+    """The seed's case: idle pooled connections die; the next requests succeed."""
+    server = serve_app(serve, pg_log, options="-c idle_session_timeout=1000")
+    with LoadLoop(server.port, "/query", max_requests=200) as load:
+        load.wait_for(200)
+    position = pg_log.log_position()
+    time.sleep(2.5)  # every pooled connection is now past its idle timeout
+    assert "idle-session timeout" in pg_log.log_since(position)
+
+    with LoadLoop(server.port, "/query", max_requests=400) as load:
+        load.wait_for(400)
+        result = load.stop()
+
+    assert result.failures == [], result.summary()
