@@ -23,14 +23,17 @@ __all__ = [
     "validate_pool_options",
 ]
 
-#: TCP keepalives so that a connection whose peer vanished (a NAT or firewall
-#: that dropped it, a server that died) is noticed in about two minutes instead
-#: of the kernel's two hours; connect_timeout bounds a connect to a black hole.
+#: TCP keepalives so that an idle connection whose peer vanished (a NAT or
+#: firewall that dropped it, a server that died) is noticed in about two minutes
+#: instead of the kernel's two hours; tcp_user_timeout so that a query sent into
+#: such a black hole fails after 30 s instead of retransmitting for ~15 minutes
+#: (keepalives only probe idle connections). connect_timeout bounds a connect.
 KEEPALIVE_DEFAULTS: dict[str, Any] = {
     "keepalives": 1,
     "keepalives_idle": 60,
     "keepalives_interval": 10,
     "keepalives_count": 6,
+    "tcp_user_timeout": 30000,
 }
 CONNECT_TIMEOUT_DEFAULT = 10
 

@@ -26,7 +26,8 @@ else:
     import pgpool_core.uwsgi  # noqa: F401  (worker warm-up; a no-op elsewhere)
     from pgpool_core import ForkSafePool
 
-    pool = ForkSafePool(DSN, min_size=2, max_size=4, timeout=5)
+    timeout = float(os.environ.get("PGPOOL_APP_TIMEOUT", "5"))
+    pool = ForkSafePool(DSN, min_size=2, max_size=4, timeout=timeout)
 
 # Import-time use, in the master when the server preloads the app.
 with pool.connection() as conn:

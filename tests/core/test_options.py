@@ -107,6 +107,7 @@ def test_keepalives_merged_unless_set() -> None:
         "keepalives_idle": "60",
         "keepalives_interval": "10",
         "keepalives_count": "6",
+        "tcp_user_timeout": "30000",
     }
 
 

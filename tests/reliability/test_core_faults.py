@@ -7,13 +7,14 @@ and reconnection are proven on their own.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
 from tests.conftest import REPO
+from tests.harness.blackhole import BlackHoleProxy
 from tests.harness.postgres import PgServer
-from tests.harness.servers import LoadLoop, RunningServer
+from tests.harness.servers import LoadLoop, RunningServer, run_load
 
 pytestmark = pytest.mark.servers
 
@@ -26,14 +27,18 @@ CLIENT_BACKENDS = (
 
 
 def serve_app(
-    serve: Callable[..., RunningServer], pg: PgServer, **dsn_params: str
+    serve: Callable[..., RunningServer],
+    pg: PgServer,
+    *,
+    pool_timeout: float = 5,
+    **dsn_params: object,
 ) -> RunningServer:
-    return serve(
-        "gunicorn",
-        "tests.apps.plain_app:application",
-        env={"PGPOOL_APP_DSN": pg.dsn(**dsn_params), "PGPOOL_APP_MODE": "forksafe"},
-        config=HOOKS,
-    )
+    env = {
+        "PGPOOL_APP_DSN": pg.dsn(**dsn_params),
+        "PGPOOL_APP_MODE": "forksafe",
+        "PGPOOL_APP_TIMEOUT": str(pool_timeout),
+    }
+    return serve("gunicorn", "tests.apps.plain_app:application", env=env, config=HOOKS)
 
 
 def test_terminated_backends(
@@ -102,3 +107,56 @@ def test_idle_connections_killed_by_the_server(
         result = load.stop()
 
     assert result.failures == [], result.summary()
+
+
+@pytest.fixture
+def blackhole(pg_server: PgServer) -> Iterator[BlackHoleProxy]:
+    proxy = BlackHoleProxy(pg_server.port)
+    try:
+        yield proxy
+    finally:
+        proxy.close()
+
+
+def test_half_open_connections_fail_within_the_timeouts(
+    serve: Callable[..., RunningServer],
+    pg_server: PgServer,
+    blackhole: BlackHoleProxy,
+) -> None:
+    """The path to the server turns into a black hole: nothing hangs for good.
+
+    Established connections then look healthy to the client; a query sent on
+    one fails once tcp_user_timeout passes, a new connection once
+    connect_timeout does, a wait for one once the pool's timeout does.
+    """
+    user_timeout_ms, connect_timeout, pool_timeout = 2000, 2, 3
+    server = serve_app(
+        serve,
+        pg_server,
+        pool_timeout=pool_timeout,
+        host=blackhole.host,
+        port=blackhole.port,
+        tcp_user_timeout=user_timeout_ms,
+        connect_timeout=connect_timeout,
+    )
+    before = run_load(server.port, ["/query"] * 100, concurrency=8)
+    assert before.failures == [], before.summary()
+
+    blackhole.cut()
+    during = run_load(server.port, ["/query"] * 40, concurrency=8, timeout=30)
+
+    # A request may meet the three waits in turn, at worst.
+    bound = user_timeout_ms / 1000 + connect_timeout + pool_timeout + 1
+    slowest = max(r.elapsed for r in during.responses)
+    print(f"black hole: slowest answer {slowest:.2f} s; {during.summary()}")
+    assert all(r.status in (200, 500) for r in during.responses), during.summary()
+    assert slowest < bound, during.summary()
+    assert during.failures, "the black hole was noticed"
+
+    blackhole.restore()
+    deadline = time.monotonic() + 30
+    while server.get("/query", timeout=15).status != 200:
+        assert time.monotonic() < deadline, "the app serves again once the path is back"
+        time.sleep(0.2)
+    after = run_load(server.port, ["/query"] * 100, concurrency=8)
+    assert after.failures == [], after.summary()
