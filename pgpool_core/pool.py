@@ -14,6 +14,7 @@ from typing import Any
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
+from psycopg_pool.pool import AddConnection
 
 from . import lifecycle
 from .errors import PoolNotAvailable
@@ -41,6 +42,21 @@ class _Default:
 DEFAULT: Any = _Default()
 
 _counter = itertools.count(1)
+
+#: The longest wait between two attempts to replace a connection that failed.
+#: psycopg_pool doubles its wait at each failure (1, 2, 4 ... 128 s): after a
+#: minute's outage the first request could wait a minute more after the server
+#: is back. Capped, requests succeed about a second after it accepts again.
+RECONNECT_DELAY_MAX = 1.0
+
+
+class _ProcessPool(ConnectionPool[Any]):
+    """psycopg's pool, retrying failed connects at least every RECONNECT_DELAY_MAX."""
+
+    def schedule_task(self, task: Any, delay: float) -> None:
+        if isinstance(task, AddConnection):
+            delay = min(delay, RECONNECT_DELAY_MAX)
+        super().schedule_task(task, delay)
 
 
 class _ProcessState:
@@ -218,7 +234,7 @@ class ForkSafePool:
         return new
 
     def _make_pool(self) -> ConnectionPool[Any]:
-        pool: ConnectionPool[Any] = ConnectionPool(
+        pool: ConnectionPool[Any] = _ProcessPool(
             self._conninfo,
             kwargs=self._kwargs,
             connection_class=self._connection_class,

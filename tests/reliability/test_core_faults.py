@@ -91,6 +91,31 @@ def test_database_restart(
     assert settled.failures == [], settled.summary()
 
 
+def test_database_down_for_a_while(
+    serve: Callable[..., RunningServer], pg_log: PgServer
+) -> None:
+    """A longer outage: reconnect attempts must not have backed off for minutes."""
+    server = serve_app(serve, pg_log, pool_timeout=2)
+    with LoadLoop(server.port, "/query", timeout=15) as load:
+        load.wait_for(100)
+        pg_log.stop("fast")
+        # psycopg_pool alone tries again 1, 3, 7, 15 and 31 s after the fault:
+        # the server is back at 25 s, the first connection would come at 28 s.
+        time.sleep(25)
+        pg_log.start()
+        accepting = time.monotonic()
+        time.sleep(4)
+        settled = load.sent_after(accepting + 2.0)
+        recovered = [r for r in load.sent_after(accepting).responses if r.status == 200]
+        everything = load.stop()
+
+    assert recovered, everything.summary()
+    first_ok = min(r.started + r.elapsed for r in recovered) - accepting
+    print(f"25 s outage: first success {first_ok:.2f} s after the server accepted")
+    assert first_ok < 2.0, "requests succeed within 2 s of the server accepting"
+    assert settled.responses and settled.failures == [], settled.summary()
+
+
 def test_idle_connections_killed_by_the_server(
     serve: Callable[..., RunningServer], pg_log: PgServer
 ) -> None:
