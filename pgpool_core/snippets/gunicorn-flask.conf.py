@@ -1,6 +1,7 @@
 # gunicorn.conf.py for a flask app in preload mode: imported once in the
 # master, forked into the workers, which share its memory.
-wsgi_app = "myapp:create_app()"
+wsgi_app = "wsgi:app"
+bind = "127.0.0.1:8000"
 
 # Safe with pgpool: each worker makes its own pool on first use.
 preload_app = True

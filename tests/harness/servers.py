@@ -122,53 +122,51 @@ def start_server(
     """Start uWSGI or gunicorn serving *app* ("module:callable") in preload mode.
 
     uWSGI: ``--master --processes N`` (no lazy-apps unless asked);
-    gunicorn: ``-w N --preload``. Returns once *ready_path* answers.
+    gunicorn: ``-w N --preload``. With *app* empty, the server takes everything
+    but its address from *config* (an example's uwsgi.ini or gunicorn.conf.py).
+    Returns once *ready_path* answers.
     """
     port = free_port()
     logfile = Path(tempfile.mkstemp(prefix=f"pgpool-{kind}-", suffix=".log")[1])
-    module, _, callable_ = app.partition(":")
     if kind == "uwsgi":
         cmd = [
             str(BIN / "uwsgi"),
-            "--master",
-            "--processes",
-            str(workers),
-            "--http-socket",
-            f"127.0.0.1:{port}",
-            "--module",
-            f"{module}:{callable_ or 'application'}",
-            "--chdir",
-            str(cwd),
-            "--virtualenv",
-            sys.prefix,
-            "--die-on-term",
-            "--need-app",
+            "--http-socket", f"127.0.0.1:{port}",
+            "--chdir", str(cwd),
+            "--virtualenv", sys.prefix,
             "--strict",
             "--disable-logging",
-            "--worker-reload-mercy",
-            "10",
-        ]
+        ]  # fmt: skip
         if config is not None:
             cmd[1:1] = ["--ini", str(config)]
+        if app:
+            module, _, callable_ = app.partition(":")
+            cmd += [
+                "--master",
+                "--processes", str(workers),
+                "--module", f"{module}:{callable_ or 'application'}",
+                "--die-on-term",
+                "--need-app",
+                "--worker-reload-mercy", "10",
+            ]  # fmt: skip
         if lazy_apps:
             cmd.append("--lazy-apps")
     elif kind == "gunicorn":
         cmd = [
             str(BIN / "gunicorn"),
-            "--workers",
-            str(workers),
-            "--preload",
-            "--bind",
-            f"127.0.0.1:{port}",
-            "--chdir",
-            str(cwd),
+            "--bind", f"127.0.0.1:{port}",
+            "--chdir", str(cwd),
             "--no-control-socket",
-            "--graceful-timeout",
-            "10",
-        ]
+        ]  # fmt: skip
         if config is not None:
             cmd += ["--config", str(config)]
-        cmd.append(app)
+        if app:
+            cmd += [
+                "--workers", str(workers),
+                "--preload",
+                "--graceful-timeout", "10",
+                app,
+            ]  # fmt: skip
     else:
         raise ValueError(f"unknown server kind {kind!r}")
     cmd += list(extra_args)
