@@ -77,6 +77,11 @@ class Response:
     elapsed: float = 0.0
     started: float = 0.0  # time.monotonic() when the request was sent
 
+    @property
+    def ok(self) -> bool:
+        """True for a 2xx answer."""
+        return 200 <= self.status < 300
+
     def json(self) -> Any:
         return json.loads(self.body)
 
@@ -209,12 +214,12 @@ class LoadResult:
 
     @property
     def failures(self) -> list[Response]:
-        return [r for r in self.responses if r.status != 200]
+        return [r for r in self.responses if not r.ok]
 
     def bodies(self) -> list[dict[str, Any]]:
         out = []
         for r in self.responses:
-            if r.status == 200:
+            if r.ok:
                 try:
                     out.append(r.json())
                 except ValueError:
