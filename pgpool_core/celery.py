@@ -1,0 +1,98 @@
+"""Worker hooks for Celery: import this module where the Celery app is made.
+
+In a Flask app's or a Django project's Celery module (``proj/celery.py``)::
+
+    import pgpool_core.celery  # noqa: F401
+
+Importing it connects these receivers (once, however often it is imported;
+in a process that only sends tasks they never run):
+
+``worker_init``
+    With the prefork pool (Celery's default), marks the worker's main process
+    as a forking master and closes what import-time code opened there. That
+    process runs no task: it forks the children, at start and again whenever
+    one is replaced (``worker_max_tasks_per_child``, a time limit, a crash),
+    so it keeps no pool thread and no idle connection; code that still
+    queries there gets plain connections. With ``--pool=solo``, ``threads``,
+    ``gevent`` or ``eventlet`` tasks run in the main process, which keeps its
+    pools.
+``worker_process_init``
+    Gives each prefork child fresh pools and starts connecting (under
+    ``solo`` it runs in the main process, and only starts connecting).
+``worker_process_shutdown``
+    Closes a prefork child's pools as it exits.
+``worker_shutdown``
+    Closes the main process's pools as the worker stops (``solo``, ``threads``).
+
+They only warm up and tidy, as the server hooks do: fork safety does not
+depend on them, and Celery does not promise to send the shutdown signals.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import lifecycle
+
+try:
+    from celery import signals
+except ImportError as err:
+    raise ImportError(
+        "pgpool_core.celery needs Celery: pip install pgpool[celery]"
+    ) from err
+
+__all__ = ["is_prefork_pool"]
+
+#: Celery's prefork pool, as its pool aliases name it.
+_PREFORK = "celery.concurrency.prefork:TaskPool"
+_PREFORK_ALIASES = frozenset({"prefork", "processes", _PREFORK})
+
+
+def is_prefork_pool(pool_cls: Any) -> bool:
+    """Return True if *pool_cls* (a worker's ``pool_cls``) is the prefork pool.
+
+    *pool_cls* is a class when the worker was started by ``celery worker``, a
+    name (``"prefork"``, ``"solo"``, ``"module:Class"``) when it comes from the
+    ``worker_pool`` setting. Nothing is imported: the gevent and eventlet pool
+    modules must not be imported before their monkey-patching.
+    """
+    if isinstance(pool_cls, str):
+        return pool_cls in _PREFORK_ALIASES
+    return any(
+        f"{cls.__module__}:{cls.__qualname__}" == _PREFORK
+        for cls in getattr(pool_cls, "__mro__", ())
+    )
+
+
+def _worker_init(sender: Any = None, **kwargs: Any) -> None:
+    if sender is not None and is_prefork_pool(getattr(sender, "pool_cls", None)):
+        lifecycle.mark_forking_master()
+        lifecycle.close_in_master()
+
+
+def _worker_process_init(**kwargs: Any) -> None:
+    lifecycle.after_fork_in_child()
+    lifecycle.warm_up_all()
+
+
+def _worker_process_shutdown(**kwargs: Any) -> None:
+    lifecycle.close_all()
+
+
+def _worker_shutdown(**kwargs: Any) -> None:
+    lifecycle.close_all()
+
+
+# With a dispatch_uid, connecting again (a reload, the module imported under
+# a second name) keeps the first receiver and adds none; weak=False keeps the
+# receivers alive whatever becomes of this module object.
+signals.worker_init.connect(_worker_init, weak=False, dispatch_uid="pgpool.init")
+signals.worker_process_init.connect(
+    _worker_process_init, weak=False, dispatch_uid="pgpool.process_init"
+)
+signals.worker_process_shutdown.connect(
+    _worker_process_shutdown, weak=False, dispatch_uid="pgpool.process_shutdown"
+)
+signals.worker_shutdown.connect(
+    _worker_shutdown, weak=False, dispatch_uid="pgpool.shutdown"
+)
