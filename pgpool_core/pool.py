@@ -79,8 +79,9 @@ class ForkSafePool:
     ``ConnectionPool``, made on first use; one inherited through fork is
     abandoned, its sockets left to the parent.
 
-    Defaults that differ from ``ConnectionPool``: TCP keepalives and a 10 s
-    ``connect_timeout`` unless set (``keepalives=False`` leaves them out); a
+    Defaults that differ from ``ConnectionPool``: TCP keepalives, a 30 s
+    ``tcp_user_timeout`` and a 10 s ``connect_timeout`` unless set
+    (``keepalives=False`` leaves out all but ``connect_timeout``); a
     ``check`` that costs no round trip on a healthy connection (``check=None``
     for none); a ``reset`` that undoes session state and re-runs ``configure``
     (``reset=None`` for none). ``open`` is accepted for compatibility: the pool
