@@ -1,4 +1,20 @@
-"""Django database backend with a fork-safe psycopg pool (work in progress)."""
+"""Django's PostgreSQL backend with a fork-safe psycopg pool.
+
+Use it as a database ENGINE::
+
+    DATABASES = {
+        "default": {
+            "ENGINE": "django_pgpool",
+            ...,
+            "OPTIONS": {"pool": {"min_size": 2, "max_size": 8}},
+        }
+    }
+
+Add ``"django_pgpool"`` to INSTALLED_APPS for its system checks and the
+``manage.py pgpool`` command, and
+``"django_pgpool.middleware.DatabaseUnavailableMiddleware"`` to MIDDLEWARE to
+answer 503 when no connection can be had.
+"""
 
 from __future__ import annotations
 

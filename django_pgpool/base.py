@@ -1,0 +1,171 @@
+"""Django's PostgreSQL backend with a fork-safe pool: ``"ENGINE": "django_pgpool"``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import psycopg
+from django.db import DEFAULT_DB_ALIAS
+from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.postgresql import base as postgresql
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+from pgpool_core import ForkSafePool
+
+from .conf import pool_options
+
+__all__ = ["DatabaseWrapper"]
+
+logger = logging.getLogger("pgpool.django")
+
+
+class _AliasPool(NamedTuple):
+    """An alias's pool and the database it connects to."""
+
+    target: tuple[Any, ...]
+    pool: ForkSafePool
+
+
+class DatabaseWrapper(postgresql.DatabaseWrapper):
+    """Django's PostgreSQL backend whose ``OPTIONS["pool"]`` is a ForkSafePool.
+
+    Everything else is Django's: the pool is made from the same settings, runs
+    the same ``configure`` (time zone, ``assume_role``) and honours
+    ``CONN_HEALTH_CHECKS``. What differs: each process gets its own pool, a
+    returned connection's session is reset, the pool options are checked when
+    the alias is loaded, and a connection inherited through fork is dropped
+    without a byte sent on the parent's socket.
+    """
+
+    # One ForkSafePool per alias, shared by the alias's wrappers in all
+    # threads; each in turn makes one ConnectionPool per process. Its target
+    # is kept so that when the test runner points the alias at a test
+    # database (or a parallel worker's clone), a new pool is made for it.
+    _fork_safe_pools: dict[str, _AliasPool] = {}
+
+    # Defined by Django's backend; typed here. The pool ignores what it returns.
+    _configure_connection: Callable[[psycopg.Connection[Any]], Any]
+
+    def __init__(
+        self, settings_dict: dict[str, Any], alias: str = DEFAULT_DB_ALIAS
+    ) -> None:
+        super().__init__(settings_dict, alias)
+        if alias != NO_DB_ALIAS:
+            pool_options(alias, settings_dict)  # a bad setting fails here, not later
+        # The pool the current connection came from (None: not pooled).
+        self._lender: ForkSafePool | None = None
+
+    # -- the pool ------------------------------------------------------------
+
+    def _pool_target(self) -> tuple[Any, ...]:
+        s = self.settings_dict
+        return (s["NAME"], s["USER"], s["HOST"], s["PORT"])
+
+    @property
+    def pool(self) -> ForkSafePool | None:
+        """The alias's ForkSafePool, made on first use; None without OPTIONS["pool"]."""
+        if self.alias == NO_DB_ALIAS or not self.settings_dict["OPTIONS"].get("pool"):
+            return None
+        target = self._pool_target()
+        entry = self._fork_safe_pools.get(self.alias)
+        if entry is not None and entry.target == target:
+            return entry.pool
+        if entry is not None:
+            self.close_pool()
+        pool = self._make_pool()
+        # As in Django: threads racing here agree on the first pool set (none
+        # has opened yet: a ForkSafePool connects on first use).
+        return self._fork_safe_pools.setdefault(
+            self.alias, _AliasPool(target, pool)
+        ).pool
+
+    def _make_pool(self) -> ForkSafePool:
+        options = pool_options(self.alias, self.settings_dict) or {}
+        if "check" not in options and self.settings_dict["CONN_HEALTH_CHECKS"]:
+            # Django's meaning: check each connection with a round trip before
+            # use. Without it, the pool's default check costs no round trip.
+            options["check"] = ConnectionPool.check_connection
+        options.setdefault("name", f"django-{self.alias}")
+        kwargs = self.get_connection_params()
+        # As in Django: made in autocommit, which Django then sets as it wants.
+        kwargs["autocommit"] = True
+        return ForkSafePool(
+            kwargs=kwargs, configure=self._configure_connection, **options
+        )
+
+    def close_pool(self) -> None:
+        """Close this process's pool of the alias; the next use makes a new one.
+
+        In a forked child (a Celery prefork worker, say) the pool inherited
+        from the parent is left alone: closing it would end the parent's
+        sessions.
+        """
+        entry = self._fork_safe_pools.pop(self.alias, None)
+        if entry is not None:
+            entry.pool.close()
+
+    # -- the connection ------------------------------------------------------
+
+    def _configure_role(self, connection: psycopg.Connection[Any]) -> bool:
+        # Django composes SET ROLE with self.ops.compose_sql(), which borrows
+        # this wrapper's own connection: from the pool's thread, while the
+        # wrapper waits for the pool, that deadlocks until the pool's timeout
+        # (Django 5.2 and 6.1 with "assume_role" and "pool"). Compose it on the
+        # connection being configured instead.
+        role = self.settings_dict["OPTIONS"].get("assume_role")
+        if not role:
+            return False
+        connection.execute(sql.SQL("SET ROLE {}").format(sql.Literal(role)))
+        return True
+
+    def get_new_connection(self, conn_params: Any) -> Any:
+        lender = self.pool
+        connection = super().get_new_connection(conn_params)
+        self._lender = lender
+        return connection
+
+    def _drop_inherited_connection(self) -> None:
+        # A connection this thread held when the process forked (one the
+        # master left open in wsgi.py or AppConfig.ready()) belongs to the
+        # parent: forget it without closing it or giving it back.
+        lender, connection = self._lender, self.connection
+        if lender is None or connection is None:
+            return
+        if lender.is_inherited(connection):
+            logger.debug(
+                "%s: dropping the connection inherited from the parent process",
+                self.alias,
+            )
+            self.connection = None
+            self._lender = None
+
+    def ensure_connection(self) -> None:
+        self._drop_inherited_connection()
+        super().ensure_connection()
+
+    def close(self) -> None:
+        self._drop_inherited_connection()
+        super().close()
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        self._drop_inherited_connection()
+        super().close_if_unusable_or_obsolete()
+
+    def _close(self) -> None:
+        connection, lender = self.connection, self._lender
+        if connection is None:
+            return
+        self._lender = None
+        with self.wrap_database_errors:
+            if lender is None:
+                connection.close()
+                return
+            # Back to the pool it came from, even if close_pool() replaced it
+            # meanwhile (that one then closes it). Django's own _close() finds
+            # it as connection._pool, which a connection made in a forking
+            # master, outside any pool, does not have.
+            lender.putconn(connection)
+            self.connection = None

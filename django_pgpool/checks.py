@@ -1,0 +1,174 @@
+"""System checks of the optional ``django_pgpool`` app (ids ``django_pgpool.*``).
+
+E001  CONN_MAX_AGE is not 0 on a pooled alias.
+E002  OPTIONS["pool"] is not True or a dict of valid pool options.
+E003  PGPOOL_RETRY_AFTER or PGPOOL_WORKERS is not an integer >= 1.
+W001  workers x max_size exceeds what the server's max_connections allows
+      (a database check: ``manage.py check --database ALIAS``, ``migrate``).
+W002  TLS without TCP keepalives.
+W003  the django_pgpool ENGINE without OPTIONS["pool"]: no pool at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from django.apps import AppConfig
+from django.conf import settings
+from django.core.checks import CheckMessage, Error, Warning
+from django.core.exceptions import ImproperlyConfigured
+from django.db import DatabaseError, connections
+
+from . import conf
+
+__all__ = ["check_databases", "check_max_connections", "check_settings"]
+
+
+def _our_aliases() -> Iterator[tuple[str, dict[str, Any]]]:
+    for alias, settings_dict in settings.DATABASES.items():
+        if settings_dict.get("ENGINE") == conf.ENGINE:
+            yield alias, settings_dict
+
+
+def check_databases(
+    app_configs: Iterable[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Check the DATABASES entries that use the django_pgpool ENGINE."""
+    messages: list[CheckMessage] = []
+    for alias, settings_dict in _our_aliases():
+        if not (settings_dict.get("OPTIONS") or {}).get("pool"):
+            messages.append(
+                Warning(
+                    f'DATABASES["{alias}"] uses the django_pgpool ENGINE without'
+                    ' OPTIONS["pool"]: it makes no pool, and connections are not'
+                    " protected across fork.",
+                    hint='Add "pool": True (or a dict of pool options) to its'
+                    " OPTIONS, or use django.db.backends.postgresql.",
+                    id="django_pgpool.W003",
+                )
+            )
+            continue
+        try:
+            conf.check_conn_max_age(alias, settings_dict)
+        except ImproperlyConfigured as err:
+            messages.append(
+                Error(
+                    str(err),
+                    hint=f'Remove CONN_MAX_AGE from DATABASES["{alias}"] or set it'
+                    " to 0.",
+                    id="django_pgpool.E001",
+                )
+            )
+            continue
+        try:
+            options = conf.pool_options(alias, settings_dict) or {}
+        except ImproperlyConfigured as err:
+            messages.append(
+                Error(
+                    str(err),
+                    hint="The pool options are psycopg_pool.ConnectionPool's, by"
+                    " the same names (min_size, max_size, timeout, ...).",
+                    id="django_pgpool.E002",
+                )
+            )
+            continue
+        messages.extend(_check_keepalives(alias, settings_dict, options))
+    return messages
+
+
+def _check_keepalives(
+    alias: str, settings_dict: dict[str, Any], options: dict[str, Any]
+) -> list[CheckMessage]:
+    connect_options = settings_dict.get("OPTIONS") or {}
+    if connect_options.get("sslmode") == "disable":
+        return []
+    keepalives = connect_options.get("keepalives")
+    if keepalives is None:
+        off = options.get("keepalives", True) is False
+    else:
+        off = str(keepalives) == "0"
+    if not off:
+        return []
+    return [
+        Warning(
+            f'DATABASES["{alias}"]: TLS connections without TCP keepalives. A'
+            " connection dropped by a firewall or NAT is then noticed only after"
+            " the kernel's two hours, and the requests that use it hang.",
+            hint='Remove "keepalives": False from the pool options (the pool then'
+            " adds keepalives=1 keepalives_idle=60 keepalives_interval=10"
+            " keepalives_count=6), or set these in OPTIONS.",
+            id="django_pgpool.W002",
+        )
+    ]
+
+
+def check_settings(
+    app_configs: Iterable[AppConfig] | None = None, **kwargs: Any
+) -> list[CheckMessage]:
+    """Check the PGPOOL_* settings."""
+    messages: list[CheckMessage] = []
+    for read in (conf.retry_after, conf.workers):
+        try:
+            read()
+        except ImproperlyConfigured as err:
+            messages.append(
+                Error(
+                    str(err),
+                    hint="Set it to a whole number, or remove it for the default.",
+                    id="django_pgpool.E003",
+                )
+            )
+    return messages
+
+
+def check_max_connections(
+    app_configs: Iterable[AppConfig] | None = None,
+    databases: Iterable[str] | None = None,
+    **kwargs: Any,
+) -> list[CheckMessage]:
+    """Compare workers x max_size with the server's max_connections (database check)."""
+    messages: list[CheckMessage] = []
+    try:
+        workers = conf.workers()
+    except ImproperlyConfigured:
+        return []  # E003 says why
+    for alias, settings_dict in _our_aliases():
+        if alias not in (databases or ()):
+            continue
+        try:
+            options = conf.pool_options(alias, settings_dict)
+        except ImproperlyConfigured:
+            continue  # E001/E002 say why
+        if options is None:
+            continue
+        max_size = options.get("max_size") or options.get("min_size", 4)
+        try:
+            with connections[alias].cursor() as cursor:
+                cursor.execute(
+                    "SELECT current_setting('max_connections')::int,"
+                    " current_setting('superuser_reserved_connections')::int"
+                )
+                max_connections, reserved = cursor.fetchone()
+        except DatabaseError:
+            continue  # the command itself reports a database it cannot reach
+        available = max_connections - reserved
+        total = (workers or 1) * max_size
+        if total <= available:
+            continue
+        if workers is None:
+            count = f"one worker process x max_size {max_size} = {total}"
+        else:
+            count = f"{workers} worker processes x max_size {max_size} = {total}"
+        messages.append(
+            Warning(
+                f'DATABASES["{alias}"]: {count} connections from one host, more'
+                f" than the {available} the server allows (max_connections"
+                f" {max_connections} - superuser_reserved_connections {reserved}).",
+                hint="Lower the pool's max_size or the number of workers, or raise"
+                " max_connections; several hosts add up. Set PGPOOL_WORKERS to"
+                " the worker count if it is not known here.",
+                id="django_pgpool.W001",
+            )
+        )
+    return messages

@@ -1,0 +1,260 @@
+"""The backend in one process: a drop-in for Django's, with a resetting pool."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from django.core.exceptions import ImproperlyConfigured
+from django.db import connection, connections, transaction
+from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
+from django.test import Client
+
+from django_pgpool.base import DatabaseWrapper
+from pgpool_core import ForkSafePool
+from tests.django.support import database_settings, load_alias
+from tests.django.testapp.models import Item
+from tests.harness.postgres import PgServer
+
+MakeWrapper = Callable[..., DatabaseWrapper]
+
+
+def backend_pid(wrapper: Any) -> int:
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def fetch(wrapper: Any, sql: str) -> Any:
+    with wrapper.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchone()
+
+
+# -- drop-in -------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_is_djangos_postgresql_backend_with_a_fork_safe_pool() -> None:
+    assert isinstance(connections["default"], PostgresWrapper)
+    assert connection.vendor == "postgresql"
+    assert isinstance(connection.pool, ForkSafePool)
+    assert fetch(connection, "SELECT current_database()")[0].startswith("test_")
+    assert connection.connection.pgconn.ssl_in_use
+
+
+@pytest.mark.django_db(transaction=True)
+def test_atomic_commits_and_rolls_back() -> None:
+    with transaction.atomic():
+        Item.objects.create(name="kept")
+    with pytest.raises(ZeroDivisionError):
+        with transaction.atomic():
+            Item.objects.create(name="undone")
+            1 / 0  # noqa: B018
+    assert list(Item.objects.values_list("name", flat=True)) == ["kept"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_savepoints() -> None:
+    with transaction.atomic():
+        Item.objects.create(name="outer")
+        with pytest.raises(ValueError):
+            with transaction.atomic():
+                Item.objects.create(name="inner")
+                raise ValueError
+        # Django 6.1 renamed savepoint() to savepoint_create().
+        create = getattr(transaction, "savepoint_create", transaction.savepoint)
+        sid = create()
+        Item.objects.create(name="rolled back to savepoint")
+        transaction.savepoint_rollback(sid)
+    assert list(Item.objects.values_list("name", flat=True)) == ["outer"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_atomic_requests() -> None:
+    client = Client(raise_request_exception=False)
+    assert client.get("/items", {"name": "ok"}).status_code == 200
+    assert client.get("/items", {"name": "bad", "fail": "1"}).status_code == 500
+    assert list(Item.objects.values_list("name", flat=True)) == ["ok"]
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("in_atomic", [False, True], ids=["autocommit", "atomic"])
+def test_server_side_cursors(in_atomic: bool) -> None:
+    Item.objects.bulk_create(Item(name=f"i{n}") for n in range(5))
+    with transaction.atomic() if in_atomic else contextlib.nullcontext():
+        names = []
+        open_cursors = None
+        for item in Item.objects.order_by("id").iterator(chunk_size=2):
+            names.append(item.name)
+            if open_cursors is None:
+                open_cursors = fetch(
+                    connection,
+                    "SELECT count(*) FROM pg_cursors WHERE name LIKE '_django_curs_%'",
+                )[0]
+    assert names == [f"i{n}" for n in range(5)]
+    assert open_cursors == 1
+
+
+def test_close_gives_the_connection_back_to_the_pool(make_wrapper: MakeWrapper) -> None:
+    wrapper = make_wrapper()  # max_size=1: a second connection would time out
+    first = backend_pid(wrapper)
+    raw = wrapper.connection
+
+    wrapper.close()
+
+    assert wrapper.connection is None
+    assert not raw.closed
+    assert backend_pid(wrapper) == first
+    assert wrapper.pool is not None
+    assert wrapper.pool.get_stats()["connections_num"] == 1
+
+
+@pytest.mark.parametrize("health_checks", [False, True])
+def test_a_terminated_connection_is_replaced(
+    make_wrapper: MakeWrapper, pg_server: PgServer, health_checks: bool
+) -> None:
+    wrapper = make_wrapper(CONN_HEALTH_CHECKS=health_checks)
+    first = backend_pid(wrapper)
+    wrapper.close()
+    pg_server.execute("SELECT pg_terminate_backend(%s)", [first])
+
+    second = backend_pid(wrapper)
+
+    assert second != first
+
+
+def test_close_pool_then_close_closes_the_connection(
+    make_wrapper: MakeWrapper,
+) -> None:
+    wrapper = make_wrapper()
+    first = backend_pid(wrapper)
+    raw = wrapper.connection
+    wrapper.close_pool()  # as Django's ensure_timezone() does
+
+    assert fetch(wrapper, "SELECT pg_backend_pid()") == (first,), "still usable"
+    wrapper.close()
+
+    assert raw.closed
+    assert backend_pid(wrapper) != first  # a new pool
+
+
+# -- session reset -------------------------------------------------------------
+
+
+def test_session_state_is_reset_between_borrowers(make_wrapper: MakeWrapper) -> None:
+    wrapper = make_wrapper()
+    first = backend_pid(wrapper)
+    with wrapper.cursor() as cursor:
+        cursor.execute("SET application_name = 'leaked'")
+        cursor.execute("SET search_path = leaked, public")
+        cursor.execute("SELECT set_config('pgpool.marker', 'leaked', false)")
+        cursor.execute("CREATE TEMP TABLE pgpool_leak (x int)")
+        cursor.execute("SELECT pg_advisory_lock(4711)")
+    wrapper.close()
+
+    assert backend_pid(wrapper) == first, "the same connection, from the pool"
+    state = fetch(
+        wrapper,
+        "SELECT current_setting('application_name'),"
+        " current_setting('search_path'),"
+        " current_setting('pgpool.marker', true),"
+        " to_regclass('pg_temp.pgpool_leak'),"
+        " (SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+        "  AND pid = pg_backend_pid())",
+    )
+    assert state == ("", '"$user", public', "", None, 0)
+
+
+@pytest.fixture(scope="session")
+def app_role(pg_server: PgServer) -> str:
+    pg_server.execute(
+        "DO $$ BEGIN CREATE ROLE pgpool_django_role NOLOGIN;"
+        " EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+    )
+    return "pgpool_django_role"
+
+
+def test_time_zone_and_role_are_set_again_after_a_reset(
+    make_wrapper: MakeWrapper, app_role: str
+) -> None:
+    # The server's default time zone for these sessions is Tokyo, so that
+    # only Django's configure (run again after the reset) makes it UTC.
+    wrapper = make_wrapper(
+        OPTIONS={"options": "-c TimeZone=Asia/Tokyo", "assume_role": app_role}
+    )
+    assert fetch(wrapper, "SELECT current_setting('TimeZone'), current_user") == (
+        "UTC",
+        app_role,
+    )
+    first = backend_pid(wrapper)
+    with wrapper.cursor() as cursor:
+        cursor.execute("SET TIME ZONE 'America/Chicago'")
+        cursor.execute("RESET ROLE")
+    wrapper.close()
+
+    assert backend_pid(wrapper) == first
+    assert fetch(wrapper, "SELECT current_setting('TimeZone'), current_user") == (
+        "UTC",
+        app_role,
+    )
+
+
+# -- configuration errors ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("pool", "named", "says"),
+    [
+        ({"max_sise": 8}, '["OPTIONS"]["pool"]["max_sise"]', "unknown pool option"),
+        ({"min_size": -1}, '["OPTIONS"]["pool"]["min_size"]', "an integer >= 0"),
+        (
+            {"min_size": 4, "max_size": 2},
+            '["OPTIONS"]["pool"]["max_size"]',
+            ">= min_size",
+        ),
+        ({"timeout": "10"}, '["OPTIONS"]["pool"]["timeout"]', "a number of seconds"),
+        (
+            {"kwargs": {"sslmode": "require"}},
+            '["OPTIONS"]["pool"]["kwargs"]',
+            "set by Django",
+        ),
+        ({"configure": print}, '["OPTIONS"]["pool"]["configure"]', "set by Django"),
+        ("yes", '["OPTIONS"]["pool"]', "expected True or a dict"),
+    ],
+)
+def test_bad_pool_option_fails_when_the_alias_loads(
+    pg_server: PgServer, pool: Any, named: str, says: str
+) -> None:
+    settings_dict = database_settings(pg_server, OPTIONS={"pool": pool})
+    with pytest.raises(ImproperlyConfigured) as info:
+        load_alias(settings_dict, alias="typo")
+    message = str(info.value)
+    assert message.startswith(f'DATABASES["typo"]{named}: ')
+    assert says in message
+
+
+@pytest.mark.parametrize("max_age", [60, None])
+def test_conn_max_age_with_a_pool_names_the_alias(
+    pg_server: PgServer, max_age: int | None
+) -> None:
+    settings_dict = database_settings(pg_server, CONN_MAX_AGE=max_age)
+    with pytest.raises(ImproperlyConfigured) as info:
+        load_alias(settings_dict, alias="persistent")
+    message = str(info.value)
+    assert 'DATABASES["persistent"]["CONN_MAX_AGE"]' in message
+    assert "Set it to 0" in message
+
+
+def test_without_pool_it_is_djangos_backend(make_wrapper: MakeWrapper) -> None:
+    wrapper = make_wrapper(OPTIONS={"pool": False}, CONN_MAX_AGE=60)
+    first = backend_pid(wrapper)
+    raw = wrapper.connection
+    assert wrapper.pool is None
+
+    wrapper.close()
+
+    assert raw.closed
+    assert backend_pid(wrapper) != first

@@ -1,0 +1,78 @@
+"""``manage.py pgpool check|stats|config``, run as users run it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from pgpool_core.snippets import read_snippet
+from tests.django.support import MANAGE, run_project
+from tests.harness.postgres import PgServer, free_port
+
+
+def test_check_reports_the_server(app_env: dict[str, str], pg_server: PgServer) -> None:
+    result = run_project(
+        MANAGE, "pgpool", "check", env={**app_env, "WEB_CONCURRENCY": "3"}
+    )
+
+    assert result.returncode == 0, result.stderr
+    line = result.stdout.strip()
+    assert line.startswith("default: ok, PostgreSQL ")
+    assert "TLS on (TLSv1." in line
+    assert "round trip " in line and "max_connections 300" in line
+    assert line.endswith("pool min_size 1, max_size 4, 3 workers x 4 = 12 connections")
+    assert pg_server.password not in result.stdout + result.stderr
+
+
+def test_check_fails_with_the_reason_and_no_password(pg_server: PgServer) -> None:
+    dsn = pg_server.dsn(port=free_port(), password="hunter2-Secret")
+    result = run_project(MANAGE, "pgpool", "check", env={"PGPOOL_APP_DSN": dsn})
+
+    assert result.returncode == 1
+    assert "default: cannot connect: OperationalError:" in result.stderr
+    assert "Connection refused" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_check_fails_on_a_bad_password_without_showing_it(
+    pg_server: PgServer,
+) -> None:
+    dsn = pg_server.dsn(password="hunter2-Secret")
+    result = run_project(MANAGE, "pgpool", "check", env={"PGPOOL_APP_DSN": dsn})
+
+    assert result.returncode == 1
+    assert "password authentication failed" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
+def test_stats_prints_json_without_the_password(
+    app_env: dict[str, str], pg_server: PgServer
+) -> None:
+    result = run_project(MANAGE, "pgpool", "stats", env=app_env)
+
+    assert result.returncode == 0, result.stderr
+    stats = json.loads(result.stdout)
+    default = stats["default"]
+    assert default["name"] == "django-default"
+    assert (default["min_size"], default["max_size"]) == (1, 4)
+    assert default["stats"]["pid"] > 0
+    assert "password=********" in default["database"]
+    assert "sslmode=require" in default["database"]
+    assert pg_server.password not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
+def test_config_prints_the_tested_settings(
+    app_env: dict[str, str], server: str
+) -> None:
+    result = run_project(MANAGE, "pgpool", "config", server, env=app_env)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == read_snippet(server, "django")
+
+
+def test_unknown_alias_is_an_error(app_env: dict[str, str]) -> None:
+    result = run_project(MANAGE, "pgpool", "check", "--database", "other", env=app_env)
+    assert result.returncode == 1
+    assert "No database 'other' in DATABASES." in result.stderr

@@ -1,0 +1,144 @@
+"""The test project under real uWSGI and gunicorn in preload mode, over TLS.
+
+Its wsgi.py queries in the master and leaves the connection open, so every
+worker inherits a checked-out connection (and, under gunicorn without the
+hooks, an open pool with its threads).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.harness.postgres import PgServer
+from tests.harness.servers import RunningServer, run_load
+from tests.test_fork_servers import CONCURRENCY, HOOKS, REQUESTS, fork_problems
+
+pytestmark = pytest.mark.servers
+
+APP = "tests.django.wsgi:application"
+
+SETUPS = {
+    "uwsgi": ("uwsgi", {}),
+    "uwsgi-hook": ("uwsgi", {"PGPOOL_APP_UWSGI_HOOK": "1"}),
+    "gunicorn": ("gunicorn", {}),
+    "gunicorn-hooks": ("gunicorn", {}),
+}
+
+
+def serve_project(
+    serve: Callable[..., RunningServer],
+    setup: str,
+    app_env: dict[str, str],
+    **options: object,
+) -> RunningServer:
+    kind, env = SETUPS[setup]
+    return serve(
+        kind,
+        APP,
+        env={**app_env, **env},
+        config=HOOKS if setup == "gunicorn-hooks" else None,
+        **options,
+    )
+
+
+@pytest.mark.parametrize("setup", SETUPS)
+def test_no_failures_under_load(
+    serve: Callable[..., RunningServer],
+    pg_log: PgServer,
+    app_env: dict[str, str],
+    setup: str,
+) -> None:
+    position = pg_log.log_position()
+    server = serve_project(serve, setup, app_env)
+
+    result = run_load(server.port, ["/query"] * REQUESTS, concurrency=CONCURRENCY)
+
+    print(f"django {setup}: {result.summary()}")
+    assert fork_problems(result, pg_log, position) == []
+    assert len(result.worker_pids()) >= 2, result.summary()
+
+
+@pytest.mark.parametrize("setup", ["uwsgi", "gunicorn"])
+def test_session_state_does_not_leak_between_requests(
+    serve: Callable[..., RunningServer], app_env: dict[str, str], setup: str
+) -> None:
+    # Two workers with two connections each: connections serve many requests.
+    server = serve_project(
+        serve, setup, {**app_env, "PGPOOL_APP_POOL_MAX": "2"}, workers=2
+    )
+
+    result = run_load(server.port, ["/state"] * 200, concurrency=8)
+
+    assert result.failures == [], result.summary()
+    clean = {
+        "marker": None,
+        "application_name": "",
+        "search_path": '"$user", public',
+        "temp_table": False,
+    }
+    leaks = [body for body in result.bodies() if body["seen"] != clean]
+    assert leaks == [], f"{len(leaks)} requests saw an earlier one's state"
+    reuse = Counter(body["backend"] for body in result.bodies())
+    assert len(reuse) <= 4 and max(reuse.values()) > 1, reuse
+
+
+def test_exhausted_pool_answers_503_with_retry_after(
+    serve: Callable[..., RunningServer], app_env: dict[str, str]
+) -> None:
+    """One connection, one request holding it: the others get 503 in time."""
+    timeout = 1.0
+    server = serve(
+        "gunicorn",
+        APP,
+        env={
+            **app_env,
+            "PGPOOL_APP_POOL_MAX": "1",
+            "PGPOOL_APP_POOL_TIMEOUT": str(timeout),
+        },
+        workers=1,
+        extra_args=["--threads", "4"],
+    )
+    with ThreadPoolExecutor(4) as executor:
+        holder = executor.submit(server.get, "/hold?seconds=4")
+        # The holder got the connection once the pool answers no one else.
+        waiting = [executor.submit(server.get, "/query") for _ in range(3)]
+        answers = [future.result() for future in waiting]
+        held = holder.result()
+
+    assert held.status == 200, held.body
+    statuses = Counter(answer.status for answer in answers)
+    assert statuses[503] >= 2, (statuses, [a.body for a in answers])
+    for answer in answers:
+        if answer.status == 503:
+            assert answer.headers["retry-after"] == "7"  # PGPOOL_RETRY_AFTER
+            assert b"no connection available" in answer.body
+            # The pool's timeout, not a hang (spec bound: timeout + 1 s).
+            assert answer.elapsed < timeout + 1.0, answer.elapsed
+
+
+@pytest.mark.parametrize("setup", ["uwsgi", "gunicorn"])
+def test_djangos_own_pool_is_caught(
+    serve: Callable[..., RunningServer],
+    pg_log: PgServer,
+    app_env: dict[str, str],
+    setup: str,
+) -> None:
+    """The same check fails with Django's backend: the bug this one fixes."""
+    position = pg_log.log_position()
+    env = {**app_env, "PGPOOL_APP_ENGINE": "django.db.backends.postgresql"}
+    server = serve_project(serve, setup, env)
+
+    # Fewer requests and a short timeout: a uWSGI worker forked while a pool
+    # thread held the GIL hangs for good.
+    result = run_load(server.port, ["/query"] * 32, concurrency=CONCURRENCY, timeout=3)
+
+    print(f"django {setup} with Django's own pool: {result.summary()}")
+    problems = fork_problems(result, pg_log, position)
+    if len(result.worker_pids()) < 2:
+        # Workers forked while a pool thread held a lock hang before serving.
+        problems.append(f"only workers {result.worker_pids()} answered")
+    assert problems != []

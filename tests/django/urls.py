@@ -1,0 +1,15 @@
+"""URLs of the test project."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from . import views
+
+urlpatterns = [
+    path("health", views.health),
+    path("query", views.query),
+    path("state", views.state),
+    path("hold", views.hold),
+    path("items", views.items),
+]

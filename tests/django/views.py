@@ -1,0 +1,62 @@
+"""Views of the test project; each answers JSON with the worker and backend pids."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.db import connection
+from django.http import HttpRequest, JsonResponse
+
+from .testapp.models import Item
+
+
+def _backend() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
+def health(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"pid": os.getpid()})
+
+
+def query(request: HttpRequest) -> JsonResponse:
+    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
+
+
+def state(request: HttpRequest) -> JsonResponse:
+    """Report the session state left by earlier requests, then leave some."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('pgpool.marker', true),"
+            " current_setting('application_name'), current_setting('search_path'),"
+            " to_regclass('pg_temp.pgpool_leak') IS NOT NULL"
+        )
+        marker, application_name, search_path, temp_table = cursor.fetchone()
+        cursor.execute("SELECT set_config('pgpool.marker', 'leaked', false)")
+        cursor.execute("SET application_name = 'leaked'")
+        cursor.execute("SET search_path = leaked, public")
+        cursor.execute("CREATE TEMP TABLE IF NOT EXISTS pgpool_leak (x int)")
+    seen: dict[str, Any] = {
+        "marker": marker or None,
+        "application_name": application_name,
+        "search_path": search_path,
+        "temp_table": temp_table,
+    }
+    return JsonResponse({"pid": os.getpid(), "backend": _backend(), "seen": seen})
+
+
+def hold(request: HttpRequest) -> JsonResponse:
+    """Keep a connection busy for ?seconds= (pool exhaustion tests)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_sleep(%s)", [float(request.GET["seconds"])])
+    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
+
+
+def items(request: HttpRequest) -> JsonResponse:
+    """Create an item (ATOMIC_REQUESTS: undone if ?fail=1 makes the view raise)."""
+    Item.objects.create(name=request.GET.get("name", "item"))
+    if request.GET.get("fail"):
+        raise RuntimeError("failing after the insert, on purpose")
+    return JsonResponse({"pid": os.getpid(), "count": Item.objects.count()})
