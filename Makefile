@@ -1,19 +1,38 @@
 # `make test` is the whole test suite, as CI runs it (.ci/run): it makes its own
 # virtualenv in .venv (PYTHON picks the interpreter) and installs the package
-# with its test extras there.
+# with its test extras there, with Django 5.2 LTS; then it runs the Django
+# tests again with Django 6 on Python 3.12 (test-django6).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: test lint pytest install clean
+# Django 6 needs Python 3.12+: the first python3.12 that runs, from PATH or
+# pyenv (whose shim fails unless 3.12 is selected), unless PYTHON312 is set.
+PYTHON312 ?= $(shell for p in python3.12 \
+	$$(pyenv root 2>/dev/null)/versions/3.12*/bin/python3.12 \
+	$$HOME/.pyenv/versions/3.12*/bin/python3.12; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 12)' >/dev/null 2>&1 \
+	&& { echo "$$p"; break; }; done)
+VENV_DJANGO6 ?= .venv-django6
+STAMP_DJANGO6 := $(VENV_DJANGO6)/.installed
+
+.PHONY: test lint pytest test-django6 install clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test]' 'Django>=5.2,<6'
 	touch $(STAMP)
+
+$(STAMP_DJANGO6): setup.cfg pyproject.toml
+	@test -n "$(PYTHON312)" || { echo "no Python 3.12 found for the Django 6" \
+		"tests: set PYTHON312=/path/to/python3.12" >&2; exit 1; }
+	$(PYTHON312) -m venv $(VENV_DJANGO6)
+	$(VENV_DJANGO6)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_DJANGO6)/bin/python -m pip install --quiet -e '.[test]' 'Django>=6,<7'
+	touch $(STAMP_DJANGO6)
 
 install: $(STAMP)
 
@@ -25,7 +44,11 @@ lint: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test: lint pytest
+# The Django tests on Django 6.x and Python 3.12.
+test-django6: $(STAMP_DJANGO6)
+	$(VENV_DJANGO6)/bin/python -m pytest tests/django $(PYTEST_ARGS)
+
+test: lint pytest test-django6
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(VENV_DJANGO6) build dist *.egg-info
