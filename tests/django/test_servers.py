@@ -7,6 +7,7 @@ hooks, an open pool with its threads).
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -86,8 +87,20 @@ def test_session_state_does_not_leak_between_requests(
     assert len(reuse) <= 4 and max(reuse.values()) > 1, reuse
 
 
+def wait_for_sleeper(pg: PgServer, timeout: float = 10.0) -> None:
+    """Wait until a session of the server runs pg_sleep()."""
+    deadline = time.monotonic() + timeout
+    sql = (
+        "SELECT count(*) FROM pg_stat_activity"
+        " WHERE state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
+    )
+    while pg.execute(sql)[0][0] == 0:
+        assert time.monotonic() < deadline, "the holding request never ran"
+        time.sleep(0.05)
+
+
 def test_exhausted_pool_answers_503_with_retry_after(
-    serve: Callable[..., RunningServer], app_env: dict[str, str]
+    serve: Callable[..., RunningServer], pg_server: PgServer, app_env: dict[str, str]
 ) -> None:
     """One connection, one request holding it: the others get 503 in time."""
     timeout = 1.0
@@ -104,20 +117,18 @@ def test_exhausted_pool_answers_503_with_retry_after(
     )
     with ThreadPoolExecutor(4) as executor:
         holder = executor.submit(server.get, "/hold?seconds=4")
-        # The holder got the connection once the pool answers no one else.
+        wait_for_sleeper(pg_server)  # the pool's one connection is busy
         waiting = [executor.submit(server.get, "/query") for _ in range(3)]
         answers = [future.result() for future in waiting]
         held = holder.result()
 
     assert held.status == 200, held.body
-    statuses = Counter(answer.status for answer in answers)
-    assert statuses[503] >= 2, (statuses, [a.body for a in answers])
+    assert [answer.status for answer in answers] == [503] * 3, answers
     for answer in answers:
-        if answer.status == 503:
-            assert answer.headers["retry-after"] == "7"  # PGPOOL_RETRY_AFTER
-            assert b"no connection available" in answer.body
-            # The pool's timeout, not a hang (spec bound: timeout + 1 s).
-            assert answer.elapsed < timeout + 1.0, answer.elapsed
+        assert answer.headers["retry-after"] == "7"  # PGPOOL_RETRY_AFTER
+        assert b"no connection available" in answer.body
+        # The pool's timeout, not a hang (spec bound: timeout + 1 s).
+        assert answer.elapsed < timeout + 1.0, answer.elapsed
 
 
 @pytest.mark.parametrize("setup", ["uwsgi", "gunicorn"])
