@@ -1,0 +1,26 @@
+"""The exceptions of flask_pgpool (configuration errors are pgpool_core's)."""
+
+from __future__ import annotations
+
+from werkzeug.exceptions import ServiceUnavailable
+
+from pgpool_core import ConfigurationError
+
+__all__ = ["ConfigurationError", "DatabaseUnavailable"]
+
+
+class DatabaseUnavailable(ServiceUnavailable):
+    """No connection in time (pool exhausted, database unreachable): HTTP 503.
+
+    Raised by ``pgpool.connection`` in a request when borrowing a connection
+    fails; the psycopg exception is its ``__cause__``. Flask answers it as a
+    503 with a ``Retry-After`` header unless the app handles it (an error
+    handler for 503 or for this class).
+    """
+
+    description = "The database is busy or unreachable. Please try again later."
+
+    def __init__(self, bind: str, retry_after: int) -> None:
+        super().__init__(retry_after=retry_after)
+        #: The database: ``"default"`` (PGPOOL_CONNINFO) or a PGPOOL_BINDS key.
+        self.bind = bind

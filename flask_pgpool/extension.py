@@ -1,0 +1,305 @@
+"""PgPool: a fork-safe psycopg pool per Flask app, a connection per app context."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Generator, Iterator, Mapping
+from functools import partial
+from typing import Any
+
+import psycopg
+from flask import (
+    Flask,
+    Response,
+    current_app,
+    g,
+    has_app_context,
+    has_request_context,
+    request,
+)
+from psycopg_pool import ConnectionPool
+
+from pgpool_core import ForkSafePool
+
+from .cli import pgpool_cli
+from .config import DEFAULT_BIND, BindConfig, read_config
+from .errors import DatabaseUnavailable
+
+__all__ = ["PgPool", "PgPoolState"]
+
+logger = logging.getLogger("pgpool.flask")
+
+#: Where an app context keeps its borrowed connections, by bind.
+_G_NAME = "_pgpool_connections"
+#: Set on ``g`` when the response is a generator: its end gives them back.
+_G_STREAMING = "_pgpool_streaming"
+
+
+class PgPoolState:
+    """What :meth:`PgPool.init_app` made for one app: ``app.extensions["pgpool"]``."""
+
+    def __init__(
+        self,
+        extension: PgPool,
+        binds: Mapping[str, BindConfig],
+        retry_after: int,
+    ) -> None:
+        #: The PgPool instance registered on the app.
+        self.extension = extension
+        #: The app's ForkSafePool of each database, by bind ("default" first).
+        self.pools: dict[str, ForkSafePool] = {
+            bind: ForkSafePool(config.conninfo, **config.options)
+            for bind, config in binds.items()
+        }
+        #: Seconds sent in Retry-After with a 503.
+        self.retry_after = retry_after
+        self._binds = dict(binds)
+
+    def __repr__(self) -> str:
+        pools = ", ".join(f"{bind}={pool!r}" for bind, pool in self.pools.items())
+        return f"<{type(self).__name__} {pools} retry_after={self.retry_after}>"
+
+    def pool_for(self, bind: str) -> ForkSafePool:
+        """Return the ForkSafePool of *bind*; raise KeyError naming the known ones."""
+        try:
+            return self.pools[bind]
+        except KeyError:
+            known = ", ".join(repr(b) for b in self.pools)
+            raise KeyError(
+                f"no database {bind!r}: the app has {known}"
+                " (the names other than 'default' are PGPOOL_BINDS keys)"
+            ) from None
+
+    def masked_conninfo(self, bind: str) -> str:
+        """Return the conninfo of *bind* with the password masked."""
+        return self._binds[bind].masked_conninfo()
+
+    def mask(self, bind: str, text: str) -> str:
+        """Return *text* with any password of *bind*'s conninfo masked."""
+        return self._binds[bind].mask(text)
+
+
+class PgPool:
+    """Fork-safe psycopg connection pools for Flask apps.
+
+    One instance may serve several apps (an app factory, tests)::
+
+        pgpool = PgPool()
+
+        def create_app():
+            app = Flask(__name__)
+            app.config["PGPOOL_CONNINFO"] = "postgresql://app@db/app"
+            pgpool.init_app(app)
+            return app
+
+    Each app gets a :class:`pgpool_core.ForkSafePool` per database; nothing
+    connects until a connection is used, so an app made in a uWSGI or gunicorn
+    master is safe to fork.
+    """
+
+    def __init__(self, app: Flask | None = None) -> None:
+        if app is not None:
+            self.init_app(app)
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__}>"
+
+    def init_app(self, app: Flask) -> None:
+        """Read the app's PGPOOL_* settings and register the extension on it.
+
+        Raises :class:`pgpool_core.ConfigurationError` naming a bad setting.
+        Connects to nothing.
+        """
+        if "pgpool" in app.extensions:
+            raise RuntimeError(
+                "A 'PgPool' instance has already been registered on this Flask"
+                " app. Import and use that instance instead."
+            )
+        config = read_config(app.config, app.name)
+        app.extensions["pgpool"] = PgPoolState(self, config.binds, config.retry_after)
+        app.after_request(_keep_for_stream)
+        app.teardown_appcontext(_return_connections)
+        app.cli.add_command(pgpool_cli)
+
+    # -- the current app's state ----------------------------------------------
+
+    def _get_state(self) -> PgPoolState:
+        if not has_app_context():
+            raise RuntimeError(
+                "flask_pgpool: working outside of an application context: use"
+                " the connection in a view, a CLI command or a"
+                " `with app.app_context():` block."
+            )
+        state: PgPoolState | None = current_app.extensions.get("pgpool")
+        if state is None or state.extension is not self:
+            raise RuntimeError(
+                "The current Flask app is not registered with this 'PgPool'"
+                " instance. Did you forget to call 'init_app', or did you create"
+                " multiple 'PgPool' instances?"
+            )
+        return state
+
+    # -- connections -----------------------------------------------------------
+
+    @property
+    def connection(self) -> psycopg.Connection[Any]:
+        """The current app context's connection to the default database.
+
+        Borrowed on first use, given back when the app context ends (after a
+        streamed response, when the stream ends). A transaction still open
+        then is rolled back: commit with ``with conn.transaction():`` or
+        ``conn.commit()``.
+        """
+        return self.get_connection(DEFAULT_BIND)
+
+    def get_connection(self, bind: str = DEFAULT_BIND) -> psycopg.Connection[Any]:
+        """Return the current app context's connection to *bind* (a PGPOOL_BINDS key).
+
+        In a request, failing to get one (pool exhausted, database unreachable)
+        raises :class:`DatabaseUnavailable`, a 503, unless the app has an error
+        handler for the psycopg exception, which then gets it.
+        """
+        state = self._get_state()
+        pool = state.pool_for(bind)
+        borrowed: dict[str, psycopg.Connection[Any]] = g.setdefault(_G_NAME, {})
+        conn = borrowed.get(bind)
+        if conn is not None and not conn.closed:
+            return conn
+        if conn is not None:
+            # Closed by the view, or lost with the server: the next use of the
+            # context gets a new one.
+            del borrowed[bind]
+            pool.putconn(conn)
+        conn = _borrow(state, bind, pool)
+        borrowed[bind] = conn
+        return conn
+
+    # -- pools -------------------------------------------------------------------
+
+    @property
+    def pool(self) -> ConnectionPool[Any]:
+        """This process's ``psycopg_pool.ConnectionPool`` of the default database."""
+        return self.get_pool(DEFAULT_BIND)
+
+    def get_pool(self, bind: str = DEFAULT_BIND) -> ConnectionPool[Any]:
+        """This process's ``psycopg_pool.ConnectionPool`` of *bind*."""
+        return self._get_state().pool_for(bind).pool
+
+    def stats(self) -> dict[str, dict[str, Any]]:
+        """Return each database's pool statistics in this process, by bind.
+
+        ``ForkSafePool.stats()`` (pid, pool name, ``ConnectionPool.get_stats()``)
+        with the conninfo, password masked.
+        """
+        state = self._get_state()
+        return {
+            bind: {"conninfo": state.masked_conninfo(bind), **pool.stats()}
+            for bind, pool in state.pools.items()
+        }
+
+
+def _borrow(
+    state: PgPoolState, bind: str, pool: ForkSafePool
+) -> psycopg.Connection[Any]:
+    try:
+        return pool.getconn()
+    except psycopg.OperationalError as err:
+        # PoolTimeout and TooManyRequests are OperationalErrors too.
+        if not has_request_context() or _handled_by_app(err):
+            raise
+        logger.warning(
+            "pool %r: no connection for %s %s, answering 503: %s",
+            pool.name,
+            request.method,
+            request.path,
+            state.mask(bind, f"{type(err).__name__}: {err}"),
+        )
+        raise DatabaseUnavailable(bind, state.retry_after) from err
+
+
+def _handled_by_app(err: psycopg.Error) -> bool:
+    """Return True if the app or the request's blueprints handle *err* themselves.
+
+    Handlers for psycopg's exception classes count; one for ``Exception`` does
+    not (it gets the 503, as it gets every HTTP error).
+    """
+    classes = [cls for cls in type(err).__mro__ if issubclass(cls, psycopg.Error)]
+    spec = current_app.error_handler_spec
+    for scope in (*request.blueprints, None):
+        handlers = spec.get(scope, {}).get(None, {})
+        if any(cls in handlers for cls in classes):
+            return True
+    return False
+
+
+def _keep_for_stream(response: Response) -> Response:
+    """Keep the connections of a generator's response until the stream ends.
+
+    Flask may tear the app context down when the view returns, before a
+    ``stream_with_context`` generator runs (Flask 3.1.2 and later), and again
+    when it ends; a generator that uses a connection it closed over has no
+    context at all. The end of the body is the one end they all share.
+    """
+    body = response.response
+    setattr(g, _G_STREAMING, isinstance(body, Generator))
+    if isinstance(body, Generator):
+        state: PgPoolState = current_app.extensions["pgpool"]
+        borrowed: dict[str, psycopg.Connection[Any]] = g.setdefault(_G_NAME, {})
+        response.response = _GiveBackAtEnd(body, partial(_give_back, state, borrowed))
+    return response
+
+
+class _GiveBackAtEnd:
+    """A response body that gives the connections back when it ends or is closed.
+
+    Not a generator: a server may close a body it never iterated (a client
+    gone early), and an unstarted generator's close() runs no cleanup.
+    """
+
+    def __init__(self, body: Iterator[Any], give_back: Callable[[], None]) -> None:
+        self._body = body
+        self._give_back = give_back
+
+    def __iter__(self) -> _GiveBackAtEnd:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            return next(self._body)
+        except BaseException:
+            self.close()  # the end (StopIteration), or the generator failed
+            raise
+
+    def close(self) -> None:
+        try:
+            close = getattr(self._body, "close", None)
+            if close is not None:
+                close()
+        finally:
+            self._give_back()
+
+
+def _return_connections(exc: BaseException | None) -> None:
+    """Give back the app context's connections, unless a stream still needs them."""
+    if g.get(_G_STREAMING):
+        return
+    borrowed: dict[str, psycopg.Connection[Any]] | None = g.pop(_G_NAME, None)
+    if borrowed:
+        _give_back(current_app.extensions["pgpool"], borrowed)
+
+
+def _give_back(
+    state: PgPoolState, borrowed: dict[str, psycopg.Connection[Any]]
+) -> None:
+    """Return *borrowed* connections to their pools; roll back what is left open."""
+    while borrowed:
+        bind, conn = borrowed.popitem()
+        pool = state.pools[bind]
+        try:
+            pool.putconn(conn)  # rolls back an open transaction
+        except Exception as err:
+            logger.warning(
+                "pool %r: a connection could not be given back: %s",
+                pool.name,
+                state.mask(bind, f"{type(err).__name__}: {err}"),
+            )

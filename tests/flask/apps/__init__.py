@@ -1,0 +1,1 @@
+"""Flask apps for the flask_pgpool tests."""

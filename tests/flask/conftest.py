@@ -1,0 +1,42 @@
+"""Fixtures of the flask_pgpool tests: apps from the factory, on the TLS server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from tests.flask.apps.notes import create_app
+from tests.harness.postgres import PgServer
+
+MakeApp = Callable[..., Flask]
+
+
+@pytest.fixture
+def make_app(pg_server: PgServer) -> Iterator[MakeApp]:
+    """Return create_app() on the test database; close the apps' pools afterwards."""
+    made: list[Flask] = []
+
+    def make(**config: Any) -> Flask:
+        config.setdefault("PGPOOL_CONNINFO", pg_server.dsn())
+        app = create_app(**config)
+        made.append(app)
+        return app
+
+    yield make
+    for app in made:
+        for pool in app.extensions["pgpool"].pools.values():
+            pool.close()
+
+
+@pytest.fixture
+def app(make_app: MakeApp) -> Flask:
+    return make_app()
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
