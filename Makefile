@@ -18,7 +18,7 @@ PYTHON312 ?= $(shell for p in python3.12 \
 VENV_DJANGO6 ?= .venv-django6
 STAMP_DJANGO6 := $(VENV_DJANGO6)/.installed
 
-.PHONY: test lint pytest test-django6 install clean
+.PHONY: test lint pytest test-django6 install clean demo
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -52,3 +52,8 @@ test: lint pytest test-django6
 
 clean:
 	rm -rf $(VENV) $(VENV_DJANGO6) build dist *.egg-info
+
+# The bug and the fix side by side, on a throwaway TLS PostgreSQL (or the
+# server DATABASE_URL names), under uWSGI in preload mode.
+demo: $(STAMP)
+	$(BIN)/python example_projects/demo.py

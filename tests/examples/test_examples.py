@@ -1,0 +1,117 @@
+"""The example projects, served by every config they ship, under reads and writes."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from pgpool_core.snippets import read_snippet
+from tests.conftest import REPO
+from tests.harness.postgres import PgServer
+from tests.harness.servers import LoadResult, Response, RunningServer
+
+pytestmark = pytest.mark.servers
+
+EXAMPLES = REPO / "example_projects"
+#: Example folder -> framework of its snippets.
+FRAMEWORKS = {"flask_notes": "flask", "django_site": "django"}
+CONFIGS = {"uwsgi": "uwsgi.ini", "gunicorn": "gunicorn.conf.py"}
+
+
+def post_note(port: int, body: str) -> Response:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request(
+            "POST",
+            "/notes",
+            json.dumps({"body": body}),
+            {"Content-Type": "application/json"},
+        )
+        resp = conn.getresponse()
+        return Response(resp.status, resp.read())
+    except Exception as err:
+        return Response(0, b"", error=repr(err))
+    finally:
+        conn.close()
+
+
+def read_and_write(server: RunningServer, count: int) -> LoadResult:
+    """Send *count* requests, one in four a write, 16 at a time."""
+
+    def one(i: int) -> Response:
+        if i % 4 == 0:
+            return post_note(server.port, f"note {i}")
+        return server.get("/notes?limit=5")
+
+    with ThreadPoolExecutor(16) as executor:
+        return LoadResult(list(executor.map(one, range(count))))
+
+
+@pytest.mark.parametrize("server", CONFIGS)
+@pytest.mark.parametrize("example", FRAMEWORKS)
+def test_configs_are_the_snippets(example: str, server: str) -> None:
+    shipped = (EXAMPLES / example / CONFIGS[server]).read_text()
+    assert shipped == read_snippet(server, FRAMEWORKS[example])
+
+
+def example_env(example: str, dsn: str) -> dict[str, str]:
+    env = {"DATABASE_URL": dsn}
+    if example == "django_site":
+        # The Django tests of this suite set their own settings module.
+        env["DJANGO_SETTINGS_MODULE"] = "mysite.settings"
+    return env
+
+
+def prepare(example: str, dsn: str) -> None:
+    """Create the example's tables."""
+    if example == "django_site":
+        subprocess.run(
+            [sys.executable, "manage.py", "migrate", "--verbosity", "0"],
+            cwd=EXAMPLES / example,
+            env={**os.environ, **example_env(example, dsn)},
+            check=True,
+            timeout=120,
+        )
+
+
+@pytest.mark.parametrize(
+    ("kind", "lazy_apps"),
+    [("uwsgi", False), ("uwsgi", True), ("gunicorn", False)],
+    ids=["uwsgi", "uwsgi-lazy-apps", "gunicorn"],
+)
+@pytest.mark.parametrize("example", FRAMEWORKS)
+def test_example_under_load(
+    serve: Callable[..., RunningServer],
+    pg_log: PgServer,
+    example: str,
+    kind: str,
+    lazy_apps: bool,
+) -> None:
+    folder = EXAMPLES / example
+    prepare(example, pg_log.dsn())
+    position = pg_log.log_position()
+    server = serve(
+        kind,
+        "",
+        cwd=folder,
+        config=folder / CONFIGS[kind],
+        lazy_apps=lazy_apps,
+        env=example_env(example, pg_log.dsn()),
+    )
+
+    result = read_and_write(server, 400)
+
+    print(f"{example} {kind}: {result.summary()}")
+    assert result.failures == [], result.summary()
+    writes = [r for r in result.responses if r.status == 201]
+    assert len(writes) == 100
+    assert len(result.worker_pids()) >= 2, result.summary()
+    assert result.shared_backends() == {}
+    assert pg_log.bad_mac_lines(position) == []
