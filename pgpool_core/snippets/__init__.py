@@ -12,11 +12,13 @@ SNIPPETS = {
     ("uwsgi", "django"): "uwsgi-django.ini",
     ("gunicorn", "flask"): "gunicorn-flask.conf.py",
     ("gunicorn", "django"): "gunicorn-django.conf.py",
+    ("postgresql", "flask"): "postgresql.conf",
+    ("postgresql", "django"): "postgresql.conf",
 }
 
 
 def read_snippet(server: str, framework: str) -> str:
-    """Return the settings for *server* ("uwsgi", "gunicorn") and *framework*."""
+    """Return the settings for *server* ("uwsgi", "gunicorn", "postgresql")."""
     try:
         name = SNIPPETS[(server, framework)]
     except KeyError:

@@ -16,7 +16,7 @@ from tests.conftest import REPO
 from tests.harness.postgres import PgServer
 
 README = (REPO / "README.rst").read_text()
-FLASK = README[README.index("\nFlask\n-----\n") : README.index("\nDjango\n------\n")]
+FLASK = README[README.index("\nFlask\n=====\n") : README.index("\nDjango\n======\n")]
 
 
 def code_block(starting_with: str) -> str:

@@ -27,6 +27,8 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from pgpool_core.snippets import read_snippet
+
 PASSWORD = "pgpool-test-Secret-4711"
 USER = "pgpool"
 DBNAME = "pgpool_test"
@@ -158,6 +160,9 @@ class PgServer:
     def reload(self) -> None:
         self._pg_ctl("reload")
 
+    def is_running(self) -> bool:
+        return self._pg_ctl("status", check=False).returncode == 0
+
 
 def _run(
     cmd: list[str], *, as_postgres: bool, check: bool = True
@@ -248,6 +253,8 @@ def start_cluster() -> PgServer:
         "shared_buffers": "32MB",
     }
     with open(datadir / "postgresql.conf", "a") as conf:
+        # The settings the README recommends, so that they are known to load.
+        conf.write("\n" + read_snippet("postgresql", "flask"))
         conf.write("\n# pgpool tests\n")
         for key, value in settings.items():
             conf.write(f"{key} = {value}\n")
