@@ -7,28 +7,15 @@ from collections.abc import Callable
 import pytest
 
 from tests.conftest import REPO
+from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer
-from tests.harness.servers import LoadResult, RunningServer, run_load
+from tests.harness.servers import RunningServer, run_load
 
 pytestmark = pytest.mark.servers
 
 REQUESTS = 500
 CONCURRENCY = 16
 HOOKS = REPO / "tests" / "apps" / "gunicorn_hooks.py"
-
-
-def fork_problems(result: LoadResult, server: PgServer, log_position: int) -> list[str]:
-    """Return what went wrong under load: the symptoms of shared connections."""
-    problems = []
-    if result.failures:
-        problems.append(f"failed requests: {result.summary()}")
-    shared = result.shared_backends()
-    if shared:
-        problems.append(f"backends shared by two workers: {shared}")
-    bad_mac = server.bad_mac_lines(log_position)
-    if bad_mac:
-        problems.append(f"{len(bad_mac)} 'bad record mac' lines, first: {bad_mac[0]}")
-    return problems
 
 
 def serve_plain_app(

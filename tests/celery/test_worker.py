@@ -21,6 +21,7 @@ from celery import Celery
 from tests.celery.config import TASK, celery_config
 from tests.conftest import REPO
 from tests.harness.celery_worker import CeleryWorker, start_worker
+from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer
 
 MAX_SIZE = 4  # the app's pool
@@ -79,20 +80,6 @@ def run_tasks(client: Celery, count: int, *, timeout: float) -> TaskRun:
             break
         time.sleep(0.1)
     return run
-
-
-def fork_problems(run: TaskRun, server: PgServer, log_position: int) -> list[str]:
-    """Return what went wrong: the symptoms of connections shared across fork."""
-    problems = []
-    if run.failures:
-        problems.append(f"failed tasks: {run.summary()}")
-    shared = run.shared_backends()
-    if shared:
-        problems.append(f"backends shared by two processes: {shared}")
-    bad_mac = server.bad_mac_lines(log_position)
-    if bad_mac:
-        problems.append(f"{len(bad_mac)} 'bad record mac' lines, first: {bad_mac[0]}")
-    return problems
 
 
 def connections_of(pg: PgServer, pid: int) -> int:

@@ -14,9 +14,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer
 from tests.harness.servers import RunningServer, run_load
-from tests.test_fork_servers import CONCURRENCY, HOOKS, REQUESTS, fork_problems
+from tests.test_fork_servers import CONCURRENCY, HOOKS, REQUESTS
 
 pytestmark = pytest.mark.servers
 

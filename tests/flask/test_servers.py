@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO
+from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer
 from tests.harness.servers import RunningServer, run_load
-from tests.test_fork_servers import fork_problems
 
 pytestmark = pytest.mark.servers
 

@@ -9,8 +9,11 @@ import select
 import signal
 import time
 import traceback
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sized
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from .postgres import PgServer
 
 
 def libc_fork() -> int:
@@ -71,3 +74,33 @@ def run_in_child(
         raise AssertionError(f"in the child: {result['error']}")
     assert os.waitstatus_to_exitcode(status) == 0, f"child exit status {status}"
     return result["ok"]
+
+
+class ForkedRun(Protocol):
+    """What a load on forked workers gave: requests to a server, tasks to Celery."""
+
+    @property
+    def failures(self) -> Sized: ...
+
+    def shared_backends(self) -> dict[int, set[int]]: ...
+
+    def summary(self) -> str: ...
+
+
+def fork_problems(run: ForkedRun, server: PgServer, log_position: int) -> list[str]:
+    """Return the symptoms of connections shared across fork that *run* shows.
+
+    Failures, a backend that answered for two processes, and "bad record mac"
+    in the server's log since *log_position*. A fixed setup must show none; a
+    naive one (a plain pool opened before the fork) must show some.
+    """
+    problems = []
+    if run.failures:
+        problems.append(f"failures: {run.summary()}")
+    shared = run.shared_backends()
+    if shared:
+        problems.append(f"backends shared by two processes: {shared}")
+    bad_mac = server.bad_mac_lines(log_position)
+    if bad_mac:
+        problems.append(f"{len(bad_mac)} 'bad record mac' lines, first: {bad_mac[0]}")
+    return problems
