@@ -17,8 +17,9 @@ PYTHON312 ?= $(shell for p in python3.12 \
 	&& { echo "$$p"; break; }; done)
 VENV_DJANGO6 ?= .venv-django6
 STAMP_DJANGO6 := $(VENV_DJANGO6)/.installed
+STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: test lint pytest test-django6 install clean demo
+.PHONY: test lint pytest test-django6 install clean demo bench bench-quick
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -57,3 +58,19 @@ clean:
 # server DATABASE_URL names), under uWSGI in preload mode.
 demo: $(STAMP)
 	$(BIN)/python example_projects/demo.py
+
+$(STAMP_BENCH): $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '.[test,bench]' 'Django>=5.2,<6'
+	touch $(STAMP_BENCH)
+
+# pgpool next to what users would pick instead, on a throwaway TLS PostgreSQL:
+# gunicorn (4 sync workers, preload) per contender, loaded by wrk if it is on
+# PATH (Debian: apt-get install wrk) or by benchmarks/loadgen.py; uWSGI memory
+# and respawn; the per-request micro-benchmark. A few minutes; prints a table,
+# writes benchmarks/results.json and benchmarks/results.png.
+bench: $(STAMP_BENCH)
+	$(BIN)/python benchmarks/run.py
+
+# The same, once and briefly (under a minute): a smoke test, not a measurement.
+bench-quick: $(STAMP_BENCH)
+	$(BIN)/python benchmarks/run.py --quick

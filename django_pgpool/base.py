@@ -15,6 +15,7 @@ from psycopg_pool import ConnectionPool
 
 from pgpool_core import ForkSafePool
 
+from . import borrowers  # noqa: F401  (names requests for warn_held_after)
 from .conf import pool_options
 
 __all__ = ["DatabaseWrapper"]

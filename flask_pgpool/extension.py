@@ -19,7 +19,7 @@ from flask import (
 )
 from psycopg_pool import ConnectionPool
 
-from pgpool_core import ForkSafePool
+from pgpool_core import ForkSafePool, borrower
 
 from .cli import pgpool_cli
 from .config import DEFAULT_BIND, BindConfig, read_config
@@ -201,8 +201,12 @@ class PgPool:
 def _borrow(
     state: PgPoolState, bind: str, pool: ForkSafePool
 ) -> psycopg.Connection[Any]:
+    label = None
+    if has_request_context():
+        label = f"{request.method} {request.path} (endpoint {request.endpoint})"
     try:
-        return pool.getconn()
+        with borrower(label):  # named if the pool warns: warn_held_after
+            return pool.getconn()
     except psycopg.OperationalError as err:
         # PoolTimeout and TooManyRequests are OperationalErrors too.
         if not has_request_context() or _handled_by_app(err):

@@ -8,6 +8,7 @@ abandoned without touching the parent's sockets.
 from __future__ import annotations
 
 from .errors import ConfigurationError, PgPoolError, PoolNotAvailable
+from .loans import borrower
 from .options import POOL_OPTIONS, mask_conninfo, validate_pool_options
 from .pool import ForkSafePool
 from .session import RESET_SQL, check_connection
@@ -19,6 +20,7 @@ __all__ = [
     "ForkSafePool",
     "PgPoolError",
     "PoolNotAvailable",
+    "borrower",
     "check_connection",
     "mask_conninfo",
     "validate_pool_options",

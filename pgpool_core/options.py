@@ -59,6 +59,7 @@ POOL_OPTIONS = frozenset(
         "reconnect_failed",
         "num_workers",
         "keepalives",
+        "warn_held_after",
     }
 )
 
@@ -121,6 +122,9 @@ def validate_pool_options(
     for key in ("timeout", "max_lifetime", "max_idle", "reconnect_timeout"):
         if key in options and not (_is_number(options[key]) and options[key] > 0):
             raise bad(key, "a number of seconds > 0")
+    held = options.get("warn_held_after")
+    if held is not None and not (_is_number(held) and held > 0):
+        raise bad("warn_held_after", "a number of seconds > 0 or None")
     for key in ("configure", "check", "reset", "reconnect_failed"):
         if options.get(key) is not None and not callable(options[key]):
             raise bad(key, "a callable or None")

@@ -18,6 +18,7 @@ from psycopg_pool.pool import AddConnection
 
 from . import lifecycle
 from .errors import PoolNotAvailable
+from .loans import Loans
 from .options import (
     mask_conninfo,
     merge_defaults,
@@ -86,6 +87,10 @@ class ForkSafePool:
     for none); a ``reset`` that undoes session state and re-runs ``configure``
     (``reset=None`` for none). ``open`` is accepted for compatibility: the pool
     always opens on first use in each process.
+
+    ``warn_held_after`` (seconds, default None: off) logs a warning when a
+    connection comes back after being borrowed for longer, naming what
+    borrowed it (see :func:`pgpool_core.borrower`).
     """
 
     def __init__(
@@ -110,6 +115,7 @@ class ForkSafePool:
         reconnect_failed: Callable[[ConnectionPool[Any]], None] | None = None,
         num_workers: int = 3,
         keepalives: bool = True,
+        warn_held_after: float | None = None,
     ) -> None:
         options: dict[str, Any] = {
             "kwargs": kwargs,
@@ -130,10 +136,13 @@ class ForkSafePool:
             "reconnect_failed": reconnect_failed,
             "num_workers": num_workers,
             "keepalives": keepalives,
+            "warn_held_after": warn_held_after,
         }
         validate_pool_options(options)
 
         self.name = name or f"pgpool-{next(_counter)}"
+        self.warn_held_after = warn_held_after
+        self._loans = Loans(self.name, warn_held_after)
         self._conninfo: str | Callable[[], str]
         if callable(conninfo):
             self._conninfo = self._merged_conninfo_of(conninfo, keepalives)
@@ -326,6 +335,7 @@ class ForkSafePool:
                 state.pool, self.timeout if timeout is None else timeout
             )
         state.out.add(conn)
+        self._loans.lent(conn)
         return conn
 
     def _getconn_checked(
@@ -402,6 +412,7 @@ class ForkSafePool:
         self._leave_if_inherited()
         if lifecycle.is_abandoned(conn):
             return  # inherited from the parent: not ours to return or close
+        self._loans.returned(conn)
         if self._put_retired(conn):
             return
         state = self._current()
