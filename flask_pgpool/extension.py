@@ -20,6 +20,7 @@ from flask import (
 from psycopg_pool import ConnectionPool
 
 from pgpool_core import ForkSafePool, borrower
+from pgpool_core.errors import unavailable_reason
 
 from .cli import pgpool_cli
 from .config import DEFAULT_BIND, BindConfig, read_config
@@ -119,6 +120,8 @@ class PgPool:
         app.extensions["pgpool"] = PgPoolState(self, config.binds, config.retry_after)
         app.after_request(_keep_for_stream)
         app.teardown_appcontext(_return_connections)
+        if psycopg.OperationalError not in app.error_handler_spec[None][None]:
+            app.register_error_handler(psycopg.OperationalError, _database_lost)
         app.cli.add_command(pgpool_cli)
 
     # -- the current app's state ----------------------------------------------
@@ -225,15 +228,62 @@ def _handled_by_app(err: psycopg.Error) -> bool:
     """Return True if the app or the request's blueprints handle *err* themselves.
 
     Handlers for psycopg's exception classes count; one for ``Exception`` does
-    not (it gets the 503, as it gets every HTTP error).
+    not (it gets the 503, as it gets every HTTP error), nor does the
+    extension's own.
     """
     classes = [cls for cls in type(err).__mro__ if issubclass(cls, psycopg.Error)]
     spec = current_app.error_handler_spec
     for scope in (*request.blueprints, None):
         handlers = spec.get(scope, {}).get(None, {})
-        if any(cls in handlers for cls in classes):
+        if any(handlers.get(cls) not in (None, _database_lost) for cls in classes):
             return True
     return False
+
+
+def _app_handler(err: Exception) -> Callable[[Any], Any] | None:
+    """Return the error handler Flask would pick for *err* without the extension's."""
+    spec = current_app.error_handler_spec
+    for scope in (*request.blueprints, None):
+        handlers = spec.get(scope, {}).get(None, {})
+        for cls in type(err).__mro__:
+            handler = handlers.get(cls)
+            if handler is not None and handler is not _database_lost:
+                return handler
+    return None
+
+
+def _database_lost(err: psycopg.OperationalError) -> Any:
+    """Answer 503 when a view's database goes away (the extension's error handler).
+
+    A query that fails because the connection was lost (a server restart, a
+    terminated backend, a network path that stopped answering), or because the
+    server refuses or shuts down, is a 503 with Retry-After as a failed borrow
+    is. Any other OperationalError, or one the app handles itself, goes where
+    it would go without this handler.
+    """
+    reason = unavailable_reason(err)
+    if reason is None or _handled_by_app(err):
+        handler = _app_handler(err)
+        if handler is None:
+            raise err
+        return current_app.ensure_sync(handler)(err)
+    state: PgPoolState = current_app.extensions["pgpool"]
+    borrowed: dict[str, psycopg.Connection[Any]] = g.get(_G_NAME) or {}
+    bind = next(
+        (b for b, conn in borrowed.items() if conn.broken or conn.closed),
+        DEFAULT_BIND,
+    )
+    logger.warning(
+        "pool %r: %s during %s %s, answering 503: %s",
+        state.pools[bind].name,
+        reason,
+        request.method,
+        request.path,
+        state.mask(bind, f"{type(err).__name__}: {err}"),
+    )
+    unavailable = DatabaseUnavailable(bind, state.retry_after)
+    unavailable.__cause__ = err
+    return current_app.handle_http_exception(unavailable)
 
 
 def _keep_for_stream(response: Response) -> Response:
