@@ -123,6 +123,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     # -- the connection ------------------------------------------------------
 
+    def get_connection_params(self) -> dict[str, Any]:
+        params: dict[str, Any] = super().get_connection_params()
+        # Ours, not libpq's: ForkSafePool(pgbouncer=...) (see conf.pool_options).
+        if params.pop("pgbouncer", None):
+            params["prepare_threshold"] = None
+        return params
+
     def _configure_role(self, connection: psycopg.Connection[Any]) -> bool:
         # Django composes SET ROLE with self.ops.compose_sql(), which borrows
         # this wrapper's own connection: from the pool's thread, while the

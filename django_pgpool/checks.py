@@ -7,6 +7,7 @@ W001  workers x max_size exceeds what the server's max_connections allows
       (a database check: ``manage.py check --database ALIAS``, ``migrate``).
 W002  TLS without TCP keepalives.
 W003  the django_pgpool ENGINE without OPTIONS["pool"]: no pool at all.
+W004  OPTIONS["pgbouncer"] without DISABLE_SERVER_SIDE_CURSORS.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError, connections
+from django.db import DatabaseError
+
+from pgpool_core import capacity
 
 from . import conf
 
@@ -74,6 +77,20 @@ def check_databases(
             )
             continue
         messages.extend(_check_keepalives(alias, settings_dict, options))
+        if options.get("pgbouncer") and not settings_dict.get(
+            "DISABLE_SERVER_SIDE_CURSORS"
+        ):
+            messages.append(
+                Warning(
+                    f'DATABASES["{alias}"]: OPTIONS["pgbouncer"] is True but'
+                    " server-side cursors are on: QuerySet.iterator() outside a"
+                    " transaction then fails behind PgBouncer in transaction"
+                    " mode.",
+                    hint=f'Set DATABASES["{alias}"]["DISABLE_SERVER_SIDE_CURSORS"]'
+                    " = True.",
+                    id="django_pgpool.W004",
+                )
+            )
     return messages
 
 
@@ -140,31 +157,25 @@ def check_max_connections(
             options = conf.pool_options(alias, settings_dict)
         except ImproperlyConfigured:
             continue  # E001/E002 say why
-        if options is None:
-            continue
+        if options is None or options.get("pgbouncer"):
+            continue  # behind PgBouncer, its pool sizes bound the server's load
         max_size = options.get("max_size") or options.get("min_size", 4)
         try:
-            with connections[alias].cursor() as cursor:
-                cursor.execute(
-                    "SELECT current_setting('max_connections')::int,"
-                    " current_setting('superuser_reserved_connections')::int"
-                )
-                max_connections, reserved = cursor.fetchone()
+            limit = conf.server_limit(alias)
         except DatabaseError:
             continue  # the command itself reports a database it cannot reach
-        available = max_connections - reserved
-        total = (workers or 1) * max_size
-        if total <= available:
+        plan = capacity.Plan(max_size=max_size, workers=workers or 1)
+        if plan.fits(limit):
             continue
         if workers is None:
-            count = f"one worker process x max_size {max_size} = {total}"
+            count = f"one worker process x max_size {max_size} = {plan.total}"
         else:
-            count = f"{workers} worker processes x max_size {max_size} = {total}"
+            count = f"{workers} worker processes x max_size {max_size} = {plan.total}"
         messages.append(
             Warning(
                 f'DATABASES["{alias}"]: {count} connections from one host, more'
-                f" than the {available} the server allows (max_connections"
-                f" {max_connections} - superuser_reserved_connections {reserved}).",
+                f" than the {limit.available} the server allows"
+                f" ({limit.describe()}).",
                 hint="Lower the pool's max_size or the number of workers, or raise"
                 " max_connections; several hosts add up. Set PGPOOL_WORKERS to"
                 " the worker count if it is not known here.",

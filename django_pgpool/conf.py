@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from pgpool_core import ConfigurationError, validate_pool_options
+from pgpool_core import ConfigurationError, capacity, validate_pool_options
 
 __all__ = [
     "ENGINE",
     "RETRY_AFTER_DEFAULT",
     "check_conn_max_age",
+    "pgbouncer",
     "pool_options",
     "retry_after",
     "workers",
@@ -79,7 +78,30 @@ def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any]
         validate_pool_options(value, setting=lambda key: _pool_setting(alias, key))
     except ConfigurationError as err:
         raise ImproperlyConfigured(str(err)) from err
-    return dict(value)
+    options = dict(value)
+    behind_pgbouncer = pgbouncer(alias, settings_dict)
+    if behind_pgbouncer is not None:
+        if options.get("pgbouncer", behind_pgbouncer) != behind_pgbouncer:
+            raise ImproperlyConfigured(
+                f"{_pool_setting(alias, 'pgbouncer')}: contradicts"
+                f' DATABASES["{alias}"]["OPTIONS"]["pgbouncer"]; set only the latter'
+            )
+        options["pgbouncer"] = behind_pgbouncer
+    return options
+
+
+def pgbouncer(alias: str, settings_dict: Mapping[str, Any]) -> bool | None:
+    """Return ``OPTIONS["pgbouncer"]`` (True: HOST is PgBouncer in transaction mode).
+
+    None if it is not set.
+    """
+    value = (settings_dict.get("OPTIONS") or {}).get("pgbouncer")
+    if value is not None and not isinstance(value, bool):
+        raise ImproperlyConfigured(
+            f'DATABASES["{alias}"]["OPTIONS"]["pgbouncer"]: expected True or'
+            f" False, got {type(value).__name__} {value!r}"
+        )
+    return value
 
 
 def _positive_int(name: str, value: Any) -> int:
@@ -100,16 +122,27 @@ def workers() -> int | None:
     """Return how many worker processes serve the app on one host, if known.
 
     From ``PGPOOL_WORKERS``, else the ``WEB_CONCURRENCY`` environment variable
-    (gunicorn's own default), else uWSGI's ``processes`` when running under it.
+    (gunicorn's own default), else uWSGI's ``processes`` when running under it
+    (see :func:`pgpool_core.capacity.server_workers`).
     """
+    found = workers_and_source()
+    return None if found is None else found[0]
+
+
+def workers_and_source() -> tuple[int, str] | None:
+    """Return :func:`workers` and the setting it comes from."""
     value = getattr(settings, "PGPOOL_WORKERS", None)
     if value is not None:
-        return _positive_int("PGPOOL_WORKERS", value)
-    env = os.environ.get("WEB_CONCURRENCY", "")
-    if env.isdigit() and int(env) > 0:
-        return int(env)
-    uwsgi = sys.modules.get("uwsgi")
-    numproc = getattr(uwsgi, "numproc", None)
-    if isinstance(numproc, int) and numproc > 0:
-        return numproc
-    return None
+        return _positive_int("PGPOOL_WORKERS", value), "PGPOOL_WORKERS"
+    return capacity.server_workers()
+
+
+def server_limit(alias: str) -> capacity.ServerLimit:
+    """Read the connection limit of the alias's server (one round trip)."""
+    from django.db import connections
+
+    wrapper = connections[alias]
+    with wrapper.cursor() as cursor:
+        cursor.execute(capacity.LIMITS_SQL)
+        row = cursor.fetchone()
+    return capacity.ServerLimit(*row)

@@ -12,6 +12,7 @@ import psycopg
 from flask import current_app
 from flask.cli import AppGroup
 
+from pgpool_core import capacity
 from pgpool_core.snippets import read_snippet
 
 if TYPE_CHECKING:
@@ -106,6 +107,66 @@ def stats_command() -> None:
         pool.close()
         result[bind] = entry
     click.echo(json.dumps(result, indent=2, default=str))
+    if failed:
+        raise SystemExit(1)
+
+
+@pgpool_cli.command("capacity")
+@click.option(
+    "--hosts",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Hosts (machines, containers) that run the app.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Worker processes per host. Default: WEB_CONCURRENCY, else the"
+    " processes of ./uwsgi.ini or the workers of ./gunicorn.conf.py.",
+)
+@click.option(
+    "--celery",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Celery prefork children per host that use the same pools.",
+)
+def capacity_command(hosts: int, workers: int | None, celery: int) -> None:
+    """Compare the most connections the app opens with the server's limit.
+
+    Prints hosts x workers x max_size (+ Celery children) for each database
+    against max_connections - superuser_reserved_connections, and what to
+    change when it does not fit. Exits with status 1 if one does not fit or
+    cannot be reached.
+    """
+    if workers is None:
+        found = capacity.default_workers()
+        if found is None:
+            raise click.UsageError(
+                "the number of workers per host is not known here: give --workers"
+            )
+        workers, source = found
+        click.echo(f"workers per host: {workers} (from {source})")
+    state = _state()
+    failed = False
+    for bind, pool in state.pools.items():
+        try:
+            with pool.connect() as conn:
+                limit = capacity.read_server_limit(conn)
+        except Exception as err:
+            failed = True
+            reason = state.mask(bind, " ".join(f"{type(err).__name__}: {err}".split()))
+            click.echo(f"{bind}: FAILED: {reason}", err=True)
+            continue
+        plan = capacity.Plan(
+            max_size=pool.max_size, workers=workers, hosts=hosts, celery=celery
+        )
+        lines, fits = capacity.report(bind, plan, limit, pgbouncer=pool.pgbouncer)
+        for line in lines:
+            click.echo(line)
+        failed = failed or not fits
     if failed:
         raise SystemExit(1)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import lifecycle
+from . import capacity, lifecycle
 
 __all__ = ["post_fork", "pre_fork", "when_ready", "worker_exit"]
 
@@ -33,6 +33,7 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 def post_fork(server: Any, worker: Any) -> None:
     """Give the new worker fresh pools and start connecting (gunicorn ``post_fork``)."""
+    capacity.record_gunicorn_workers(getattr(server, "num_workers", None))
     lifecycle.after_fork_in_child()
     lifecycle.warm_up_all()
 

@@ -38,7 +38,7 @@ KEEPALIVE_DEFAULTS: dict[str, Any] = {
 CONNECT_TIMEOUT_DEFAULT = 10
 
 #: Every option ForkSafePool takes besides conninfo: psycopg_pool's own
-#: ConnectionPool options, plus ``keepalives``.
+#: ConnectionPool options, plus ``keepalives`` and ``pgbouncer``.
 POOL_OPTIONS = frozenset(
     {
         "kwargs",
@@ -60,6 +60,7 @@ POOL_OPTIONS = frozenset(
         "num_workers",
         "keepalives",
         "warn_held_after",
+        "pgbouncer",
     }
 )
 
@@ -128,7 +129,7 @@ def validate_pool_options(
     for key in ("configure", "check", "reset", "reconnect_failed"):
         if options.get(key) is not None and not callable(options[key]):
             raise bad(key, "a callable or None")
-    for key in ("close_returns", "keepalives"):
+    for key in ("close_returns", "keepalives", "pgbouncer"):
         if key in options and not isinstance(options[key], bool):
             raise bad(key, "True or False")
     if options.get("open") is not None and not isinstance(options["open"], bool):

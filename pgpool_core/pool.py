@@ -16,7 +16,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.pool import AddConnection
 
-from . import lifecycle
+from . import capacity, lifecycle
 from .errors import PoolNotAvailable
 from .loans import Loans
 from .options import (
@@ -91,6 +91,19 @@ class ForkSafePool:
     ``warn_held_after`` (seconds, default None: off) logs a warning when a
     connection comes back after being borrowed for longer, naming what
     borrowed it (see :func:`pgpool_core.borrower`).
+
+    ``pgbouncer=True`` is for a conninfo that points at PgBouncer in
+    transaction mode: connections never prepare statements
+    (``prepare_threshold=None``: the next transaction may run on another
+    server session, which lacks them), and the default reset sends nothing
+    (session commands such as ``RESET ALL`` would reach whichever server
+    session PgBouncer picks); the worst-case check against the server's
+    ``max_connections`` is skipped, since PgBouncer bounds what the server sees.
+
+    On the first connection a process makes, the pool reads the server's
+    ``max_connections`` and logs one warning if the host's worker processes
+    (known under uWSGI, gunicorn or ``WEB_CONCURRENCY``) x ``max_size`` exceed
+    it (see :mod:`pgpool_core.capacity`).
     """
 
     def __init__(
@@ -116,6 +129,7 @@ class ForkSafePool:
         num_workers: int = 3,
         keepalives: bool = True,
         warn_held_after: float | None = None,
+        pgbouncer: bool = False,
     ) -> None:
         options: dict[str, Any] = {
             "kwargs": kwargs,
@@ -137,6 +151,7 @@ class ForkSafePool:
             "num_workers": num_workers,
             "keepalives": keepalives,
             "warn_held_after": warn_held_after,
+            "pgbouncer": pgbouncer,
         }
         validate_pool_options(options)
 
@@ -163,9 +178,14 @@ class ForkSafePool:
         self._check = check_connection if check is DEFAULT else check
         self._fresh: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, Any]]
         self._fresh = weakref.WeakKeyDictionary()
+        self.pgbouncer = pgbouncer
         self._reset = (
-            make_reset(configure, self._fresh.get) if reset is DEFAULT else reset
+            make_reset(configure, self._fresh.get, session=not pgbouncer)
+            if reset is DEFAULT
+            else reset
         )
+        # The process whose first connection was checked against the server's limit.
+        self._limit_checked_in: int | None = None
         self._pool_options: dict[str, Any] = {
             "close_returns": close_returns,
             "max_waiting": max_waiting,
@@ -262,9 +282,16 @@ class ForkSafePool:
         return pool
 
     def _configure_new(self, conn: psycopg.Connection[Any]) -> None:
+        if self.pgbouncer:
+            conn.prepare_threshold = None
         self._fresh[conn] = snapshot(conn)
         if self._configure is not None:
             self._configure(conn)
+        pid = os.getpid()
+        if self._limit_checked_in != pid and not self.pgbouncer:
+            # Once per process, in the pool's thread that made the connection.
+            self._limit_checked_in = pid
+            capacity.warn_if_over(self.name, self.max_size, conn)
 
     def _leave_inherited(self) -> None:
         """Abandon what this object holds from a parent process; touch none of it."""
@@ -389,6 +416,8 @@ class ForkSafePool:
         conn: psycopg.Connection[Any] = self._connection_class.connect(
             conninfo, **kwargs
         )
+        if self.pgbouncer:
+            conn.prepare_threshold = None
         try:
             if self._configure is not None:
                 self._configure(conn)

@@ -101,15 +101,26 @@ def snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
 def make_reset(
     configure: Callable[[psycopg.Connection[Any]], None] | None,
     fresh: Callable[[psycopg.Connection[Any]], dict[str, Any] | None],
+    *,
+    session: bool = True,
 ) -> Callable[[psycopg.Connection[Any]], None]:
     """Return a reset callback that makes a returned connection look fresh.
 
     It runs RESET_SQL, restores the connection attributes *fresh* recorded when
     the connection was made, then runs *configure* again: ``RESET ALL`` undid
     what it set (Django sets the session time zone and role there).
+
+    With ``session=False`` (behind PgBouncer in transaction mode) it only
+    restores the attributes: the connection is then to PgBouncer, which hands
+    each transaction to any of its server sessions, so there is no session of
+    ours to reset (PgBouncer's ``server_reset_query`` is not run in that mode
+    either), and nothing was undone that *configure* must set again.
     """
 
     def reset(conn: psycopg.Connection[Any]) -> None:
+        if not session:
+            _restore(conn, fresh(conn))
+            return
         run_reset_sql(conn)
         attributes = fresh(conn)
         if attributes:
@@ -120,3 +131,9 @@ def make_reset(
             configure(conn)
 
     return reset
+
+
+def _restore(conn: psycopg.Connection[Any], attributes: dict[str, Any] | None) -> None:
+    for name, value in (attributes or {}).items():
+        if getattr(conn, name) != value:
+            setattr(conn, name, value)

@@ -258,3 +258,18 @@ def test_without_pool_it_is_djangos_backend(make_wrapper: MakeWrapper) -> None:
 
     assert raw.closed
     assert backend_pid(wrapper) != first
+
+
+def test_pgbouncer_option_reaches_the_pool(make_wrapper: MakeWrapper) -> None:
+    wrapper = make_wrapper(
+        OPTIONS={"pgbouncer": True, "prepare_threshold": 5},
+        DISABLE_SERVER_SIDE_CURSORS=True,
+    )
+    assert "pgbouncer" not in wrapper.get_connection_params()
+    assert wrapper.pool is not None and wrapper.pool.pgbouncer
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
+    # Not prepared behind PgBouncer, whatever OPTIONS["prepare_threshold"] says.
+    assert wrapper.connection.prepare_threshold is None
+    wrapper.close()

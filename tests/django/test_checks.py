@@ -100,3 +100,32 @@ def test_w003_engine_without_pool(databases: Any) -> None:
     [message] = check_databases()
     assert message.id == "django_pgpool.W003"
     assert 'DATABASES["x"]' in message.msg
+
+
+def test_w004_pgbouncer_with_server_side_cursors(databases: Any) -> None:
+    databases(OPTIONS={"pgbouncer": True})
+    [message] = check_databases()
+    assert message.id == "django_pgpool.W004"
+    assert "DISABLE_SERVER_SIDE_CURSORS" in (message.hint or "")
+    databases(OPTIONS={"pgbouncer": True}, DISABLE_SERVER_SIDE_CURSORS=True)
+    assert check_databases() == []
+
+
+def test_e002_pgbouncer_not_a_bool(databases: Any) -> None:
+    databases(OPTIONS={"pgbouncer": "yes"})
+    [message] = check_databases()
+    assert message.id == "django_pgpool.E002"
+    assert 'DATABASES["x"]["OPTIONS"]["pgbouncer"]: expected True or False' in (
+        message.msg
+    )
+
+
+@pytest.mark.django_db
+def test_w001_not_behind_pgbouncer(settings: Any) -> None:
+    settings.PGPOOL_WORKERS = 1000
+    options = django_settings.DATABASES["default"]["OPTIONS"]
+    options["pgbouncer"] = True
+    try:
+        assert check_max_connections(databases=["default"]) == []
+    finally:
+        del options["pgbouncer"]

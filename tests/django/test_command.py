@@ -76,3 +76,33 @@ def test_unknown_alias_is_an_error(app_env: dict[str, str]) -> None:
     result = run_project(MANAGE, "pgpool", "check", "--database", "other", env=app_env)
     assert result.returncode == 1
     assert "No database 'other' in DATABASES." in result.stderr
+
+
+def test_capacity_fits(app_env: dict[str, str], pg_server: PgServer) -> None:
+    result = run_project(
+        MANAGE,
+        "pgpool",
+        "capacity",
+        "--hosts",
+        "2",
+        env={**app_env, "WEB_CONCURRENCY": "3"},
+    )
+
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "workers per host: 3 (from WEB_CONCURRENCY)"
+    assert lines[1] == (
+        "default: 2 host(s) x 3 worker(s) x max_size 4 = 24 connections at worst"
+    )
+    assert lines[2].startswith("default: the server allows max_connections 300 - ")
+    assert lines[3].startswith("default: fits (24 of ")
+    assert pg_server.password not in result.stdout + result.stderr
+
+
+def test_capacity_does_not_fit(app_env: dict[str, str]) -> None:
+    result = run_project(MANAGE, "pgpool", "capacity", "--workers", "100", env=app_env)
+
+    assert result.returncode == 1
+    assert "default: DOES NOT FIT: 400 > " in result.stdout
+    assert "lower max_size to 2 or less" in result.stdout
+    assert "does not fit or cannot be reached: default" in result.stderr

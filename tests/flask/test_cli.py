@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from click.testing import Result
@@ -150,3 +151,72 @@ def test_the_flask_command(pg_server: PgServer) -> None:
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.startswith("default: ok, ")
     assert pg_server.password not in proc.stdout + proc.stderr
+
+
+def test_capacity_fits(
+    make_app: MakeApp, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    app = make_app(PGPOOL_MAX_SIZE=4)
+    result = run(app, "capacity", "--hosts", "3", "--workers", "4")
+
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    assert lines[0] == (
+        "default: 3 host(s) x 4 worker(s) x max_size 4 = 48 connections at worst"
+    )
+    assert lines[1].startswith("default: the server allows max_connections 300")
+    assert lines[2].startswith("default: fits (48 of ")
+    assert pg_server.password not in result.output
+
+
+def test_capacity_says_what_to_change(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "30")
+    app = make_app(PGPOOL_MAX_SIZE=10)
+    result = run(app, "capacity", "--celery", "10")
+
+    assert result.exit_code == 1, result.output
+    assert result.output.startswith("workers per host: 30 (from WEB_CONCURRENCY)\n")
+    assert "1 host(s) x 10 Celery child(ren) x max_size 10 = 100, 400 connections" in (
+        result.output
+    )
+    assert "DOES NOT FIT: 400 > " in result.output
+    assert "lower max_size to 7 or less" in result.output
+    assert "PgBouncer in transaction mode" in result.output
+
+
+def test_capacity_behind_pgbouncer_points_at_pgbouncer(
+    make_app: MakeApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    app = make_app(PGPOOL_MAX_SIZE=10, PGPOOL_PGBOUNCER=True)
+    result = run(app, "capacity", "--workers", "100")
+
+    assert result.exit_code == 0, result.output
+    assert "= 1000 connections at worst" in result.output
+    assert "behind PgBouncer" in result.output and "max_client_conn" in result.output
+
+
+def test_capacity_without_a_worker_count_asks_for_one(
+    app: Flask, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.chdir(tmp_path)  # no uwsgi.ini or gunicorn.conf.py here
+    result = run(app, "capacity")
+
+    assert result.exit_code == 2
+    assert "give --workers" in result.output
+
+
+def test_capacity_reads_the_workers_of_the_uwsgi_ini_here(
+    app: Flask, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.chdir(REPO / "example_projects" / "flask_notes")
+    result = run(app, "capacity")
+
+    assert result.exit_code == 0, result.output
+    assert result.output.startswith("workers per host: 4 (from ./uwsgi.ini)\n")
+    assert "1 host(s) x 4 worker(s) x max_size 2 = 8" in result.output

@@ -1,4 +1,4 @@
-"""``manage.py pgpool check|stats|config uwsgi|config gunicorn``."""
+"""``manage.py pgpool check|stats|capacity|config uwsgi|config gunicorn``."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 from psycopg.conninfo import make_conninfo
 
-from pgpool_core import ForkSafePool, mask_conninfo
+from pgpool_core import ForkSafePool, capacity, mask_conninfo
 from pgpool_core.options import mask_secrets
 from pgpool_core.snippets import read_snippet
 
@@ -37,7 +37,29 @@ class Command(BaseCommand):
         stats = actions.add_parser(
             "stats", help="Print the pool statistics of this process, as JSON."
         )
-        for sub in (check, stats):
+        plan = actions.add_parser(
+            "capacity",
+            help="Compare hosts x workers x max_size (+ Celery children) with the"
+            " server's max_connections; say what to change if it does not fit."
+            " Exit 1 if it does not.",
+        )
+        plan.add_argument(
+            "--hosts", type=_positive, default=1, help="Hosts that run the app."
+        )
+        plan.add_argument(
+            "--workers",
+            type=_positive,
+            help="Worker processes per host. Default: PGPOOL_WORKERS,"
+            " WEB_CONCURRENCY, else the processes of ./uwsgi.ini or the workers"
+            " of ./gunicorn.conf.py.",
+        )
+        plan.add_argument(
+            "--celery",
+            type=int,
+            default=0,
+            help="Celery prefork children per host that use the same pools.",
+        )
+        for sub in (check, stats, plan):
             sub.add_argument(
                 "--database",
                 action="append",
@@ -59,8 +81,56 @@ class Command(BaseCommand):
         wrappers = self._wrappers(options.get("databases"))
         if action == "check":
             self._check(wrappers)
+        elif action == "capacity":
+            self._capacity(wrappers, options)
         else:
             self._stats(wrappers)
+
+    def _capacity(self, wrappers: list[DatabaseWrapper], options: Any) -> None:
+        workers = options.get("workers")
+        if workers is None:
+            found = conf.workers_and_source() or capacity.default_workers()
+            if found is None:
+                raise CommandError(
+                    "the number of workers per host is not known here: give"
+                    " --workers (or set PGPOOL_WORKERS)"
+                )
+            workers, source = found
+            self.stdout.write(f"workers per host: {workers} (from {source})")
+        failed = []
+        for wrapper in wrappers:
+            pool = wrapper.pool
+            if pool is None:
+                failed.append(wrapper.alias)
+                self.stderr.write(
+                    f'{wrapper.alias}: no pool (OPTIONS["pool"] is not set)'
+                )
+                continue
+            try:
+                with pool.connect() as conn:
+                    limit = capacity.read_server_limit(conn)
+            except Exception as err:
+                failed.append(wrapper.alias)
+                reason = _mask(f"{type(err).__name__}: {err}".strip(), wrapper)
+                self.stderr.write(f"{wrapper.alias}: cannot connect: {reason}")
+                continue
+            plan = capacity.Plan(
+                max_size=pool.max_size,
+                workers=workers,
+                hosts=options["hosts"],
+                celery=max(options["celery"], 0),
+            )
+            lines, fits = capacity.report(
+                wrapper.alias, plan, limit, pgbouncer=pool.pgbouncer
+            )
+            for line in lines:
+                self.stdout.write(line)
+            if not fits:
+                failed.append(wrapper.alias)
+        if failed:
+            raise CommandError(
+                f"does not fit or cannot be reached: {', '.join(failed)}"
+            )
 
     def _wrappers(self, aliases: list[str] | None) -> list[DatabaseWrapper]:
         if aliases is None:
@@ -151,6 +221,13 @@ class Command(BaseCommand):
         finally:
             for wrapper in wrappers:
                 wrapper.close_pool()
+
+
+def _positive(value: str) -> int:
+    number = int(value)
+    if number < 1:
+        raise ValueError(value)
+    return number
 
 
 def _masked_dsn(wrapper: DatabaseWrapper) -> str:

@@ -27,6 +27,8 @@ USE_TZ = True
 TIME_ZONE = "UTC"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+_PGBOUNCER = os.environ.get("PGPOOL_PGBOUNCER") == "1"
+
 # DATABASE_URL: a libpq connection string or URL.
 _db = conninfo_to_dict(
     os.environ.get("DATABASE_URL", "postgresql:///notes?sslmode=prefer")
@@ -42,6 +44,10 @@ DATABASES = {
         "OPTIONS": {
             **_db,  # sslmode and the rest
             "pool": {"min_size": 2, "max_size": 4, "timeout": 5},
+            # True when DATABASE_URL points at PgBouncer in transaction mode.
+            "pgbouncer": _PGBOUNCER,
         },
+        # Server-side cursors need a session: not behind PgBouncer.
+        "DISABLE_SERVER_SIDE_CURSORS": _PGBOUNCER,
     }
 }

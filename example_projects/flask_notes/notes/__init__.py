@@ -21,6 +21,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.config["PGPOOL_MIN_SIZE"] = 2
     app.config["PGPOOL_MAX_SIZE"] = 4
     app.config["PGPOOL_TIMEOUT"] = 5
+    # "1" when DATABASE_URL points at PgBouncer in transaction mode.
+    app.config["PGPOOL_PGBOUNCER"] = os.environ.get("PGPOOL_PGBOUNCER") == "1"
     app.config.update(config or {})
     pgpool.init_app(app)
 

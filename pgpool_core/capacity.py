@@ -1,0 +1,279 @@
+"""How many connections the app may open at worst, against what the server allows.
+
+One place for the arithmetic that ``flask pgpool capacity``, ``manage.py pgpool
+capacity``, Django's ``django_pgpool.W001`` check and the warning a worker logs
+at start all use: hosts x workers x max_size (+ Celery children x max_size)
+against ``max_connections - superuser_reserved_connections`` (and PostgreSQL
+16's ``reserved_connections``).
+"""
+
+from __future__ import annotations
+
+import ast
+import configparser
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+__all__ = [
+    "LIMITS_SQL",
+    "Plan",
+    "ServerLimit",
+    "read_server_limit",
+    "server_workers",
+    "workers_from_config",
+]
+
+logger = logging.getLogger("pgpool.capacity")
+
+#: One round trip: the server's connection limit and what it keeps in reserve.
+LIMITS_SQL = (
+    "SELECT current_setting('max_connections')::int,"
+    " current_setting('superuser_reserved_connections')::int,"
+    " coalesce(current_setting('reserved_connections', true), '0')::int"
+)
+
+# The worker count gunicorn's master gave (pgpool_core.gunicorn records it).
+_gunicorn_workers: int | None = None
+
+
+def record_gunicorn_workers(count: Any) -> None:
+    """Remember gunicorn's ``workers`` setting (called by the gunicorn hooks)."""
+    global _gunicorn_workers
+    if isinstance(count, int) and not isinstance(count, bool) and count > 0:
+        _gunicorn_workers = count
+
+
+def server_workers() -> tuple[int, str] | None:
+    """Return the worker processes per host of the running server, and where from.
+
+    ``WEB_CONCURRENCY`` (gunicorn's default for ``workers``, and what many
+    platforms set), else uWSGI's ``processes`` in a uWSGI process, else
+    gunicorn's ``workers`` in a worker started with the pgpool_core.gunicorn
+    hooks. None when none of these is known.
+    """
+    env = os.environ.get("WEB_CONCURRENCY", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env), "WEB_CONCURRENCY"
+    uwsgi = sys.modules.get("uwsgi")
+    numproc = getattr(uwsgi, "numproc", None)
+    if isinstance(numproc, int) and numproc > 0:
+        return numproc, "uWSGI processes"
+    if _gunicorn_workers is not None:
+        return _gunicorn_workers, "gunicorn workers"
+    return None
+
+
+def workers_from_config(path: Path) -> int | None:
+    """Return the worker count a uwsgi.ini or gunicorn.conf.py at *path* sets."""
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    if path.suffix == ".py":
+        try:
+            tree = ast.parse(text)
+        except SyntaxError:
+            return None
+        for node in tree.body:
+            if (
+                isinstance(node, ast.Assign)
+                and any(
+                    isinstance(t, ast.Name) and t.id == "workers" for t in node.targets
+                )
+                and isinstance(node.value, ast.Constant)
+                and isinstance(node.value.value, int)
+            ):
+                return node.value.value
+        return None
+    parser = configparser.ConfigParser(strict=False, interpolation=None)
+    try:
+        parser.read_string(text)
+    except configparser.Error:
+        return None
+    for key in ("processes", "workers", "p"):
+        value = parser.get("uwsgi", key, fallback="")
+        if value.strip().isdigit():
+            return int(value)
+    return None
+
+
+#: Server config files looked for in the current directory, in this order.
+CONFIG_FILES = ("uwsgi.ini", "gunicorn.conf.py")
+
+
+def default_workers() -> tuple[int, str] | None:
+    """The running server's worker count, else the one a config file here sets."""
+    found = server_workers()
+    if found is not None:
+        return found
+    for name in CONFIG_FILES:
+        count = workers_from_config(Path(name))
+        if count:
+            return count, f"./{name}"
+    return None
+
+
+@dataclass(frozen=True)
+class ServerLimit:
+    """What a PostgreSQL server lets ordinary roles open."""
+
+    max_connections: int
+    superuser_reserved: int
+    reserved: int = 0
+
+    @property
+    def available(self) -> int:
+        return self.max_connections - self.superuser_reserved - self.reserved
+
+    def describe(self) -> str:
+        text = (
+            f"max_connections {self.max_connections}"
+            f" - superuser_reserved_connections {self.superuser_reserved}"
+        )
+        if self.reserved:
+            text += f" - reserved_connections {self.reserved}"
+        return f"{text} = {self.available}"
+
+
+def read_server_limit(conn: psycopg.Connection[Any]) -> ServerLimit:
+    """Ask the server behind *conn* for its limit (one round trip).
+
+    Leaves *conn* as it found it: a transaction this opens is rolled back.
+    """
+    idle = conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    row = conn.execute(LIMITS_SQL, prepare=False).fetchone()
+    if idle and conn.pgconn.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        conn.rollback()
+    assert row is not None
+    return ServerLimit(*row)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The worst case of one pool: every connection of every process open."""
+
+    max_size: int
+    workers: int = 1
+    hosts: int = 1
+    celery: int = 0
+
+    @property
+    def web(self) -> int:
+        return self.hosts * self.workers * self.max_size
+
+    @property
+    def background(self) -> int:
+        return self.hosts * self.celery * self.max_size
+
+    @property
+    def total(self) -> int:
+        return self.web + self.background
+
+    def describe(self) -> str:
+        text = (
+            f"{self.hosts} host(s) x {self.workers} worker(s) x max_size"
+            f" {self.max_size} = {self.web}"
+        )
+        if self.celery:
+            text += (
+                f" + {self.hosts} host(s) x {self.celery} Celery child(ren) x"
+                f" max_size {self.max_size} = {self.background}, {self.total}"
+            )
+        return text
+
+    def fits(self, limit: ServerLimit) -> bool:
+        return self.total <= limit.available
+
+    def largest_max_size(self, limit: ServerLimit) -> int:
+        """The largest max_size that fits, 0 if even 1 does not."""
+        processes = self.hosts * (self.workers + self.celery)
+        return max(limit.available // processes, 0)
+
+    def advice(self, limit: ServerLimit) -> list[str]:
+        """What to change so that the worst case fits; [] if it does."""
+        if self.fits(limit):
+            return []
+        lines = []
+        size = self.largest_max_size(limit)
+        if size >= 1:
+            lines.append(f"lower max_size to {size} or less")
+        lines.append(
+            "or put PgBouncer in transaction mode between the app and the server"
+            " (set the pgbouncer option, point the app at PgBouncer, keep"
+            " PgBouncer's pool sizes within the server's limit)"
+        )
+        lines.append(
+            "or raise max_connections to"
+            f" {self.total + limit.max_connections - limit.available} or more"
+            " (each connection costs server memory)"
+        )
+        return lines
+
+
+def warn_if_over(
+    pool_name: str,
+    max_size: int,
+    conn: psycopg.Connection[Any],
+) -> None:
+    """Log one warning if this host's worst case exceeds the server's limit.
+
+    Called once per process, on the pool's first connection; never raises.
+    """
+    try:
+        limit = read_server_limit(conn)
+        found = server_workers()
+        plan = Plan(max_size=max_size, workers=found[0] if found else 1)
+        if plan.fits(limit):
+            return
+        workers = f"{plan.workers} worker(s) ({found[1]})" if found else "1 process"
+        logger.warning(
+            "pool %r in process %d: %s x max_size %d = %d connections from this"
+            " host at worst, more than the server allows (%s); run `flask pgpool"
+            " capacity` or `manage.py pgpool capacity` for what to change",
+            pool_name,
+            os.getpid(),
+            workers,
+            max_size,
+            plan.total,
+            limit.describe(),
+        )
+    except Exception as err:
+        logger.debug("pool %r: could not read the server's limit: %s", pool_name, err)
+
+
+def report(
+    name: str, plan: Plan, limit: ServerLimit, *, pgbouncer: bool = False
+) -> tuple[list[str], bool]:
+    """Return the lines the ``capacity`` commands print for one pool, and if it fits.
+
+    Behind PgBouncer the app's connections are PgBouncer's clients: what
+    reaches the server is PgBouncer's pool sizes, so the plan always fits.
+    """
+    lines = [
+        f"{name}: {plan.describe()} connections at worst",
+        f"{name}: the server allows {limit.describe()}",
+    ]
+    if pgbouncer:
+        lines.append(
+            f"{name}: behind PgBouncer: these are PgBouncer's clients (keep them"
+            " under its max_client_conn); the server sees at most PgBouncer's"
+            f" pool sizes, which must stay under {limit.available}"
+        )
+        return lines, True
+    if plan.fits(limit):
+        lines.append(
+            f"{name}: fits ({plan.total} of {limit.available},"
+            f" {limit.available - plan.total} to spare)"
+        )
+        return lines, True
+    lines.append(
+        f"{name}: DOES NOT FIT: {plan.total} > {limit.available}; to fit,"
+        f" {'; '.join(plan.advice(limit))}"
+    )
+    return lines, False

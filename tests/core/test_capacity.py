@@ -1,0 +1,141 @@
+"""Capacity: the worst case against the server's limit, and the warning at start."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from pgpool_core import ForkSafePool, capacity
+from tests.conftest import REPO
+from tests.harness.postgres import PgServer
+from tests.harness.servers import RunningServer, run_load
+
+OVER = "more than the server allows"
+
+
+def test_plan_counts_hosts_workers_and_celery() -> None:
+    limit = capacity.ServerLimit(max_connections=100, superuser_reserved=3)
+    plan = capacity.Plan(max_size=5, workers=4, hosts=3, celery=2)
+    assert (plan.web, plan.background, plan.total) == (60, 30, 90)
+    assert plan.fits(limit)
+    bigger = capacity.Plan(max_size=10, workers=4, hosts=3, celery=2)
+    assert not bigger.fits(limit)
+    # 97 available over 3 x (4 + 2) = 18 processes: max_size 5 fits.
+    assert bigger.largest_max_size(limit) == 5
+    advice = bigger.advice(limit)
+    assert advice[0] == "lower max_size to 5 or less"
+    assert "PgBouncer in transaction mode" in advice[1]
+    assert "raise max_connections to 183 or more" in advice[2]
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("flask_notes/uwsgi.ini", 4), ("django_site/gunicorn.conf.py", 4)],
+)
+def test_workers_from_the_examples_configs(name: str, expected: int) -> None:
+    path = REPO / "example_projects" / name
+    assert capacity.workers_from_config(path) == expected
+
+
+def test_workers_from_a_uwsgi_ini_without_them(tmp_path: Path) -> None:
+    ini = tmp_path / "uwsgi.ini"
+    ini.write_text("[uwsgi]\nmaster = true\n")
+    assert capacity.workers_from_config(ini) is None
+
+
+def test_web_concurrency_is_the_running_servers_count(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "7")
+    assert capacity.server_workers() == (7, "WEB_CONCURRENCY")
+
+
+def test_reads_the_servers_limit(pg_server: PgServer) -> None:
+    with pg_server.connect() as conn:
+        limit = capacity.read_server_limit(conn)
+    [(max_connections, reserved)] = pg_server.execute(
+        "SELECT current_setting('max_connections')::int,"
+        " current_setting('superuser_reserved_connections')::int"
+    )
+    assert (limit.max_connections, limit.superuser_reserved) == (
+        max_connections,
+        reserved,
+    )
+    assert limit.available <= max_connections - reserved
+
+
+def _warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "pgpool.capacity" and r.levelno == logging.WARNING
+    ]
+
+
+def test_one_warning_per_process_when_over(
+    pg_server: PgServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "100")  # 100 x 4 > 300
+    pool = ForkSafePool(pg_server.dsn(), min_size=1, max_size=4)
+    try:
+        for _ in range(3):
+            with pool.connection() as conn:
+                conn.execute("SELECT 1")
+        pool.close()
+        with pool.connection() as conn:  # a new pool, same process
+            conn.execute("SELECT 1")
+    finally:
+        pool.close()
+    [message] = _warnings(caplog)
+    assert "100 worker(s) (WEB_CONCURRENCY) x max_size 4 = 400 connections" in message
+    assert "max_connections 300 - superuser_reserved_connections" in message
+
+
+@pytest.mark.parametrize("pgbouncer", [False, True])
+def test_no_warning_when_it_fits_or_behind_pgbouncer(
+    pg_server: PgServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    pgbouncer: bool,
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "100" if pgbouncer else "2")
+    pool = ForkSafePool(pg_server.dsn(), min_size=1, max_size=4, pgbouncer=pgbouncer)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+    finally:
+        pool.close()
+    assert _warnings(caplog) == []
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])
+def test_each_worker_warns_once_at_start(
+    serve: Callable[..., RunningServer], pg_server: PgServer, kind: str
+) -> None:
+    folder = REPO / "example_projects" / "flask_notes"
+    config = folder / ("uwsgi.ini" if kind == "uwsgi" else "gunicorn.conf.py")
+    # The example: 4 workers x max_size 4. Told there are 80, it does not fit.
+    server = serve(
+        kind,
+        "",
+        cwd=folder,
+        config=config,
+        env={"DATABASE_URL": pg_server.dsn(), "WEB_CONCURRENCY": "80"},
+    )
+    result = run_load(server.port, ["/notes?limit=1"] * 100)
+    server.stop()
+
+    assert result.failures == [], result.summary()
+    warned = re.findall(r"in process (\d+): 80 worker\(s\)", server.output())
+    assert OVER in server.output()
+    # One warning per worker that served, none twice, none from the master.
+    assert sorted(int(pid) for pid in warned) == sorted(set(map(int, warned)))
+    assert result.worker_pids() <= set(map(int, warned))
+    assert server.proc.pid not in set(map(int, warned))
