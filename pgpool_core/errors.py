@@ -30,8 +30,9 @@ class PoolNotAvailable(PgPoolError):
 
 
 # Server errors that mean "not now" rather than "this request is wrong": too
-# many connections, and the server shutting down or starting up.
-_UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03"})
+# many connections, the server shutting down or starting up, the session ended
+# by idle_session_timeout (a connection that died in the pool).
+_UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03", "57P05"})
 
 
 def unavailable_reason(exc: BaseException) -> str | None:
