@@ -15,6 +15,7 @@ __all__ = ["DatabaseUnavailableMiddleware", "unavailable_reason"]
 
 logger = logging.getLogger("pgpool.django")
 
+
 class DatabaseUnavailableMiddleware(MiddlewareMixin):
     """Turn a pool timeout or an unreachable database into 503 + ``Retry-After``.
 
