@@ -119,7 +119,9 @@ def test_a_terminated_connection_is_replaced(
     wrapper = make_wrapper(CONN_HEALTH_CHECKS=health_checks)
     first = backend_pid(wrapper)
     wrapper.close()
-    pg_server.execute("SELECT pg_terminate_backend(%s)", [first])
+    # With a timeout it returns once the backend is gone, its FATAL message
+    # sent: without, the borrow below could run before the message arrives.
+    pg_server.execute("SELECT pg_terminate_backend(%s, 10000)", [first])
 
     second = backend_pid(wrapper)
 
