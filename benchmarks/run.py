@@ -37,7 +37,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.harness.postgres import PgServer, start_cluster, stop_cluster
-from tests.harness.servers import RunningServer, request, start_server
+from tests.harness.servers import RunningServer, request, run_load, start_server
 
 HERE = Path(__file__).resolve().parent
 DJANGO_SITE = REPO / "example_projects" / "django_site"
@@ -71,7 +71,7 @@ LABELS = {
 }
 
 FULL = {"seconds": 8, "warmup": 2, "repeats": 3, "respawns": 3, "micro": 5000}
-QUICK = {"seconds": 1, "warmup": 1, "repeats": 1, "respawns": 1, "micro": 500}
+QUICK = {"seconds": 1, "warmup": 0, "repeats": 1, "respawns": 1, "micro": 300}
 CONCURRENCY = 16
 
 
@@ -144,8 +144,13 @@ def run_python_load(port: int, seconds: float) -> dict[str, float]:
     return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
+def use_wrk() -> bool:
+    """wrk if it is on PATH, unless BENCH_LOADGEN=python asks for loadgen.py."""
+    return bool(shutil.which("wrk")) and os.environ.get("BENCH_LOADGEN") != "python"
+
+
 def load(port: int, seconds: float) -> dict[str, float]:
-    if shutil.which("wrk"):
+    if use_wrk():
         return run_wrk(port, seconds)
     return run_python_load(port, seconds)
 
@@ -200,7 +205,10 @@ def measure_contender(
     env = {"BENCH_CONTENDER": contender, "BENCH_DSN": pg.dsn()}
     server = start_server("gunicorn", app, cwd=HERE, env=env, workers=4)
     try:
-        load(server.port, cfg["warmup"])
+        if cfg["warmup"]:
+            load(server.port, cfg["warmup"])
+        else:
+            run_load(server.port, [PATH] * 32, concurrency=8)  # every worker once
         cpu0 = server_cpu(pg, server)
         result = load(server.port, cfg["seconds"])
         used = server_cpu(pg, server) - cpu0
@@ -355,7 +363,7 @@ def memory_and_respawn(pg: PgServer, cfg: dict[str, Any]) -> list[dict[str, Any]
         try:
             # Every worker serves for a while before its memory is read.
             load_port = server.port
-            seconds = max(cfg["warmup"], 1.0)
+            seconds = max(cfg["warmup"], 1)
             subprocess.run(
                 [
                     sys.executable,
@@ -587,7 +595,7 @@ def main() -> int:
             "quick": args.quick,
             "config": cfg,
             "concurrency": CONCURRENCY,
-            "load_generator": "wrk" if shutil.which("wrk") else "loadgen.py",
+            "load_generator": "wrk" if use_wrk() else "loadgen.py",
             "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
         }
         results["http"] = http_benchmarks(pg, cfg)
