@@ -12,9 +12,11 @@ Starts a throwaway PostgreSQL with TLS (the test harness), then:
   serves again;
 - runs the micro-benchmark of flask_pgpool's per-request cost (``micro.py``).
 
-Prints a table, writes ``benchmarks/results.json`` and a PNG chart of
-requests/s and p99 latency. ``--quick`` (``make bench-quick``, under a minute)
-runs everything once, briefly: a smoke test, not a measurement.
+Prints a table, writes ``benchmarks/results.json`` and ``results.png`` (a
+chart of requests/s, p99 latency and CPU per request). ``--quick`` (``make
+bench-quick``, under a minute on an idle machine) runs everything once,
+briefly, and writes both to the temporary directory: a smoke test, not a
+measurement.
 """
 
 from __future__ import annotations
@@ -577,14 +579,17 @@ def chart(results: dict[str, Any], path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a smoke test (< 60 s)")
-    parser.add_argument("--results", type=Path, default=HERE / "results.json")
+    parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--chart", type=Path, default=None)
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
+    # A smoke test leaves the last full run's results where they are.
+    tmp = Path(tempfile.gettempdir())
+    results_path = args.results or (
+        tmp / "pgpool-bench-quick.json" if args.quick else HERE / "results.json"
+    )
     chart_path = args.chart or (
-        Path(tempfile.gettempdir()) / "pgpool-bench-quick.png"
-        if args.quick
-        else HERE / "results.png"
+        tmp / "pgpool-bench-quick.png" if args.quick else HERE / "results.png"
     )
     started = time.monotonic()
     say("starting a throwaway PostgreSQL with TLS on ...")
@@ -607,12 +612,12 @@ def main() -> int:
         stop_cluster(pg)
     results["targets"] = targets(results)
     results["seconds"] = time.monotonic() - started
-    args.results.write_text(json.dumps(results, indent=2) + "\n")
+    results_path.write_text(json.dumps(results, indent=2) + "\n")
     chart(results, chart_path)
     print()
     print(table(results))
     print()
-    say(f"results in {args.results}, chart in {chart_path}")
+    say(f"results in {results_path}, chart in {chart_path}")
     say(f"took {results['seconds']:.0f} s")
     return 0
 
