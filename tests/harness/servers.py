@@ -289,6 +289,9 @@ class LoadLoop:
         self._left = max_requests
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        self._sending = threading.Event()
+        self._sending.set()
+        self._in_flight = 0
         self._threads = [
             threading.Thread(target=self._client, daemon=True)
             for _ in range(concurrency)
@@ -307,15 +310,39 @@ class LoadLoop:
             with self._lock:
                 if self._left <= 0:
                     return
-                self._left -= 1
+                if not self._sending.is_set():
+                    sending = False
+                else:
+                    sending = True
+                    self._left -= 1
+                    self._in_flight += 1
+            if not sending:
+                self._sending.wait()
+                continue
             response = request(
                 "127.0.0.1", self._port, self._path, timeout=self._timeout
             )
             with self._lock:
                 self.responses.append(response)
+                self._in_flight -= 1
+
+    def pause(self, timeout: float = 30.0) -> None:
+        """Send nothing until resume(); return once no request is in flight."""
+        with self._lock:
+            self._sending.clear()
+        deadline = time.monotonic() + timeout
+        while self._in_flight:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"requests still in flight after {timeout} s")
+            time.sleep(0.01)
+
+    def resume(self) -> None:
+        """Send requests again after pause()."""
+        self._sending.set()
 
     def stop(self) -> LoadResult:
         self._stopping.set()
+        self._sending.set()
         for thread in self._threads:
             thread.join(self._timeout + 5)
         with self._lock:
