@@ -1,0 +1,19 @@
+"""URLs of the Django app of the reliability tests: the Flask app's paths."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from tests.reliability.apps import django_views as views
+
+urlpatterns = [
+    path("health", views.health),
+    path("query", views.query),
+    path("hold", views.hold),
+    path("slow", views.slow),
+    path("raise", views.fail),
+    path("stream", views.stream),
+    path("forget", views.forget),
+    path("stats", views.stats),
+    path("probe", views.session_probe),
+]

@@ -1,0 +1,114 @@
+"""The Flask app of the reliability tests: an app factory on a module-level PgPool.
+
+The servers run tests.reliability.apps.flask_wsgi; the CLI runs create_app().
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+from flask import Blueprint, Flask, Response, request, stream_with_context
+
+from flask_pgpool import PgPool
+from tests.reliability.apps import probe
+
+pgpool = PgPool()
+bp = Blueprint("reliability", __name__)
+
+
+def create_app() -> Flask:
+    app = Flask(__name__)
+    app.config["PGPOOL_CONNINFO"] = os.environ.get("PGPOOL_APP_DSN")
+    pool = json.loads(os.environ.get("PGPOOL_APP_POOL", "{}"))
+    app.config.update({f"PGPOOL_{key.upper()}": value for key, value in pool.items()})
+    app.config.update(json.loads(os.environ.get("PGPOOL_APP_SETTINGS", "{}")))
+    pgpool.init_app(app)
+    app.register_blueprint(bp)
+    return app
+
+
+def backend() -> int:
+    row = pgpool.connection.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@bp.get("/health")
+def health() -> dict[str, Any]:
+    return {"pid": os.getpid()}
+
+
+@bp.get("/query")
+def query() -> dict[str, Any]:
+    return {"pid": os.getpid(), "backend": backend()}
+
+
+@bp.get("/hold")
+def hold() -> dict[str, Any]:
+    """Keep a connection busy in the database for ?seconds=."""
+    pgpool.connection.execute("SELECT pg_sleep(%s)", [float(request.args["seconds"])])
+    return {"pid": os.getpid(), "backend": backend()}
+
+
+@bp.get("/slow")
+def slow() -> dict[str, Any]:
+    """Keep a connection borrowed, idle, for ?seconds= (warn_held_after)."""
+    pid = backend()
+    time.sleep(float(request.args["seconds"]))
+    return {"pid": os.getpid(), "backend": pid}
+
+
+@bp.get("/raise")
+def fail() -> dict[str, Any]:
+    """Write, then fail: the write is rolled back, the connection given back."""
+    pgpool.connection.execute(probe.INSERT, ["raised"])
+    raise RuntimeError("the view fails after a write, on purpose")
+
+
+@bp.get("/stream")
+def stream() -> Response:
+    """Stream rows read with the view's connection, in the view's transaction."""
+    conn = pgpool.connection
+    conn.execute(probe.INSERT, ["streamed"])
+
+    def generate() -> Iterator[str]:
+        for n in range(3):
+            row = pgpool.connection.execute(probe.COUNT, ["streamed"]).fetchone()
+            yield json.dumps({"chunk": n, "seen": row[0] if row else None}) + "\n"
+
+    return Response(stream_with_context(generate()), mimetype="application/x-ndjson")
+
+
+@bp.get("/forget")
+def forget() -> dict[str, Any]:
+    """Write and never commit."""
+    pgpool.connection.execute(probe.INSERT, ["forgotten"])
+    return {"pid": os.getpid(), "backend": backend()}
+
+
+@bp.get("/stats")
+def stats() -> dict[str, Any]:
+    return {"pid": os.getpid(), "stats": pgpool.stats()["default"]}
+
+
+@bp.get("/probe")
+def session_probe() -> dict[str, Any]:
+    """Report the session state an earlier borrower left, then leave some."""
+    conn = pgpool.connection
+    seen = probe.report(conn)
+    probe.leave_session_state(conn)
+    conn.commit()  # the session state stays: only a reset can undo it
+    leave = request.args.get("leave", "")
+    if leave == "open":
+        conn.execute(probe.INSERT, ["uncommitted"])
+    elif leave == "failed":
+        try:
+            conn.execute("SELECT 1 / 0")
+        except psycopg.errors.DivisionByZero:
+            pass
+    return {"pid": os.getpid(), "seen": seen}
