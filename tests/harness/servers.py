@@ -353,12 +353,18 @@ class LoadLoop:
         with self._lock:
             return LoadResult([r for r in self.responses if r.started >= moment])
 
-    def wait_for(self, count: int, timeout: float = 30.0) -> None:
-        """Wait until *count* answers arrived."""
+    def wait_for(
+        self, count: int, timeout: float = 30.0, *, sent_after: float | None = None
+    ) -> None:
+        """Wait until *count* answers arrived (to requests sent after *sent_after*)."""
         deadline = time.monotonic() + timeout
-        while len(self.responses) < count:
+
+        def arrived() -> int:
+            if sent_after is None:
+                return len(self.responses)
+            return len(self.sent_after(sent_after).responses)
+
+        while (got := arrived()) < count:
             if time.monotonic() > deadline:
-                raise AssertionError(
-                    f"only {len(self.responses)} answers of {count} in {timeout} s"
-                )
+                raise AssertionError(f"only {got} answers of {count} in {timeout} s")
             time.sleep(0.05)

@@ -61,7 +61,7 @@ def test_terminated_backends(
     with LoadLoop(server.port, "/query") as load:
         load.wait_for(200)
         window = terminate_backends(pg_log)
-        load.wait_for(len(load.responses) + 400)
+        load.wait_for(400, sent_after=window.end)
         result = load.stop()
 
     outcome = Outcome(app, "terminated backends", result, [window])
