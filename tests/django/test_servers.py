@@ -149,8 +149,4 @@ def test_djangos_own_pool_is_caught(
     result = run_load(server.port, ["/query"] * 32, concurrency=CONCURRENCY, timeout=3)
 
     print(f"django {setup} with Django's own pool: {result.summary()}")
-    problems = fork_problems(result, pg_log, position)
-    if len(result.worker_pids()) < 2:
-        # Workers forked while a pool thread held a lock hang before serving.
-        problems.append(f"only workers {result.worker_pids()} answered")
-    assert problems != []
+    assert fork_problems(result, pg_log, position) != []

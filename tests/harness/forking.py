@@ -84,19 +84,25 @@ class ForkedRun(Protocol):
 
     def shared_backends(self) -> dict[int, set[int]]: ...
 
+    def worker_pids(self) -> set[int]: ...
+
     def summary(self) -> str: ...
 
 
 def fork_problems(run: ForkedRun, server: PgServer, log_position: int) -> list[str]:
     """Return the symptoms of connections shared across fork that *run* shows.
 
-    Failures, a backend that answered for two processes, and "bad record mac"
-    in the server's log since *log_position*. A fixed setup must show none; a
+    Failures, fewer than two processes answering (the others hung: forked
+    while a pool thread held a lock, or blocked on a socket another process
+    reads), a backend that answered for two processes, and "bad record mac" in
+    the server's log since *log_position*. A fixed setup must show none; a
     naive one (a plain pool opened before the fork) must show some.
     """
     problems = []
     if run.failures:
         problems.append(f"failures: {run.summary()}")
+    if len(run.worker_pids()) < 2:
+        problems.append(f"only processes {sorted(run.worker_pids())} answered")
     shared = run.shared_backends()
     if shared:
         problems.append(f"backends shared by two processes: {shared}")
