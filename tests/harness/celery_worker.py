@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
@@ -16,6 +15,8 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+
+from .servers import stop_process_group
 
 READY = re.compile(r"\S+@\S+ ready\.")
 
@@ -43,24 +44,7 @@ class CeleryWorker:
         worker_process_shutdown). A prefork child dies at once on SIGTERM, so
         the group gets SIGKILL only for what is left afterwards.
         """
-        if self.proc.poll() is None:
-            try:
-                os.kill(self.proc.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal_group(signal.SIGKILL)
-                self.proc.wait(10)
-        self._signal_group(signal.SIGKILL)
-        return self.proc.returncode
-
-    def _signal_group(self, signum: int) -> None:
-        try:
-            os.killpg(self.proc.pid, signum)
-        except ProcessLookupError:
-            pass
+        return stop_process_group(self.proc, timeout, term_leader_only=True)
 
 
 def start_worker(

@@ -48,24 +48,42 @@ class RunningServer:
 
     def stop(self, timeout: float = 15.0) -> int | None:
         """Stop the whole process group; return the leader's exit code."""
-        if self.proc.poll() is None:
-            # uWSGI (with die-on-term) and gunicorn both shut down on SIGTERM,
-            # gracefully; SIGINT is uWSGI's and gunicorn's quick stop.
-            self._signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self._signal(signal.SIGKILL)
-                self.proc.wait(10)
-        # Workers left behind by a leader that died on its own.
-        self._signal(signal.SIGKILL)
-        return self.proc.returncode
+        # uWSGI (with die-on-term) and gunicorn both shut down on SIGTERM,
+        # gracefully; SIGINT is uWSGI's and gunicorn's quick stop.
+        return stop_process_group(self.proc, timeout)
 
-    def _signal(self, signum: int) -> None:
+
+def stop_process_group(
+    proc: subprocess.Popen[bytes], timeout: float, *, term_leader_only: bool = False
+) -> int | None:
+    """Stop the process group *proc* leads; return *proc*'s exit code.
+
+    SIGTERM first (to the whole group, or to the leader only), SIGKILL to the
+    group if the leader has not exited within *timeout*, and SIGKILL again for
+    anything left behind by a leader that died on its own.
+    """
+
+    def signal_group(signum: int) -> None:
         try:
-            os.killpg(self.proc.pid, signum)
+            os.killpg(proc.pid, signum)
         except ProcessLookupError:
             pass
+
+    if proc.poll() is None:
+        if term_leader_only:
+            try:
+                os.kill(proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        else:
+            signal_group(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            signal_group(signal.SIGKILL)
+            proc.wait(10)
+    signal_group(signal.SIGKILL)
+    return proc.returncode
 
 
 @dataclass
