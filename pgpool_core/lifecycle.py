@@ -185,4 +185,31 @@ def close_in_master() -> None:
     close_all()
 
 
-os.register_at_fork(after_in_child=after_fork_in_child)
+# Pools whose connecting threads wait for an os.fork() to end.
+_held: list[Any] = []
+
+
+def _before_fork() -> None:
+    for pool in all_pools():
+        held = pool._hold_for_fork()
+        if held is not None:
+            _held.append(held)
+
+
+def _release_held() -> None:
+    while _held:
+        _held.pop().release_connects()
+
+
+def _after_fork_in_child() -> None:
+    _release_held()
+    after_fork_in_child()
+
+
+# uWSGI forks with fork(), which runs none of these: there, the pid check on
+# every access does the child's part, and a master runs no pool thread.
+os.register_at_fork(
+    before=_before_fork,
+    after_in_parent=_release_held,
+    after_in_child=_after_fork_in_child,
+)

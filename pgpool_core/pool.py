@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -51,13 +52,52 @@ _counter = itertools.count(1)
 RECONNECT_DELAY_MAX = 1.0
 
 
+#: How long os.fork() waits for connections being made by pool threads.
+FORK_CONNECT_WAIT = 2.0
+
+
 class _ProcessPool(ConnectionPool[Any]):
-    """psycopg's pool, retrying failed connects at least every RECONNECT_DELAY_MAX."""
+    """psycopg's pool, retrying failed connects at least every RECONNECT_DELAY_MAX.
+
+    Also counts the connections its threads are making, so that os.fork() can
+    wait for them (see :meth:`hold_connects`).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._connects = threading.Condition(threading.Lock())
+        self._connecting = 0
+        super().__init__(*args, **kwargs)
 
     def schedule_task(self, task: Any, delay: float) -> None:
         if isinstance(task, AddConnection):
             delay = min(delay, RECONNECT_DELAY_MAX)
         super().schedule_task(task, delay)
+
+    def _connect(self, timeout: float | None = None) -> Any:
+        with self._connects:
+            self._connecting += 1
+        try:
+            return super()._connect(timeout)
+        finally:
+            with self._connects:
+                self._connecting -= 1
+                self._connects.notify_all()
+
+    def hold_connects(self, timeout: float) -> None:
+        """Wait up to *timeout* until no connection is being made; start none.
+
+        Called before os.fork(): a connection half made by a pool thread is
+        known to no one but that thread, which the child does not have, so
+        the child could not abandon it, and the garbage collector would close
+        it there (libpq then writes on the parent's socket). Connections made
+        are tracked, so waiting for those being made is enough.
+        :meth:`release_connects` must follow, in parent and child.
+        """
+        self._connects.acquire()
+        self._connects.wait_for(lambda: self._connecting == 0, timeout)
+
+    def release_connects(self) -> None:
+        self._connects.release()
 
 
 class _ProcessState:
@@ -200,6 +240,12 @@ class ForkSafePool:
         self._inherited_from: int | None = None
         # States closed with connections still out: putconn() closes those.
         self._retired: list[_ProcessState] = []
+        # Every open connection made here, by process. Strong references: a
+        # connection that a pool thread held when the process forked (being
+        # reset on return, being added) is in neither the pool nor a loan; in
+        # the child it must not be garbage-collected (libpq would send
+        # Terminate on the parent's socket) and must be abandoned too.
+        self._made: dict[int, set[psycopg.Connection[Any]]] = {}
         lifecycle.register(self)
 
     @staticmethod
@@ -281,7 +327,18 @@ class ForkSafePool:
             pool.open()
         return pool
 
+    def _track(self, conn: psycopg.Connection[Any]) -> None:
+        """Remember *conn* until it is closed (see ``_made``)."""
+        made = self._made.setdefault(os.getpid(), set())
+        # Pool threads call this too: list() copies the set without letting
+        # another thread in, and add/discard are atomic.
+        for old in list(made):
+            if old.closed:
+                made.discard(old)
+        made.add(conn)
+
     def _configure_new(self, conn: psycopg.Connection[Any]) -> None:
+        self._track(conn)
         if self.pgbouncer:
             conn.prepare_threshold = None
         self._fresh[conn] = snapshot(conn)
@@ -303,9 +360,11 @@ class ForkSafePool:
             inherited.append(state)
             # Logged when the fresh pool that replaces it is made.
             self._inherited_from = state.pid
-        if not inherited:
+        made = [conns for owner, conns in self._made.items() if owner != pid]
+        if not inherited and not made:
             return
         self._retired = [state for state in self._retired if state.pid == pid]
+        self._made = {owner: c for owner, c in self._made.items() if owner == pid}
         for state in inherited:
             if state.pool is not None:
                 pool = state.pool
@@ -317,6 +376,22 @@ class ForkSafePool:
                     lifecycle.abandon_connection(conn)
             for conn in list(state.out):
                 lifecycle.abandon_connection(conn)
+        # Those a pool thread of the parent was handling at the fork.
+        for conns in made:
+            for conn in conns:
+                if not conn.closed:
+                    lifecycle.abandon_connection(conn)
+
+    def _hold_for_fork(self) -> _ProcessPool | None:
+        """Before os.fork(): let this process's pool finish the connections it makes."""
+        state = self._state
+        if state is None or state.pid != os.getpid():
+            return None
+        pool = state.pool
+        if not isinstance(pool, _ProcessPool):
+            return None
+        pool.hold_connects(FORK_CONNECT_WAIT)
+        return pool
 
     def _leave_if_inherited(self) -> None:
         """Abandon what is inherited from a parent process, making no pool."""
@@ -416,6 +491,7 @@ class ForkSafePool:
         conn: psycopg.Connection[Any] = self._connection_class.connect(
             conninfo, **kwargs
         )
+        self._track(conn)
         if self.pgbouncer:
             conn.prepare_threshold = None
         try:

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from pgpool_core import ForkSafePool, lifecycle
-from tests.harness.forking import FORKS, run_in_child
+from tests.harness.forking import FORKS, run_in_child, server_sockets
 from tests.harness.postgres import PgServer
 
 
@@ -104,6 +104,35 @@ def test_inherited_sockets_are_pointed_away_in_the_child(
         assert os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
     finally:
         pool.putconn(held)
+
+
+def test_connections_in_pool_threads_at_fork_are_abandoned_too(
+    dsn: str, pg_server: PgServer
+) -> None:
+    """Fork while pool threads reset a returned connection and make new ones.
+
+    Such connections are in neither the pool nor a loan: the child must still
+    hold none of their sockets (it would otherwise close them when the garbage
+    collector frees them, writing on the parent's sessions).
+    """
+    before = server_sockets(os.getpid(), pg_server.port)
+    for attempt in range(10):
+        pool = ForkSafePool(dsn, min_size=2, max_size=4, name=f"busy-{attempt}")
+        try:
+            # Returned at once: reset by a pool thread while min_size
+            # connections (and one more: the pool was empty) are being made.
+            backend_pid(pool)
+
+            def child(pool: ForkSafePool = pool) -> list[int]:
+                backend_pid(pool)
+                mine = server_sockets(os.getpid(), pg_server.port)
+                parents = server_sockets(os.getppid(), pg_server.port)
+                return sorted((mine & parents) - before)
+
+            assert run_in_child(child) == [], f"attempt {attempt}"
+            assert backend_pid(pool) > 0  # the parent's sessions still work
+        finally:
+            pool.close()
 
 
 @pytest.mark.parametrize("fork", FORKS.values(), ids=FORKS.keys())
