@@ -65,7 +65,7 @@ def test_forksafe_pool_under_server(
     result = run_load(server.port, ["/query"] * REQUESTS, concurrency=CONCURRENCY)
 
     print(f"{kind} forksafe: {result.summary()}")
-    assert fork_problems(result, pg_log, position) == []
+    assert fork_problems(result, pg_log, position, parent=server.proc.pid) == []
     assert len(result.worker_pids()) >= 2, result.summary()
 
 
@@ -83,7 +83,7 @@ def test_naive_pool_is_caught(
     result = run_load(server.port, ["/query"] * 64, concurrency=CONCURRENCY, timeout=5)
 
     print(f"{kind} naive: {result.summary()}")
-    assert fork_problems(result, pg_log, position) != []
+    assert fork_problems(result, pg_log, position, parent=server.proc.pid) != []
 
 
 def leaked_backends(pg: PgServer) -> int:
@@ -117,7 +117,7 @@ def test_connection_left_out_in_the_master(
 
     result = run_load(server.port, ["/query"] * 200, concurrency=CONCURRENCY)
 
-    assert fork_problems(result, pg_log, position) == []
+    assert fork_problems(result, pg_log, position, parent=server.proc.pid) == []
     assert leaked_backends(pg_log) == left_open
 
 

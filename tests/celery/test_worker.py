@@ -150,7 +150,7 @@ def test_forksafe_pool_in_prefork_children(
 
     run = run_tasks(client, 200, timeout=90)
 
-    problems = fork_problems(run, pg_log, position)
+    problems = fork_problems(run, pg_log, position, parent=worker.pid)
     print(f"celery prefork forksafe: {run.summary()}; problems: {problems}")
     assert problems == []
     children = run.worker_pids()
@@ -163,14 +163,14 @@ def test_naive_pool_is_caught(
 ) -> None:
     """The same test catches the bug: a plain ConnectionPool opened before fork."""
     position = pg_log.log_position()
-    start_celery(pg_log, "naive")
+    worker = start_celery(pg_log, "naive")
 
     # Fewer tasks: most of them wait for the pool's timeout, and a child may
     # block on a socket another process reads too, until the task time limit
     # (10 s) kills it.
     run = run_tasks(client, 40, timeout=60)
 
-    problems = fork_problems(run, pg_log, position)
+    problems = fork_problems(run, pg_log, position, parent=worker.pid)
     print(f"celery prefork naive: {problems}")
     assert problems != []
 

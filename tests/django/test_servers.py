@@ -60,7 +60,7 @@ def test_no_failures_under_load(
     result = run_load(server.port, ["/query"] * REQUESTS, concurrency=CONCURRENCY)
 
     print(f"django {setup}: {result.summary()}")
-    assert fork_problems(result, pg_log, position) == []
+    assert fork_problems(result, pg_log, position, parent=server.proc.pid) == []
     assert len(result.worker_pids()) >= 2, result.summary()
 
 
@@ -149,4 +149,4 @@ def test_djangos_own_pool_is_caught(
     result = run_load(server.port, ["/query"] * 32, concurrency=CONCURRENCY, timeout=3)
 
     print(f"django {setup} with Django's own pool: {result.summary()}")
-    assert fork_problems(result, pg_log, position) != []
+    assert fork_problems(result, pg_log, position, parent=server.proc.pid) != []

@@ -55,7 +55,7 @@ def test_flask_app_under_server(
     result = run_load(server.port, PATHS, concurrency=16)
 
     print(f"{kind}{' (config snippet)' if snippet else ''}: {result.summary()}")
-    assert fork_problems(result, pg_log, position) == []
+    assert fork_problems(result, pg_log, position, parent=server.proc.pid) == []
     assert len(result.worker_pids()) >= 2, result.summary()
     bodies = result.bodies()
     probes = [b for b in bodies if "leaked" in b]

@@ -9,7 +9,7 @@ import select
 import signal
 import time
 import traceback
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Iterable, Sized
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -89,16 +89,65 @@ class ForkedRun(Protocol):
     def summary(self) -> str: ...
 
 
-def fork_problems(run: ForkedRun, server: PgServer, log_position: int) -> list[str]:
+def server_sockets(pid: int, port: int) -> set[int]:
+    """Return the inodes of the TCP sockets process *pid* has open to *port*.
+
+    An empty set if the process is gone. Needs /proc (Linux) and the right to
+    read the process's file descriptors (the same user, or root).
+    """
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:  # closed meanwhile
+                continue
+            if target.startswith("socket:["):
+                inodes.add(int(target[8:-1]))
+        tables = [f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6"]
+        connected = set()
+        for table in tables:
+            with open(table) as lines:
+                next(lines)  # the header
+                for line in lines:
+                    fields = line.split()
+                    remote_port = int(fields[2].rpartition(":")[2], 16)
+                    if remote_port == port:
+                        connected.add(int(fields[9]))
+    except FileNotFoundError:  # the process ended
+        return set()
+    return inodes & connected
+
+
+def shared_sockets(pids: Iterable[int], port: int) -> dict[int, set[int]]:
+    """Map each socket to *port* that two or more of *pids* hold to those pids."""
+    holders: dict[int, set[int]] = {}
+    for pid in pids:
+        for inode in server_sockets(pid, port):
+            holders.setdefault(inode, set()).add(pid)
+    return {inode: pids for inode, pids in holders.items() if len(pids) > 1}
+
+
+def fork_problems(
+    run: ForkedRun, server: PgServer, log_position: int, *, parent: int | None = None
+) -> list[str]:
     """Return the symptoms of connections shared across fork that *run* shows.
 
     Failures, fewer than two processes answering (the others hung: forked
     while a pool thread held a lock, or blocked on a socket another process
-    reads), a backend that answered for two processes, and "bad record mac" in
-    the server's log since *log_position*. A fixed setup must show none; a
-    naive one (a plain pool opened before the fork) must show some.
+    reads), a backend that answered for two processes, "bad record mac" in
+    the server's log since *log_position*, and (given the *parent* that forked
+    the processes, still running) a socket to the server that a process which
+    answered shares with the parent or another one. A fixed setup must show
+    none; a naive one (a plain pool opened before the fork) must show some.
+    The last one does not depend on timing: a process that answered through a
+    connection it inherited still holds that connection's socket.
     """
     problems = []
+    if parent is not None:
+        sockets = shared_sockets({parent, *run.worker_pids()}, server.port)
+        if sockets:
+            problems.append(f"sockets to the server held by two processes: {sockets}")
     if run.failures:
         problems.append(f"failures: {run.summary()}")
     if len(run.worker_pids()) < 2:
