@@ -185,31 +185,32 @@ def close_in_master() -> None:
     close_all()
 
 
-# Pools whose connecting threads wait for an os.fork() to end.
-_held: list[Any] = []
+# The pools prepared for an os.fork() in progress.
+_forking: list[ForkSafePool] = []
 
 
 def _before_fork() -> None:
-    for pool in all_pools():
-        held = pool._hold_for_fork()
-        if held is not None:
-            _held.append(held)
+    _forking[:] = all_pools()
+    for pool in _forking:
+        pool._before_fork()
 
 
-def _release_held() -> None:
-    while _held:
-        _held.pop().release_connects()
+def _after_fork_in_parent() -> None:
+    for pool in _forking:
+        pool._after_fork()
+    _forking.clear()
 
 
 def _after_fork_in_child() -> None:
-    _release_held()
     after_fork_in_child()
+    _after_fork_in_parent()
 
 
 # uWSGI forks with fork(), which runs none of these: there, the pid check on
-# every access does the child's part, and a master runs no pool thread.
+# every access does the child's part, a master runs no pool thread, and
+# CPython frees none of the parent threads' objects.
 os.register_at_fork(
     before=_before_fork,
-    after_in_parent=_release_held,
+    after_in_parent=_after_fork_in_parent,
     after_in_child=_after_fork_in_child,
 )

@@ -240,12 +240,16 @@ class ForkSafePool:
         self._inherited_from: int | None = None
         # States closed with connections still out: putconn() closes those.
         self._retired: list[_ProcessState] = []
-        # Every open connection made here, by process. Strong references: a
-        # connection that a pool thread held when the process forked (being
-        # reset on return, being added) is in neither the pool nor a loan; in
-        # the child it must not be garbage-collected (libpq would send
-        # Terminate on the parent's socket) and must be abandoned too.
-        self._made: dict[int, set[psycopg.Connection[Any]]] = {}
+        # Every connection made here, by process: one that a pool thread held
+        # when the process forked (being reset on return, being added) is in
+        # neither the pool nor a loan, and the child must abandon it too.
+        self._made: dict[int, weakref.WeakSet[psycopg.Connection[Any]]] = {}
+        # Across os.fork(): strong references to those, which CPython would
+        # otherwise free in the child with the parent's threads, closing them
+        # (libpq then writes Terminate on the parent's socket).
+        self._pinned: list[psycopg.Connection[Any]] = []
+        # This process's pool while os.fork() keeps its threads from connecting.
+        self._held: _ProcessPool | None = None
         lifecycle.register(self)
 
     @staticmethod
@@ -328,13 +332,10 @@ class ForkSafePool:
         return pool
 
     def _track(self, conn: psycopg.Connection[Any]) -> None:
-        """Remember *conn* until it is closed (see ``_made``)."""
-        made = self._made.setdefault(os.getpid(), set())
-        # Pool threads call this too: list() copies the set without letting
-        # another thread in, and add/discard are atomic.
-        for old in list(made):
-            if old.closed:
-                made.discard(old)
+        """Remember *conn* for a child to abandon (see ``_made``)."""
+        made = self._made.get(os.getpid())
+        if made is None:
+            made = self._made.setdefault(os.getpid(), weakref.WeakSet())
         made.add(conn)
 
     def _configure_new(self, conn: psycopg.Connection[Any]) -> None:
@@ -382,16 +383,35 @@ class ForkSafePool:
                 if not conn.closed:
                     lifecycle.abandon_connection(conn)
 
-    def _hold_for_fork(self) -> _ProcessPool | None:
-        """Before os.fork(): let this process's pool finish the connections it makes."""
+    def _before_fork(self) -> None:
+        """Before os.fork(): let pool threads finish the connections they make,
+        start no other, and keep every connection alive through the fork."""
+        pid = os.getpid()
         state = self._state
-        if state is None or state.pid != os.getpid():
-            return None
-        pool = state.pool
-        if not isinstance(pool, _ProcessPool):
-            return None
-        pool.hold_connects(FORK_CONNECT_WAIT)
-        return pool
+        if (
+            state is not None
+            and state.pid == pid
+            and isinstance(state.pool, _ProcessPool)
+        ):
+            state.pool.hold_connects(FORK_CONNECT_WAIT)
+            self._held = state.pool
+        made = self._made.get(pid)
+        for _ in range(3):
+            try:
+                self._pinned = list(made or ())
+                break
+            except RuntimeError:  # another thread added one meanwhile
+                continue
+
+    def _after_fork(self) -> None:
+        """After os.fork(), in parent and child: undo what _before_fork() did.
+
+        In the child, after_fork_in_child() has abandoned what was pinned.
+        """
+        held, self._held = self._held, None
+        if held is not None:
+            held.release_connects()
+        self._pinned = []
 
     def _leave_if_inherited(self) -> None:
         """Abandon what is inherited from a parent process, making no pool."""
