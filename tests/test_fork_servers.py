@@ -9,7 +9,7 @@ import pytest
 from tests.conftest import REPO
 from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer
-from tests.harness.servers import RunningServer, run_load
+from tests.harness.servers import RunningServer, ServerNotAnswering, run_load
 
 pytestmark = pytest.mark.servers
 
@@ -27,6 +27,7 @@ def serve_plain_app(
     hooks: bool = False,
     lazy_apps: bool = False,
     leak: bool = False,
+    **options: object,
 ) -> RunningServer:
     env = {"PGPOOL_APP_DSN": pg.dsn(), "PGPOOL_APP_MODE": mode}
     if leak:
@@ -37,6 +38,7 @@ def serve_plain_app(
         env=env,
         config=HOOKS if hooks and kind == "gunicorn" else None,
         lazy_apps=lazy_apps,
+        **options,
     )
 
 
@@ -75,7 +77,12 @@ def test_naive_pool_is_caught(
 ) -> None:
     """The same test catches the bug: a plain ConnectionPool opened before fork."""
     position = pg_log.log_position()
-    server = serve_plain_app(serve, pg_log, kind, "naive")
+    try:
+        server = serve_plain_app(serve, pg_log, kind, "naive", ready_timeout=30)
+    except ServerNotAnswering as err:
+        # Every worker hung at fork, before answering anything.
+        assert err.workers_hung(), err
+        return
 
     # Fewer requests than above: a worker of the naive app may hang for good
     # (uWSGI forked while a pool thread held the GIL), and each such request

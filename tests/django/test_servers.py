@@ -16,7 +16,7 @@ import pytest
 
 from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer
-from tests.harness.servers import RunningServer, run_load
+from tests.harness.servers import RunningServer, ServerNotAnswering, run_load
 from tests.test_fork_servers import CONCURRENCY, HOOKS, REQUESTS
 
 pytestmark = pytest.mark.servers
@@ -142,7 +142,12 @@ def test_djangos_own_pool_is_caught(
     """The same check fails with Django's backend: the bug this one fixes."""
     position = pg_log.log_position()
     env = {**app_env, "PGPOOL_APP_ENGINE": "django.db.backends.postgresql"}
-    server = serve_project(serve, setup, env)
+    try:
+        server = serve_project(serve, setup, env, ready_timeout=30)
+    except ServerNotAnswering as err:
+        # Every worker hung at fork, before answering anything.
+        assert err.workers_hung(), err
+        return
 
     # Fewer requests and a short timeout: a uWSGI worker forked while a pool
     # thread held the GIL hangs for good.

@@ -219,11 +219,29 @@ def start_server(
         if server.get(ready_path, timeout=2.0).status == 200:
             return server
         if time.monotonic() > deadline:
+            output = server.output()
             server.stop()
-            raise RuntimeError(
-                f"{kind} did not answer in {ready_timeout} s:\n{server.output()}"
+            raise ServerNotAnswering(
+                f"{kind} did not answer in {ready_timeout} s:\n{output}", output
             )
         time.sleep(0.1)
+
+
+class ServerNotAnswering(RuntimeError):
+    """A server started but answered nothing in time; ``output`` is its log."""
+
+    def __init__(self, message: str, output: str) -> None:
+        super().__init__(message)
+        self.output = output
+
+    def workers_hung(self) -> bool:
+        """Say if the master loaded the app and forked workers, none answering.
+
+        What a pool whose threads ran in the master at fork can do to every
+        worker (uWSGI forks without the GIL): a symptom, not a broken setup.
+        """
+        uwsgi = "WSGI app 0" in self.output and "spawned uWSGI worker" in self.output
+        return uwsgi or "Booting worker" in self.output
 
 
 @dataclass
