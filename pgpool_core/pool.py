@@ -63,10 +63,40 @@ class _ProcessPool(ConnectionPool[Any]):
     wait for them (see :meth:`hold_connects`).
     """
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(
+        self, *args: Any, inline_reset: ConnectionCB | None = None, **kwargs: Any
+    ) -> None:
         self._connects = threading.Condition(threading.Lock())
         self._connecting = 0
+        self._inline_reset = inline_reset
         super().__init__(*args, **kwargs)
+
+    def putconn(self, conn: Any) -> None:
+        """Reset *conn* here, then return it as psycopg_pool does.
+
+        psycopg_pool runs its ``reset`` in a pool thread: the hand-over costs
+        the returning process more CPU than the reset itself (one round trip
+        that also rolls back, see :func:`~pgpool_core.session.run_reset_sql`).
+        """
+        reset = self._inline_reset
+        if (
+            reset is not None
+            and getattr(conn, "_pool", None) is self
+            and not conn.closed
+            and not self.closed
+        ):
+            try:
+                reset(conn)
+                status = conn.pgconn.transaction_status
+                if status != TransactionStatus.IDLE:
+                    raise psycopg.ProgrammingError(
+                        f"connection left in status {TransactionStatus(status).name}"
+                        " by the reset: discarded"
+                    )
+            except Exception as err:
+                logger.warning("error resetting connection: %s", err)
+                conn.close()  # psycopg_pool discards it and makes a new one
+        super().putconn(conn)
 
     def schedule_task(self, task: Any, delay: float) -> None:
         if isinstance(task, AddConnection):
@@ -219,6 +249,9 @@ class ForkSafePool:
         self._fresh: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, Any]]
         self._fresh = weakref.WeakKeyDictionary()
         self.pgbouncer = pgbouncer
+        # Ours runs in the returning thread (see _ProcessPool.putconn); one
+        # given runs in a pool thread, as psycopg_pool runs it.
+        self._reset_inline = reset is DEFAULT
         self._reset = (
             make_reset(configure, self._fresh.get, session=not pgbouncer)
             if reset is DEFAULT
@@ -322,7 +355,8 @@ class ForkSafePool:
             max_size=self.max_size,
             open=False,
             configure=self._configure_new,
-            reset=self._reset,
+            reset=None if self._reset_inline else self._reset,
+            inline_reset=self._reset if self._reset_inline else None,
             name=self.name,
             timeout=self.timeout,
             **self._pool_options,
@@ -552,12 +586,12 @@ class ForkSafePool:
         if pool is None or not made_here:
             conn.close()  # made while this process was a forking master
             return
-        if not conn.closed:
+        if not conn.closed and not self._reset_inline:
             try:
                 rollback_if_needed(conn)
             except psycopg.Error:
                 conn.close()  # the pool discards it and makes a new one
-        pool.putconn(conn)
+        pool.putconn(conn)  # ours resets it, rolling back in the same round trip
 
     def _put_retired(self, conn: psycopg.Connection[Any]) -> bool:
         """Close *conn* if it was out when close() was called; say if it was."""

@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psycopg
-from psycopg.pq import ConnStatus, ExecStatus, TransactionStatus
+from psycopg.pq import ConnStatus, ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
 
 __all__ = [
@@ -72,10 +72,23 @@ def run_reset_sql(conn: psycopg.Connection[Any]) -> None:
     request. A simple query's statements run as one implicit transaction,
     committed at its end, whatever psycopg's ``autocommit`` says; none of
     them touches psycopg's prepared statements.
+
+    A transaction left open (or failed) is rolled back in the same round trip:
+    ``ROLLBACK`` leads the query. psycopg's own ``rollback()`` would also
+    forget its prepared statements (and send ``DEALLOCATE ALL``), although
+    the server keeps prepared statements through a rollback.
     """
-    rollback_if_needed(conn)
+    sql = _RESET_SQL_BYTES
+    if conn.pgconn.transaction_status in (
+        TransactionStatus.INTRANS,
+        TransactionStatus.INERROR,
+    ):
+        if conn.pgconn.pipeline_status == PipelineStatus.OFF:
+            sql = b"ROLLBACK; " + sql
+        else:  # psycopg must leave pipeline mode itself
+            rollback_if_needed(conn)
     with conn.lock:
-        result = conn.pgconn.exec_(_RESET_SQL_BYTES)
+        result = conn.pgconn.exec_(sql)
     if result.status not in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK):
         message = (result.error_message or b"").decode("utf-8", "replace").strip()
         raise psycopg.OperationalError(f"session reset failed: {message}")
@@ -119,6 +132,7 @@ def make_reset(
 
     def reset(conn: psycopg.Connection[Any]) -> None:
         if not session:
+            rollback_if_needed(conn)
             _restore(conn, fresh(conn))
             return
         run_reset_sql(conn)

@@ -128,6 +128,36 @@ def test_prepared_statements_survive_the_reset(dsn: str) -> None:
         pool.close()
 
 
+def test_an_open_transaction_is_rolled_back_keeping_prepared_statements(
+    dsn: str,
+) -> None:
+    """The rollback on return rides with the reset; prepared statements stay.
+
+    The server keeps prepared statements through a rollback; psycopg's own
+    rollback() would forget them (and deallocate them all).
+    """
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, kwargs={"prepare_threshold": 0})
+    try:
+        conn = pool.getconn()
+        assert conn.execute("SELECT %s::int * 2", [1]).fetchone() == (2,)
+        conn.execute("CREATE TABLE pgpool_left_open (x int)")
+        pool.putconn(conn)  # its transaction still open
+
+        with pool.connection() as conn:
+            row = conn.execute("SELECT to_regclass('pgpool_left_open')").fetchone()
+            assert row == (None,)  # rolled back, not committed
+            statements = {
+                statement
+                for (statement,) in conn.execute(
+                    "SELECT statement FROM pg_prepared_statements"
+                )
+            }
+            assert "SELECT $1::int * 2" in statements
+            assert conn.execute("SELECT %s::int * 2", [4]).fetchone() == (8,)
+    finally:
+        pool.close()
+
+
 def test_reset_reapplies_configure(dsn: str) -> None:
     def configure(conn: psycopg.Connection[Any]) -> None:
         conn.execute("SET TIME ZONE 'Asia/Tokyo'")
