@@ -204,11 +204,11 @@ class PgPool:
 def _borrow(
     state: PgPoolState, bind: str, pool: ForkSafePool
 ) -> psycopg.Connection[Any]:
-    label = None
-    if has_request_context():
-        label = f"{request.method} {request.path} (endpoint {request.endpoint})"
     try:
-        with borrower(label):  # named if the pool warns: warn_held_after
+        if pool.warn_held_after is None:
+            return pool.getconn()
+        label = _RequestLabel(request) if has_request_context() else None
+        with borrower(label):  # named in the warning of warn_held_after
             return pool.getconn()
     except psycopg.OperationalError as err:
         # PoolTimeout and TooManyRequests are OperationalErrors too.
@@ -222,6 +222,20 @@ def _borrow(
             state.mask(bind, f"{type(err).__name__}: {err}"),
         )
         raise DatabaseUnavailable(bind, state.retry_after) from err
+
+
+class _RequestLabel:
+    """Names a request in a warning, formatted only if one is logged."""
+
+    __slots__ = ("method", "path", "endpoint")
+
+    def __init__(self, request: Any) -> None:
+        self.method = request.method
+        self.path = request.path
+        self.endpoint = request.endpoint
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.path} (endpoint {self.endpoint})"
 
 
 def _handled_by_app(err: psycopg.Error) -> bool:

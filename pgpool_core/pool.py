@@ -451,8 +451,8 @@ class ForkSafePool:
         """Abandon what is inherited from a parent process, making no pool."""
         pid = os.getpid()
         state = self._state
-        if (state is not None and state.pid != pid) or any(
-            retired.pid != pid for retired in self._retired
+        if (state is not None and state.pid != pid) or (
+            self._retired and any(retired.pid != pid for retired in self._retired)
         ):
             with lifecycle.process_lock():
                 self._leave_inherited()

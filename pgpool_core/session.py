@@ -53,11 +53,26 @@ def check_connection(conn: psycopg.Connection[Any]) -> None:
 
 
 def rollback_if_needed(conn: psycopg.Connection[Any]) -> None:
-    """Roll back a transaction the borrower left open."""
-    status = conn.pgconn.transaction_status
-    if status in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-        logger.debug("rolling back the transaction left open on %s", conn)
+    """Roll back a transaction the borrower left open.
+
+    With a ``ROLLBACK`` through libpq rather than ``conn.rollback()``, which
+    would also make psycopg forget its prepared statements and deallocate
+    them all (the server keeps them through a rollback): a request that only
+    read would otherwise never reuse one. In pipeline mode, psycopg's own.
+    """
+    pgconn = conn.pgconn
+    status = pgconn.transaction_status
+    if status not in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
+        return
+    logger.debug("rolling back the transaction left open on %s", conn)
+    if pgconn.pipeline_status != PipelineStatus.OFF:
         conn.rollback()
+        return
+    with conn.lock:
+        result = pgconn.exec_(b"ROLLBACK")
+    if result.status != ExecStatus.COMMAND_OK:
+        message = (result.error_message or b"").decode("utf-8", "replace").strip()
+        raise psycopg.OperationalError(f"rollback failed: {message}")
 
 
 _RESET_SQL_BYTES = RESET_SQL.encode()
