@@ -8,8 +8,11 @@ counted too:
 
 - ``raw``: ``psycopg_pool.ConnectionPool.connection()``, no check, no reset;
 - ``forksafe``: ``ForkSafePool.connection()`` (its check and its reset);
+- ``forksafe_no_reset``: the same with ``reset=None``: what fork safety
+  alone costs;
 - ``flask``: an app context that uses ``pgpool.connection`` (checkout, the
-  teardown's rollback check, return, reset), less an empty app context.
+  teardown's rollback check, return, reset), less an empty app context;
+- ``flask_no_reset``: the same with ``PGPOOL_RESET = None``.
 
 The overhead is ``flask - raw`` per request, wall clock and CPU (all threads).
 """
@@ -60,15 +63,24 @@ def _timed(n: int, once: Callable[[], None], settle: Callable[[], None]) -> tupl
 def run(dsn: str, n: int = 5000, repeats: int = 3) -> dict[str, Any]:
     raw = ConnectionPool(dsn, open=True, **SIZE)
     forksafe = ForkSafePool(dsn, **SIZE)
+    no_reset = ForkSafePool(dsn, reset=None, **SIZE)
     app = Flask("micro")
     app.config.update(PGPOOL_CONNINFO=dsn, PGPOOL_MIN_SIZE=2, PGPOOL_MAX_SIZE=4)
     pgpool = PgPool(app)
+    # The same extension on a second app, without the session reset.
+    app_no_reset = Flask("micro_no_reset")
+    app_no_reset.config.update(app.config, PGPOOL_RESET=None)
+    pgpool.init_app(app_no_reset)
     try:
         raw.wait()
         forksafe.wait()
+        no_reset.wait()
         with app.app_context():
             pgpool.pool.wait()
             flask_pool = pgpool.pool
+        with app_no_reset.app_context():
+            pgpool.pool.wait()
+            flask_no_reset_pool = pgpool.pool
 
         def raw_once() -> None:
             with raw.connection():
@@ -78,8 +90,16 @@ def run(dsn: str, n: int = 5000, repeats: int = 3) -> dict[str, Any]:
             with forksafe.connection():
                 pass
 
+        def no_reset_once() -> None:
+            with no_reset.connection():
+                pass
+
         def flask_once() -> None:
             with app.app_context():
+                pgpool.connection  # noqa: B018 - borrowing is the point
+
+        def flask_no_reset_once() -> None:
+            with app_no_reset.app_context():
                 pgpool.connection  # noqa: B018 - borrowing is the point
 
         def context_once() -> None:
@@ -87,20 +107,36 @@ def run(dsn: str, n: int = 5000, repeats: int = 3) -> dict[str, Any]:
                 pass
 
         runs: dict[str, list[tuple[float, float]]] = {
-            k: [] for k in ("raw", "forksafe", "flask", "app_context")
+            k: []
+            for k in (
+                "raw",
+                "forksafe",
+                "forksafe_no_reset",
+                "flask",
+                "flask_no_reset",
+                "app_context",
+            )
         }
         for _ in range(repeats):
             runs["raw"].append(_timed(n, raw_once, lambda: _wait_idle(raw)))
             runs["forksafe"].append(
                 _timed(n, forksafe_once, lambda: _wait_idle(forksafe.pool))
             )
+            runs["forksafe_no_reset"].append(
+                _timed(n, no_reset_once, lambda: _wait_idle(no_reset.pool))
+            )
             runs["flask"].append(_timed(n, flask_once, lambda: _wait_idle(flask_pool)))
+            runs["flask_no_reset"].append(
+                _timed(n, flask_no_reset_once, lambda: _wait_idle(flask_no_reset_pool))
+            )
             runs["app_context"].append(_timed(n, context_once, lambda: None))
     finally:
         raw.close()
         forksafe.close()
-        with app.app_context():
-            pgpool.pool.close()
+        no_reset.close()
+        for each in (app, app_no_reset):
+            with each.app_context():
+                pgpool.pool.close()
 
     def median(values: list[float]) -> float:
         return sorted(values)[len(values) // 2]
@@ -114,9 +150,10 @@ def run(dsn: str, n: int = 5000, repeats: int = 3) -> dict[str, Any]:
             "wall_us_median": median(walls),
             "cpu_us_median": median(cpus),
         }
-    for name in ("forksafe", "flask"):
-        extra = result["app_context"]["wall_us_median"] if name == "flask" else 0.0
-        extra_cpu = result["app_context"]["cpu_us_median"] if name == "flask" else 0.0
+    for name in ("forksafe", "forksafe_no_reset", "flask", "flask_no_reset"):
+        in_app = name.startswith("flask")
+        extra = result["app_context"]["wall_us_median"] if in_app else 0.0
+        extra_cpu = result["app_context"]["cpu_us_median"] if in_app else 0.0
         result[f"{name}_overhead_us"] = {
             "wall": result[name]["wall_us_median"]
             - extra
