@@ -88,6 +88,7 @@ class PgServer:
     bindir: Path | None = None
     _as_postgres: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+    _watchdog: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     def dsn(self, **params: Any) -> str:
         """Return a conninfo string for the test database (TLS required)."""
@@ -280,14 +281,44 @@ def start_cluster() -> PgServer:
         entry = pwd.getpwnam("postgres")
         os.chown(logfile, entry.pw_uid, entry.pw_gid)
     server.start()
+    server._watchdog = _watch(server, root)
     server.execute(f"CREATE DATABASE {DBNAME}")
     server.dbname = DBNAME
     return server
 
 
+def _watch(server: PgServer, root: Path) -> subprocess.Popen[bytes]:
+    """Start a process that stops the cluster once this process is gone.
+
+    A test run killed from outside (a timeout, SIGKILL) runs no finalizer: the
+    cluster would outlive it. The watchdog runs in its own session, so that
+    what kills the run's process group spares it, and stops the cluster by
+    its data directory, never by name.
+    """
+    assert server.bindir is not None and server.datadir is not None
+    stop = [str(server.bindir / "pg_ctl"), "-D", str(server.datadir)]
+    stop += ["-m", "immediate", "-w", "stop"]
+    if server._as_postgres:
+        stop = ["runuser", "-u", "postgres", "--", *stop]
+    script = (
+        'while kill -0 "$1" 2>/dev/null; do sleep 1; done; shift; '
+        '"$@" >/dev/null 2>&1; rm -rf "$0"'
+    )
+    return subprocess.Popen(
+        ["sh", "-c", script, str(root), str(os.getpid()), *stop],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+
+
 def stop_cluster(server: PgServer) -> None:
     """Stop the cluster and remove its files."""
     server.stop("immediate")
+    if server._watchdog is not None:
+        server._watchdog.kill()
+        server._watchdog.wait()
     if server.datadir is not None:
         shutil.rmtree(server.datadir.parent, ignore_errors=True)
 
