@@ -195,7 +195,8 @@ def _before_fork() -> None:
         pool._before_fork()
 
 
-def _after_fork_in_parent() -> None:
+def _end_fork() -> None:
+    """Undo _before_fork(), in the parent and (after abandoning) in the child."""
     for pool in _forking:
         pool._after_fork()
     _forking.clear()
@@ -203,7 +204,7 @@ def _after_fork_in_parent() -> None:
 
 def _after_fork_in_child() -> None:
     after_fork_in_child()
-    _after_fork_in_parent()
+    _end_fork()
 
 
 # uWSGI forks with fork(), which runs none of these: there, the pid check on
@@ -211,6 +212,6 @@ def _after_fork_in_child() -> None:
 # CPython frees none of the parent threads' objects.
 os.register_at_fork(
     before=_before_fork,
-    after_in_parent=_after_fork_in_parent,
+    after_in_parent=_end_fork,
     after_in_child=_after_fork_in_child,
 )

@@ -60,19 +60,8 @@ def rollback_if_needed(conn: psycopg.Connection[Any]) -> None:
     them all (the server keeps them through a rollback): a request that only
     read would otherwise never reuse one. In pipeline mode, psycopg's own.
     """
-    pgconn = conn.pgconn
-    status = pgconn.transaction_status
-    if status not in (TransactionStatus.INTRANS, TransactionStatus.INERROR):
-        return
-    logger.debug("rolling back the transaction left open on %s", conn)
-    if pgconn.pipeline_status != PipelineStatus.OFF:
-        conn.rollback()
-        return
-    with conn.lock:
-        result = pgconn.exec_(b"ROLLBACK")
-    if result.status != ExecStatus.COMMAND_OK:
-        message = (result.error_message or b"").decode("utf-8", "replace").strip()
-        raise psycopg.OperationalError(f"rollback failed: {message}")
+    if _rollback_prefix(conn):
+        _exec(conn, b"ROLLBACK", "rollback")
 
 
 _RESET_SQL_BYTES = RESET_SQL.encode()
@@ -89,24 +78,37 @@ def run_reset_sql(conn: psycopg.Connection[Any]) -> None:
     them touches psycopg's prepared statements.
 
     A transaction left open (or failed) is rolled back in the same round trip:
-    ``ROLLBACK`` leads the query. psycopg's own ``rollback()`` would also
-    forget its prepared statements (and send ``DEALLOCATE ALL``), although
-    the server keeps prepared statements through a rollback.
+    ``ROLLBACK`` leads the query (see :func:`rollback_if_needed`).
     """
-    sql = _RESET_SQL_BYTES
-    if conn.pgconn.transaction_status in (
+    _exec(conn, _rollback_prefix(conn) + _RESET_SQL_BYTES, "session reset")
+
+
+def _rollback_prefix(conn: psycopg.Connection[Any]) -> bytes:
+    """Return ``b"ROLLBACK; "`` if *conn* has a transaction to end, else ``b""``.
+
+    In pipeline mode psycopg must leave the pipeline itself: its
+    ``rollback()`` runs here, and nothing is left for libpq to roll back.
+    """
+    pgconn = conn.pgconn
+    if pgconn.transaction_status not in (
         TransactionStatus.INTRANS,
         TransactionStatus.INERROR,
     ):
-        if conn.pgconn.pipeline_status == PipelineStatus.OFF:
-            sql = b"ROLLBACK; " + sql
-        else:  # psycopg must leave pipeline mode itself
-            rollback_if_needed(conn)
+        return b""
+    logger.debug("rolling back the transaction left open on %s", conn)
+    if pgconn.pipeline_status != PipelineStatus.OFF:
+        conn.rollback()
+        return b""
+    return b"ROLLBACK; "
+
+
+def _exec(conn: psycopg.Connection[Any], sql: bytes, what: str) -> None:
+    """Run *sql* with libpq's PQexec; raise OperationalError if it failed."""
     with conn.lock:
         result = conn.pgconn.exec_(sql)
     if result.status not in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK):
         message = (result.error_message or b"").decode("utf-8", "replace").strip()
-        raise psycopg.OperationalError(f"session reset failed: {message}")
+        raise psycopg.OperationalError(f"{what} failed: {message}")
 
 
 # What a fresh connection's Python side looks like, restored on reset.
