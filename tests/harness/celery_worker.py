@@ -6,7 +6,6 @@ leader's, which is the worker's main process) and its output goes to a file.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .servers import stop_process_group
+from .servers import start_process_group, stop_process_group
 
 READY = re.compile(r"\S+@\S+ ready\.")
 
@@ -80,20 +79,7 @@ def start_worker(
         "--without-heartbeat",
         *extra_args,
     ]
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(cwd), full_env.get("PYTHONPATH", "")) if p
-    )
-    with open(logfile, "wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_process_group(cmd, cwd=cwd, env=env, logfile=logfile)
     worker = CeleryWorker(proc, logfile)
     deadline = time.monotonic() + ready_timeout
     while not READY.search(worker.output()):

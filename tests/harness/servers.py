@@ -53,6 +53,34 @@ class RunningServer:
         return stop_process_group(self.proc, timeout)
 
 
+def start_process_group(
+    cmd: Sequence[str],
+    *,
+    cwd: Path,
+    env: Mapping[str, str] | None,
+    logfile: Path,
+) -> subprocess.Popen[bytes]:
+    """Start *cmd* leading a process group of its own, its output in *logfile*.
+
+    *cwd* goes first on PYTHONPATH, *env* on top of this process's
+    environment; stop it with :func:`stop_process_group`.
+    """
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(cwd), full_env.get("PYTHONPATH", "")) if p
+    )
+    with open(logfile, "wb") as out:
+        return subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
 def stop_process_group(
     proc: subprocess.Popen[bytes], timeout: float, *, term_leader_only: bool = False
 ) -> int | None:
@@ -193,20 +221,7 @@ def start_server(
     else:
         raise ValueError(f"unknown server kind {kind!r}")
     cmd += list(extra_args)
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    full_env["PYTHONPATH"] = os.pathsep.join(
-        p for p in (str(cwd), full_env.get("PYTHONPATH", "")) if p
-    )
-    with open(logfile, "wb") as out:
-        proc = subprocess.Popen(
-            cmd,
-            cwd=cwd,
-            env=full_env,
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
+    proc = start_process_group(cmd, cwd=cwd, env=env, logfile=logfile)
     server = RunningServer(kind, proc, port, logfile)
     deadline = time.monotonic() + ready_timeout
     while True:
