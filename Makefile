@@ -19,12 +19,12 @@ VENV_DJANGO6 ?= .venv-django6
 STAMP_DJANGO6 := $(VENV_DJANGO6)/.installed
 STAMP_BENCH := $(VENV)/.installed-bench
 
-.PHONY: test lint pytest test-django6 install clean demo bench bench-quick
+.PHONY: test lint docs pytest test-django6 install clean demo bench bench-quick
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' 'Django>=5.2,<6'
+	$(BIN)/python -m pip install --quiet -e '.[test]' --group docs 'Django>=5.2,<6'
 	touch $(STAMP)
 
 $(STAMP_DJANGO6): setup.cfg pyproject.toml
@@ -49,10 +49,14 @@ pytest: $(STAMP)
 test-django6: $(STAMP_DJANGO6)
 	$(VENV_DJANGO6)/bin/python -m pytest tests/django $(PYTEST_ARGS)
 
-test: lint pytest test-django6
+# The documentation (docs/), warnings as errors, every reference resolved.
+docs: $(STAMP)
+	$(BIN)/sphinx-build -W --keep-going --nitpicky -q -b html docs docs/_build/html
+
+test: lint docs pytest test-django6
 
 clean:
-	rm -rf $(VENV) $(VENV_DJANGO6) build dist *.egg-info
+	rm -rf $(VENV) $(VENV_DJANGO6) build dist *.egg-info docs/_build
 
 # The bug and the fix side by side, on a throwaway TLS PostgreSQL (or the
 # server DATABASE_URL names), under uWSGI in preload mode.

@@ -5,7 +5,7 @@ Use it as a database ENGINE::
     DATABASES = {
         "default": {
             "ENGINE": "django_pgpool",
-            ...,
+            "NAME": "app",
             "OPTIONS": {"pool": {"min_size": 2, "max_size": 8}},
         }
     }

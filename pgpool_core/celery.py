@@ -38,7 +38,7 @@ try:
     from celery import signals
 except ImportError as err:
     raise ImportError(
-        "pgpool_core.celery needs Celery: pip install pgpool[celery]"
+        "pgpool_core.celery needs Celery: pip install psycopg-forksafe[celery]"
     ) from err
 
 __all__ = ["is_prefork_pool"]

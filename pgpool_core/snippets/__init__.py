@@ -1,4 +1,4 @@
-"""The server settings the README shows and the CLIs print (``config uwsgi``...)."""
+"""The server settings the documentation shows and the CLIs print (``config uwsgi``)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 The connection is left open on purpose: the master then holds a checked-out
 connection that every worker inherits, the case the backend must survive.
-PGPOOL_APP_UWSGI_HOOK=1 imports pgpool_core.uwsgi, as the README advises.
+PGPOOL_APP_UWSGI_HOOK=1 imports pgpool_core.uwsgi, as the documentation advises.
 """
 
 from __future__ import annotations

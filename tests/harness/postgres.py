@@ -254,7 +254,7 @@ def start_cluster() -> PgServer:
         "shared_buffers": "32MB",
     }
     with open(datadir / "postgresql.conf", "a") as conf:
-        # The settings the README recommends, so that they are known to load.
+        # The settings the documentation recommends, so that they are known to load.
         conf.write("\n" + read_snippet("postgresql", "flask"))
         conf.write("\n# pgpool tests\n")
         for key, value in settings.items():

@@ -1,0 +1,491 @@
+"""Every code sample of the documentation runs, or is checked against its source.
+
+Each sample found by tests/docs/samples.py is one test. Python samples run
+against the test cluster (connection strings and Django's DATABASES pointed
+at it); shell samples' commands are parsed by the real CLIs and the Makefile;
+settings files are the shipped snippets; printed output is compared with what
+the code prints. A sample with no check here fails: add one.
+"""
+
+from __future__ import annotations
+
+import configparser
+import re
+import shlex
+import subprocess
+import sys
+import types
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from flask import Flask
+
+from pgpool_core.snippets import SNIPPETS, read_snippet
+from tests.conftest import REPO
+from tests.docs.samples import Sample, all_samples, page_samples
+from tests.harness.postgres import PgServer
+
+SAMPLES = all_samples()
+Check = Callable[[Sample, pytest.FixtureRequest], None]
+CHECKS: dict[tuple[str, str], Check] = {}
+
+
+def check(language: str, first_line: str) -> Callable[[Check], Check]:
+    """Register a check for the samples of *language* that start with *first_line*."""
+
+    def register(function: Check) -> Check:
+        CHECKS[(language, first_line)] = function
+        return function
+
+    return register
+
+
+def sample(source: str, first_line: str) -> Sample:
+    """Return the sample of *source* that starts with *first_line*."""
+    for found in SAMPLES:
+        if found.source == source and found.first_line == first_line:
+            return found
+    raise AssertionError(f"no sample in {source} starting with {first_line!r}")
+
+
+def with_dsn(code: str, dsn: str) -> str:
+    """Point every connection string of *code* at *dsn*."""
+    replaced = re.sub(r'"postgresql://[^"]*"', lambda _: repr(dsn), code)
+    assert replaced != code, "the sample has no connection string"
+    return replaced
+
+
+def run(code: str, namespace: dict[str, Any], name: str) -> dict[str, Any]:
+    exec(compile(code, name, "exec"), namespace)
+    return namespace
+
+
+def run_in_subprocess(code: str) -> str:
+    """Run *code* in a fresh interpreter (hooks mark the process they load in)."""
+    proc = subprocess.run(
+        [sys.executable, "-W", "error", "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout
+
+
+@pytest.fixture
+def items(pg_server: PgServer) -> Iterator[None]:
+    pg_server.execute("DROP TABLE IF EXISTS items")
+    pg_server.execute("CREATE TABLE items (id serial PRIMARY KEY, name text)")
+    pg_server.execute("INSERT INTO items (name) VALUES ('kettle')")
+    yield
+    pg_server.execute("DROP TABLE items")
+
+
+def close_app(app: Flask) -> None:
+    for pool in app.extensions["pgpool"].pools.values():
+        pool.close()
+
+
+# -- Python: Flask -------------------------------------------------------------
+
+
+@check("python", "from flask import Flask")
+def check_flask_quick_start(found: Sample, request: pytest.FixtureRequest) -> None:
+    pg: PgServer = request.getfixturevalue("pg_server")
+    request.getfixturevalue("items")
+    module = run(with_dsn(found.code, pg.dsn()), {"__name__": "quick"}, found.id)
+    app = module["create_app"]()
+    try:
+        response = app.test_client().get("/items")
+        assert response.status_code == 200
+        assert response.json == [[1, "kettle"]]
+    finally:
+        close_app(app)
+
+
+@pytest.fixture
+def myapp(pg_server: PgServer) -> Iterator[types.ModuleType]:
+    """docs/flask.rst's myapp.py, pointed at the test database."""
+    code = sample("docs/flask.rst", "# myapp.py").code
+    module = types.ModuleType("myapp")
+    sys.modules["myapp"] = module
+    try:
+        run(with_dsn(code, pg_server.dsn()), module.__dict__, "myapp")
+        yield module
+    finally:
+        del sys.modules["myapp"]
+
+
+@check("python", "# myapp.py")
+def check_myapp(found: Sample, request: pytest.FixtureRequest) -> None:
+    myapp: types.ModuleType = request.getfixturevalue("myapp")
+    request.getfixturevalue("items")
+    app: Flask = myapp.create_app()
+    try:
+        client = app.test_client()
+        added = client.post("/items", json={"name": "mug"})
+        assert added.status_code == 201
+        listed = client.get("/items").json
+        assert {"id": added.json["id"], "name": "mug"} in listed  # type: ignore[index]
+        assert app.extensions["pgpool"].extension is myapp.pgpool
+    finally:
+        close_app(app)
+
+
+@check("python", '@bp.post("/transfer")')
+def check_transfer(found: Sample, request: pytest.FixtureRequest) -> None:
+    myapp: types.ModuleType = request.getfixturevalue("myapp")
+    pg: PgServer = request.getfixturevalue("pg_server")
+    run(found.code, myapp.__dict__, found.id)  # before the blueprint is registered
+    pg.execute("DROP TABLE IF EXISTS accounts")
+    pg.execute("CREATE TABLE accounts (id int PRIMARY KEY, balance int)")
+    pg.execute("INSERT INTO accounts VALUES (1, 100), (2, 0)")
+    app: Flask = myapp.create_app()
+    try:
+        assert app.test_client().post("/transfer").json == {"ok": True}
+        assert pg.execute("SELECT balance FROM accounts ORDER BY id") == [(90,), (10,)]
+    finally:
+        close_app(app)
+        pg.execute("DROP TABLE accounts")
+
+
+def binds_app(dsn: str) -> tuple[Flask, Any]:
+    """An app with docs/flask.rst's PGPOOL_BINDS, pointed at *dsn*."""
+    from flask_pgpool import PgPool
+
+    code = sample("docs/flask.rst", 'app.config["PGPOOL_BINDS"] = {').code
+    app = Flask("binds")
+    app.config["PGPOOL_CONNINFO"] = dsn
+    run(with_dsn(code, dsn), {"app": app}, "binds")
+    pgpool = PgPool(app)
+    return app, pgpool
+
+
+@check("python", 'app.config["PGPOOL_BINDS"] = {')
+def check_binds(found: Sample, request: pytest.FixtureRequest) -> None:
+    pg: PgServer = request.getfixturevalue("pg_server")
+    app, _ = binds_app(pg.dsn())
+    try:
+        pools = app.extensions["pgpool"].pools
+        assert set(pools) == {"default", "reports", "audit"}
+        assert pools["reports"].max_size == 2
+    finally:
+        close_app(app)
+
+
+@check("python", 'rows = pgpool.get_connection("reports").execute(')
+def check_binds_usage(found: Sample, request: pytest.FixtureRequest) -> None:
+    pg: PgServer = request.getfixturevalue("pg_server")
+    request.getfixturevalue("items")
+    app, pgpool = binds_app(pg.dsn())
+    try:
+        with app.app_context():
+            namespace = run(found.code, {"pgpool": pgpool}, found.id)
+        assert namespace["rows"] == [(1, "kettle")]
+    finally:
+        close_app(app)
+
+
+@check("literal", "from flask_pgpool import PgPool")
+@check("literal", "pgpool = PgPool()")
+def check_flask_docstrings(found: Sample, request: pytest.FixtureRequest) -> None:
+    pg: PgServer = request.getfixturevalue("pg_server")
+    from flask_pgpool import PgPool
+
+    context = {"Flask": Flask, "PgPool": PgPool, "__name__": "docstring"}
+    namespace = run(with_dsn(found.code, pg.dsn()), context, found.id)
+    app = namespace["create_app"]()
+    try:
+        with app.app_context():
+            assert namespace["pgpool"].connection.execute("select 1").fetchone() == (1,)
+    finally:
+        close_app(app)
+
+
+# -- Python: Django ------------------------------------------------------------
+
+
+def django_entry(settings: dict[str, Any], pg: PgServer) -> dict[str, Any]:
+    """Point a DATABASES entry of the docs at the test cluster."""
+    from tests.django.support import database_settings
+
+    entry = dict(settings)
+    server = database_settings(pg)
+    for key in ("NAME", "USER", "PASSWORD", "HOST", "PORT"):
+        entry[key] = server[key]
+    return entry
+
+
+def query_through(entry: dict[str, Any], request: pytest.FixtureRequest) -> None:
+    """Load *entry* as Django does and run a query through its pool."""
+    from tests.django.support import load_alias
+
+    wrapper = load_alias(entry)
+    with request.getfixturevalue("django_db_blocker").unblock():
+        try:
+            with wrapper.cursor() as cursor:
+                cursor.execute("select 1")
+                assert cursor.fetchone() == (1,)
+            assert wrapper.pool is not None
+        finally:
+            wrapper.close()
+            wrapper.close_pool()
+
+
+@check("python", "DATABASES = {")
+@check("literal", "DATABASES = {")
+def check_databases(found: Sample, request: pytest.FixtureRequest) -> None:
+    pg: PgServer = request.getfixturevalue("pg_server")
+    namespace = run(found.code, {"INSTALLED_APPS": []}, found.id)
+    entry = namespace["DATABASES"]["default"]
+    assert entry["ENGINE"] == "django_pgpool"
+    query_through(django_entry(entry, pg), request)
+    if "INSTALLED_APPS" in found.code:
+        assert namespace["INSTALLED_APPS"] == ["django_pgpool"]
+
+
+@check("python", "MIDDLEWARE = [")
+def check_middleware(found: Sample, request: pytest.FixtureRequest) -> None:
+    from django.utils.module_loading import import_string
+
+    from django_pgpool.conf import RETRY_AFTER_DEFAULT
+
+    namespace = run(found.code, {}, found.id)
+    for path in namespace["MIDDLEWARE"]:
+        import_string(path)
+    assert namespace["PGPOOL_RETRY_AFTER"] == RETRY_AFTER_DEFAULT  # "the default"
+
+
+@check("python", 'INSTALLED_APPS = [..., "django_pgpool"]')
+def check_installed_apps(found: Sample, request: pytest.FixtureRequest) -> None:
+    from django.apps import apps
+    from django.test import override_settings
+
+    from django_pgpool.checks import check_settings
+
+    namespace = run(found.code, {}, found.id)
+    assert namespace["INSTALLED_APPS"][-1] == "django_pgpool"
+    assert apps.get_app_config("django_pgpool").name == "django_pgpool"
+    with override_settings(PGPOOL_WORKERS=namespace["PGPOOL_WORKERS"]):
+        assert check_settings(None) == []
+
+
+@check("python", "# Flask")
+def check_pgbouncer_settings(found: Sample, request: pytest.FixtureRequest) -> None:
+    from django.conf import settings
+
+    from django_pgpool.checks import check_databases as django_checks
+    from flask_pgpool import PgPool
+    from pgpool_core import ForkSafePool
+    from tests.django.support import database_settings, load_alias
+
+    pg: PgServer = request.getfixturevalue("pg_server")
+    app = Flask("pgbouncer")
+    databases = {"default": database_settings(pg)}
+    namespace = run(
+        found.code,
+        {
+            "app": app,
+            "DATABASES": databases,
+            "ForkSafePool": ForkSafePool,
+            "conninfo": pg.dsn(),
+        },
+        found.id,
+    )
+    PgPool(app)
+    try:
+        assert app.extensions["pgpool"].pools["default"].pgbouncer
+    finally:
+        close_app(app)
+    assert namespace["pool"].pgbouncer
+    namespace["pool"].close()
+    wrapper = load_alias(databases["default"])
+    assert wrapper.settings_dict["DISABLE_SERVER_SIDE_CURSORS"]
+    # Not override_settings(): DATABASES must not reach the live connections.
+    monkeypatch = request.getfixturevalue("monkeypatch")
+    monkeypatch.setattr(settings, "DATABASES", {"x": databases["default"]})
+    assert [message.id for message in django_checks(None)] == []
+
+
+# -- Python: the core and the hooks -------------------------------------------
+
+
+@check("python", "# from psycopg_pool import ConnectionPool")
+def check_forksafepool(found: Sample, request: pytest.FixtureRequest) -> None:
+    pg: PgServer = request.getfixturevalue("pg_server")
+    request.getfixturevalue("items")
+    namespace = run(with_dsn(found.code, pg.dsn()), {}, found.id)
+    try:
+        assert namespace["handler"]() == (1,)
+    finally:
+        namespace["pool"].close()
+
+
+@check("python", "preload_app = True")
+def check_gunicorn_hooks(found: Sample, request: pytest.FixtureRequest) -> None:
+    # The same settings as the shipped gunicorn.conf.py, and they load.
+    shipped = read_snippet("gunicorn", "flask")
+    assert "preload_app = True" in shipped
+    assert found.code.splitlines()[1] in shipped.replace("  # noqa: E402,F401", "")
+    assert run_in_subprocess(found.code + "print(callable(post_fork))") == "True\n"
+
+
+@check("python", "import pgpool_core.celery  # noqa: F401")
+@check("literal", "import pgpool_core.celery  # noqa: F401")
+@check("literal", "from pgpool_core.gunicorn import post_fork, pre_fork, worker_exit")
+def check_imports(found: Sample, request: pytest.FixtureRequest) -> None:
+    lines = found.code.splitlines()
+    assert all(line.startswith(("import ", "from ")) for line in lines)
+    run_in_subprocess(found.code)
+
+
+# -- Settings files ------------------------------------------------------------
+
+
+def check_snippet(found: Sample, request: pytest.FixtureRequest) -> None:
+    """The server settings shown are the shipped ones, which tests/examples serve."""
+    assert found.code in {read_snippet(*key) for key in SNIPPETS}
+
+
+for _snippet in {read_snippet(*key) for key in SNIPPETS}:
+    _language = "python" if _snippet.startswith("# gunicorn") else "ini"
+    check(_language, _snippet.splitlines()[0])(check_snippet)
+
+
+@check("ini", "[databases]")
+def check_pgbouncer_ini(found: Sample, request: pytest.FixtureRequest) -> None:
+    """The PgBouncer settings are those the PgBouncer tests run with."""
+    parser = configparser.ConfigParser()
+    parser.read_string(found.code)
+    harness = (REPO / "tests" / "harness" / "pgbouncer.py").read_text()
+    tested = set(re.findall(r'^\s+"(\w+)": ', harness, re.MULTILINE))
+    # The tests' certificate is self-signed: they require TLS without a CA file.
+    assert set(parser["pgbouncer"]) - tested == {"server_tls_ca_file"}
+    assert parser["pgbouncer"]["pool_mode"] == "transaction"
+
+
+# -- Shell -----------------------------------------------------------------------
+
+
+def check_make(args: list[str]) -> None:
+    makefile = (REPO / "Makefile").read_text()
+    for target in args:
+        assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
+
+
+def check_pip(args: list[str]) -> None:
+    from importlib.metadata import metadata
+
+    meta = metadata("psycopg-forksafe")
+    extras = set(meta.get_all("Provides-Extra") or [])
+    assert args[0] == "install"
+    for requirement in args[1:]:
+        match = re.fullmatch(r"(psycopg-forksafe|\.)\[([\w,]+)\]", requirement)
+        assert match, requirement
+        assert set(match[2].split(",")) <= extras, requirement
+
+
+def check_flask_cli(args: list[str]) -> None:
+    from flask_pgpool.cli import pgpool_cli
+
+    if args[0] == "--app":
+        args = args[2:]
+    assert args[0] == "pgpool"
+    command = pgpool_cli.get_command(None, args[1])  # type: ignore[arg-type]
+    assert command is not None, args
+    command.make_context(args[1], args[2:])
+
+
+def check_manage_py(args: list[str]) -> None:
+    from django_pgpool.management.commands.pgpool import Command
+
+    assert args[:2] == ["manage.py", "pgpool"]
+    Command().create_parser("manage.py", "pgpool").parse_args(args[2:])
+
+
+COMMANDS: dict[str, Callable[[list[str]], None]] = {
+    "make": check_make,
+    "pip": check_pip,
+    "flask": check_flask_cli,
+    "python": check_manage_py,
+    "apt-get": lambda args: None,  # Debian's packages: not run here
+}
+
+
+def check_shell(found: Sample, request: pytest.FixtureRequest) -> None:
+    """Each command exists and takes these arguments; nothing is installed."""
+    lines = found.code.splitlines()
+    prompted = any(line.startswith("$ ") for line in lines)
+    for line in lines:
+        if prompted and not line.startswith("$ "):
+            continue  # the output of the command above
+        words = shlex.split(line.removeprefix("$ "), comments=True)
+        if words:
+            assert words[0] in COMMANDS, f"no check for the command {line!r}"
+            COMMANDS[words[0]](words[1:])
+
+
+# -- Output --------------------------------------------------------------------
+
+
+@check("text", "$ flask pgpool capacity --hosts 20")
+def check_capacity_output(found: Sample, request: pytest.FixtureRequest) -> None:
+    from pgpool_core.capacity import Plan, ServerLimit, report, workers_from_config
+
+    lines = found.code.splitlines()
+    check_flask_cli(shlex.split(lines[0])[2:])
+    example = REPO / "example_projects" / "flask_notes"
+    assert lines[1] == (
+        f"workers per host: {workers_from_config(example / 'uwsgi.ini')}"
+        " (from ./uwsgi.ini)"
+    )
+    limit = ServerLimit(max_connections=300, superuser_reserved=3)
+    printed, fits = report("default", Plan(max_size=4, workers=4, hosts=20), limit)
+    assert lines[2:] == printed
+    assert not fits
+
+
+@check("text", "                                  plain psycopg_pool  flask_pgpool")
+def check_demo_output(found: Sample, request: pytest.FixtureRequest) -> None:
+    """The rows are the demo's (tests/examples/test_demo.py runs it)."""
+    demo = (REPO / "example_projects" / "demo.py").read_text()
+    for line in found.code.splitlines()[1:]:
+        label = re.split(r"\s{2,}", line.strip())[0]
+        assert label in demo, label
+
+
+@check("text", "contender                            req/s med (min)")
+def check_benchmark_output(found: Sample, request: pytest.FixtureRequest) -> None:
+    """A measurement: the headings are those benchmarks/run.py prints."""
+    runner = (REPO / "benchmarks" / "run.py").read_text()
+    for line in found.code.splitlines():
+        if line.startswith("-- "):
+            heading = line[3:].split(" (")[0].split(",")[0]
+            assert heading.split()[0] in runner, line
+
+
+def checker(found: Sample) -> Check:
+    if found.language == "sh":
+        return check_shell
+    for (language, first_line), function in CHECKS.items():
+        if found.language == language and found.first_line.startswith(first_line):
+            return function
+    raise AssertionError(
+        f"{found.id}: no check for this {found.language} sample"
+        f" ({found.first_line!r}); add one to tests/docs/test_samples.py"
+    )
+
+
+@pytest.mark.parametrize("found", SAMPLES, ids=[s.id for s in SAMPLES])
+def test_sample(found: Sample, request: pytest.FixtureRequest) -> None:
+    checker(found)(found, request)
+
+
+def test_samples_are_found() -> None:
+    """The parser sees the blocks (a broken parser would test nothing)."""
+    pages = {s.source for s in page_samples()}
+    assert {"README.rst", "docs/flask.rst", "docs/django.rst"} <= pages
+    languages = {s.language for s in SAMPLES}
+    assert {"python", "sh", "ini", "text", "literal"} <= languages
