@@ -1,7 +1,8 @@
 # `make test` is the whole test suite, as CI runs it (.ci/run): it makes its own
 # virtualenv in .venv (PYTHON picks the interpreter) and installs the package
-# with its test extras there, with Django 5.2 LTS; then it runs the Django
-# tests again with Django 6 on Python 3.12 (test-django6).
+# with every extra and the development tools (pyproject.toml's dependency
+# groups) there, with Django 5.2 LTS; then it runs the Django tests again with
+# Django 6 on Python 3.12 (test-django6).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,13 +19,15 @@ PYTHON312 ?= $(shell for p in python3.12 \
 VENV_DJANGO6 ?= .venv-django6
 STAMP_DJANGO6 := $(VENV_DJANGO6)/.installed
 STAMP_BENCH := $(VENV)/.installed-bench
+# Every extra: the tests serve the apps with each server.
+EXTRAS := binary,flask,django,uwsgi,gunicorn,celery
 
 .PHONY: test lint docs pytest test-django6 install clean demo bench bench-quick
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' --group docs 'Django>=5.2,<6'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' --group dev 'Django>=5.2,<6'
 	touch $(STAMP)
 
 $(STAMP_DJANGO6): setup.cfg pyproject.toml
@@ -32,7 +35,8 @@ $(STAMP_DJANGO6): setup.cfg pyproject.toml
 		"tests: set PYTHON312=/path/to/python3.12" >&2; exit 1; }
 	$(PYTHON312) -m venv $(VENV_DJANGO6)
 	$(VENV_DJANGO6)/bin/python -m pip install --quiet --upgrade pip
-	$(VENV_DJANGO6)/bin/python -m pip install --quiet -e '.[test]' 'Django>=6,<7'
+	$(VENV_DJANGO6)/bin/python -m pip install --quiet -e '.[$(EXTRAS)]' --group test \
+		'Django>=6,<7'
 	touch $(STAMP_DJANGO6)
 
 install: $(STAMP)
@@ -64,7 +68,7 @@ demo: $(STAMP)
 	$(BIN)/python example_projects/demo.py
 
 $(STAMP_BENCH): $(STAMP)
-	$(BIN)/python -m pip install --quiet -e '.[test,bench]' 'Django>=5.2,<6'
+	$(BIN)/python -m pip install --quiet --group bench 'Django>=5.2,<6'
 	touch $(STAMP_BENCH)
 
 # pgpool next to what users would pick instead, on a throwaway TLS PostgreSQL:

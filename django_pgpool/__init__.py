@@ -18,4 +18,9 @@ answer 503 when no connection can be had.
 
 from __future__ import annotations
 
+from importlib.metadata import version as _version
+
 __all__: list[str] = []
+
+#: The installed distribution's version (psycopg-forksafe).
+__version__ = _version("psycopg-forksafe")

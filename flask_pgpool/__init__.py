@@ -19,7 +19,12 @@ ends.
 
 from __future__ import annotations
 
+from importlib.metadata import version as _version
+
 from .errors import ConfigurationError, DatabaseUnavailable
 from .extension import PgPool, PgPoolState
 
 __all__ = ["ConfigurationError", "DatabaseUnavailable", "PgPool", "PgPoolState"]
+
+#: The installed distribution's version (psycopg-forksafe).
+__version__ = _version("psycopg-forksafe")

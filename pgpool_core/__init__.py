@@ -7,6 +7,8 @@ abandoned without touching the parent's sockets.
 
 from __future__ import annotations
 
+from importlib.metadata import version as _version
+
 from .errors import ConfigurationError, PgPoolError, PoolNotAvailable
 from .loans import borrower
 from .options import POOL_OPTIONS, mask_conninfo, validate_pool_options
@@ -25,3 +27,6 @@ __all__ = [
     "mask_conninfo",
     "validate_pool_options",
 ]
+
+#: The installed distribution's version (psycopg-forksafe).
+__version__ = _version("psycopg-forksafe")

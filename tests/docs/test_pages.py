@@ -96,3 +96,11 @@ def test_api_reference_documents_every_public_name(module_name: str) -> None:
         assert full in objects or (
             not isinstance(obj, str | int | frozenset | dict) and id(obj) in ids
         ), f"{full} is not in docs/api.rst"
+
+
+@pytest.mark.parametrize("package", ["pgpool_core", "flask_pgpool", "django_pgpool"])
+def test_version_is_the_installed_distributions(package: str) -> None:
+    from importlib.metadata import version
+
+    assert importlib.import_module(package).__version__ == version("psycopg-forksafe")
+    assert f".. autodata:: {package}.__version__" in (DOCS / "api.rst").read_text()

@@ -376,15 +376,25 @@ def check_make(args: list[str]) -> None:
 
 
 def check_pip(args: list[str]) -> None:
+    """``pip install`` of this package with its extras, and pyproject's groups."""
     from importlib.metadata import metadata
 
     meta = metadata("psycopg-forksafe")
     extras = set(meta.get_all("Provides-Extra") or [])
+    pyproject = (REPO / "pyproject.toml").read_text()  # no tomllib on Python 3.10
+    section = pyproject[pyproject.index("[dependency-groups]") :]
+    groups = set(re.findall(r"^([\w-]+) = \[", section, re.MULTILINE))
     assert args[0] == "install"
-    for requirement in args[1:]:
-        match = re.fullmatch(r"(psycopg-forksafe|\.)\[([\w,]+)\]", requirement)
-        assert match, requirement
-        assert set(match[2].split(",")) <= extras, requirement
+    words = iter(args[1:])
+    for word in words:
+        if word == "-e":
+            continue
+        if word == "--group":
+            assert next(words) in groups
+            continue
+        match = re.fullmatch(r"(psycopg-forksafe|\.)\[([\w,]+)\]", word)
+        assert match, word
+        assert set(match[2].split(",")) <= extras, word
 
 
 def check_flask_cli(args: list[str]) -> None:
