@@ -19,6 +19,7 @@ PYTHON312 ?= $(shell for p in python3.12 \
 VENV_DJANGO6 ?= .venv-django6
 STAMP_DJANGO6 := $(VENV_DJANGO6)/.installed
 STAMP_BENCH := $(VENV)/.installed-bench
+STAMP_DEMO := $(VENV)/.installed-demo
 # Every extra: the tests serve the apps with each server.
 EXTRAS := binary,flask,django,uwsgi,gunicorn,celery
 
@@ -63,8 +64,14 @@ clean:
 	rm -rf $(VENV) $(VENV_DJANGO6) build dist *.egg-info docs/_build
 
 # The bug and the fix side by side, on a throwaway TLS PostgreSQL (or the
-# server DATABASE_URL names), under uWSGI in preload mode.
-demo: $(STAMP)
+# server DATABASE_URL names), under uWSGI in preload mode. Installs only what
+# the demo needs (uWSGI builds from source: a C compiler, the Python headers).
+$(STAMP_DEMO): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[binary,flask,uwsgi]'
+	touch $(STAMP_DEMO)
+
+demo: $(STAMP_DEMO)
 	$(BIN)/python example_projects/demo.py
 
 $(STAMP_BENCH): $(STAMP)

@@ -29,12 +29,24 @@ def test_demo_shows_the_bug_and_the_fix() -> None:
     rows = {}
     for line in proc.stdout.splitlines():
         parts = line.split()
-        if len(parts) >= 3 and parts[-1].isdigit() and parts[-2].isdigit():
-            rows[" ".join(parts[:-2])] = (int(parts[-2]), int(parts[-1]))
-    naive_failed, fixed_failed = rows["failed"]
-    assert naive_failed > 0, output
-    assert fixed_failed == 0, output
+        if len(parts) >= 3 and parts[-1].isdigit():
+            rows[" ".join(parts[:-2])] = (parts[-2], int(parts[-1]))
+    # The plain pool: every worker hung (n/a), or requests failed and the
+    # workers held the master's connections.
+    plain_requests, requests = rows["requests"]
+    if plain_requests != "n/a":
+        assert int(rows["succeeded"][0]) < int(plain_requests), output
+        assert int(rows["connections shared by 2+ processes"][0]) > 0, output
+    # flask_pgpool: every request succeeded, in several workers, nothing shared.
+    assert requests > 0
+    assert rows["succeeded"][1] == requests, output
+    for row in ("failed: no answer in 3 s", "failed: HTTP 5xx"):
+        assert rows[row][1] == 0, output
     assert rows["workers answering"][1] >= 2, output
-    assert rows["backends shared by workers"][1] == 0, output
+    assert rows["connections shared by 2+ processes"][1] == 0, output
     assert rows['"bad record mac" in server log'][1] == 0, output
+    # Explained, concluded, and a next step.
+    assert "What happened:" in proc.stdout
+    assert "In short: a pool made before the fork" in proc.stdout
+    assert "Next: docs/quickstart.rst" in proc.stdout
     assert "[demo] stopping PostgreSQL" in output
