@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -61,6 +62,15 @@ def test_configs_are_the_snippets(example: str, server: str) -> None:
     assert shipped == read_snippet(server, FRAMEWORKS[example])
 
 
+@pytest.mark.parametrize("server", CONFIGS)
+@pytest.mark.parametrize("framework", ["flask", "django"])
+def test_configs_bind_the_loopback_interface(framework: str, server: str) -> None:
+    """As shipped, nothing listens on every interface (an app behind a proxy)."""
+    text = read_snippet(server, framework)
+    assert "127.0.0.1:8000" in text
+    assert not re.search(r"(?<![\d.]):8000\b", text), text
+
+
 def example_env(example: str, dsn: str) -> dict[str, str]:
     env = {"DATABASE_URL": dsn}
     if example == "django_site":
@@ -109,6 +119,8 @@ def test_example_under_load(
     result = read_and_write(server, 400)
 
     print(f"{example} {kind}: {result.summary()}")
+    # uWSGI warns at start about harakiri without post-buffering.
+    assert "WARNING: you have enabled harakiri" not in server.output()
     assert result.failures == [], result.summary()
     writes = [r for r in result.responses if r.status == 201]
     assert len(writes) == 100
