@@ -67,7 +67,9 @@ def test_without_celery_the_import_says_what_to_install(
     monkeypatch.setitem(sys.modules, "celery", None)  # what a missing package does
     monkeypatch.delitem(sys.modules, "pgpool_core.celery")
 
-    with pytest.raises(ImportError, match=r"pip install pgpool\[celery\]") as info:
+    with pytest.raises(
+        ImportError, match=r"pip install psycopg-forksafe\[celery\]"
+    ) as info:
         importlib.import_module("pgpool_core.celery")
 
     assert isinstance(info.value.__cause__, ImportError)
