@@ -4,7 +4,8 @@ It is made with the machine's ``initdb`` and ``pg_ctl`` (through ``runuser -u
 postgres --`` when the tests run as root, since PostgreSQL refuses root), on a
 free loopback port below the ephemeral range, and removed at the end. Only
 ``hostssl`` connections are accepted, with a password, so every test goes
-through TLS like the bug it is about.
+through TLS like the bug it is about (psycopg_pool's own suite, whose proxy
+cannot speak TLS, opts in to plain loopback connections: ``plain_loopback``).
 
 Set ``PGPOOL_TEST_DSN`` to run against an existing server instead (the tests
 that read the server log or restart it are then skipped).
@@ -203,8 +204,13 @@ def _make_certificate(directory: Path) -> None:
     )
 
 
-def start_cluster() -> PgServer:
-    """Make, configure and start a throwaway cluster; return it running."""
+def start_cluster(*, plain_loopback: bool = False) -> PgServer:
+    """Make, configure and start a throwaway cluster; return it running.
+
+    With *plain_loopback*, connections without TLS from 127.0.0.1 are
+    accepted too: only for psycopg_pool's own suite, whose TCP proxy (pproxy)
+    connects with ``sslmode=disable``. The project's tests keep the default.
+    """
     bindir = find_bindir()
     if bindir is None:
         raise RuntimeError(NO_SERVER_HELP)
@@ -260,10 +266,11 @@ def start_cluster() -> PgServer:
         for key, value in settings.items():
             conf.write(f"{key} = {value}\n")
     # TLS only: a test that passed without TLS would prove nothing about the bug.
+    plain = "scram-sha-256" if plain_loopback else "reject"
     (datadir / "pg_hba.conf").write_text(
         "local all all trust\n"
         "hostssl all all 127.0.0.1/32 scram-sha-256\n"
-        "hostnossl all all 127.0.0.1/32 reject\n"
+        f"hostnossl all all 127.0.0.1/32 {plain}\n"
     )
     server = PgServer(
         host="127.0.0.1",
