@@ -13,7 +13,7 @@ from django.db.backends.postgresql import base as postgresql
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from pgpool_core import ForkSafePool
+from pgpool_core import ForkSafePool, lifecycle
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
 from .conf import pool_options
@@ -119,7 +119,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         """
         entry = self._fork_safe_pools.pop(self.alias, None)
         if entry is not None:
-            entry.pool.close()
+            # Not a ForkSafePool.close(): a wrapper of another thread may
+            # still hold it, and use it again.
+            lifecycle.release(entry.pool)
 
     # -- the connection ------------------------------------------------------
 

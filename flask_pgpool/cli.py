@@ -12,7 +12,7 @@ import psycopg
 from flask import current_app
 from flask.cli import AppGroup
 
-from pgpool_core import capacity
+from pgpool_core import capacity, lifecycle
 from pgpool_core.snippets import read_snippet
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ def stats_command() -> None:
             failed = True
             entry["error"] = state.mask(bind, f"{type(err).__name__}: {err}")
         entry.update(pool.stats())
-        pool.close()
+        lifecycle.release(pool)
         result[bind] = entry
     click.echo(json.dumps(result, indent=2, default=str))
     if failed:

@@ -364,7 +364,9 @@ def _give_back(
         bind, conn = borrowed.popitem()
         pool = state.pools[bind]
         try:
-            pool.putconn(conn)  # rolls back an open transaction
+            # A view that only read left its transaction open: documented,
+            # no warning. The reset rolls it back in its own round trip.
+            pool.putconn(conn, warn_open_transaction=False)
         except Exception as err:
             logger.warning(
                 "pool %r: a connection could not be given back: %s",

@@ -13,7 +13,7 @@ from .errors import ConfigurationError, PgPoolError, PoolNotAvailable
 from .loans import borrower
 from .options import POOL_OPTIONS, mask_conninfo, validate_pool_options
 from .pool import ForkSafePool
-from .session import RESET_SQL, check_connection
+from .session import RESET_SQL, check_connection, check_socket
 
 __all__ = [
     "POOL_OPTIONS",
@@ -24,6 +24,7 @@ __all__ = [
     "PoolNotAvailable",
     "borrower",
     "check_connection",
+    "check_socket",
     "mask_conninfo",
     "validate_pool_options",
 ]

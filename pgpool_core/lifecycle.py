@@ -4,10 +4,18 @@ Correctness rests on one thing only: every access compares ``os.getpid()`` with
 the pid that made the pool. The hooks in this module (``os.register_at_fork``,
 the server hooks in :mod:`pgpool_core.gunicorn` and :mod:`pgpool_core.uwsgi`)
 only do the same work earlier, so that a worker starts warm.
+
+Each :class:`~pgpool_core.ForkSafePool` keeps its per-process state in a
+:class:`ProcessPools`: this process's :class:`~pgpool_core.process_pool.ProcessPool`
+(none in a forking master, which gets plain connections instead), the
+connections made here, and what was inherited from a parent, abandoned
+untouched. The module keeps every ProcessPools for the server hooks, the
+at-fork handlers and the exit.
 """
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import os
@@ -15,13 +23,17 @@ import signal
 import sys
 import threading
 import weakref
-from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Iterator
+from typing import Any
 
-if TYPE_CHECKING:
-    from .pool import ForkSafePool
+import psycopg
+
+from .process_pool import FORK_CONNECT_WAIT, ProcessPool
 
 __all__ = [
+    "EXIT_CLOSE_TIMEOUT",
+    "STOP_SIGNALS",
+    "ProcessPools",
     "abandon",
     "abandon_connection",
     "after_fork_in_child",
@@ -32,14 +44,15 @@ __all__ = [
     "is_abandoned",
     "mark_forking_master",
     "process_lock",
-    "register",
+    "release",
     "stop_signals_blocked",
     "warm_up_all",
 ]
 
 logger = logging.getLogger("pgpool.lifecycle")
+pool_logger = logging.getLogger("pgpool.pool")
 
-_pools: weakref.WeakSet[ForkSafePool] = weakref.WeakSet()
+Connection = psycopg.Connection[Any]
 
 # What a child inherited and must neither use, nor close, nor let the garbage
 # collector close: closing a psycopg_pool joins threads that do not exist in
@@ -60,15 +73,8 @@ _forking_master_pid: int | None = None
 #: there and the worker never dies.
 STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.SIGHUP})
 
-
-def register(pool: ForkSafePool) -> None:
-    """Remember *pool* for the server hooks."""
-    _pools.add(pool)
-
-
-def all_pools() -> list[ForkSafePool]:
-    """Return every live ForkSafePool of this process."""
-    return list(_pools)
+#: Seconds the exit waits for each pool thread to stop (see :func:`_at_exit`).
+EXIT_CLOSE_TIMEOUT = 0.2
 
 
 def process_lock() -> threading.Lock:
@@ -155,29 +161,291 @@ def is_abandoned(obj: Any) -> bool:
     return id(obj) in _abandoned_ids
 
 
+class _Process:
+    """What a ProcessPools holds in one process."""
+
+    __slots__ = ("pid", "pool", "stopped", "made", "plain")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        # The pool serving this process; None in a forking master, or once
+        # released (the next use makes another).
+        self.pool: ProcessPool[Any] | None = None
+        # The last pool released here, for its statistics.
+        self.stopped: ProcessPool[Any] | None = None
+        # Every connection made here: one that a pool thread held when the
+        # process forked (being reset on return, being added) is in neither
+        # the pool nor a loan, and the child must abandon it too.
+        self.made: weakref.WeakSet[Connection] = weakref.WeakSet()
+        # The plain connections lent while this process was a forking master.
+        self.plain: weakref.WeakSet[Connection] = weakref.WeakSet()
+
+
+class ProcessPools:
+    """One ForkSafePool's pools: at most one per process, made on first use.
+
+    *owner* is the ForkSafePool (referenced weakly, for :func:`release`).
+    *make_pool* returns a new, unopened :class:`ProcessPool` whose ``owner`` is
+    this object; :meth:`current` opens it, with the stop signals blocked in
+    its threads. While :attr:`enabled` is False (its ForkSafePool closed) the
+    server hooks make no pool.
+
+    A parent's pool and connections are found out by the pid check on every
+    access and abandoned, never closed (see :func:`abandon_connection`).
+    """
+
+    def __init__(
+        self, owner: object, name: str, make_pool: Callable[[], ProcessPool[Any]]
+    ) -> None:
+        self.owner = weakref.ref(owner)
+        self.name = name
+        self.enabled = True
+        self._make_pool = make_pool
+        self._here: _Process | None = None
+        # The parent whose pool was abandoned here, until a fresh one is made.
+        self._inherited_from: int | None = None
+        # Across os.fork(): strong references to the connections made here,
+        # which CPython would otherwise free in the child with the parent's
+        # threads, closing them (libpq then writes Terminate on the parent's
+        # socket).
+        self._pinned: list[Connection] = []
+        # This process's pool while os.fork() keeps its threads from connecting.
+        self._held: ProcessPool[Any] | None = None
+        _registry.add(self)
+
+    # -- this process's pool ---------------------------------------------------
+
+    def current(self) -> ProcessPool[Any] | None:
+        """Return this process's pool, made on first use; None in a forking master."""
+        here = self._here
+        if here is not None and here.pid == os.getpid():
+            pool = here.pool
+            # psycopg_pool 3.3.3's flag: a pool whose wait() timed out closed
+            # itself (so did its ForkSafePool, unless waited on directly).
+            if pool is not None and not pool._closed:
+                return pool
+        with process_lock():
+            return self._current_locked()
+
+    def _current_locked(self) -> ProcessPool[Any] | None:
+        here = self._record_locked()
+        if here.pool is not None:
+            if not here.pool._closed:
+                return here.pool  # another thread made it while we waited
+            here.pool, here.stopped = None, here.pool
+        if in_forking_master():
+            return None
+        pool = self._make_pool()
+        with stop_signals_blocked():
+            pool.open()
+        here.pool = pool
+        if self._inherited_from is not None:
+            pool_logger.info(
+                "pool %r: fresh pool made in process %d; the one inherited from"
+                " process %d is abandoned",
+                self.name,
+                here.pid,
+                self._inherited_from,
+            )
+            self._inherited_from = None
+        else:
+            pool_logger.debug("pool %r: opened in process %d", self.name, here.pid)
+        return pool
+
+    def _record_locked(self) -> _Process:
+        """Return this process's record, abandoning an inherited one first."""
+        self._leave_inherited_locked()
+        here = self._here
+        if here is None:
+            here = self._here = _Process(os.getpid())
+        return here
+
+    def has_pool(self) -> bool:
+        """Return True if this process has a pool of its own, open."""
+        here = self._here
+        return (
+            here is not None
+            and here.pid == os.getpid()
+            and here.pool is not None
+            and not here.pool.closed
+        )
+
+    def latest(self) -> ProcessPool[Any] | None:
+        """Return this process's pool, or the last one released here; make none."""
+        here = self._here
+        if here is None or here.pid != os.getpid():
+            return None
+        return here.pool or here.stopped
+
+    def owns(self, pool: object) -> bool:
+        """Return True if *pool* is one of this object's pools."""
+        return getattr(pool, "owner", None) is self
+
+    def warm_up(self) -> None:
+        """Make this process's pool now, unless disabled or in a forking master."""
+        if self.enabled:
+            self.current()
+
+    def release(self, timeout: float = 5.0) -> None:
+        """Close this process's pool and a forking master's plain connections.
+
+        Inherited ones are abandoned, never closed. Connections still lent
+        are closed when given back (their pool is closed). The next use makes
+        a new pool, unless :attr:`enabled` is False.
+        """
+        with process_lock():
+            self._leave_inherited_locked()
+            here = self._here
+            if here is None:
+                return
+            pool, here.pool = here.pool, None
+            if pool is not None:
+                here.stopped = pool
+            plain = list(here.plain)
+        for conn in plain:
+            conn.close()
+        if pool is not None:
+            with stop_signals_blocked():
+                pool.close(timeout)
+            pool_logger.debug("pool %r: closed in process %d", self.name, here.pid)
+
+    # -- connections -------------------------------------------------------------
+
+    def track(self, conn: Connection) -> None:
+        """Remember *conn*, made in this process, for a child to abandon."""
+        here = self._here
+        if here is None or here.pid != os.getpid():
+            with process_lock():
+                here = self._record_locked()
+        here.made.add(conn)
+
+    def lend_plain(self, conn: Connection) -> None:
+        """Remember *conn*, a forking master's plain connection, as lent."""
+        here = self._here
+        if here is None or here.pid != os.getpid():
+            with process_lock():
+                here = self._record_locked()
+        here.plain.add(conn)
+
+    def take_plain(self, conn: Connection) -> bool:
+        """Forget *conn* if it is a plain connection lent here; say if it was."""
+        here = self._here
+        if here is None or here.pid != os.getpid() or conn not in here.plain:
+            return False
+        here.plain.discard(conn)
+        return True
+
+    def plain_lent(self) -> int:
+        """Return how many plain connections are lent in this process."""
+        here = self._here
+        return len(here.plain) if here is not None and here.pid == os.getpid() else 0
+
+    # -- inheritance ---------------------------------------------------------------
+
+    def leave_if_inherited(self) -> None:
+        """Abandon what was inherited from a parent process, making no pool."""
+        here = self._here
+        if here is not None and here.pid != os.getpid():
+            with process_lock():
+                self._leave_inherited_locked()
+
+    def _leave_inherited_locked(self) -> None:
+        """Abandon what this object holds from a parent process; touch none of it."""
+        here = self._here
+        if here is None or here.pid == os.getpid():
+            return
+        self._here = None
+        # Logged when the fresh pool that replaces it is made.
+        self._inherited_from = here.pid
+        for pool in (here.pool, here.stopped):
+            if pool is not None:
+                abandon(pool)
+                for conn in pool.abandon():
+                    abandon_connection(conn)
+        # The connections lent, and those a pool thread of the parent was
+        # handling at the fork.
+        for conn in list(here.made):
+            if not conn.closed:
+                abandon_connection(conn)
+
+    def before_fork(self) -> None:
+        """Before os.fork(): let pool threads finish the connections they make,
+        start no other, and keep every connection alive through the fork."""
+        here = self._here
+        if here is None or here.pid != os.getpid():
+            return
+        if here.pool is not None:
+            here.pool.hold_connects(FORK_CONNECT_WAIT)
+            self._held = here.pool
+        for _ in range(3):
+            try:
+                self._pinned = list(here.made)
+                break
+            except RuntimeError:  # another thread added one meanwhile
+                continue
+
+    def after_fork(self) -> None:
+        """After os.fork(), in parent and child: undo what before_fork() did.
+
+        In the child, after_fork_in_child() has abandoned what was pinned.
+        """
+        held, self._held = self._held, None
+        if held is not None:
+            held.release_connects()
+        self._pinned = []
+
+
+_registry: weakref.WeakSet[ProcessPools] = weakref.WeakSet()
+
+
+def all_pools() -> list[ProcessPools]:
+    """Return the per-process state of every live ForkSafePool."""
+    return list(_registry)
+
+
 def after_fork_in_child() -> None:
     """Abandon what every pool inherited; the next access makes a fresh pool."""
-    for pool in all_pools():
-        pool._leave_inherited()
+    for pools in all_pools():
+        pools.leave_if_inherited()
 
 
 def warm_up_all() -> None:
-    """Open every ForkSafePool's pool in this process; connections come later."""
-    for pool in all_pools():
+    """Make every open ForkSafePool's pool in this process; connections come later."""
+    for pools in all_pools():
         try:
-            pool.open()
+            pools.warm_up()
         except Exception as err:
             # A worker must start even if the database is down: requests will
             # say so, and the pool reconnects in the background.
             logger.warning(
-                "pool %r: warm-up failed in process %d: %s", pool.name, os.getpid(), err
+                "pool %r: warm-up failed in process %d: %s",
+                pools.name,
+                os.getpid(),
+                err,
             )
 
 
+def release(pool: object, timeout: float = 5.0) -> None:
+    """Close this process's pool of *pool* (a ForkSafePool); leave *pool* open.
+
+    Not ``ForkSafePool.close()``, which closes it for good: what an adapter
+    does when its framework closes a pool it will use again (Django's
+    ``close_pool()``), or a command before it exits. Inherited pools are
+    abandoned, never closed; the next use makes a fresh pool.
+    """
+    for pools in all_pools():
+        if pools.owner() is pool:
+            pools.release(timeout)
+
+
 def close_all(timeout: float = 5.0) -> None:
-    """Close the pools this process made itself (never inherited ones)."""
-    for pool in all_pools():
-        pool.close(timeout=timeout)
+    """Close the pools this process made itself (never inherited ones).
+
+    Not ``ForkSafePool.close()``: the ForkSafePools stay open, and their next
+    use (in this process or a child) makes a fresh pool.
+    """
+    for pools in all_pools():
+        pools.release(timeout=timeout)
 
 
 def close_in_master() -> None:
@@ -185,20 +453,29 @@ def close_in_master() -> None:
     close_all()
 
 
+def _at_exit() -> None:
+    # psycopg_pool's threads would otherwise be stopped by the pools' __del__
+    # during interpreter finalization, which on Python 3.13.0 waits 5 s for
+    # each of them (20 s for one pool). Inherited pools are only abandoned.
+    close_all(timeout=EXIT_CLOSE_TIMEOUT)
+
+
+atexit.register(_at_exit)
+
 # The pools prepared for an os.fork() in progress.
-_forking: list[ForkSafePool] = []
+_forking: list[ProcessPools] = []
 
 
 def _before_fork() -> None:
     _forking[:] = all_pools()
-    for pool in _forking:
-        pool._before_fork()
+    for pools in _forking:
+        pools.before_fork()
 
 
 def _end_fork() -> None:
     """Undo _before_fork(), in the parent and (after abandoning) in the child."""
-    for pool in _forking:
-        pool._after_fork()
+    for pools in _forking:
+        pools.after_fork()
     _forking.clear()
 
 

@@ -6,7 +6,7 @@ import os
 import re
 from collections.abc import Callable, Mapping
 from numbers import Real
-from typing import Any
+from typing import Any, get_origin
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -140,8 +140,10 @@ def validate_pool_options(
     if kwargs is not None and not (isinstance(kwargs, Mapping) or callable(kwargs)):
         raise bad("kwargs", "a dict of connection parameters or a callable")
     cls = options.get("connection_class")
+    # A generic alias (Connection[DictRow]) stands for its class, as in psycopg.
+    origin = get_origin(cls) or cls
     if cls is not None and not (
-        isinstance(cls, type) and issubclass(cls, psycopg.Connection)
+        isinstance(origin, type) and issubclass(origin, psycopg.Connection)
     ):
         raise ConfigurationError(
             setting("connection_class"),

@@ -1,38 +1,39 @@
-"""ForkSafePool: one psycopg_pool.ConnectionPool per process."""
+"""ForkSafePool: psycopg_pool.ConnectionPool's interface, one pool per process."""
 
 from __future__ import annotations
 
 import itertools
 import logging
 import os
-import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from time import monotonic
-from typing import Any
+from types import TracebackType
+from typing import Any, Generic, cast
 
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg_pool import ConnectionPool, PoolTimeout
-from psycopg_pool.pool import AddConnection
+from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
+from psycopg_pool.abc import CT
 
-from . import capacity, lifecycle
+from . import capacity
 from .errors import PoolNotAvailable
+from .lifecycle import ProcessPools, in_forking_master, is_abandoned
 from .loans import Loans
 from .options import (
     mask_conninfo,
+    mask_secrets,
     merge_defaults,
     parse_conninfo,
     validate_pool_options,
 )
-from .session import check_connection, make_reset, rollback_if_needed, snapshot
+from .process_pool import ProcessPool
+from .session import check_socket, make_reset, snapshot
 
-__all__ = ["ForkSafePool"]
+__all__ = ["DEFAULT", "ForkSafePool"]
 
 logger = logging.getLogger("pgpool.pool")
-
-ConnectionCB = Callable[[psycopg.Connection[Any]], None]
 
 
 class _Default:
@@ -45,118 +46,35 @@ DEFAULT: Any = _Default()
 
 _counter = itertools.count(1)
 
-#: The longest wait between two attempts to replace a connection that failed.
-#: psycopg_pool doubles its wait at each failure (1, 2, 4 ... 128 s): after a
-#: minute's outage the first request could wait a minute more after the server
-#: is back. Capped, requests succeed about a second after it accepts again.
-RECONNECT_DELAY_MAX = 1.0
+# ConnectionPool's default connection_class, typed as any class CT stands for.
+_CONNECTION_CLASS: Any = psycopg.Connection
 
 
-#: How long os.fork() waits for connections being made by pool threads.
-FORK_CONNECT_WAIT = 2.0
-
-
-class _ProcessPool(ConnectionPool[Any]):
-    """psycopg's pool, retrying failed connects at least every RECONNECT_DELAY_MAX.
-
-    Also counts the connections its threads are making, so that os.fork() can
-    wait for them (see :meth:`hold_connects`).
-    """
-
-    def __init__(
-        self, *args: Any, inline_reset: ConnectionCB | None = None, **kwargs: Any
-    ) -> None:
-        self._connects = threading.Condition(threading.Lock())
-        self._connecting = 0
-        self._inline_reset = inline_reset
-        super().__init__(*args, **kwargs)
-
-    def putconn(self, conn: Any) -> None:
-        """Reset *conn* here, then return it as psycopg_pool does.
-
-        psycopg_pool runs its ``reset`` in a pool thread: the hand-over costs
-        the returning process more CPU than the reset itself (one round trip
-        that also rolls back, see :func:`~pgpool_core.session.run_reset_sql`).
-        """
-        reset = self._inline_reset
-        if (
-            reset is not None
-            and getattr(conn, "_pool", None) is self
-            and not conn.closed
-            and not self.closed
-        ):
-            try:
-                reset(conn)
-                status = conn.pgconn.transaction_status
-                if status != TransactionStatus.IDLE:
-                    raise psycopg.ProgrammingError(
-                        f"connection left in status {TransactionStatus(status).name}"
-                        " by the reset: discarded"
-                    )
-            except Exception as err:
-                logger.warning("error resetting connection: %s", err)
-                conn.close()  # psycopg_pool discards it and makes a new one
-        super().putconn(conn)
-
-    def schedule_task(self, task: Any, delay: float) -> None:
-        if isinstance(task, AddConnection):
-            delay = min(delay, RECONNECT_DELAY_MAX)
-        super().schedule_task(task, delay)
-
-    def _connect(self, timeout: float | None = None) -> Any:
-        with self._connects:
-            self._connecting += 1
-        try:
-            return super()._connect(timeout)
-        finally:
-            with self._connects:
-                self._connecting -= 1
-                self._connects.notify_all()
-
-    def hold_connects(self, timeout: float) -> None:
-        """Wait up to *timeout* until no connection is being made; start none.
-
-        Called before os.fork(): a connection half made by a pool thread is
-        known to no one but that thread, which the child does not have, so
-        the child could not abandon it, and the garbage collector would close
-        it there (libpq then writes on the parent's socket). Connections made
-        are tracked, so waiting for those being made is enough.
-        :meth:`release_connects` must follow, in parent and child.
-        """
-        self._connects.acquire()
-        self._connects.wait_for(lambda: self._connecting == 0, timeout)
-
-    def release_connects(self) -> None:
-        self._connects.release()
-
-
-class _ProcessState:
-    """What one process owns: its pool (None in a forking master), its loans."""
-
-    __slots__ = ("pid", "pool", "out")
-
-    def __init__(self, pid: int, pool: ConnectionPool[Any] | None) -> None:
-        self.pid = pid
-        self.pool = pool
-        self.out: weakref.WeakSet[psycopg.Connection[Any]] = weakref.WeakSet()
-
-
-class ForkSafePool:
+class ForkSafePool(Generic[CT]):
     """A psycopg connection pool that is safe to create before a server forks.
 
     Takes the arguments of :class:`psycopg_pool.ConnectionPool`, by the same
-    names, so that ``ConnectionPool(dsn, ...)`` becomes ``ForkSafePool(dsn, ...)``.
-    Nothing connects when it is made. Each process that uses it gets its own
-    ``ConnectionPool``, made on first use; one inherited through fork is
-    abandoned, its sockets left to the parent.
+    names, keeps them as attributes by the same names, and has its methods,
+    so that ``ConnectionPool(dsn, ...)`` becomes ``ForkSafePool(dsn, ...)``.
+    The differences, and why, are listed in the README ("Differences from
+    ConnectionPool").
+
+    Open or closed, as a ConnectionPool is (``open``, ``close()``, ``with``),
+    but lazily: each process that uses it makes its own ConnectionPool on first
+    use (or at ``open()``); one inherited through fork is abandoned, its
+    sockets left to the parent. A forking server's master (see
+    :mod:`pgpool_core.lifecycle`) makes none and starts no thread: it gets
+    plain connections, closed when given back.
 
     Defaults that differ from ``ConnectionPool``: TCP keepalives, a 30 s
     ``tcp_user_timeout`` and a 10 s ``connect_timeout`` unless set
     (``keepalives=False`` leaves out all but ``connect_timeout``); a
-    ``check`` that costs no round trip on a healthy connection (``check=None``
-    for none); a ``reset`` that undoes session state and re-runs ``configure``
-    (``reset=None`` for none). ``open`` is accepted for compatibility: the pool
-    always opens on first use in each process.
+    ``check`` that costs no round trip on a healthy connection
+    (:func:`~pgpool_core.check_socket`; ``check=None`` for none); a ``reset``
+    that undoes session state and re-runs ``configure``, in the returning
+    thread (``reset=None`` for none, as ConnectionPool's default). ``open``
+    defaults to open without a DeprecationWarning: nothing connects until
+    first use anyway.
 
     ``warn_held_after`` (seconds, default None: off) logs a warning when a
     connection comes back after being borrowed for longer, naming what
@@ -182,20 +100,20 @@ class ForkSafePool:
         *,
         kwargs: Mapping[str, Any] | Callable[[], dict[str, Any]] | None = None,
         name: str | None = None,
-        connection_class: type[psycopg.Connection[Any]] = psycopg.Connection,
+        connection_class: type[CT] = _CONNECTION_CLASS,
         min_size: int = 4,
         max_size: int | None = None,
         open: bool | None = None,
-        configure: ConnectionCB | None = None,
-        check: ConnectionCB | None = DEFAULT,
-        reset: ConnectionCB | None = DEFAULT,
+        configure: Callable[[CT], None] | None = None,
+        check: Callable[[CT], None] | None = DEFAULT,
+        reset: Callable[[CT], None] | None = DEFAULT,
         close_returns: bool = False,
         timeout: float = 30.0,
         max_waiting: int = 0,
         max_lifetime: float = 60 * 60.0,
         max_idle: float = 10 * 60.0,
         reconnect_timeout: float = 5 * 60.0,
-        reconnect_failed: Callable[[ConnectionPool[Any]], None] | None = None,
+        reconnect_failed: Callable[[Any], None] | None = None,
         num_workers: int = 3,
         keepalives: bool = True,
         warn_held_after: float | None = None,
@@ -225,9 +143,25 @@ class ForkSafePool:
         }
         validate_pool_options(options)
 
+        # ConnectionPool's attributes, by its names: what the user gave.
+        self.conninfo = conninfo
+        self.kwargs = kwargs
         self.name = name or f"pgpool-{next(_counter)}"
+        self.connection_class = connection_class
+        self.min_size = min_size
+        self.max_size = min_size if max_size is None else max_size
+        self.close_returns = close_returns
+        self.timeout = timeout
+        self.max_waiting = max_waiting
+        self.max_lifetime = max_lifetime
+        self.max_idle = max_idle
+        self.reconnect_timeout = reconnect_timeout
+        self.num_workers = num_workers
+        # Ours.
+        self.keepalives = keepalives
         self.warn_held_after = warn_held_after
-        self._loans = Loans(self.name, warn_held_after)
+        self.pgbouncer = pgbouncer
+
         self._conninfo: str | Callable[[], str]
         if callable(conninfo):
             self._conninfo = self._merged_conninfo_of(conninfo, keepalives)
@@ -240,50 +174,28 @@ class ForkSafePool:
             )
             self._masked = mask_conninfo(conninfo)
         self._kwargs = dict(kwargs) if isinstance(kwargs, Mapping) else kwargs
-        self._connection_class = connection_class
-        self.min_size = min_size
-        self.max_size = min_size if max_size is None else max_size
-        self.timeout = timeout
         self._configure = configure
-        self._check = check_connection if check is DEFAULT else check
+        self._check = check_socket if check is DEFAULT else check
+        self._reconnect_failed = reconnect_failed
         self._fresh: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, Any]]
         self._fresh = weakref.WeakKeyDictionary()
-        self.pgbouncer = pgbouncer
-        # Ours runs in the returning thread (see _ProcessPool.putconn); one
-        # given runs in a pool thread, as psycopg_pool runs it.
-        self._reset_inline = reset is DEFAULT
-        self._reset = (
-            make_reset(configure, self._fresh.get, session=not pgbouncer)
+        # Ours runs in the returning thread (see ProcessPool._reset_connection);
+        # one given runs in a pool thread, as psycopg_pool runs it.
+        self._session_reset = (
+            make_reset(cast(Any, configure), self._fresh.get, session=not pgbouncer)
             if reset is DEFAULT
-            else reset
+            else None
         )
+        self._reset = None if reset is DEFAULT else reset
+        self._loans = Loans(self.name, warn_held_after)
         # The process whose first connection was checked against the server's limit.
         self._limit_checked_in: int | None = None
-        self._pool_options: dict[str, Any] = {
-            "close_returns": close_returns,
-            "max_waiting": max_waiting,
-            "max_lifetime": max_lifetime,
-            "max_idle": max_idle,
-            "reconnect_timeout": reconnect_timeout,
-            "reconnect_failed": reconnect_failed,
-            "num_workers": num_workers,
-        }
-        self._state: _ProcessState | None = None
-        # The parent whose pool was abandoned here, until a fresh one is made.
-        self._inherited_from: int | None = None
-        # States closed with connections still out: putconn() closes those.
-        self._retired: list[_ProcessState] = []
-        # Every connection made here, by process: one that a pool thread held
-        # when the process forked (being reset on return, being added) is in
-        # neither the pool nor a loan, and the child must abandon it too.
-        self._made: dict[int, weakref.WeakSet[psycopg.Connection[Any]]] = {}
-        # Across os.fork(): strong references to those, which CPython would
-        # otherwise free in the child with the parent's threads, closing them
-        # (libpq then writes Terminate on the parent's socket).
-        self._pinned: list[psycopg.Connection[Any]] = []
-        # This process's pool while os.fork() keeps its threads from connecting.
-        self._held: _ProcessPool | None = None
-        lifecycle.register(self)
+        # Open or closed as ConnectionPool is, for every process: each makes
+        # its own pool while this is open.
+        self._opened = open is not False
+        self._closed = open is False
+        self._pools = ProcessPools(self, self.name, self._make_pool)
+        self._pools.enabled = not self._closed
 
     @staticmethod
     def _merged_conninfo_of(
@@ -295,182 +207,173 @@ class ForkSafePool:
         return merged
 
     def __repr__(self) -> str:
-        state = self._state
-        if state is None or state.pid != os.getpid():
-            status = "not opened in this process"
-        elif state.pool is None:
-            status = "forking master, no pool"
-        else:
+        if self._closed:
+            status = "closed"
+        elif self._pools.has_pool():
             status = "open"
+        elif in_forking_master():
+            status = "open, forking master: no pool"
+        else:
+            status = "open, no pool made in this process yet"
         return (
             f"<{type(self).__name__} {self.name!r} {self._masked!r}"
             f" pid={os.getpid()} {status}>"
         )
 
-    # -- the process's pool --------------------------------------------------
+    # -- open and close, as ConnectionPool ---------------------------------------
 
-    def _current(self) -> _ProcessState:
-        """Return this process's state, making its pool on first use."""
-        state = self._state
-        if state is not None and state.pool is not None and state.pid == os.getpid():
-            return state
-        with lifecycle.process_lock():
-            return self._current_locked()
+    def __enter__(self) -> ForkSafePool[CT]:
+        self.open()
+        return self
 
-    def _current_locked(self) -> _ProcessState:
-        pid = os.getpid()
-        state = self._state
-        if state is not None and state.pid != pid:
-            state = None
-        self._leave_inherited()
-        if state is not None and state.pool is not None:
-            return state  # another thread made it while we waited
-        if lifecycle.in_forking_master():
-            if state is None:
-                state = self._state = _ProcessState(pid, None)
-            return state
-        new = _ProcessState(pid, self._make_pool())
-        if state is not None:
-            new.out = state.out  # connections made here while it was a master
-        self._state = new
-        if self._inherited_from is not None:
-            logger.info(
-                "pool %r: fresh pool made in process %d; the one inherited from"
-                " process %d is abandoned",
-                self.name,
-                pid,
-                self._inherited_from,
-            )
-            self._inherited_from = None
-        else:
-            logger.debug("pool %r: opened in process %d", self.name, pid)
-        return new
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_val: BaseException | None,
+        exc_tb: TracebackType | None,
+    ) -> None:
+        self.close()
 
-    def _make_pool(self) -> ConnectionPool[Any]:
-        pool: ConnectionPool[Any] = _ProcessPool(
+    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
+        """Open the pool, for this process and those it forks later.
+
+        This process makes its pool now and starts filling it; with *wait*,
+        waits for ``min_size`` connections as ``wait()`` does (PoolTimeout
+        after *timeout* seconds closes the pool). A forking master makes none
+        (its workers will): with *wait* it makes one plain connection and
+        closes it, so that a wrong setting or an unreachable server fails at
+        start-up with psycopg's error (the password masked).
+
+        Opening an open pool does nothing; a closed one cannot be reopened
+        (PoolClosed), as with ConnectionPool.
+        """
+        if self._closed and self._opened:
+            raise PoolClosed("pool has already been opened/closed and cannot be reused")
+        self._opened = True
+        self._closed = False
+        self._pools.enabled = True
+        pool = self._pools.current()
+        if pool is None:
+            if wait:
+                self._probe()
+        elif wait:
+            self._wait(pool, timeout)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Close the pool, as ``ConnectionPool.close()``: for good.
+
+        Then ``getconn()`` raises PoolClosed, and so does ``open()``. This
+        process's pool is closed (waiting up to *timeout* seconds for each of
+        its threads); connections still borrowed are closed when given back.
+        One inherited through fork is abandoned, never closed: that would end
+        the parent's sessions. To let the next use make a fresh pool instead
+        (before a server forks, say), see :func:`pgpool_core.lifecycle.close_all`.
+        """
+        if self._closed:
+            self._pools.leave_if_inherited()
+            return
+        self._closed = True
+        self._opened = True
+        self._pools.enabled = False
+        self._pools.release(timeout)
+
+    @property
+    def closed(self) -> bool:
+        """True if the pool is closed (or not opened yet), in every process."""
+        return self._closed
+
+    @property
+    def process_pool_open(self) -> bool:
+        """True if this process has made its own pool, and it is open."""
+        return self._pools.has_pool()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        """Wait until this process's pool holds ``min_size`` connections.
+
+        As ``ConnectionPool.wait()``: PoolTimeout after *timeout* seconds,
+        and the pool is then closed. PoolNotAvailable in a forking master.
+        """
+        self._wait(self.pool, timeout)
+
+    def _wait(self, pool: ProcessPool[CT], timeout: float) -> None:
+        try:
+            pool.wait(timeout)
+        except PoolTimeout:
+            self.close()  # psycopg_pool's pool closed itself; so does this one
+            raise
+
+    def _probe(self) -> None:
+        """Make one plain connection and close it; raise psycopg's error, masked."""
+        try:
+            self._connect_unpooled().close()
+        except psycopg.Error as err:
+            conninfo = self.conninfo if isinstance(self.conninfo, str) else ""
+            kwargs = self._kwargs if isinstance(self._kwargs, dict) else {}
+            message = mask_secrets(str(err), conninfo)
+            password = kwargs.get("password")
+            if password:
+                message = message.replace(str(password), "********")
+            if message == str(err):
+                raise
+            raise type(err)(message) from None
+
+    # -- this process's pool -------------------------------------------------------
+
+    def _make_pool(self) -> ProcessPool[CT]:
+        return ProcessPool(
             self._conninfo,
+            owner=self._pools,
             kwargs=self._kwargs,
-            connection_class=self._connection_class,
+            connection_class=self.connection_class,
             min_size=self.min_size,
             max_size=self.max_size,
-            open=False,
             configure=self._configure_new,
-            reset=None if self._reset_inline else self._reset,
-            inline_reset=self._reset if self._reset_inline else None,
+            check=self._check,
+            reset=self._reset,
+            session_reset=self._session_reset,
+            returned=self._loans.returned if self.warn_held_after else None,
             name=self.name,
+            close_returns=self.close_returns,
             timeout=self.timeout,
-            **self._pool_options,
+            max_waiting=self.max_waiting,
+            max_lifetime=self.max_lifetime,
+            max_idle=self.max_idle,
+            reconnect_timeout=self.reconnect_timeout,
+            reconnect_failed=self._connect_failed if self._reconnect_failed else None,
+            num_workers=self.num_workers,
         )
-        with lifecycle.stop_signals_blocked():
-            pool.open()
-        return pool
 
-    def _track(self, conn: psycopg.Connection[Any]) -> None:
-        """Remember *conn* for a child to abandon (see ``_made``)."""
-        made = self._made.get(os.getpid())
-        if made is None:
-            made = self._made.setdefault(os.getpid(), weakref.WeakSet())
-        made.add(conn)
+    def _connect_failed(self, pool: ConnectionPool[Any]) -> None:
+        if self._reconnect_failed is not None:
+            self._reconnect_failed(self)
 
-    def _configure_new(self, conn: psycopg.Connection[Any]) -> None:
-        self._track(conn)
+    def _configure_new(self, conn: CT) -> None:
+        self._pools.track(conn)
         if self.pgbouncer:
             conn.prepare_threshold = None
         self._fresh[conn] = snapshot(conn)
         if self._configure is not None:
             self._configure(conn)
+            status = conn.pgconn.transaction_status
+            if status != TransactionStatus.IDLE:
+                raise psycopg.ProgrammingError(
+                    f"connection left in status {TransactionStatus(status).name}"
+                    f" by configure function {self._configure}: discarded"
+                )
         pid = os.getpid()
         if self._limit_checked_in != pid and not self.pgbouncer:
             # Once per process, in the pool's thread that made the connection.
             self._limit_checked_in = pid
             capacity.warn_if_over(self.name, self.max_size, conn)
 
-    def _leave_inherited(self) -> None:
-        """Abandon what this object holds from a parent process; touch none of it."""
-        pid = os.getpid()
-        inherited = [state for state in self._retired if state.pid != pid]
-        state = self._state
-        if state is not None and state.pid != pid:
-            self._state = None
-            inherited.append(state)
-            # Logged when the fresh pool that replaces it is made.
-            self._inherited_from = state.pid
-        made = [conns for owner, conns in self._made.items() if owner != pid]
-        if not inherited and not made:
-            return
-        self._retired = [state for state in self._retired if state.pid == pid]
-        self._made = {owner: c for owner, c in self._made.items() if owner == pid}
-        for state in inherited:
-            if state.pool is not None:
-                pool = state.pool
-                # Its __del__ would try to stop worker threads that only exist
-                # in the parent: a closed pool's __del__ does nothing.
-                pool._closed = True
-                lifecycle.abandon(pool)
-                for conn in list(getattr(pool, "_pool", ())):
-                    lifecycle.abandon_connection(conn)
-            for conn in list(state.out):
-                lifecycle.abandon_connection(conn)
-        # Those a pool thread of the parent was handling at the fork.
-        for conns in made:
-            for conn in conns:
-                if not conn.closed:
-                    lifecycle.abandon_connection(conn)
-
-    def _before_fork(self) -> None:
-        """Before os.fork(): let pool threads finish the connections they make,
-        start no other, and keep every connection alive through the fork."""
-        pid = os.getpid()
-        state = self._state
-        if (
-            state is not None
-            and state.pid == pid
-            and isinstance(state.pool, _ProcessPool)
-        ):
-            state.pool.hold_connects(FORK_CONNECT_WAIT)
-            self._held = state.pool
-        made = self._made.get(pid)
-        for _ in range(3):
-            try:
-                self._pinned = list(made or ())
-                break
-            except RuntimeError:  # another thread added one meanwhile
-                continue
-
-    def _after_fork(self) -> None:
-        """After os.fork(), in parent and child: undo what _before_fork() did.
-
-        In the child, after_fork_in_child() has abandoned what was pinned.
-        """
-        held, self._held = self._held, None
-        if held is not None:
-            held.release_connects()
-        self._pinned = []
-
-    def _leave_if_inherited(self) -> None:
-        """Abandon what is inherited from a parent process, making no pool."""
-        pid = os.getpid()
-        state = self._state
-        if (state is not None and state.pid != pid) or (
-            self._retired and any(retired.pid != pid for retired in self._retired)
-        ):
-            with lifecycle.process_lock():
-                self._leave_inherited()
-
-    def is_inherited(self, conn: psycopg.Connection[Any]) -> bool:
-        """Return True if *conn* was borrowed in a parent process.
-
-        Such a connection is the parent's: this process must neither use,
-        close nor give it back (putconn() ignores it). An adapter that keeps
-        a borrowed connection across requests asks before using it.
-        """
-        self._leave_if_inherited()
-        return lifecycle.is_abandoned(conn)
-
     @property
-    def pool(self) -> ConnectionPool[Any]:
-        """This process's ``psycopg_pool.ConnectionPool``, made on first access."""
-        pool = self._current().pool
+    def pool(self) -> ProcessPool[CT]:
+        """This process's ``psycopg_pool.ConnectionPool``, made on first access.
+
+        PoolClosed if the pool is closed; PoolNotAvailable in a forking master.
+        """
+        self._check_open()
+        pool = self._pools.current()
         if pool is None:
             raise PoolNotAvailable(
                 f"pool {self.name!r}: this process is a forking server's master;"
@@ -479,57 +382,104 @@ class ForkSafePool:
             )
         return pool
 
-    # -- borrowing -----------------------------------------------------------
+    def _check_open(self) -> None:
+        if self._closed:
+            if self._opened:
+                raise PoolClosed(f"the pool {self.name!r} is already closed")
+            raise PoolClosed(f"the pool {self.name!r} is not open yet")
 
-    def getconn(self, timeout: float | None = None) -> psycopg.Connection[Any]:
-        """Borrow a checked connection; give it back with putconn()."""
-        state = self._current()
-        if state.pool is None:
+    def is_inherited(self, conn: psycopg.Connection[Any]) -> bool:
+        """Return True if *conn* was borrowed in a parent process.
+
+        Such a connection is the parent's: this process must neither use,
+        close nor give it back (putconn() ignores it). An adapter that keeps
+        a borrowed connection across requests asks before using it.
+        """
+        self._pools.leave_if_inherited()
+        return is_abandoned(conn)
+
+    # -- borrowing -------------------------------------------------------------------
+
+    def getconn(self, timeout: float | None = None) -> CT:
+        """Borrow a checked connection; give it back with ``putconn()``.
+
+        As ``ConnectionPool.getconn()``: waits up to *timeout* (default: the
+        pool's ``timeout``) seconds, then raises PoolTimeout naming the pool;
+        PoolClosed if the pool is closed. A forking master gets a new plain
+        connection.
+        """
+        if self._closed:
+            self._check_open()
+        pool = self._pools.current()
+        if pool is None:
             conn = self._connect_unpooled()
+            self._pools.lend_plain(conn)
         else:
-            conn = self._getconn_checked(
-                state.pool, self.timeout if timeout is None else timeout
-            )
-        state.out.add(conn)
+            try:
+                conn = pool.getconn(timeout)
+            except PoolTimeout:
+                waited = self.timeout if timeout is None else timeout
+                raise PoolTimeout(
+                    f"couldn't get a connection from pool {self.name!r}"
+                    f" after {waited:.2f} sec"
+                ) from None
         self._loans.lent(conn)
         return conn
 
-    def _getconn_checked(
-        self, pool: ConnectionPool[Any], timeout: float
-    ) -> psycopg.Connection[Any]:
-        # Not psycopg_pool's own check loop: it backs off ~1 s after the
-        # second dead connection, so after a mass termination requests hit
-        # PoolTimeout. A dead connection is discarded and the next is tried now.
-        deadline = monotonic() + timeout
-        while True:
-            try:
-                conn: psycopg.Connection[Any] = pool.getconn(
-                    max(deadline - monotonic(), 0.0)
-                )
-            except PoolTimeout:
-                raise PoolTimeout(
-                    f"couldn't get a connection from pool {self.name!r}"
-                    f" after {timeout:.2f} sec"
-                ) from None
-            if self._check is None:
-                return conn
-            try:
-                self._check(conn)
-            except Exception as err:
-                logger.info(
-                    "pool %r: discarding a connection that failed its check: %s",
-                    self.name,
-                    err,
-                )
-                conn.close()
-                pool.putconn(conn)
-                continue
-            except BaseException:
-                pool.putconn(conn)
-                raise
-            return conn
+    def putconn(
+        self, conn: psycopg.Connection[Any], *, warn_open_transaction: bool = True
+    ) -> None:
+        """Give back a connection borrowed with ``getconn()``.
 
-    def connect(self) -> psycopg.Connection[Any]:
+        As ``ConnectionPool.putconn()``: one still running a query is closed
+        at once; an open transaction is rolled back (logging a warning, as
+        psycopg_pool does, unless *warn_open_transaction* is False: for
+        adapters that leave reads uncommitted); then the session is reset.
+        One borrowed before ``close()`` is closed. One inherited from a parent
+        process is left alone. ValueError if *conn* is not this pool's.
+        """
+        pools = self._pools
+        pools.leave_if_inherited()
+        if is_abandoned(conn):
+            return  # inherited from the parent: not ours to return or close
+        origin = getattr(conn, "_pool", None)
+        if origin is not None and pools.owns(origin):
+            if not warn_open_transaction:
+                cast(ProcessPool[Any], origin).expect_rollback(conn)
+            origin.putconn(conn)
+            return
+        if pools.take_plain(conn):
+            self._loans.returned(conn)
+            conn.close()  # made while this process was a forking master
+            return
+        where = (
+            f"it comes from pool {origin.name!r}"
+            if origin is not None
+            else "it doesn't come from any pool"
+        )
+        raise ValueError(
+            f"can't return connection to pool {self.name!r}, {where}: {conn}"
+        )
+
+    @contextmanager
+    def connection(self, timeout: float | None = None) -> Iterator[CT]:
+        """Borrow a connection for a ``with`` block, as ``ConnectionPool.connection()``.
+
+        The block's transaction is committed if it ends normally, rolled back
+        if it raises; the connection then goes back to the pool.
+        """
+        conn = self.getconn(timeout)
+        t0 = monotonic()
+        try:
+            with conn:
+                yield conn
+        finally:
+            origin = getattr(conn, "_pool", None)
+            self.putconn(conn)
+            if isinstance(origin, ProcessPool):
+                origin.record_usage(monotonic() - t0)
+
+    def connect(self) -> CT:
         """Return a new connection, made as the pool makes its own, but not pooled.
 
         For diagnostics (a CLI's ``check``), where the reason of a failure
@@ -537,15 +487,13 @@ class ForkSafePool:
         """
         return self._connect_unpooled()
 
-    def _connect_unpooled(self) -> psycopg.Connection[Any]:
+    def _connect_unpooled(self) -> CT:
         # A forking master gets a plain connection: a pool would start threads
         # there, and the master is about to fork.
         conninfo = self._conninfo() if callable(self._conninfo) else self._conninfo
         kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
-        conn: psycopg.Connection[Any] = self._connection_class.connect(
-            conninfo, **kwargs
-        )
-        self._track(conn)
+        conn = self.connection_class.connect(conninfo, **kwargs)
+        self._pools.track(conn)
         if self.pgbouncer:
             conn.prepare_threshold = None
         try:
@@ -562,117 +510,24 @@ class ForkSafePool:
             raise
         return conn
 
-    def putconn(self, conn: psycopg.Connection[Any]) -> None:
-        """Give back a connection borrowed with getconn().
+    # -- the rest of ConnectionPool's interface ------------------------------------
 
-        One borrowed before close() is closed; one inherited from a parent
-        process is left alone. Neither makes a new pool.
+    @staticmethod
+    def check_connection(conn: CT) -> None:
+        """Check *conn* with a round trip, as ``ConnectionPool.check_connection``.
+
+        For ``check=ForkSafePool.check_connection``, as psycopg documents it;
+        the default check, :func:`pgpool_core.check_socket`, costs a round
+        trip only when the connection looks broken.
         """
-        self._leave_if_inherited()
-        if lifecycle.is_abandoned(conn):
-            return  # inherited from the parent: not ours to return or close
-        self._loans.returned(conn)
-        if self._put_retired(conn):
-            return
-        state = self._current()
-        if conn not in state.out:
-            if state.pool is None:
-                raise ValueError(f"the connection {conn} doesn't belong to {self!r}")
-            state.pool.putconn(conn)  # psycopg says what is wrong with it
-            return
-        pool = state.pool
-        state.out.discard(conn)
-        made_here = pool is not None and getattr(conn, "_pool", None) is pool
-        if pool is None or not made_here:
-            conn.close()  # made while this process was a forking master
-            return
-        if not conn.closed and not self._reset_inline:
-            try:
-                rollback_if_needed(conn)
-            except psycopg.Error:
-                conn.close()  # the pool discards it and makes a new one
-        pool.putconn(conn)  # ours resets it, rolling back in the same round trip
-
-    def _put_retired(self, conn: psycopg.Connection[Any]) -> bool:
-        """Close *conn* if it was out when close() was called; say if it was."""
-        for state in self._retired:
-            if conn in state.out:
-                break
-        else:
-            return False
-        state.out.discard(conn)
-        with lifecycle.process_lock():
-            self._retired = [state for state in self._retired if state.out]
-        origin: ConnectionPool[Any] | None = getattr(conn, "_pool", None)
-        if origin is not None:
-            origin.putconn(conn)  # it is closed: psycopg_pool closes conn
-        else:
-            conn.close()  # a forking master's plain connection
-        return True
-
-    @contextmanager
-    def connection(
-        self, timeout: float | None = None
-    ) -> Iterator[psycopg.Connection[Any]]:
-        """Borrow a connection for a ``with`` block, as ``ConnectionPool.connection()``.
-
-        The block's transaction is committed if it ends normally, rolled back
-        if it raises; the connection then goes back to the pool.
-        """
-        conn = self.getconn(timeout)
-        try:
-            with conn:
-                yield conn
-        finally:
-            self.putconn(conn)
-
-    # -- the rest of ConnectionPool's interface -----------------------------
-
-    def open(self, wait: bool = False, timeout: float = 30.0) -> None:
-        """Open this process's pool now (it opens on first use anyway)."""
-        state = self._current()
-        if wait and state.pool is not None:
-            state.pool.wait(timeout)
-
-    def wait(self, timeout: float = 30.0) -> None:
-        """Wait until the pool holds min_size connections."""
-        self.pool.wait(timeout)
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Close this process's pool; the next use opens a new one.
-
-        A pool inherited through fork is abandoned, never closed: closing it
-        would end the parent's sessions.
-        """
-        with lifecycle.process_lock():
-            self._leave_inherited()
-            state = self._state
-            if state is None:
-                return
-            self._state = None
-            if state.out:
-                # Their borrowers still give them back with putconn().
-                self._retired.append(state)
-        for conn in list(state.out):
-            if getattr(conn, "_pool", None) is None:
-                conn.close()  # plain connections of a forking master
-        if state.pool is not None:
-            with lifecycle.stop_signals_blocked():
-                state.pool.close(timeout)
-            logger.debug("pool %r: closed in process %d", self.name, state.pid)
-
-    @property
-    def closed(self) -> bool:
-        """True if this process has no open pool (it opens on first use)."""
-        state = self._state
-        return state is None or state.pid != os.getpid() or state.pool is None
+        ConnectionPool.check_connection(conn)
 
     def check(self) -> None:
-        """Check the idle connections now (``ConnectionPool.check()``)."""
+        """Check this process's idle connections now (``ConnectionPool.check()``)."""
         self.pool.check()
 
     def drain(self) -> None:
-        """Replace all connections (``ConnectionPool.drain()``)."""
+        """Replace this process's connections (``ConnectionPool.drain()``)."""
         self.pool.drain()
 
     def resize(self, min_size: int, max_size: int | None = None) -> None:
@@ -680,25 +535,34 @@ class ForkSafePool:
         validate_pool_options({"min_size": min_size, "max_size": max_size})
         self.min_size = min_size
         self.max_size = min_size if max_size is None else max_size
-        state = self._state
-        if state is not None and state.pid == os.getpid() and state.pool is not None:
-            state.pool.resize(min_size, max_size)
+        if self._pools.has_pool():
+            self.pool.resize(min_size, max_size)
 
     def get_stats(self) -> dict[str, int]:
-        """Return ``ConnectionPool.get_stats()`` of this process's pool."""
-        return self.pool.get_stats()
+        """Return ``ConnectionPool.get_stats()`` of this process's pool.
+
+        After ``close()``, those of the pool this process closed.
+        """
+        return self._stats_pool().get_stats()
 
     def pop_stats(self) -> dict[str, int]:
         """Return and reset ``ConnectionPool.pop_stats()`` of this process's pool."""
-        return self.pool.pop_stats()
+        return self._stats_pool().pop_stats()
+
+    def _stats_pool(self) -> ConnectionPool[Any]:
+        latest = self._pools.latest()
+        return latest if latest is not None else self.pool
 
     def stats(self) -> dict[str, Any]:
-        """Return this process's pool statistics, with the pool name and pid."""
-        state = self._current()
-        stats: dict[str, Any] = {"name": self.name, "pid": state.pid}
-        if state.pool is None:
+        """Return this process's pool statistics, with the pool name and pid.
+
+        In a forking master, ``forking_master`` and ``connections_out`` (the
+        plain connections lent) instead of ConnectionPool's statistics.
+        """
+        stats: dict[str, Any] = {"name": self.name, "pid": os.getpid()}
+        if not self._closed and in_forking_master():
             stats["forking_master"] = True
-            stats["connections_out"] = len(state.out)
+            stats["connections_out"] = self._pools.plain_lent()
         else:
-            stats.update(state.pool.get_stats())
+            stats.update(self.get_stats())
         return stats

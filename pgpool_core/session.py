@@ -14,6 +14,7 @@ from psycopg_pool import ConnectionPool
 __all__ = [
     "RESET_SQL",
     "check_connection",
+    "check_socket",
     "make_reset",
     "rollback_if_needed",
     "run_reset_sql",
@@ -32,13 +33,14 @@ RESET_SQL = (
 _POLL_MASK = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 
 
-def check_connection(conn: psycopg.Connection[Any]) -> None:
+def check_socket(conn: psycopg.Connection[Any]) -> None:
     """Raise if *conn* is not usable; cost no round trip when it is healthy.
 
-    An idle connection's socket has nothing to read unless the server sent
-    something on its own: almost always a termination (admin shutdown, idle
-    session timeout) or an EOF. Only then is the connection checked for real,
-    with an empty query.
+    ForkSafePool's default ``check``. An idle connection's socket has nothing
+    to read unless the server sent something on its own: almost always a
+    termination (admin shutdown, idle session timeout) or an EOF. Only then is
+    the connection checked for real, with an empty query
+    (``ConnectionPool.check_connection``, which closes it if it fails).
     """
     pgconn = conn.pgconn
     if pgconn.status != ConnStatus.OK:
@@ -50,6 +52,11 @@ def check_connection(conn: psycopg.Connection[Any]) -> None:
     poller.register(pgconn.socket, _POLL_MASK)
     if poller.poll(0):
         ConnectionPool.check_connection(conn)
+
+
+#: The former name of :func:`check_socket`, kept importable: not to be confused
+#: with ``ForkSafePool.check_connection``, psycopg_pool's round-trip check.
+check_connection = check_socket
 
 
 def rollback_if_needed(conn: psycopg.Connection[Any]) -> None:

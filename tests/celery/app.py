@@ -74,7 +74,7 @@ def report(event: str) -> None:
     if MODE != "naive":
         from pgpool_core import lifecycle
 
-        state["open"] = not pool.closed
+        state["open"] = pool.process_pool_open
         state["forking_master"] = lifecycle.in_forking_master()
     with open(REPORT, "a") as out:
         out.write(json.dumps(state) + "\n")

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from psycopg_pool import PoolClosed
 
 from pgpool_core import ForkSafePool, lifecycle
 from tests.harness.forking import FORKS, run_in_child, server_sockets
@@ -50,8 +51,11 @@ def test_child_gets_its_own_backends_and_spares_the_parents(
         pool.putconn(held)
         pool.close()
         held.close()
-        seen.add(backend_pid(pool))
-        return sorted(seen)
+        try:
+            pool.getconn()
+        except PoolClosed:
+            return sorted(seen)
+        raise AssertionError("a pool closed in the child stays closed there")
 
     child_backends = set(run_in_child(child))
 
@@ -155,7 +159,7 @@ def test_forking_master_gives_workers_a_pool(
         return {
             "first": first,
             "again": backend_pid(pool),
-            "pooled": not pool.closed,
+            "pooled": pool.process_pool_open,
             "master_fd": os.readlink(f"/proc/self/fd/{master_fd}"),
         }
 

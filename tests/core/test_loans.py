@@ -33,7 +33,17 @@ def test_putconn_after_close_closes_the_connection(pool: ForkSafePool) -> None:
     pool.putconn(conn)
 
     assert conn.closed
-    assert pool.closed, "giving back a connection must not make a new pool"
+    assert not pool.process_pool_open, "giving back must not make a new pool"
+
+
+def test_putconn_after_release_closes_the_connection(pool: ForkSafePool) -> None:
+    conn = pool.getconn()
+    lifecycle.release(pool)  # as Django's close_pool() does
+
+    pool.putconn(conn)
+
+    assert conn.closed
+    assert not pool.process_pool_open, "giving back must not make a new pool"
     with pool.connection() as again:  # the next use opens a new pool
         assert again.execute("SELECT 1").fetchone() == (1,)
 
@@ -43,12 +53,13 @@ def test_putconn_after_close_in_a_forking_master(
 ) -> None:
     monkeypatch.setattr(lifecycle, "_forking_master_pid", os.getpid())
     conn = pool.getconn()  # a plain connection, no pool
-    pool.close()  # as gunicorn's pre_fork hook does
+    lifecycle.close_in_master()  # as gunicorn's pre_fork hook does
     assert conn.closed
 
     pool.putconn(conn)
 
-    assert pool.closed
+    assert not pool.process_pool_open
+    assert not pool.closed, "the workers it forks will use it"
 
 
 def test_putconn_of_a_foreign_connection_still_fails(
@@ -76,7 +87,7 @@ def test_child_drops_an_inherited_loan_without_a_pool(
     def child() -> dict[str, bool]:
         inherited = pool.is_inherited(held)
         pool.putconn(held)
-        return {"inherited": inherited, "pool_made": not pool.closed}
+        return {"inherited": inherited, "pool_made": pool.process_pool_open}
 
     assert run_in_child(child, fork) == {"inherited": True, "pool_made": False}
     assert not pool.is_inherited(held)

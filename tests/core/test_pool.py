@@ -11,9 +11,9 @@ from typing import Any
 import psycopg
 import pytest
 from psycopg.rows import dict_row
-from psycopg_pool import PoolTimeout
+from psycopg_pool import PoolClosed, PoolTimeout
 
-from pgpool_core import ForkSafePool, PoolNotAvailable
+from pgpool_core import ForkSafePool, PoolNotAvailable, lifecycle
 from pgpool_core.lifecycle import STOP_SIGNALS
 from tests.harness.postgres import PgServer
 
@@ -34,12 +34,15 @@ def backend(conn: psycopg.Connection[Any]) -> int:
 def test_nothing_connects_until_first_use(pg_server: PgServer) -> None:
     before = threading.active_count()
     pool = ForkSafePool(pg_server.dsn(), min_size=1)
-    assert pool.closed
+    assert not pool.closed, "open, as ConnectionPool(open=None) is"
+    assert not pool.process_pool_open
     assert threading.active_count() == before
     with pool.connection() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
-    assert not pool.closed
+    assert pool.process_pool_open
     pool.close()
+    assert pool.closed
+    assert not pool.process_pool_open
 
 
 def test_connections_use_tls_and_keepalives(pool: ForkSafePool) -> None:
@@ -265,11 +268,26 @@ def test_stats_have_pid_and_name_and_no_password(pool: ForkSafePool) -> None:
     assert "password" not in repr(stats) and "pgpool-test" not in repr(stats)
 
 
-def test_close_then_use_opens_a_new_pool(pool: ForkSafePool) -> None:
-    with pool.connection() as conn:
-        first = backend(conn)
+def test_closed_is_closed_for_good(pool: ForkSafePool) -> None:
+    """As ConnectionPool: a user who closed a pool wants its later use caught."""
+    with pool.connection():
+        pass
     pool.close()
     assert pool.closed
+    with pytest.raises(PoolClosed, match="'t' is already closed"):
+        pool.getconn()
+    with pytest.raises(PoolClosed, match="cannot be reused"):
+        pool.open()
+    assert pool.get_stats()["requests_num"] == 1, "the closed pool's statistics"
+
+
+def test_release_leaves_the_pool_open(pool: ForkSafePool) -> None:
+    """What the server hooks and Django's close_pool() do: the next use reopens."""
+    with pool.connection() as conn:
+        first = backend(conn)
+    lifecycle.release(pool)
+    assert not pool.closed
+    assert not pool.process_pool_open
     with pool.connection() as conn:
         assert backend(conn) != first
 
@@ -332,4 +350,4 @@ def test_connect_gives_a_configured_unpooled_connection(dsn: str) -> None:
         assert conn.info.get_parameters()["keepalives"] == "1"
         assert configured == [backend(conn)]
     assert conn.closed
-    assert pool.closed, "connect() makes no pool"
+    assert not pool.process_pool_open, "connect() makes no pool"

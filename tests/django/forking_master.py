@@ -56,7 +56,7 @@ def main(fork_kind: str, moment: str) -> dict[str, Any]:
         return {
             "first": first,
             "again": backend_pid(),
-            "pooled": pool is not None and not pool.closed,
+            "pooled": pool is not None and pool.process_pool_open,
             "held_closed": held.closed,
         }
 

@@ -43,7 +43,7 @@ def test_init_app_connects_nothing(make_app: MakeApp, pg_server: PgServer) -> No
     threads = threading.active_count()
     app = make_app(PGPOOL_CONNINFO=pg_server.dsn(port=free_port()))
     assert app.extensions["pgpool"].extension is pgpool
-    assert all(pool.closed for pool in state_of(app).pools.values())
+    assert not any(pool.process_pool_open for pool in state_of(app).pools.values())
     assert threading.active_count() == threads
 
 
@@ -104,7 +104,7 @@ def test_one_connection_per_app_context_given_back_at_its_end(
 
 def test_a_view_that_does_not_use_it_borrows_nothing(app: Flask) -> None:
     assert app.test_client().get("/health").status_code == 200
-    assert state_of(app).pools["default"].closed, "the pool was not even opened"
+    assert not state_of(app).pools["default"].process_pool_open, "not even opened"
 
 
 def test_app_context_without_request(make_app: MakeApp) -> None:
