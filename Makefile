@@ -23,7 +23,7 @@ STAMP_DEMO := $(VENV)/.installed-demo
 # Every extra: the tests serve the apps with each server.
 EXTRAS := binary,flask,django,uwsgi,gunicorn,celery
 
-.PHONY: test lint docs pytest test-django6 install clean demo bench bench-quick
+.PHONY: test lint docs pytest test-django6 conformance install clean demo bench bench-quick
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -58,7 +58,13 @@ test-django6: $(STAMP_DJANGO6)
 docs: $(STAMP)
 	$(BIN)/sphinx-build -W --keep-going --nitpicky -q -b html docs docs/_build/html
 
-test: lint docs pytest test-django6
+# psycopg_pool's own pool tests against ForkSafePool, compared with the list
+# of allowed failures (tests/conformance/). psycopg's files live outside the
+# repository: PGPOOL_CONFORMANCE_KIT, else ../shared/conformance/psycopg-pool.
+conformance: $(STAMP)
+	$(BIN)/python -m tests.conformance.psycopg_pool
+
+test: lint docs pytest test-django6 conformance
 
 clean:
 	rm -rf $(VENV) $(VENV_DJANGO6) build dist *.egg-info docs/_build
