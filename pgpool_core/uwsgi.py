@@ -1,9 +1,10 @@
 """Hooks for uWSGI: import this module in the WSGI file (or uWSGI ``import =``).
 
 Under uWSGI it registers a ``uwsgidecorators.postfork`` function that gives each
-worker fresh pools and starts connecting, and an atexit function that closes
-them when the worker exits. Outside uWSGI it does nothing, so the import is
-safe in code that also runs under gunicorn, in tests or in a shell.
+worker fresh pools and starts connecting (:mod:`pgpool_core.lifecycle` closes
+them when the worker exits, as in any process). Outside uWSGI it does nothing,
+so the import is safe in code that also runs under gunicorn, in tests or in a
+shell.
 
 The hooks only warm up and tidy: uWSGI does not call postfork functions for the
 first worker under ``lazy-apps``, and fork safety does not depend on them.
@@ -11,7 +12,6 @@ first worker under ``lazy-apps``, and fork safety does not depend on them.
 
 from __future__ import annotations
 
-import atexit
 import sys
 
 from . import lifecycle
@@ -31,13 +31,7 @@ def _postfork() -> None:
     lifecycle.warm_up_all()
 
 
-def _atexit() -> None:
-    if not lifecycle.in_forking_master():
-        lifecycle.close_all(timeout=1.0)
-
-
 if running_under_uwsgi():
     import uwsgidecorators
 
     uwsgidecorators.postfork(_postfork)
-    atexit.register(_atexit)
