@@ -62,8 +62,8 @@ class ForkSafePool(Generic[CT]):
     Open or closed, as a ConnectionPool is (``open``, ``close()``, ``with``),
     but lazily: each process that uses it makes its own ConnectionPool on first
     use (or at ``open()``); one inherited through fork is abandoned, its
-    sockets left to the parent. A forking server's master (see
-    :mod:`pgpool_core.lifecycle`) makes none and starts no thread: it gets
+    sockets left to the parent. A forking server's master (one that imported
+    the server hooks, or uWSGI's) makes none and starts no thread: it gets
     plain connections, closed when given back.
 
     Defaults that differ from ``ConnectionPool``: TCP keepalives, a 30 s
@@ -266,8 +266,9 @@ class ForkSafePool(Generic[CT]):
         process's pool is closed (waiting up to *timeout* seconds for each of
         its threads); connections still borrowed are closed when given back.
         One inherited through fork is abandoned, never closed: that would end
-        the parent's sessions. To let the next use make a fresh pool instead
-        (before a server forks, say), see :func:`pgpool_core.lifecycle.close_all`.
+        the parent's sessions. The server hooks close this process's pool
+        before a server forks but leave this object open, so that the next
+        use (in a worker) makes a fresh one.
         """
         if self._closed:
             self._pools.leave_if_inherited()
@@ -295,7 +296,7 @@ class ForkSafePool(Generic[CT]):
         """
         self._wait(self.pool, timeout)
 
-    def _wait(self, pool: ProcessPool[CT], timeout: float) -> None:
+    def _wait(self, pool: ConnectionPool[CT], timeout: float) -> None:
         try:
             pool.wait(timeout)
         except PoolTimeout:
@@ -367,7 +368,7 @@ class ForkSafePool(Generic[CT]):
             capacity.warn_if_over(self.name, self.max_size, conn)
 
     @property
-    def pool(self) -> ProcessPool[CT]:
+    def pool(self) -> ConnectionPool[CT]:
         """This process's ``psycopg_pool.ConnectionPool``, made on first access.
 
         PoolClosed if the pool is closed; PoolNotAvailable in a forking master.

@@ -1,7 +1,7 @@
 """Hooks for uWSGI: import this module in the WSGI file (or uWSGI ``import =``).
 
 Under uWSGI it registers a ``uwsgidecorators.postfork`` function that gives each
-worker fresh pools and starts connecting (:mod:`pgpool_core.lifecycle` closes
+worker fresh pools and starts connecting (``pgpool_core.lifecycle`` closes
 them when the worker exits, as in any process). Outside uWSGI it does nothing,
 so the import is safe in code that also runs under gunicorn, in tests or in a
 shell.
