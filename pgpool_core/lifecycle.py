@@ -363,10 +363,10 @@ class ProcessPools:
                 for conn in pool.abandon():
                     abandon_connection(conn)
         # The connections lent, and those a pool thread of the parent was
-        # handling at the fork.
+        # handling at the fork. Closed ones too (a master's plain connection
+        # closed before the fork): still the parent's, never given back here.
         for conn in list(here.made):
-            if not conn.closed:
-                abandon_connection(conn)
+            abandon_connection(conn)
 
     def before_fork(self) -> None:
         """Before os.fork(): let pool threads finish the connections they make,

@@ -95,3 +95,21 @@ def test_child_drops_an_inherited_loan_without_a_pool(
     assert held.execute("SELECT pg_backend_pid()").fetchone() == (parent_backend,)
     pool.putconn(held)
     assert pg_log.bad_mac_lines(position) == []
+
+
+@pytest.mark.parametrize("fork", FORKS.values(), ids=FORKS.keys())
+def test_child_drops_a_master_connection_closed_before_the_fork(
+    pool: ForkSafePool, monkeypatch: pytest.MonkeyPatch, fork: Callable[[], int]
+) -> None:
+    """gunicorn's pre_fork hook closes what the master lent; a worker forgets it."""
+    monkeypatch.setattr(lifecycle, "_forking_master_pid", os.getpid())
+    held = pool.getconn()  # Django's connection in a master: plain
+    lifecycle.close_in_master()
+    assert held.closed
+
+    def child() -> bool:
+        inherited = pool.is_inherited(held)
+        pool.putconn(held)  # ignored, not a ValueError
+        return inherited
+
+    assert run_in_child(child, fork) is True
