@@ -60,7 +60,8 @@ docs: $(STAMP)
 
 # psycopg_pool's own pool tests against ForkSafePool, compared with the list
 # of allowed failures (tests/conformance/). psycopg's files live outside the
-# repository: PGPOOL_CONFORMANCE_KIT, else ../shared/conformance/psycopg-pool.
+# repository: PGPOOL_CONFORMANCE_KIT, else shared/conformance/psycopg-pool
+# beside the checkout or beside one of its parent folders.
 conformance: $(STAMP)
 	$(BIN)/python -m tests.conformance.psycopg_pool
 

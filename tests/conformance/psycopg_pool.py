@@ -6,7 +6,9 @@ Usage (from the repository root, with the project's environment)::
 
 psycopg's tests live outside the repository (they are psycopg's files, kept
 beside the project, never copied into it): ``PGPOOL_CONFORMANCE_KIT`` names
-the folder, else ``<repo>/../shared/conformance/psycopg-pool``. They run on a
+the folder, else the first ``shared/conformance/psycopg-pool`` beside the
+repository or beside one of its parent folders (``<repo>/../shared/...``; a
+git worktree's ``../../shared/...``). They run on a
 throwaway TLS cluster of the harness that also accepts plain connections from
 127.0.0.1, for the kit's TCP proxy (pproxy), which cannot speak TLS.
 
@@ -35,7 +37,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 ALLOWED_FILE = Path(__file__).with_name("psycopg_pool_allowed.txt")
 KIT_VARIABLE = "PGPOOL_CONFORMANCE_KIT"
-DEFAULT_KIT = REPO.parent / "shared" / "conformance" / "psycopg-pool"
+KIT_PATH = Path("shared", "conformance", "psycopg-pool")
+#: Where the kit is looked for when the variable is not set, nearest first.
+DEFAULT_KITS = tuple(parent / KIT_PATH for parent in REPO.parents)
 #: psycopg_pool's sync pool tests: test_pool.py and ConnectionPool's half of
 #: test_pool_common.py.
 TEST_FILES = ("tests/pool/test_pool.py", "tests/pool/test_pool_common.py")
@@ -45,8 +49,10 @@ SELECTION = "not NullConnectionPool"
 def find_kit() -> Path | None:
     """Return the conformance kit's folder, or None if it is not there."""
     named = os.environ.get(KIT_VARIABLE)
-    kit = Path(named) if named else DEFAULT_KIT
-    return kit if (kit / "forksafe_swap.py").is_file() else None
+    for kit in (Path(named),) if named else DEFAULT_KITS:
+        if (kit / "forksafe_swap.py").is_file():
+            return kit
+    return None
 
 
 def read_allowed(path: Path = ALLOWED_FILE) -> dict[str, str]:
@@ -172,7 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         message = (
             "psycopg_pool's conformance kit was not found: set"
             f" {KIT_VARIABLE} to the folder holding forksafe_swap.py (looked"
-            f" in {os.environ.get(KIT_VARIABLE) or DEFAULT_KIT})"
+            f" in {os.environ.get(KIT_VARIABLE) or DEFAULT_KITS[0]} and the"
+            " same place beside each parent folder)"
         )
         if os.environ.get("CI", "").lower() == "true":
             print(f"error: {message}", file=sys.stderr)
