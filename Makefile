@@ -2,7 +2,8 @@
 # virtualenv in .venv (PYTHON picks the interpreter) and installs the package
 # with every extra and the development tools (pyproject.toml's dependency
 # groups) there, with Django 5.2 LTS; then it runs the Django tests again with
-# Django 6 on Python 3.12 (test-django6).
+# Django 6 on Python 3.12 (test-django6), and the Celery tests with the
+# oldest Celery the package supports (test-celery-floor).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -18,12 +19,17 @@ PYTHON312 ?= $(shell for p in python3.12 \
 	&& { echo "$$p"; break; }; done)
 VENV_DJANGO6 ?= .venv-django6
 STAMP_DJANGO6 := $(VENV_DJANGO6)/.installed
+# The floor of the celery extra (setup.cfg), for test-celery-floor.
+CELERY_FLOOR ?= celery>=5.3,<5.4
+VENV_CELERY_FLOOR ?= .venv-celery-floor
+STAMP_CELERY_FLOOR := $(VENV_CELERY_FLOOR)/.installed
 STAMP_BENCH := $(VENV)/.installed-bench
 STAMP_DEMO := $(VENV)/.installed-demo
 # Every extra: the tests serve the apps with each server.
 EXTRAS := binary,flask,django,uwsgi,gunicorn,celery
 
-.PHONY: test lint docs pytest test-django6 conformance install clean demo bench bench-quick
+.PHONY: test lint docs pytest test-django6 test-celery-floor \
+	conformance install clean demo bench bench-quick
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +45,13 @@ $(STAMP_DJANGO6): setup.cfg pyproject.toml
 	$(VENV_DJANGO6)/bin/python -m pip install --quiet -e '.[$(EXTRAS)]' --group test \
 		'Django>=6,<7'
 	touch $(STAMP_DJANGO6)
+
+$(STAMP_CELERY_FLOOR): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV_CELERY_FLOOR)
+	$(VENV_CELERY_FLOOR)/bin/python -m pip install --quiet --upgrade pip
+	$(VENV_CELERY_FLOOR)/bin/python -m pip install --quiet \
+		-e '.[binary,django,celery]' --group test 'Django>=5.2,<6' '$(CELERY_FLOOR)'
+	touch $(STAMP_CELERY_FLOOR)
 
 install: $(STAMP)
 
@@ -65,10 +78,14 @@ docs: $(STAMP)
 conformance: $(STAMP)
 	$(BIN)/python -m tests.conformance.psycopg_pool
 
-test: lint docs pytest test-django6 conformance
+# The Celery tests with the oldest Celery of the celery extra (5.3).
+test-celery-floor: $(STAMP_CELERY_FLOOR)
+	$(VENV_CELERY_FLOOR)/bin/python -m pytest tests/celery $(PYTEST_ARGS)
+
+test: lint docs pytest test-django6 test-celery-floor conformance
 
 clean:
-	rm -rf $(VENV) $(VENV_DJANGO6) build dist *.egg-info docs/_build
+	rm -rf $(VENV) $(VENV_DJANGO6) $(VENV_CELERY_FLOOR) build dist *.egg-info docs/_build
 
 # The bug and the fix side by side, on a throwaway TLS PostgreSQL (or the
 # server DATABASE_URL names), under uWSGI in preload mode. Installs only what

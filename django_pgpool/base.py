@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -21,6 +22,13 @@ from .conf import pool_options
 __all__ = ["DatabaseWrapper"]
 
 logger = logging.getLogger("pgpool.django")
+
+
+def _celery_keeps_pools() -> bool:
+    """Return True in a Celery worker process whose pools serve all its tasks."""
+    # Only if the app imported the hooks: this backend never imports Celery.
+    hooks = sys.modules.get("pgpool_core.celery")
+    return hooks is not None and bool(hooks.keeps_pools())
 
 
 class _AliasPool(NamedTuple):
@@ -75,7 +83,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         if entry is not None and entry.target == target:
             return entry.pool
         if entry is not None:
-            self.close_pool()
+            self._close_alias_pool()
         pool = self._make_pool()
         # As in Django: threads racing here agree on the first pool set (none
         # has opened yet: a ForkSafePool connects on first use).
@@ -116,7 +124,18 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         In a forked child (a Celery prefork worker, say) the pool inherited
         from the parent is left alone: closing it would end the parent's
         sessions.
+
+        In a Celery worker process that runs tasks, with ``pgpool_core.celery``
+        imported, it closes nothing: Celery's Django fixup calls it before and
+        after every task (Celery 5.6 and later), right after ``close()`` gave
+        the connection back, and the pool serves the process's next tasks
+        until the process exits (see :func:`pgpool_core.celery.keeps_pools`).
         """
+        if _celery_keeps_pools():
+            return
+        self._close_alias_pool()
+
+    def _close_alias_pool(self) -> None:
         entry = self._fork_safe_pools.pop(self.alias, None)
         if entry is not None:
             # Not a ForkSafePool.close(): a wrapper of another thread may

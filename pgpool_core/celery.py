@@ -26,10 +26,15 @@ in a process that only sends tasks they never run):
 
 They only warm up and tidy, as the server hooks do: fork safety does not
 depend on them, and Celery does not promise to send the shutdown signals.
+
+A process that runs tasks (a prefork child, or the worker itself under the
+other pools) keeps its pools from one task to the next: see
+:func:`keeps_pools`.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from . import lifecycle
@@ -41,7 +46,7 @@ except ImportError as err:
         "pgpool_core.celery needs Celery: pip install psycopg-forksafe[celery]"
     ) from err
 
-__all__ = ["is_prefork_pool"]
+__all__ = ["is_prefork_pool", "keeps_pools"]
 
 #: Celery's prefork pool, as its pool aliases name it.
 _PREFORK = "celery.concurrency.prefork:TaskPool"
@@ -64,13 +69,41 @@ def is_prefork_pool(pool_cls: Any) -> bool:
     )
 
 
+# The process that runs tasks and keeps its pools until it exits (see
+# keeps_pools()); a pid, so that a process forked from it is not one.
+_task_process: int | None = None
+
+
+def keeps_pools() -> bool:
+    """Return True in a worker process that runs tasks, these hooks connected.
+
+    That is a prefork child from ``worker_process_init`` on, or the worker's
+    own process under ``solo``, ``threads``, ``gevent`` or ``eventlet`` from
+    ``worker_init`` on. Its pools serve all its tasks and are closed as it
+    exits (``worker_process_shutdown``, ``worker_shutdown``); adapters keep
+    them open when asked to close them at a task boundary. Celery's Django
+    fixup calls ``close_pool()`` on every pooled Django alias before and after
+    each task (Celery 5.6.0 in every pool, 5.6.1 and later in prefork
+    children): that would make each task open a pool of its own, ``min_size``
+    new TLS sessions per task.
+    """
+    return _task_process == os.getpid()
+
+
 def _worker_init(sender: Any = None, **kwargs: Any) -> None:
-    if sender is not None and is_prefork_pool(getattr(sender, "pool_cls", None)):
+    global _task_process
+    if sender is None:
+        return
+    if is_prefork_pool(getattr(sender, "pool_cls", None)):
         lifecycle.mark_forking_master()
         lifecycle.close_in_master()
+    else:
+        _task_process = os.getpid()
 
 
 def _worker_process_init(**kwargs: Any) -> None:
+    global _task_process
+    _task_process = os.getpid()
     lifecycle.after_fork_in_child()
     lifecycle.warm_up_all()
 

@@ -11,6 +11,8 @@ from typing import Any
 
 #: The name the worker's task is registered and sent under.
 TASK = "pgpool_test.backend_pid"
+#: The task of the Django project's worker (tests/celery/django_app.py).
+DJANGO_TASK = "pgpool_test.django_session"
 
 
 def celery_config(base: Path) -> dict[str, Any]:

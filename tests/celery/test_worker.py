@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.celery.config import TASK, celery_config
+from tests.celery.config import TASK
 from tests.conftest import REPO
 from tests.harness.celery_worker import CeleryWorker, start_worker
 from tests.harness.forking import fork_problems
@@ -101,23 +101,6 @@ def signal_reports(base: Path) -> list[dict[str, Any]]:
 
 def reports_of(events: list[dict[str, Any]], event: str) -> dict[int, dict[str, Any]]:
     return {e["pid"]: e for e in events if e["event"] == event}
-
-
-@pytest.fixture
-def base(tmp_path: Path) -> Path:
-    """The directory that holds the broker's queue and the results."""
-    return tmp_path / "celery"
-
-
-@pytest.fixture
-def client(base: Path) -> Iterator[Celery]:
-    """A Celery app that only sends tasks to the worker and reads their results."""
-    app = Celery("pgpool_test_client", set_as_current=False)
-    app.conf.update(celery_config(base))
-    try:
-        yield app
-    finally:
-        app.close()
 
 
 @pytest.fixture

@@ -1,0 +1,59 @@
+"""A Django project's Celery app, set up as the README says, for the worker tests.
+
+The project is tests/django (PGPOOL_APP_DSN, PGPOOL_APP_POOL_*). Celery's
+Django fixup is installed because DJANGO_SETTINGS_MODULE is set: it closes
+Django's connections, and calls ``close_pool()``, around every task.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from celery import Celery, signals
+
+import pgpool_core.celery  # noqa: F401  (the import under test)
+from tests.celery.config import DJANGO_TASK, celery_config
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django.settings")
+
+BASE = Path(os.environ["PGPOOL_CELERY_DIR"])
+REPORT = BASE / "signals.jsonl"
+
+app = Celery("pgpool_django_test")
+app.conf.update(celery_config(BASE))
+
+
+@app.task(name=DJANGO_TASK)
+def django_session() -> dict[str, Any]:
+    """Return this task's process and backend, and what it found in the session."""
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        # A session setting left by an earlier task on the same backend would
+        # show here: the connection must come back reset.
+        cursor.execute(
+            "SELECT pg_backend_pid(), current_setting('pgpool.left_by_task', true)"
+        )
+        backend, left = cursor.fetchone()
+        cursor.execute("SET pgpool.left_by_task = 'yes'")
+    return {"pid": os.getpid(), "backend": backend, "left": left or None}
+
+
+def report(event: str) -> None:
+    from django.db import connection
+
+    pool = connection.pool
+    state = {"event": event, "pid": os.getpid(), "open": not pool.closed}
+    with open(REPORT, "a") as out:
+        out.write(json.dumps(state) + "\n")
+
+
+# Connected after pgpool_core.celery's receivers, so they run after them.
+
+
+@signals.worker_process_shutdown.connect
+def _process_shutdown(**kwargs: Any) -> None:
+    report("worker_process_shutdown")

@@ -1,0 +1,91 @@
+"""Django tasks under a real Celery worker: a child's pool serves all its tasks.
+
+Celery's Django fixup closes Django's connections before and after every task
+and, from Celery 5.6, calls ``close_pool()`` too: without pgpool_core.celery
+each task would open a pool, ``min_size`` TLS sessions, of its own. The tests
+run with the installed Celery; ``make test`` runs them with Celery's floor too
+(``make test-celery-floor``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import celery
+import pytest
+from celery import Celery
+
+from tests.celery.config import DJANGO_TASK
+from tests.conftest import REPO
+from tests.harness.celery_worker import CeleryWorker, start_worker
+from tests.harness.postgres import PgServer
+
+pytestmark = pytest.mark.slow
+
+POOL_SIZE = 2  # min_size = max_size of the project's pool
+TASKS = 10
+APPLICATION = "pgpool-celery-django"
+
+
+def run_tasks(client: Celery, count: int, timeout: float) -> list[dict[str, Any]]:
+    """Send *count* tasks (one child runs them in turn); return their results."""
+    results = [client.send_task(DJANGO_TASK) for _ in range(count)]
+    return [result.get(timeout=timeout) for result in results]
+
+
+def sessions_opened(pg: PgServer, position: int) -> int:
+    """Return how many sessions of the app the server authorized since *position*."""
+    return sum(
+        1
+        for line in pg.log_since(position).splitlines()
+        if "connection authorized" in line and f"application_name={APPLICATION}" in line
+    )
+
+
+@pytest.fixture
+def worker(pg_log: PgServer, base: Path) -> Iterator[CeleryWorker]:
+    """A prefork worker of the Django project with one child."""
+    env = {
+        "PGPOOL_APP_DSN": pg_log.dsn(application_name=APPLICATION),
+        "PGPOOL_APP_POOL_MIN": str(POOL_SIZE),
+        "PGPOOL_APP_POOL_MAX": str(POOL_SIZE),
+        "PGPOOL_CELERY_DIR": str(base),
+    }
+    started = start_worker("tests.celery.django_app", cwd=REPO, env=env, concurrency=1)
+    try:
+        yield started
+    finally:
+        started.stop()
+
+
+def test_child_keeps_its_pool_across_tasks(
+    worker: CeleryWorker, client: Celery, pg_log: PgServer, base: Path
+) -> None:
+    position = pg_log.log_position()
+
+    bodies = run_tasks(client, TASKS, timeout=30)
+
+    backends = {body["backend"] for body in bodies}
+    opened = sessions_opened(pg_log, position)
+    print(
+        f"celery {celery.__version__}: {TASKS} tasks on one child,"
+        f" {len(backends)} backends, {opened} TLS sessions opened"
+    )
+    assert len({body["pid"] for body in bodies}) == 1
+    assert len(backends) <= POOL_SIZE
+    assert opened == POOL_SIZE
+    # Each task found its connection reset, whatever the one before it set.
+    assert [body["left"] for body in bodies] == [None] * TASKS
+
+    returncode = worker.stop()
+
+    assert returncode == 0, worker.output()[-3000:]
+    # The child closed its pool as it exited.
+    reports = (base / "signals.jsonl").read_text()
+    assert '"open": false' in reports and '"open": true' not in reports, reports
+    assert pg_log.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+        [APPLICATION],
+    ) == [(0,)]
