@@ -18,6 +18,7 @@ from pgpool_core import ForkSafePool, lifecycle
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
 from .conf import pool_options
+from .creation import DatabaseCreation, close_connections_on
 
 __all__ = ["DatabaseWrapper"]
 
@@ -54,6 +55,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     # is kept so that when the test runner points the alias at a test
     # database (or a parallel worker's clone), a new pool is made for it.
     _fork_safe_pools: dict[str, _AliasPool] = {}
+
+    creation_class = DatabaseCreation
 
     # Defined by Django's backend; typed here. The pool ignores what it returns.
     _configure_connection: Callable[[psycopg.Connection[Any]], Any]
@@ -141,6 +144,21 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             # Not a ForkSafePool.close(): a wrapper of another thread may
             # still hold it, and use it again.
             lifecycle.release(entry.pool)
+
+    def close_pools_on(self, name: str) -> None:
+        """Close every pool on database *name*, of any alias, and this thread's
+        connections there: before a test database is cloned or dropped.
+
+        Django's backend closes only the pool of the alias whose test database
+        it makes or drops; the pool of an alias mirrored to it, of a copy
+        (``connection.copy()``) or of another alias on the same database would
+        keep sessions there, and PostgreSQL refuses the ``DROP DATABASE`` or
+        the ``CREATE DATABASE ... TEMPLATE``.
+        """
+        close_connections_on(name)
+        for alias, entry in list(self._fork_safe_pools.items()):
+            if entry.target[0] == name and self._fork_safe_pools.pop(alias, None):
+                lifecycle.release(entry.pool)  # as _close_alias_pool()
 
     # -- the connection ------------------------------------------------------
 

@@ -3,10 +3,13 @@
 The database comes from PGPOOL_APP_DSN (a conninfo string); under pytest
 without it, tests/django/conftest.py points the alias at the test cluster.
 PGPOOL_APP_POOL_* size the pool; PGPOOL_APP_TEST_DB names the test database.
+PGPOOL_APP_REPLICA=1 adds a "replica" alias, a test mirror of "default" as in
+Django's documented primary/replica setup.
 """
 
 from __future__ import annotations
 
+import copy
 import os
 from typing import Any
 
@@ -49,6 +52,10 @@ DATABASES = {
         "TEST": {"NAME": os.environ.get("PGPOOL_APP_TEST_DB")},
     }
 }
+
+if os.environ.get("PGPOOL_APP_REPLICA"):
+    DATABASES["replica"] = copy.deepcopy(DATABASES["default"])
+    DATABASES["replica"]["TEST"] = {"MIRROR": "default"}
 
 LOGGING = {
     "version": 1,

@@ -2,8 +2,10 @@
 
 pytest-django (--create-db, --reuse-db, xdist) and ``manage.py test`` run in
 processes of their own, on test databases named here. Their tests leave
-pooled connections to the test database open: it must be dropped all the same,
-without "database ... is being accessed by other users".
+pooled connections to the test database open, through the default alias, a
+mirror alias and a copy of the connection, each with a pool of its own: it
+must be dropped all the same, without "database ... is being accessed by
+other users".
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ pytestmark = pytest.mark.slow
 
 INNER = "tests/django/inner_db.py"
 BUSY = "is being accessed by other users"
+# A "replica" alias mirrored to "default" (tests/django/settings.py).
+TEST_DB_ENV = {"PGPOOL_APP_REPLICA": "1"}
 
 
 def databases_like(pg: PgServer, prefix: str) -> list[str]:
@@ -53,11 +57,11 @@ def run_pytest(
         "-p",
         "no:cacheprovider",
         *args,
-        env={**env, "PGPOOL_APP_TEST_DB": test_db, "PYTHONWARNINGS": ""},
+        env={**env, **TEST_DB_ENV, "PGPOOL_APP_TEST_DB": test_db, "PYTHONWARNINGS": ""},
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "2 passed" in output, output
+    assert "3 passed" in output, output
     assert BUSY not in output
     return result
 
@@ -104,10 +108,10 @@ def test_manage_py_test(
         parallel,
         "-v",
         "2",
-        env={**app_env, "PGPOOL_APP_TEST_DB": test_db},
+        env={**app_env, **TEST_DB_ENV, "PGPOOL_APP_TEST_DB": test_db},
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
-    assert "Ran 2 tests" in output and "\nOK" in output, output
+    assert "Ran 3 tests" in output and "\nOK" in output, output
     assert BUSY not in output
     assert databases_like(pg_server, test_db) == []
