@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -14,7 +15,7 @@ from django.db.backends.postgresql import base as postgresql
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from pgpool_core import ForkSafePool, lifecycle
+from pgpool_core import ForkSafePool, green, lifecycle
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
 from .conf import pool_options
@@ -30,6 +31,29 @@ def _celery_keeps_pools() -> bool:
     # Only if the app imported the hooks: this backend never imports Celery.
     hooks = sys.modules.get("pgpool_core.celery")
     return hooks is not None and bool(hooks.keeps_pools())
+
+
+def _connections_per_greenlet() -> None:
+    """Once gevent or eventlet patched threading, give each greenlet its connections.
+
+    Django keeps its connections in a thread-local made when ``django.db`` was
+    imported. In a gunicorn master that preloaded the app, that was before the
+    worker was patched: a real thread-local, which all the worker's greenlets
+    would share, one request's transaction running on another's connection.
+    Its wrappers are the master's (their connections are abandoned, see
+    :meth:`ForkSafePool.is_inherited`), so a fresh one replaces it.
+    """
+    from asgiref.local import Local
+    from django.db import connections
+
+    handler: Any = connections  # _connections: Django's, untyped
+    storage = getattr(handler._connections, "_storage", None)  # asgiref's
+    if storage is None or isinstance(storage, threading.local):
+        return  # made after the patch, or not a thread-local at all
+    handler._connections = Local(handler.thread_critical)
+
+
+green.on_patched(_connections_per_greenlet)
 
 
 class _AliasPool(NamedTuple):

@@ -15,7 +15,8 @@ in a process that only sends tasks they never run):
     so it keeps no pool thread and no idle connection; code that still
     queries there gets plain connections. With ``--pool=solo``, ``threads``,
     ``gevent`` or ``eventlet`` tasks run in the main process, which keeps its
-    pools.
+    pools; under gevent and eventlet, psycopg's waits are made to yield to
+    the event loop (see :mod:`pgpool_core.green`).
 ``worker_process_init``
     Gives each prefork child fresh pools and starts connecting (under
     ``solo`` it runs in the main process, and only starts connecting).
@@ -37,7 +38,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import lifecycle
+from . import green, lifecycle
 
 try:
     from celery import signals
@@ -99,6 +100,9 @@ def _worker_init(sender: Any = None, **kwargs: Any) -> None:
         lifecycle.close_in_master()
     else:
         _task_process = os.getpid()
+        # gevent and eventlet patched before the app was imported; psycopg
+        # only notices gevent.
+        green.after_patch()
 
 
 def _worker_process_init(**kwargs: Any) -> None:

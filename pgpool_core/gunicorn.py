@@ -4,19 +4,32 @@ Importing this module from ``gunicorn.conf.py`` marks the master as a forking
 master: pools touched by import-time code there (``preload_app = True``) use
 plain connections and start no thread. Use the hooks as they are::
 
-    from pgpool_core.gunicorn import post_fork, pre_fork, worker_exit
+    from pgpool_core.gunicorn import post_fork, post_worker_init, pre_fork, worker_exit
 
 or call them from hooks of your own. They only warm up and tidy; fork safety
 does not depend on them.
+
+The gevent and eventlet workers monkey-patch the standard library after
+``post_fork``, in the worker's ``init_process``; psycopg, imported before,
+would keep waits that block the whole worker (see :mod:`pgpool_core.green`).
+For them, ``post_fork`` leaves the warm-up to ``post_worker_init``, which runs
+after the patch, and psycopg's waits are chosen again once gevent has patched
+(from ``post_worker_init`` under eventlet).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from . import capacity, lifecycle
+from . import capacity, green, lifecycle
 
-__all__ = ["post_fork", "pre_fork", "when_ready", "worker_exit"]
+__all__ = ["post_fork", "post_worker_init", "pre_fork", "when_ready", "worker_exit"]
+
+#: gunicorn's workers that monkey-patch in init_process(), by module.
+_PATCHING_WORKERS = {
+    "gunicorn.workers.ggevent": "gevent",
+    "gunicorn.workers.geventlet": "eventlet",
+}
 
 lifecycle.mark_forking_master()
 
@@ -32,10 +45,35 @@ def pre_fork(server: Any, worker: Any) -> None:
 
 
 def post_fork(server: Any, worker: Any) -> None:
-    """Give the new worker fresh pools and start connecting (gunicorn ``post_fork``)."""
+    """Give the new worker fresh pools and start connecting (gunicorn ``post_fork``).
+
+    A gevent or eventlet worker starts connecting in ``post_worker_init``:
+    pool threads started before its monkey-patching would be real threads,
+    waiting on locks that block every greenlet.
+    """
     capacity.record_gunicorn_workers(getattr(server, "num_workers", None))
     lifecycle.after_fork_in_child()
+    patcher = _patched_later_by(worker)
+    if patcher is None:
+        lifecycle.warm_up_all()
+    elif patcher == "gevent":
+        green.after_gevent_patch()
+
+
+def post_worker_init(worker: Any) -> None:
+    """Fit psycopg to a patched worker, then start connecting (gunicorn
+    ``post_worker_init``, after the worker loaded the app)."""
+    green.after_patch()
     lifecycle.warm_up_all()
+
+
+def _patched_later_by(worker: Any) -> str | None:
+    """Return ``"gevent"`` or ``"eventlet"`` if *worker* monkey-patches after
+    ``post_fork``, else None."""
+    for cls in type(worker).__mro__:
+        if cls.__module__ in _PATCHING_WORKERS:
+            return _PATCHING_WORKERS[cls.__module__]
+    return None
 
 
 def worker_exit(server: Any, worker: Any) -> None:

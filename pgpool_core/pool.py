@@ -17,7 +17,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.abc import CT
 
-from . import capacity
+from . import capacity, green
 from .errors import PoolNotAvailable
 from .lifecycle import ProcessPools, in_forking_master, is_abandoned
 from .loans import Loans
@@ -321,6 +321,9 @@ class ForkSafePool(Generic[CT]):
     # -- this process's pool -------------------------------------------------------
 
     def _make_pool(self) -> ProcessPool[CT]:
+        # Under gevent or eventlet, psycopg's waits must yield to the event
+        # loop before the pool's threads (greenlets then) connect.
+        green.use_cooperative_wait()
         return ProcessPool(
             self._conninfo,
             owner=self._pools,

@@ -48,15 +48,25 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
     if pgconn.transaction_status != TransactionStatus.IDLE:
         ConnectionPool.check_connection(conn)
         return
-    poller = select.poll()
-    poller.register(pgconn.socket, _POLL_MASK)
-    if poller.poll(0):
+    if _readable_now(pgconn.socket):
         ConnectionPool.check_connection(conn)
 
 
 #: The former name of :func:`check_socket`, kept importable: not to be confused
 #: with ``ForkSafePool.check_connection``, psycopg_pool's round-trip check.
 check_connection = check_socket
+
+
+def _readable_now(fd: int) -> bool:
+    """Return True if *fd* has something to read (or an error, an EOF) right now."""
+    # eventlet's patched select module has no poll(); select() is limited to
+    # descriptors below FD_SETSIZE, so poll() where there is one.
+    if not hasattr(select, "poll"):
+        readable, _, failed = select.select([fd], [], [fd], 0)
+        return bool(readable or failed)
+    poller = select.poll()
+    poller.register(fd, _POLL_MASK)
+    return bool(poller.poll(0))
 
 
 def rollback_if_needed(conn: psycopg.Connection[Any]) -> None:

@@ -14,5 +14,12 @@ timeout = 60
 graceful_timeout = 30
 
 # Importing these marks the master (no pool threads there before the fork),
-# warms each worker up after the fork and closes its pools when it exits.
-from pgpool_core.gunicorn import post_fork, pre_fork, when_ready, worker_exit  # noqa: E402,F401
+# warms each worker up after the fork (after the monkey-patching of a gevent
+# worker) and closes its pools when it exits.
+from pgpool_core.gunicorn import (  # noqa: E402,F401
+    post_fork,
+    post_worker_init,
+    pre_fork,
+    when_ready,
+    worker_exit,
+)

@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery, signals
 from psycopg.conninfo import make_conninfo
 
-from tests.celery.config import TASK, celery_config
+from tests.celery.config import SLEEP_TASK, TASK, celery_config
 
 MODE = os.environ.get("PGPOOL_APP_MODE", "forksafe")
 DSN = os.environ["PGPOOL_APP_DSN"]
@@ -64,6 +64,19 @@ def backend_pid() -> dict[str, Any]:
     except Exception as err:
         body["error"] = f"{type(err).__name__}: {err}"
     return body
+
+
+@app.task(name=SLEEP_TASK)
+def sleep(seconds: float) -> dict[str, Any]:
+    """Hold a connection in a query for *seconds*; say when it ran."""
+    with pool.connection() as conn:
+        started = time.time()
+        row = conn.execute(
+            "SELECT pg_backend_pid(), pg_sleep(%s)", [seconds]
+        ).fetchone()
+        ended = time.time()
+    assert row is not None
+    return {"pid": os.getpid(), "backend": row[0], "started": started, "ended": ended}
 
 
 # Connected after pgpool_core.celery's receivers, so they run after them.

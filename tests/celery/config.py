@@ -11,6 +11,8 @@ from typing import Any
 
 #: The name the worker's task is registered and sent under.
 TASK = "pgpool_test.backend_pid"
+#: A task that holds a connection in a query (tests/celery/app.py).
+SLEEP_TASK = "pgpool_test.sleep"
 #: The task of the Django project's worker (tests/celery/django_app.py).
 DJANGO_TASK = "pgpool_test.django_session"
 

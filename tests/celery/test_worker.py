@@ -18,10 +18,11 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.celery.config import TASK
+from tests.celery.config import SLEEP_TASK, TASK
 from tests.conftest import REPO
 from tests.harness.celery_worker import CeleryWorker, start_worker
 from tests.harness.forking import fork_problems
+from tests.harness.overlap import most_at_once, shared_while_running
 from tests.harness.postgres import PgServer
 
 MAX_SIZE = 4  # the app's pool
@@ -227,3 +228,23 @@ def test_main_process_keeps_its_pool_without_prefork(
     assert returncode == 0, worker.output()[-3000:]
     shutdown = reports_of(signal_reports(base), "worker_shutdown")
     assert shutdown[worker.pid]["open"] is False
+
+
+@pytest.mark.parametrize("pool", ["gevent", "eventlet"])
+def test_green_pools_run_queries_side_by_side(
+    start_celery: Callable[..., CeleryWorker],
+    client: Celery,
+    pg_log: PgServer,
+    pool: str,
+) -> None:
+    """Celery patches before the app imports psycopg, which only notices gevent."""
+    worker = start_celery(pg_log, "forksafe", pool=pool)
+
+    results = [client.send_task(SLEEP_TASK, args=[0.5]) for _ in range(8)]
+    bodies = [result.get(timeout=60) for result in results]
+
+    most = most_at_once(bodies)
+    print(f"celery -P {pool}: at most {most} queries at once")
+    assert {body["pid"] for body in bodies} == {worker.pid}
+    assert most >= 2, bodies
+    assert shared_while_running(bodies) == []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from typing import Any
 
 from django.db import connection
@@ -48,10 +49,13 @@ def state(request: HttpRequest) -> JsonResponse:
 
 
 def hold(request: HttpRequest) -> JsonResponse:
-    """Keep a connection busy for ?seconds= (pool exhaustion tests)."""
-    with connection.cursor() as cursor:
+    """Keep a connection busy for ?seconds=; say when (pool exhaustion, gevent)."""
+    with connection.cursor() as cursor:  # borrowed by now, maybe after a wait
+        started = time.time()
         cursor.execute("SELECT pg_sleep(%s)", [float(request.GET["seconds"])])
-    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
+        ended = time.time()
+    body = {"pid": os.getpid(), "backend": _backend()}
+    return JsonResponse({**body, "started": started, "ended": ended})
 
 
 def items(request: HttpRequest) -> JsonResponse:

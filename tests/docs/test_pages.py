@@ -22,6 +22,7 @@ PUBLIC_MODULES = [
     "pgpool_core.gunicorn",
     "pgpool_core.uwsgi",
     "pgpool_core.celery",
+    "pgpool_core.green",
     "pgpool_core.snippets",
     "flask_pgpool",
     "django_pgpool",

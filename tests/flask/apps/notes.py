@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from typing import Any
 
-from flask import Blueprint, Flask, Response, stream_with_context
+from flask import Blueprint, Flask, Response, request, stream_with_context
 
 from flask_pgpool import PgPool
 
@@ -47,6 +48,23 @@ def health() -> dict[str, Any]:
 @bp.get("/query")
 def query() -> dict[str, Any]:
     return {"pid": os.getpid(), "backend": backend()}
+
+
+@bp.get("/hold")
+def hold() -> dict[str, Any]:
+    """Keep a connection busy for ?seconds=; say when the query ran."""
+    conn = pgpool.connection  # borrowed here, maybe after a wait
+    started = time.time()
+    row = conn.execute(
+        "SELECT pg_backend_pid(), pg_sleep(%s)", [float(request.args["seconds"])]
+    ).fetchone()
+    assert row is not None
+    return {
+        "pid": os.getpid(),
+        "backend": row[0],
+        "started": started,
+        "ended": time.time(),
+    }
 
 
 @bp.get("/session")
