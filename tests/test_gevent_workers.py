@@ -23,10 +23,6 @@ from tests.harness.overlap import most_at_once, shared_while_running
 from tests.harness.postgres import PgServer
 from tests.harness.servers import RunningServer, run_load
 
-pytest.importorskip(
-    "gevent", reason="the gevent worker needs gevent (pip install gevent)"
-)
-
 pytestmark = [pytest.mark.servers, pytest.mark.slow]
 
 WORKERS = 2
