@@ -13,7 +13,12 @@ from .errors import ConfigurationError, PgPoolError, PoolNotAvailable
 from .loans import borrower
 from .options import POOL_OPTIONS, mask_conninfo, validate_pool_options
 from .pool import ForkSafePool
-from .session import RESET_SQL, check_connection, check_socket
+from .session import (
+    RESET_SQL,
+    check_connection,
+    check_socket,
+    check_target_session_attrs,
+)
 
 __all__ = [
     "POOL_OPTIONS",
@@ -25,6 +30,7 @@ __all__ = [
     "borrower",
     "check_connection",
     "check_socket",
+    "check_target_session_attrs",
     "mask_conninfo",
     "validate_pool_options",
 ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import select
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ __all__ = [
     "RESET_SQL",
     "check_connection",
     "check_socket",
+    "check_target_session_attrs",
     "make_reset",
     "rollback_if_needed",
     "run_reset_sql",
@@ -41,10 +43,15 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
     termination (admin shutdown, idle session timeout) or an EOF. Only then is
     the connection checked for real, with an empty query
     (``ConnectionPool.check_connection``, which closes it if it fails).
+
+    A connection made for writes (``target_session_attrs=read-write`` or
+    ``primary``) is refused once its server says it no longer takes them
+    (see :func:`check_target_session_attrs`).
     """
     pgconn = conn.pgconn
     if pgconn.status != ConnStatus.OK:
         raise psycopg.OperationalError("the connection is closed")
+    check_target_session_attrs(conn)
     if pgconn.transaction_status != TransactionStatus.IDLE:
         ConnectionPool.check_connection(conn)
         return
@@ -67,6 +74,58 @@ def _readable_now(fd: int) -> bool:
     poller = select.poll()
     poller.register(fd, _POLL_MASK)
     return bool(poller.poll(0))
+
+
+# What each connection's target_session_attrs asks for, read once: libpq's
+# PQconninfo() costs more than the rest of the check.
+_target_session_attrs: weakref.WeakKeyDictionary[psycopg.Connection[Any], str] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def check_target_session_attrs(
+    conn: psycopg.Connection[Any], attrs: str | None = None
+) -> None:
+    """Raise if *conn*'s server no longer is what its ``target_session_attrs`` asked.
+
+    libpq checks ``target_session_attrs`` when it connects, only then.
+    ``read-write`` wants a server that is not in recovery and whose
+    ``default_transaction_read_only`` is off, ``primary`` one not in
+    recovery: the values PostgreSQL 14 and later report to the client as
+    ``in_hot_standby`` and ``default_transaction_read_only``, read here without
+    a round trip. Other values ask nothing of a connection's later life.
+    *attrs* defaults to the connection's own setting (its conninfo, or
+    ``PGTARGETSESSIONATTRS``).
+    """
+    if attrs is None:
+        attrs = _target_session_attrs.get(conn)
+        if attrs is None:
+            attrs = _target_session_attrs[conn] = _conninfo_value(
+                conn, b"target_session_attrs"
+            )
+    if attrs not in ("read-write", "primary"):
+        return
+    info = conn.info
+    if info.parameter_status("in_hot_standby") == "on":
+        raise psycopg.OperationalError(
+            f"the server is in recovery (in_hot_standby is on):"
+            f" not lent for target_session_attrs={attrs}"
+        )
+    if (
+        attrs == "read-write"
+        and info.parameter_status("default_transaction_read_only") == "on"
+    ):
+        raise psycopg.OperationalError(
+            "the server is read-only (default_transaction_read_only is on):"
+            " not lent for target_session_attrs=read-write"
+        )
+
+
+def _conninfo_value(conn: psycopg.Connection[Any], keyword: bytes) -> str:
+    for option in conn.pgconn.info:
+        if option.keyword == keyword:
+            return (option.val or b"").decode()
+    return ""
 
 
 def rollback_if_needed(conn: psycopg.Connection[Any]) -> None:

@@ -48,6 +48,13 @@ def application(
     if environ["PATH_INFO"] != "/health":
         try:
             with pool.connection() as conn:
+                if environ["PATH_INFO"] == "/write":
+                    # The failover tests' table; the answer names the server.
+                    row = conn.execute(
+                        "INSERT INTO failover_writes (port)"
+                        " VALUES (inet_server_port()) RETURNING port"
+                    ).fetchone()
+                    body["port"] = row[0] if row else None
                 row = conn.execute("SELECT pg_backend_pid()").fetchone()
             body["backend"] = row[0] if row else None
         except Exception as err:

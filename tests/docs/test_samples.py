@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 from flask import Flask
+from psycopg.conninfo import conninfo_to_dict
 
 from pgpool_core.snippets import SNIPPETS, read_snippet
 from tests.conftest import REPO
@@ -307,6 +308,22 @@ def check_pgbouncer_settings(found: Sample, request: pytest.FixtureRequest) -> N
     monkeypatch = request.getfixturevalue("monkeypatch")
     monkeypatch.setattr(settings, "DATABASES", {"x": databases["default"]})
     assert [message.id for message in django_checks(None)] == []
+
+
+@check("python", "# Flask and Django: the primary first, then its standby")
+def check_failover_settings(found: Sample, request: pytest.FixtureRequest) -> None:
+    from tests.django.support import database_settings, load_alias
+
+    pg: PgServer = request.getfixturevalue("pg_server")
+    app = Flask("failover")
+    databases = {"default": database_settings(pg)}
+    run(found.code, {"app": app, "DATABASES": databases}, found.id)
+    params = conninfo_to_dict(app.config["PGPOOL_CONNINFO"])
+    wrapper = load_alias(databases["default"])
+    for found_params in (params, wrapper.get_connection_params()):
+        assert found_params["host"] == "db1,db2"
+        assert str(found_params["port"]) == "5432,5432"
+        assert found_params["target_session_attrs"] == "read-write"
 
 
 # -- Python: the core and the hooks -------------------------------------------

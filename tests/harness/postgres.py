@@ -165,6 +165,10 @@ class PgServer:
     def is_running(self) -> bool:
         return self._pg_ctl("status", check=False).returncode == 0
 
+    def promote(self) -> None:
+        """Promote a standby; return once it has left recovery."""
+        self._pg_ctl("-w", "-t", "60", "promote")
+
 
 def _run(
     cmd: list[str], *, as_postgres: bool, check: bool = True
@@ -292,6 +296,72 @@ def start_cluster(*, plain_loopback: bool = False) -> PgServer:
     server.execute(f"CREATE DATABASE {DBNAME}")
     server.dbname = DBNAME
     return server
+
+
+def start_standby(primary: PgServer, **settings: str) -> PgServer:
+    """Make a streaming standby of *primary*, a throwaway cluster; return it running.
+
+    ``pg_basebackup -R`` over the primary's Unix socket (a ``local
+    replication`` line is added to the primary's pg_hba.conf), then the
+    standby's own port, socket directory, certificate and log, and
+    *settings* (postgresql.conf names and values, quoted as needed). Stop it
+    with :func:`stop_cluster`, before the primary.
+    """
+    assert primary.datadir is not None and primary.bindir is not None
+    as_postgres = primary._as_postgres
+    with open(primary.datadir / "pg_hba.conf", "a") as hba:
+        hba.write("local replication all trust\n")
+    primary.reload()
+    root = Path(tempfile.mkdtemp(prefix="pgpool-pg-standby-"))
+    datadir = root / "data"
+    logfile = root / "server.log"
+    _make_certificate(root)
+    logfile.touch()
+    if as_postgres:
+        entry = pwd.getpwnam("postgres")
+        for path in (root, root / "server.key", root / "server.crt", logfile):
+            os.chown(path, entry.pw_uid, entry.pw_gid)
+    os.chmod(root / "server.key", 0o600)
+    _run(
+        [
+            str(primary.bindir / "pg_basebackup"),
+            f"--host={primary.datadir.parent}",
+            f"--port={primary.port}",
+            f"--username={primary.user}",
+            f"--pgdata={datadir}",
+            "--write-recovery-conf",
+            "--wal-method=stream",
+            "--checkpoint=fast",  # a spread checkpoint takes minutes
+            "--no-sync",
+        ],
+        as_postgres=as_postgres,
+    )
+    port = free_port()
+    own = {
+        "port": str(port),
+        "unix_socket_directories": f"'{root}'",
+        "ssl_cert_file": f"'{root / 'server.crt'}'",
+        "ssl_key_file": f"'{root / 'server.key'}'",
+        **settings,
+    }
+    with open(datadir / "postgresql.conf", "a") as conf:
+        conf.write("\n# pgpool tests: the standby\n")
+        for key, value in own.items():
+            conf.write(f"{key} = {value}\n")
+    standby = PgServer(
+        host=primary.host,
+        port=port,
+        user=primary.user,
+        password=primary.password,
+        dbname=primary.dbname,
+        datadir=datadir,
+        logfile=logfile,
+        bindir=primary.bindir,
+        _as_postgres=as_postgres,
+    )
+    standby.start()
+    standby._watchdog = _watch(standby, root)
+    return standby
 
 
 def _watch(server: PgServer, root: Path) -> subprocess.Popen[bytes]:
