@@ -46,7 +46,7 @@ def report(event: str) -> None:
     from django.db import connection
 
     pool = connection.pool
-    state = {"event": event, "pid": os.getpid(), "open": not pool.closed}
+    state = {"event": event, "pid": os.getpid(), "open": pool.process_pool_open}
     with open(REPORT, "a") as out:
         out.write(json.dumps(state) + "\n")
 

@@ -310,7 +310,7 @@ def check_pgbouncer_settings(found: Sample, request: pytest.FixtureRequest) -> N
     assert [message.id for message in django_checks(None)] == []
 
 
-@check("python", "# Flask and Django: the primary first, then its standby")
+@check("python", "# The primary first, then its standby: Flask, then Django")
 def check_failover_settings(found: Sample, request: pytest.FixtureRequest) -> None:
     from tests.django.support import database_settings, load_alias
 
@@ -351,7 +351,7 @@ def check_gunicorn_hooks(found: Sample, request: pytest.FixtureRequest) -> None:
 
 @check("python", "import pgpool_core.celery  # noqa: F401")
 @check("literal", "import pgpool_core.celery  # noqa: F401")
-@check("literal", "from pgpool_core.gunicorn import post_fork, pre_fork, worker_exit")
+@check("literal", "from pgpool_core.gunicorn import post_fork, post_worker_init")
 def check_imports(found: Sample, request: pytest.FixtureRequest) -> None:
     lines = found.code.splitlines()
     assert all(line.startswith(("import ", "from ")) for line in lines)
