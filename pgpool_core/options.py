@@ -2,24 +2,40 @@
 
 from __future__ import annotations
 
+import difflib
+import functools
+import html
+import json
+import logging
 import os
 import re
+import threading
 from collections.abc import Callable, Mapping
 from numbers import Real
-from typing import Any, get_origin
+from typing import Any, TypeVar, get_origin
+from urllib.parse import quote, quote_plus, unquote
 
 import psycopg
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .errors import ConfigurationError
 
 __all__ = [
     "KEEPALIVE_DEFAULTS",
+    "ConnectionParams",
+    "MASK",
     "POOL_OPTIONS",
+    "SECRET_KEYWORDS",
+    "MaskingFilter",
+    "connect_masked",
     "mask_conninfo",
+    "mask_exception",
     "mask_secrets",
     "merge_defaults",
     "parse_conninfo",
+    "remember_kwargs",
+    "remember_secrets",
     "validate_pool_options",
 ]
 
@@ -63,8 +79,6 @@ POOL_OPTIONS = frozenset(
         "pgbouncer",
     }
 )
-
-MASK = "********"
 
 
 def _is_int(value: object) -> bool:
@@ -151,68 +165,779 @@ def validate_pool_options(
         )
 
 
-# Pieces of a conninfo string that may be a password: the value after
-# "password=" (quoted or not, and any stray words up to the next "key="), and
-# the password in a URL's userinfo.
-_KEYWORD_PASSWORD = re.compile(
-    r"password\s*=\s*('(?:[^'\\]|\\.)*'?|\S*)((?:\s+(?!\w+\s*=)\S+)*)"
+# -- secrets -------------------------------------------------------------------
+#
+# Masking works from the secret values themselves, not from the shape of the
+# text around them: the values are collected from the conninfo and kwargs
+# (parsed by libpq), from what a value may hide (a conninfo pasted as the host
+# or the database name), from the environment, the password file and the
+# service file, and from lenient readings of text that libpq cannot parse or
+# may misread (a URL password with an unencoded "@" or "/"). Each value is then
+# replaced wherever it appears, in each of the forms it takes in an output:
+# percent-encoded, escaped for a conninfo, a Python repr, JSON or HTML.
+
+#: libpq settings whose values are secrets.
+SECRET_KEYWORDS = frozenset(
+    {
+        "password",
+        "sslpassword",
+        "oauth_client_secret",  # libpq 18
+        "scram_client_key",  # libpq 18: a SCRAM key stands for the password
+        "scram_server_key",
+    }
 )
-_URL_PASSWORD = re.compile(r"^[a-z]+://[^:/@\s]*:([^@\s]*)@", re.IGNORECASE)
+
+#: What a secret is replaced with.
+MASK = "********"
+
+#: A secret shorter than this is masked only where no letter or digit touches
+#: it: "a" must not turn "password authentication failed" into stars.
+_SHORT = 4
+
+#: PostgreSQL's longest identifier, in bytes: the server cuts a longer database
+#: or user name there before quoting it in an error.
+_NAMEDATALEN = 63
+
+_URL_PREFIX = re.compile(r"postgres(?:ql)?://", re.IGNORECASE)
+_SECRET_KEYWORD_AT = re.compile(
+    r"(?:^|(?<=[\s?&'\"]))(?:password|sslpassword|oauth_client_secret"
+    r"|scram_client_key|scram_server_key)\s*=\s*",
+    re.IGNORECASE,
+)
+_PIECE_SEPARATORS = re.compile(r"[\s'\"\\/@:?#&=,%]+")
+_CONNINFO_ESCAPE = re.compile(r"([\\'])")
+_C_SPACE = " \t\n\r\f\v"  # isspace() in libpq's C locale
 
 
-def _secrets_in(conninfo: str) -> list[str]:
-    found: list[str] = []
-    for match in _KEYWORD_PASSWORD.finditer(conninfo):
-        value = match.group(1)
-        found.append(value)
-        found.append(value.strip("'"))
-        found.extend(match.group(2).split())
-    url = _URL_PASSWORD.match(conninfo)
-    if url:
-        found.append(url.group(1))
-    return sorted({s for s in found if s}, key=len, reverse=True)
+@functools.lru_cache(maxsize=1)
+def _keywords() -> frozenset[str]:
+    """Every setting name this libpq knows."""
+    return frozenset(opt.keyword.decode() for opt in pq.Conninfo.get_defaults())
 
 
-def mask_secrets(text: str, conninfo: str) -> str:
-    """Return *text* with anything that may be a password from *conninfo* masked."""
-    for secret in _secrets_in(conninfo):
-        text = text.replace(secret, MASK)
+def _py_escaped(value: str, delimiter: str, *, ascii_only: bool = False) -> str:
+    """*value* as it appears in a Python string literal between *delimiter*s."""
+    escape = ascii if ascii_only else repr
+    return "".join(
+        "\\" + ch if ch == delimiter else ch if ch in "'\"" else escape(ch)[1:-1]
+        for ch in value
+    )
+
+
+def _forms(value: str) -> set[str]:
+    """Return *value* as it may appear in an output: encoded, escaped, quoted."""
+    first = {
+        value,
+        value.strip(),
+        " ".join(value.split()),  # an output that folds whitespace
+        quote(value, safe=""),
+        quote(value),
+        quote_plus(value),
+        _CONNINFO_ESCAPE.sub(r"\\\1", value),
+        value.replace("\\", "\\\\").replace(":", "\\:"),  # a .pgpass line
+    }
+    for quote_char in ("'", '"'):
+        first.add(_py_escaped(value, quote_char))
+        first.add(_py_escaped(value, quote_char, ascii_only=True))
+    first.add(json.dumps(value)[1:-1])
+    first.add(json.dumps(value, ensure_ascii=False)[1:-1])
+    # Twice escaped: a repr in a JSON document, an escaped value on an HTML page.
+    forms = set(first)
+    for form in first:
+        forms.add(html.escape(form))
+        forms.add(html.escape(form, quote=False))
+        forms.add(json.dumps(form)[1:-1])
+        forms.add(_py_escaped(form, "'"))
+        forms.add(_CONNINFO_ESCAPE.sub(r"\\\1", form))
+    forms.discard("")
+    return forms
+
+
+def _pieces(text: str) -> set[str]:
+    """Words of *text* that a parser may have split it into, short ones dropped."""
+    keywords = _keywords()
+    return {
+        piece
+        for piece in _PIECE_SEPARATORS.split(text)
+        if len(piece) >= _SHORT and piece not in keywords
+    }
+
+
+def _truncated(value: str) -> str:
+    return value.encode()[:_NAMEDATALEN].decode(errors="ignore")
+
+
+def _looks_like_conninfo(value: str) -> bool:
+    # libpq's own test for a dbname to expand, made lenient on the scheme case.
+    return "=" in value or _URL_PREFIX.search(value) is not None
+
+
+def _secrets_in_params(params: Mapping[str, Any], depth: int = 0) -> set[str]:
+    """Return the secrets in connection parameters (kwargs, or a parsed conninfo)."""
+    found: set[str] = set()
+    for key, value in params.items():
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if not isinstance(value, str) or not value:
+            continue
+        if key in SECRET_KEYWORDS:
+            found.add(value)
+        elif depth < 3 and _looks_like_conninfo(value):
+            # A conninfo given as the host, the database name, the options:
+            # libpq or the server may quote the value in an error.
+            inner = _secrets_in_conninfo(value, depth + 1)
+            found |= inner
+            cut = _truncated(value)
+            if cut != value:
+                for secret in inner:
+                    # The part of a secret that survives the server's cut.
+                    for size in range(len(secret) - 1, 0, -1):
+                        if cut.endswith(secret[:size]):
+                            found.add(secret[:size])
+                            break
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(conninfo: str) -> dict[str, Any] | None:
+    """Return libpq's reading of *conninfo*, None if it cannot parse it (cached)."""
+    try:
+        return conninfo_to_dict(conninfo)
+    except (psycopg.Error, UnicodeError, ValueError):
+        return None
+
+
+@functools.lru_cache(maxsize=256)
+def _secrets_in_conninfo(conninfo: str, depth: int = 0) -> frozenset[str]:
+    """Return what may be a secret in *conninfo*, parsable or not (cached)."""
+    params = _parsed(conninfo)
+    if params is None:
+        return frozenset(_lenient_secrets(conninfo))
+    found = _secrets_in_params(params, depth)
+    if _URL_PREFIX.search(conninfo):
+        # libpq ends a URL's user information at the first "@" or "/": a
+        # password holding either, unencoded, spills into the host, port or
+        # database name. Mask what every reading of it would call a password.
+        found |= _lenient_secrets(conninfo, keyword_syntax=False)
+    return frozenset(found)
+
+
+def _lenient_secrets(text: str, *, keyword_syntax: bool = True) -> set[str]:
+    """Return what any reading of *text* could call a secret.
+
+    For text that libpq cannot parse (or may misread): everything from a
+    secret setting's "=" to the end, and the words in it; in a URL, the part of
+    each candidate user information after its first ":".
+    """
+    found: set[str] = set()
+    tails: set[str] = set()
+    for match in _URL_PREFIX.finditer(text):
+        rest = text[match.end() :]
+        for at in (i for i, ch in enumerate(rest) if ch == "@"):
+            user, colon, password = rest[:at].partition(":")
+            if colon and password:
+                tails.add(password)
+    for source in {text, _unquoted(text)}:
+        for match in _SECRET_KEYWORD_AT.finditer(source):
+            tail = source[match.end() :]
+            tails.add(tail)
+            if keyword_syntax:
+                tails.add(_keyword_value(tail))
+            tails.add(tail.split("&", 1)[0])  # a URL query parameter
+    for tail in tails:
+        for candidate in (tail, tail.strip(), tail.strip("'\""), _unquoted(tail)):
+            if candidate:
+                found.add(candidate)
+        found |= _pieces(tail)
+    return found
+
+
+def _unquoted(text: str) -> str:
+    try:
+        return unquote(text, errors="strict")
+    except UnicodeDecodeError:
+        return text
+
+
+def _keyword_value(text: str) -> str:
+    """Read a key=value value at the start of *text* as libpq does."""
+    value: list[str] = []
+    i, n = 0, len(text)
+    quoted = n > 0 and text[0] == "'"
+    if quoted:
+        i = 1
+    while i < n:
+        ch = text[i]
+        if ch == "\\" and i + 1 < n:
+            value.append(text[i + 1])
+            i += 2
+            continue
+        if (quoted and ch == "'") or (not quoted and ch in _C_SPACE):
+            break
+        value.append(ch)
+        i += 1
+    return "".join(value)
+
+
+# -- the environment and libpq's files -----------------------------------------
+
+
+def _environment_secrets(
+    environ: Mapping[str, str], params: Mapping[str, Any]
+) -> set[str]:
+    """Return the secrets libpq would read from the environment and its files."""
+    found = _secrets_in_params(
+        {
+            "password": environ.get("PGPASSWORD", ""),
+            "sslpassword": environ.get("PGSSLPASSWORD", ""),
+            # Values that may hide a conninfo.
+            "host": environ.get("PGHOST", ""),
+            "dbname": environ.get("PGDATABASE", ""),
+            "user": environ.get("PGUSER", ""),
+            "options": environ.get("PGOPTIONS", ""),
+        }
+    )
+    home = environ.get("HOME") or os.path.expanduser("~")
+    passfile = params.get("passfile") or environ.get("PGPASSFILE")
+    found |= _file_secrets(
+        str(passfile or os.path.join(home, ".pgpass")), passfile=True
+    )
+    if params.get("service") or environ.get("PGSERVICE"):
+        found |= _file_secrets(
+            environ.get("PGSERVICEFILE") or os.path.join(home, ".pg_service.conf"),
+            passfile=False,
+        )
+        sysconfdir = environ.get("PGSYSCONFDIR")
+        if sysconfdir:
+            found |= _file_secrets(
+                os.path.join(sysconfdir, "pg_service.conf"), passfile=False
+            )
+    return found
+
+
+def _file_secrets(path: str, *, passfile: bool) -> frozenset[str]:
+    try:
+        stat = os.stat(path)
+    except (OSError, ValueError):
+        return frozenset()
+    return _read_file_secrets(path, stat.st_mtime_ns, stat.st_size, passfile)
+
+
+@functools.lru_cache(maxsize=16)
+def _read_file_secrets(
+    path: str, mtime_ns: int, size: int, passfile: bool
+) -> frozenset[str]:
+    """The passwords of a password file or a service file (cached while unchanged)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return frozenset()
+    found: set[str] = set()
+    for line in lines:
+        if passfile:
+            # hostname:port:database:username:password, with \: and \\.
+            if line.startswith("#"):
+                continue
+            fields = re.split(r"(?<!\\):", line, maxsplit=4)
+            if len(fields) == 5 and fields[4]:
+                found.add(fields[4])
+                found.add(re.sub(r"\\(.)", r"\1", fields[4]))
+        else:
+            # [service] sections of key=value lines.
+            key, equals, value = line.strip().partition("=")
+            if equals and key.strip() in SECRET_KEYWORDS and value.strip():
+                found.add(value.strip())
+    return frozenset(found)
+
+
+# -- secrets remembered for the logs ---------------------------------------------
+
+#: The secrets of every pool made in this process (oldest first, bounded):
+#: psycopg_pool's log records do not say which pool they are about.
+_remembered: dict[str, None] = {}
+_REMEMBER_MAX = 4096
+_remembered_lock = threading.Lock()
+
+
+def remember_secrets(
+    conninfo: str = "", kwargs: Mapping[str, Any] | None = None
+) -> None:
+    """Remember the secrets of *conninfo* and *kwargs* for :func:`mask_secrets`.
+
+    Every later call of :func:`mask_secrets`, in any thread, masks them, even
+    when it is not given this conninfo: that is how the log records of
+    psycopg and psycopg_pool, which name neither, are masked (see
+    :class:`MaskingFilter`). The pools call it for their conninfo and kwargs.
+    """
+    found = set(_secrets_in_conninfo(conninfo)) if conninfo else set()
+    if kwargs:
+        found |= _secrets_in_params(kwargs)
+    if not found:
+        return
+    with _remembered_lock:
+        for secret in found:
+            _remembered.pop(secret, None)
+            _remembered[secret] = None
+        while len(_remembered) > _REMEMBER_MAX:
+            del _remembered[next(iter(_remembered))]
+
+
+def remember_kwargs(
+    kwargs: Mapping[str, Any] | Callable[[], dict[str, Any]] | None,
+) -> dict[str, Any] | Callable[[], dict[str, Any]] | None:
+    """Return *kwargs* for a pool (a copy of a dict), remembering its secrets.
+
+    A callable is wrapped so that the secrets of each dict it returns are
+    remembered too (:func:`remember_secrets`).
+    """
+    if kwargs is None:
+        return None
+    if isinstance(kwargs, Mapping):
+        remember_secrets(kwargs=kwargs)
+        return ConnectionParams(kwargs)
+    produce = kwargs
+
+    @functools.wraps(produce)
+    def remembering() -> dict[str, Any]:
+        produced = produce()
+        remember_secrets(kwargs=produced)
+        return produced
+
+    return remembering
+
+
+# -- masking ----------------------------------------------------------------------
+
+# libpq's parse errors quote the token they choked on, which may be a piece of
+# a password that no reading above isolates exactly: the token is masked unless
+# it is a setting name.
+_LIBPQ_QUOTES = [
+    re.compile(pattern, re.DOTALL)
+    for pattern in (
+        r'(missing "=" after ")(.*)(" in connection info string)',
+        r'(invalid connection option ")(.*)(")',
+        r'(unexpected spaces found in ")(.*)(", use percent-encoded)',
+        r'(invalid percent-encoded token: ")(.*)(")',
+        r'(forbidden value %00 in percent-encoded value: ")(.*)(")',
+        r'(invalid URI query parameter: ")(.*)(")',
+        r'(key/value separator "=" in URI query parameter: ")(.*)(")',
+        r'(in IPv6 host address in URI: ")(.*)(")',
+        r'(IPv6 host address may not be empty in URI: ")(.*)(")',
+        r'(unexpected character ").(" at position \d+ in URI[^:]*: ")(.*)(")',
+        r'(invalid URI propagated to internal parser routine: ")(.*)(")',
+    )
+]
+
+
+def _mask_libpq_quotes(text: str) -> str:
+    def replace(match: re.Match[str]) -> str:
+        *heads, token, tail = match.groups()
+        return "?".join(heads) + (token if token in _keywords() else MASK) + tail
+
+    for pattern in _LIBPQ_QUOTES:
+        text = pattern.sub(replace, text)
     return text
 
 
+def _libpq_token(message: str) -> str | None:
+    """Return the token a libpq parse error quotes, if it is one of those."""
+    for pattern in _LIBPQ_QUOTES:
+        match = pattern.search(message)
+        if match:
+            return match.group(match.lastindex - 1 if match.lastindex else 0)
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _masking_forms(
+    secrets: frozenset[str],
+) -> tuple[tuple[str, ...], re.Pattern[str] | None]:
+    """Return the long forms of *secrets* (longest first), a pattern for short ones."""
+    forms: set[str] = set()
+    for secret in secrets:
+        forms |= _forms(secret)
+    long = tuple(sorted((f for f in forms if len(f) >= _SHORT), key=len, reverse=True))
+    short = sorted((f for f in forms if len(f) < _SHORT), key=len, reverse=True)
+    if not short:
+        return long, None
+    alternatives = "|".join(re.escape(form) for form in short)
+    return long, re.compile(rf"(?<!\w)(?:{alternatives})(?!\w)")
+
+
+@functools.lru_cache(maxsize=256)
+def _alternation(forms: tuple[str, ...]) -> re.Pattern[str]:
+    return re.compile("|".join(re.escape(form) for form in forms))
+
+
+def _mask_known(text: str, secrets: frozenset[str]) -> str:
+    long, short = _masking_forms(secrets)
+    # Substring tests first: most texts hold no secret, and "in" is cheap.
+    present = tuple(form for form in long if form in text)
+    if present:
+        text = _alternation(present).sub(MASK, text)
+    return text if short is None else short.sub(MASK, text)
+
+
+def mask_secrets(
+    text: object,
+    conninfo: str | Callable[[], str] | None = None,
+    kwargs: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+) -> str:
+    """Return ``str(text)`` with every secret known here masked as ``********``.
+
+    The one function every output goes through (errors, reprs, log lines,
+    statistics, pages, command output): pass it any text with what is known of
+    the secrets. Masked: the secrets of *conninfo* (a key=value string or a
+    URL, parsable or not) and of *kwargs* (connection parameters), including
+    those of a conninfo given as the host, the database name or the options;
+    those libpq reads from *environ* (default ``os.environ``: ``PGPASSWORD``,
+    ``PGSSLPASSWORD``, the password file of ``passfile``, ``PGPASSFILE`` or
+    ``~/.pgpass``, the service file of a ``service``); and those of every pool
+    made in this process (:func:`remember_secrets`). Each secret is masked
+    wherever it appears, percent-encoded, escaped or quoted; a token that
+    libpq quotes in a parse error is masked unless it is a setting name.
+    Callables (a pool's conninfo or kwargs factory) are not called: the
+    secrets of what they returned are remembered.
+    """
+    text = text if isinstance(text, str) else str(text)
+    if not text:
+        return text
+    environ = os.environ if environ is None else environ
+    params: dict[str, Any] = {}
+    found: set[str] = set()
+    if isinstance(conninfo, str) and conninfo:
+        found |= _secrets_in_conninfo(conninfo)
+        params.update(_parsed(conninfo) or {})
+    if isinstance(kwargs, Mapping):
+        found |= _secrets_in_params(kwargs)
+        params.update(kwargs)
+    found |= _environment_secrets(environ, params)
+    with _remembered_lock:
+        found.update(_remembered)
+    return _mask_known(_mask_libpq_quotes(text), frozenset(found))
+
+
+def mask_exception(
+    exc: BaseException,
+    conninfo: str | Callable[[], str] | None = None,
+    kwargs: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+) -> BaseException:
+    """Mask the secrets in the message of *exc* and its causes, in place.
+
+    For an exception about to be re-raised (so that its traceback, a debug
+    page, an error tracker or a log show no secret): the string arguments of
+    *exc*, of its ``__cause__`` and ``__context__`` chain and their notes go
+    through :func:`mask_secrets`. Returns *exc*.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        masked = tuple(
+            mask_secrets(arg, conninfo, kwargs) if isinstance(arg, str) else arg
+            for arg in current.args
+        )
+        if masked != current.args:
+            current.args = masked
+        notes = getattr(current, "__notes__", None)
+        if isinstance(notes, list):
+            notes[:] = [mask_secrets(note, conninfo, kwargs) for note in notes]
+        current = current.__cause__ or current.__context__
+    return exc
+
+
+class MaskingFilter(logging.Filter):
+    """Mask secrets in log records (:func:`mask_secrets`) with what is remembered.
+
+    Installed on the ``psycopg``, ``psycopg.pool`` and ``pgpool.*`` loggers:
+    psycopg_pool logs connection errors (``error connecting in 'pool': ...``)
+    whose text can quote a host or database name that holds a password.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_secrets(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        if record.exc_info and record.exc_info[1] is not None:
+            mask_exception(record.exc_info[1])
+            if record.exc_text is None:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = mask_secrets(record.exc_text)
+        if record.stack_info:
+            record.stack_info = mask_secrets(record.stack_info)
+        return True
+
+
+#: The loggers whose records MaskingFilter masks.
+MASKED_LOGGERS = (
+    "psycopg",
+    "psycopg.pool",
+    "pgpool.pool",
+    "pgpool.session",
+    "pgpool.lifecycle",
+    "pgpool.capacity",
+    "pgpool.flask",
+    "pgpool.django",
+)
+
+_masking_filter = MaskingFilter()
+for _name in MASKED_LOGGERS:
+    logging.getLogger(_name).addFilter(_masking_filter)
+
+
+# -- conninfo ---------------------------------------------------------------------
+
+
 def parse_conninfo(conninfo: str, *, setting: str = "conninfo") -> dict[str, Any]:
-    """Parse a conninfo string or URL; raise ConfigurationError naming *setting*."""
+    """Parse a conninfo string or URL; raise ConfigurationError naming *setting*.
+
+    The error says what is wrong in words that hold no part of a value: libpq's
+    own message quotes the token it stopped at, which may be a piece of the
+    password.
+    """
     if not isinstance(conninfo, str):
         raise ConfigurationError(
             setting,
             "expected a connection string or a callable,"
             f" got {type(conninfo).__name__}",
         )
+    if "\0" in conninfo:
+        raise ConfigurationError(
+            setting,
+            "cannot parse the connection string: it holds a NUL character"
+            " (libpq would silently drop everything after it)",
+        )
     try:
         return conninfo_to_dict(conninfo)
-    except psycopg.Error as err:
-        # libpq quotes the token it choked on, which may be part of a password.
-        message = mask_secrets(str(err).strip(), conninfo)
+    except UnicodeEncodeError:
         raise ConfigurationError(
-            setting, f"cannot parse the connection string: {message}"
+            setting,
+            "cannot parse the connection string: it holds a character that"
+            " cannot be encoded in UTF-8 (a lone surrogate)",
+        ) from None
+    except psycopg.Error as err:
+        why = _explain_parse_error(conninfo, str(err))
+        raise ConfigurationError(
+            setting, f"cannot parse the connection string: {why}"
         ) from None
 
 
-def mask_conninfo(conninfo: str) -> str:
-    """Return *conninfo* as a ``key=value`` string with the password masked."""
+def mask_conninfo(conninfo: str = "", kwargs: Mapping[str, Any] | None = None) -> str:
+    """Return *conninfo* (with *kwargs* merged) as ``key=value`` with secrets masked.
+
+    A secret setting shows as ``password=********``; a conninfo given as the
+    value of another setting (the host, the database name) is shown with its
+    own secrets masked. ``<unparsable conninfo>`` if libpq cannot parse it.
+    """
     try:
-        params = conninfo_to_dict(conninfo)
-    except psycopg.Error:
+        params: dict[str, Any] = conninfo_to_dict(conninfo)
+    except (psycopg.Error, UnicodeError, ValueError):
         return "<unparsable conninfo>"
-    if "password" in params:
-        params["password"] = MASK
-    return make_conninfo("", **params)
+    keywords = _keywords()
+    for key, value in (kwargs or {}).items():
+        if key in keywords and value is not None and not isinstance(value, bool):
+            params[key] = value
+    shown = {key: _masked_value(key, str(value)) for key, value in params.items()}
+    rendered = make_conninfo("", **shown)
+    return mask_secrets(rendered, conninfo, kwargs)
+
+
+def _masked_value(key: str, value: str, depth: int = 0) -> str:
+    if key in SECRET_KEYWORDS:
+        return MASK
+    if depth < 3 and _looks_like_conninfo(value) and _secrets_in_conninfo(value):
+        try:
+            inner = conninfo_to_dict(value)
+        except (psycopg.Error, UnicodeError, ValueError):
+            return MASK
+        return make_conninfo(
+            "", **{k: _masked_value(k, str(v), depth + 1) for k, v in inner.items()}
+        )
+    return value
+
+
+# -- why a conninfo cannot be parsed, in words that quote no value ---------------
+
+
+def _explain_parse_error(conninfo: str, message: str) -> str:
+    if conninfo.startswith(("postgresql://", "postgres://")):
+        return _explain_url_error(conninfo, message)
+    return _explain_keyword_error(conninfo) or (
+        "libpq cannot parse it (its message is not shown: it may quote a password)"
+    )
+
+
+def _setting_name(name: str) -> str:
+    return f'"{name}"' if name in _keywords() else "a setting"
+
+
+_QUOTING_HINT = (
+    "; a value with spaces, quotes or backslashes is written in single quotes,"
+    " with \\' and \\\\ for a quote and a backslash inside"
+)
+
+
+def _explain_keyword_error(text: str) -> str | None:
+    """Say where key=value *text* breaks libpq's syntax (fe-connect.c, conninfo_parse).
+
+    Names only settings libpq knows, and an unknown one only if no secret
+    setting comes before it: a word after a password may be part of it.
+    """
+    i, n = 0, len(text)
+    last: str | None = None  # the last setting read
+    after_secret = False
+
+    def where() -> str:
+        return (
+            "at the start"
+            if last is None
+            else f"after the value of {_setting_name(last)}"
+        )
+
+    while True:
+        while i < n and text[i] in _C_SPACE:
+            i += 1
+        if i >= n:
+            return None
+        start = i
+        while i < n and text[i] not in _C_SPACE and text[i] != "=":
+            i += 1
+        name = text[start:i]
+        while i < n and text[i] in _C_SPACE:
+            i += 1
+        if i >= n or text[i] != "=":
+            if name in _keywords():
+                return f'missing "=" after "{name}"'
+            hint = _QUOTING_HINT if last is not None else ""
+            return f'a word without "=" {where()}{hint}'
+        i += 1
+        while i < n and text[i] in _C_SPACE:
+            i += 1
+        if i < n and text[i] == "'":
+            i += 1
+            while True:
+                if i >= n:
+                    return f"unterminated quoted value of {_setting_name(name)}"
+                if text[i] == "\\":
+                    i += 2
+                elif text[i] == "'":
+                    i += 1
+                    break
+                else:
+                    i += 1
+        else:
+            while i < n and text[i] not in _C_SPACE:
+                i += 2 if text[i] == "\\" else 1
+        if name not in _keywords() and name != "requiressl":
+            if not after_secret and re.fullmatch(r"[a-z_]{1,40}", name):
+                close = difflib.get_close_matches(name, _keywords(), n=1)
+                also = f' (did you mean "{close[0]}"?)' if close else ""
+                return f'unknown setting "{name}"{also}'
+            hint = _QUOTING_HINT if after_secret else ""
+            return f"an unknown setting name {where()}{hint}"
+        last = name
+        after_secret = after_secret or name in SECRET_KEYWORDS
+
+
+_URL_REASONS = (
+    ("unexpected spaces", "an unencoded space"),
+    ("invalid percent-encoded token", 'a "%" not followed by two hex digits'),
+    ("forbidden value %00", "an encoded NUL (%00)"),
+)
+_URL_HINT = (
+    "; percent-encode the user name and password"
+    ' (urllib.parse.quote(password, safe=""))'
+)
+
+
+def _explain_url_error(uri: str, message: str) -> str:
+    """Say what breaks libpq's URL syntax, and in which part (fe-connect.c)."""
+    parts = _url_parts(uri)
+    token = _libpq_token(message)
+    for fragment, reason in _URL_REASONS:
+        if fragment in message:
+            part = next((label for label, raw in parts if raw == token), None)
+            return f"{reason} in {part or 'the URL'}{_URL_HINT}"
+    if "key/value separator" in message:
+        extra = "extra" in message
+        key = token if token in _keywords() else None
+        which = f'the query parameter "{key}"' if key else "a query parameter"
+        what = 'a second "="' if extra else 'no "="'
+        hint = _URL_HINT if key in SECRET_KEYWORDS else ""
+        return f"{what} in {which}{hint}"
+    if "invalid URI query parameter" in message:
+        secret_before = any(
+            label.startswith("the query parameter")
+            and label.split('"')[1] in SECRET_KEYWORDS
+            for label, _ in parts
+        )
+        if token and not secret_before and re.fullmatch(r"[a-z_]{1,40}", token):
+            close = difflib.get_close_matches(token, _keywords(), n=1)
+            also = f' (did you mean "{close[0]}"?)' if close else ""
+            return f'unknown query parameter "{token}"{also}'
+        return "an unknown query parameter name" + (_URL_HINT if secret_before else "")
+    if "IPv6" in message:
+        if "may not be empty" in message:
+            return 'an empty IPv6 host address ("[]")'
+        return 'an IPv6 host address with no closing "]"' + _URL_HINT
+    if "unexpected character" in message:
+        return (
+            'an unexpected character after an IPv6 host address (expected ":" or "/")'
+        )
+    return "libpq cannot parse it (its message is not shown: it may quote a password)"
+
+
+def _url_parts(uri: str) -> list[tuple[str, str]]:
+    """Split *uri* as libpq does, undecoded: [(what the part is, its text)]."""
+    match = _URL_PREFIX.match(uri)
+    rest = uri[match.end() :] if match else uri
+    parts: list[tuple[str, str]] = []
+    stop = next((i for i, ch in enumerate(rest) if ch in "@/"), len(rest))
+    p = 0
+    if stop < len(rest) and rest[stop] == "@":
+        user, colon, password = rest[:stop].partition(":")
+        parts.append(("the URL's user name", user))
+        if colon:
+            parts.append(("the URL's password", password))
+        p = stop + 1
+    end = p
+    while end < len(rest) and rest[end] not in "/?":
+        end += 1
+    for host in rest[p:end].split(","):
+        name, colon, port = host.partition(":")
+        parts.append(("the URL's host", name))
+        if colon:
+            parts.append(("the URL's port", port))
+    query = ""
+    if end < len(rest):
+        if rest[end] == "/":
+            path, _, query = rest[end + 1 :].partition("?")
+            parts.append(("the URL's database name", path))
+        else:
+            query = rest[end + 1 :]
+    for param in query.split("&") if query else ():
+        key, _, value = param.partition("=")
+        name = _unquoted(key)
+        parts.append(("the name of a query parameter", key))
+        label = f'the query parameter "{name}"' if name in _keywords() else None
+        parts.append((label or "a query parameter", value))
+    return parts
 
 
 def merge_defaults(
     conninfo: str, kwargs: Mapping[str, Any], *, keepalives: bool = True
 ) -> str:
-    """Add the keepalive and connect_timeout defaults that *conninfo*, *kwargs* lack."""
+    """Add the keepalive and connect_timeout defaults that *conninfo*, *kwargs* lack.
+
+    Also remembers the secrets of both (:func:`remember_secrets`): a pool's
+    conninfo, or each one its callable returns, passes here.
+    """
+    remember_secrets(conninfo, kwargs)
     params = conninfo_to_dict(conninfo)
     defaults: dict[str, Any] = {}
     if "PGCONNECT_TIMEOUT" not in os.environ:
@@ -227,3 +952,43 @@ def merge_defaults(
     if not missing:
         return conninfo
     return make_conninfo(conninfo, **missing)
+
+
+_Connection = TypeVar("_Connection", bound="psycopg.Connection[Any]")
+
+
+def connect_masked(
+    connection_class: type[_Connection],
+    conninfo: str,
+    kwargs: Mapping[str, Any],
+) -> _Connection:
+    """Return ``connection_class.connect(conninfo, **kwargs)``; mask what it raises.
+
+    libpq's and psycopg's connection errors can quote a host or a database
+    name that holds a password (:func:`mask_exception`).
+    """
+    try:
+        return connection_class.connect(conninfo, **kwargs)
+    except psycopg.Error as err:
+        mask_exception(err, conninfo, kwargs)
+        raise
+
+
+class ConnectionParams(dict[str, Any]):
+    """Connection parameters (psycopg's ``connect()`` kwargs) whose repr masks secrets.
+
+    A plain dict otherwise. Where such a dict is a local variable or an
+    argument, a debug page, an error tracker or a log that shows it by its
+    repr shows ``'password': '********'``.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        shown = {
+            key: MASK if key in SECRET_KEYWORDS else value
+            for key, value in self.items()
+        }
+        return mask_secrets(dict.__repr__(shown), kwargs=self)
+
+    __str__ = __repr__

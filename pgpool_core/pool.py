@@ -22,10 +22,12 @@ from .errors import PoolNotAvailable
 from .lifecycle import ProcessPools, in_forking_master, is_abandoned
 from .loans import Loans
 from .options import (
+    connect_masked,
     mask_conninfo,
     mask_secrets,
     merge_defaults,
     parse_conninfo,
+    remember_kwargs,
     validate_pool_options,
 )
 from .process_pool import ProcessPool
@@ -173,7 +175,7 @@ class ForkSafePool(Generic[CT]):
                 conninfo, static_kwargs, keepalives=keepalives
             )
             self._masked = mask_conninfo(conninfo)
-        self._kwargs = dict(kwargs) if isinstance(kwargs, Mapping) else kwargs
+        self._kwargs = remember_kwargs(kwargs)
         self._configure = configure
         self._check = check_socket if check is DEFAULT else check
         self._reconnect_failed = reconnect_failed
@@ -496,7 +498,7 @@ class ForkSafePool(Generic[CT]):
         # there, and the master is about to fork.
         conninfo = self._conninfo() if callable(self._conninfo) else self._conninfo
         kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
-        conn = self.connection_class.connect(conninfo, **kwargs)
+        conn = connect_masked(self.connection_class, conninfo, kwargs)
         self._pools.track(conn)
         if self.pgbouncer:
             conn.prepare_threshold = None
