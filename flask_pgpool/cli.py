@@ -44,8 +44,7 @@ def check_command() -> None:
         except Exception as err:
             failed = True
             # libpq's messages run over several lines: one line per database.
-            reason = " ".join(f"{type(err).__name__}: {err}".split())
-            reason = state.mask(bind, reason)
+            reason = " ".join(state.mask(bind, f"{type(err).__name__}: {err}").split())
             click.echo(
                 f"{bind}: FAILED ({state.masked_conninfo(bind)}): {reason}", err=True
             )
@@ -157,7 +156,7 @@ def capacity_command(hosts: int, workers: int | None, celery: int) -> None:
                 limit = capacity.read_server_limit(conn)
         except Exception as err:
             failed = True
-            reason = state.mask(bind, " ".join(f"{type(err).__name__}: {err}".split()))
+            reason = " ".join(state.mask(bind, f"{type(err).__name__}: {err}").split())
             click.echo(f"{bind}: FAILED: {reason}", err=True)
             continue
         plan = capacity.Plan(

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgpool_core import POOL_OPTIONS, ConfigurationError, validate_pool_options
-from pgpool_core.options import mask_conninfo, mask_secrets, parse_conninfo
+from pgpool_core.options import (
+    mask_conninfo,
+    mask_exception,
+    mask_secrets,
+    parse_conninfo,
+)
 
 __all__ = [
     "DEFAULT_BIND",
@@ -53,13 +58,19 @@ class BindConfig:
         """Return the conninfo with the password masked."""
         if callable(self.conninfo):
             return "<callable>"
-        return mask_conninfo(self.conninfo)
+        return self.mask(mask_conninfo(self.conninfo))
 
     def mask(self, text: str) -> str:
-        """Return *text* (an error message, say) with the password masked."""
-        if callable(self.conninfo):
-            return text
-        return mask_secrets(text, self.conninfo)
+        """Return *text* (an error message, say) with the secrets masked.
+
+        Those of the conninfo and ``kwargs``, and those every pool and
+        libpq's environment know of (:func:`pgpool_core.options.mask_secrets`).
+        """
+        return mask_secrets(text, self.conninfo, self.options.get("kwargs"))
+
+    def mask_exception(self, exc: BaseException) -> BaseException:
+        """Mask the secrets in the message of *exc* and its causes, in place."""
+        return mask_exception(exc, self.conninfo, self.options.get("kwargs"))
 
 
 @dataclass(frozen=True)

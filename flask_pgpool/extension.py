@@ -76,8 +76,12 @@ class PgPoolState:
         return self._binds[bind].masked_conninfo()
 
     def mask(self, bind: str, text: str) -> str:
-        """Return *text* with any password of *bind*'s conninfo masked."""
+        """Return *text* with the secrets of *bind* (and all known ones) masked."""
         return self._binds[bind].mask(text)
+
+    def mask_exception(self, bind: str, exc: BaseException) -> BaseException:
+        """Mask the secrets of *bind* in the message of *exc* and its causes."""
+        return self._binds[bind].mask_exception(exc)
 
 
 class PgPool:
@@ -211,7 +215,9 @@ def _borrow(
         with borrower(label):  # named in the warning of warn_held_after
             return pool.getconn()
     except psycopg.OperationalError as err:
-        # PoolTimeout and TooManyRequests are OperationalErrors too.
+        # PoolTimeout and TooManyRequests are OperationalErrors too. The
+        # message of a failed connect may quote a host holding a password.
+        state.mask_exception(bind, err)
         if not has_request_context() or _handled_by_app(err):
             raise
         logger.warning(
@@ -276,12 +282,14 @@ def _database_lost(err: psycopg.OperationalError) -> Any:
     it would go without this handler.
     """
     reason = unavailable_reason(err)
+    state: PgPoolState = current_app.extensions["pgpool"]
+    for bind in state.pools:
+        state.mask_exception(bind, err)
     if reason is None or _handled_by_app(err):
         handler = _app_handler(err)
         if handler is None:
             raise err
         return current_app.ensure_sync(handler)(err)
-    state: PgPoolState = current_app.extensions["pgpool"]
     borrowed: dict[str, psycopg.Connection[Any]] = g.get(_G_NAME) or {}
     bind = next(
         (b for b, conn in borrowed.items() if conn.broken or conn.closed),
