@@ -9,13 +9,16 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import psycopg
+from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import NO_DB_ALIAS
 from django.db.backends.postgresql import base as postgresql
+from django.views.decorators.debug import sensitive_variables
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from pgpool_core import ForkSafePool, green, lifecycle
+from pgpool_core.options import ConnectionParams, mask_exception, mask_secrets
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
 from .conf import pool_options
@@ -118,6 +121,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             self.alias, _AliasPool(target, pool)
         ).pool
 
+    @sensitive_variables()
     def _make_pool(self) -> ForkSafePool:
         options = pool_options(self.alias, self.settings_dict) or {}
         if "check" not in options and self.settings_dict["CONN_HEALTH_CHECKS"]:
@@ -185,13 +189,46 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
                 lifecycle.release(entry.pool)  # as _close_alias_pool()
 
     # -- the connection ------------------------------------------------------
+    #
+    # Django's technical 500 page and error reports show the local variables
+    # of each frame: the methods that hold the connection parameters are
+    # sensitive_variables() (Django hides their locals, and those of the
+    # frames they call, when DEBUG is False); the parameters are a dict whose
+    # repr masks the secrets (for DEBUG = True, where Django hides nothing);
+    # a failed connect's traceback starts in get_new_connection(), without
+    # psycopg's frames, whose locals hold the conninfo as plain strings.
 
+    def _secret_params(self) -> dict[str, Any]:
+        """The settings that may hold a secret, by libpq's names."""
+        s = self.settings_dict
+        return {
+            **(s.get("OPTIONS") or {}),
+            "dbname": s.get("NAME"),
+            "user": s.get("USER"),
+            "password": s.get("PASSWORD"),
+            "host": s.get("HOST"),
+        }
+
+    def mask(self, text: str) -> str:
+        """Return *text* with this alias's secrets masked (for an output)."""
+        return mask_secrets(text, kwargs=self._secret_params())
+
+    @sensitive_variables()
+    def connect(self) -> None:
+        super().connect()
+
+    @sensitive_variables()
     def get_connection_params(self) -> dict[str, Any]:
-        params: dict[str, Any] = super().get_connection_params()
+        try:
+            params: dict[str, Any] = super().get_connection_params()
+        except ImproperlyConfigured as err:
+            # Django quotes NAME when it is too long: it may be a conninfo.
+            mask_exception(err, kwargs=self._secret_params())
+            raise
         # Ours, not libpq's: ForkSafePool(pgbouncer=...) (see conf.pool_options).
         if params.pop("pgbouncer", None):
             params["prepare_threshold"] = None
-        return params
+        return ConnectionParams(params)
 
     def _configure_role(self, connection: psycopg.Connection[Any]) -> bool:
         # Django composes SET ROLE with self.ops.compose_sql(), which borrows
@@ -205,9 +242,15 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         connection.execute(sql.SQL("SET ROLE {}").format(sql.Literal(role)))
         return True
 
+    @sensitive_variables()
     def get_new_connection(self, conn_params: Any) -> Any:
         lender = self.pool
-        connection = super().get_new_connection(conn_params)
+        try:
+            connection = super().get_new_connection(conn_params)
+        except psycopg.Error as err:
+            # Its message may quote a HOST or NAME that holds a password.
+            mask_exception(err, kwargs=conn_params)
+            raise err.with_traceback(None)  # noqa: B904 (the same exception)
         self._lender = lender
         return connection
 

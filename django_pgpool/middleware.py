@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
 from pgpool_core.errors import unavailable_reason
+from pgpool_core.options import mask_secrets
 
 from .conf import retry_after
 
@@ -32,7 +33,11 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
         if reason is None:
             return None
         logger.warning(
-            "503 for %s %s: %s: %s", request.method, request.path, reason, exception
+            "503 for %s %s: %s: %s",
+            request.method,
+            request.path,
+            reason,
+            mask_secrets(exception),
         )
         response = HttpResponse(
             f"Service unavailable: {reason}; try again later.\n",

@@ -9,10 +9,8 @@ from typing import Any
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
-from psycopg.conninfo import make_conninfo
 
 from pgpool_core import ForkSafePool, capacity, mask_conninfo
-from pgpool_core.options import mask_secrets
 from pgpool_core.snippets import read_snippet
 
 from ... import conf
@@ -111,7 +109,7 @@ class Command(BaseCommand):
                     limit = capacity.read_server_limit(conn)
             except Exception as err:
                 failed.append(wrapper.alias)
-                reason = _mask(f"{type(err).__name__}: {err}".strip(), wrapper)
+                reason = wrapper.mask(f"{type(err).__name__}: {err}".strip())
                 self.stderr.write(f"{wrapper.alias}: cannot connect: {reason}")
                 continue
             plan = capacity.Plan(
@@ -169,7 +167,7 @@ class Command(BaseCommand):
                 line = self._check_one(pool)
             except Exception as err:
                 failed.append(alias)
-                reason = _mask(f"{type(err).__name__}: {err}".strip(), wrapper)
+                reason = wrapper.mask(f"{type(err).__name__}: {err}".strip())
                 self.stderr.write(f"{alias}: cannot connect: {reason}")
                 continue
             sizes = f"pool min_size {pool.min_size}, max_size {pool.max_size}"
@@ -231,19 +229,4 @@ def _positive(value: str) -> int:
 
 
 def _masked_dsn(wrapper: DatabaseWrapper) -> str:
-    params = {
-        key: value
-        for key, value in wrapper.get_connection_params().items()
-        if isinstance(value, (str, int)) and not isinstance(value, bool)
-    }
-    return mask_conninfo(make_conninfo("", **params))
-
-
-def _mask(text: str, wrapper: DatabaseWrapper) -> str:
-    for password in (
-        wrapper.settings_dict.get("PASSWORD"),
-        (wrapper.settings_dict.get("OPTIONS") or {}).get("password"),
-    ):
-        if password:
-            text = mask_secrets(text, make_conninfo("", password=password))
-    return text
+    return wrapper.mask(mask_conninfo("", wrapper.get_connection_params()))
