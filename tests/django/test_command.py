@@ -106,3 +106,41 @@ def test_capacity_does_not_fit(app_env: dict[str, str]) -> None:
     assert "default: DOES NOT FIT: 400 > " in result.stdout
     assert "lower max_size to 2 or less" in result.stdout
     assert "does not fit or cannot be reached: default" in result.stderr
+
+
+@pytest.mark.parametrize("field", ["HOST", "NAME"])
+def test_a_conninfo_in_host_or_name_is_masked_everywhere(
+    pg_server: PgServer, field: str
+) -> None:
+    """Case 04: a conninfo pasted into HOST or NAME, with a password in it.
+
+    psycopg passes it on as it is (libpq does not expand a dbname given in a
+    conninfo string): the HOST cannot be resolved, and the server says the
+    NAME is no database. Both messages quote it; so did the commands' output
+    and the pool's log lines.
+    """
+    leak = "Wr0ngP@ss-Leak"
+    if field == "HOST":
+        value = f"host={pg_server.host} port={pg_server.port} password={leak}"
+        dsn, failure = pg_server.dsn(host=value), "failed to resolve host"
+    else:
+        value = f"dbname={pg_server.dbname} password='{leak}'"
+        dsn, failure = pg_server.dsn(dbname=value), "does not exist"
+    env = {"PGPOOL_APP_DSN": dsn, "PGPOOL_APP_POOL_TIMEOUT": "3"}
+    outputs = []
+    for args in (
+        ("pgpool", "check"),
+        ("pgpool", "stats"),
+        ("pgpool", "capacity", "--workers", "2"),
+        ("check", "--database", "default"),
+        # A request's connection: the pool's threads log each failed connect.
+        ("shell", "-c", "from django.db import connection as c; c.ensure_connection()"),
+    ):
+        result = run_project(MANAGE, *args, env=env)
+        outputs.append(result.stdout + result.stderr)
+    everything = "\n".join(outputs)
+
+    assert failure in everything
+    assert "password=********" in everything
+    assert everything.count("error connecting in 'django-default'") >= 2
+    assert "Leak" not in everything

@@ -55,6 +55,25 @@ def test_bad_conninfo(conninfo: Any, fragment: str) -> None:
     assert fragment in str(error)
 
 
+@pytest.mark.parametrize(
+    ("conninfo", "says"),
+    [
+        # Case 02: libpq's message quoted "w-Leak'", the tail of the password.
+        (
+            f"host=127.0.0.1 dbname=appdb password='{SECRET}'-Leak' sslmode=require",
+            'a word without "=" after the value of "password"',
+        ),
+        (f"postgresql://app:{SECRET} x@db/app", "unencoded space in the URL's"),
+        (f"host=db password={SECRET} -Leak=1", "unknown setting name after"),
+    ],
+)
+def test_bad_conninfo_quotes_no_part_of_the_password(conninfo: str, says: str) -> None:
+    error = error_of(PGPOOL_CONNINFO=conninfo)
+    assert error.setting == "PGPOOL_CONNINFO"
+    assert says in str(error)
+    assert "Leak" not in str(error)
+
+
 def test_conninfo_may_be_a_callable() -> None:
     app = init(PGPOOL_CONNINFO=lambda: DSN)
     assert repr(app.extensions["pgpool"]).count("<callable>") == 1
