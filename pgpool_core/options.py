@@ -10,9 +10,9 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from numbers import Real
-from typing import Any, TypeVar, get_origin
+from typing import Any, NamedTuple, TypeVar, get_origin
 from urllib.parse import quote, quote_plus, unquote
 
 import psycopg
@@ -201,7 +201,7 @@ _NAMEDATALEN = 63
 _URL_PREFIX = re.compile(r"postgres(?:ql)?://", re.IGNORECASE)
 _SECRET_KEYWORD_AT = re.compile(
     r"(?:^|(?<=[\s?&'\"]))(?:password|sslpassword|oauth_client_secret"
-    r"|scram_client_key|scram_server_key)\s*=\s*",
+    r"|scram_client_key|scram_server_key)\s*=",
     re.IGNORECASE,
 )
 _PIECE_SEPARATORS = re.compile(r"[\s'\"\\/@:?#&=,%]+")
@@ -278,6 +278,8 @@ def _secrets_in_params(params: Mapping[str, Any], depth: int = 0) -> set[str]:
     for key, value in params.items():
         if isinstance(value, bytes):
             value = value.decode(errors="replace")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)  # psycopg passes str(value) on
         if not isinstance(value, str) or not value:
             continue
         if key in SECRET_KEYWORDS:
@@ -286,15 +288,21 @@ def _secrets_in_params(params: Mapping[str, Any], depth: int = 0) -> set[str]:
             # A conninfo given as the host, the database name, the options:
             # libpq or the server may quote the value in an error.
             inner = _secrets_in_conninfo(value, depth + 1)
-            found |= inner
-            cut = _truncated(value)
-            if cut != value:
-                for secret in inner:
-                    # The part of a secret that survives the server's cut.
-                    for size in range(len(secret) - 1, 0, -1):
-                        if cut.endswith(secret[:size]):
-                            found.add(secret[:size])
-                            break
+            found |= inner | _cut_secrets(value, inner)
+    return found
+
+
+def _cut_secrets(value: str, secrets: Iterable[str]) -> set[str]:
+    """Return the start of each secret that ends *value* once the server cuts it."""
+    cut = _truncated(value)
+    found: set[str] = set()
+    if cut == value:
+        return found
+    for secret in secrets:
+        for size in range(len(secret) - 1, 0, -1):
+            if cut.endswith(secret[:size]):
+                found.add(secret[:size])
+                break
     return found
 
 
@@ -310,15 +318,23 @@ def _parsed(conninfo: str) -> dict[str, Any] | None:
 @functools.lru_cache(maxsize=256)
 def _secrets_in_conninfo(conninfo: str, depth: int = 0) -> frozenset[str]:
     """Return what may be a secret in *conninfo*, parsable or not (cached)."""
+    # The values as written too: an output may quote the text, escapes kept.
+    found = {
+        setting.raw
+        for setting in _read_keyword_syntax(conninfo)[0]
+        if setting.name in SECRET_KEYWORDS and setting.raw
+    }
     params = _parsed(conninfo)
     if params is None:
-        return frozenset(_lenient_secrets(conninfo))
-    found = _secrets_in_params(params, depth)
+        return frozenset(found | _lenient_secrets(conninfo))
+    found |= _secrets_in_params(params, depth)
     if _URL_PREFIX.search(conninfo):
         # libpq ends a URL's user information at the first "@" or "/": a
         # password holding either, unencoded, spills into the host, port or
         # database name. Mask what every reading of it would call a password.
         found |= _lenient_secrets(conninfo, keyword_syntax=False)
+        for value in params.values():
+            found |= _cut_secrets(str(value), found)
     return frozenset(found)
 
 
@@ -332,23 +348,32 @@ def _lenient_secrets(text: str, *, keyword_syntax: bool = True) -> set[str]:
     found: set[str] = set()
     tails: set[str] = set()
     for match in _URL_PREFIX.finditer(text):
-        rest = text[match.end() :]
-        for at in (i for i, ch in enumerate(rest) if ch == "@"):
-            user, colon, password = rest[:at].partition(":")
-            if colon and password:
-                tails.add(password)
+        begin = match.start()
+        parts = _url_parts(text[begin:])
+        colon = text.find(":", match.end())
+        for at in (i for i in range(colon + 1, len(text)) if text[i] == "@"):
+            if colon < 0:
+                break
+            # The password of one reading; what libpq took of it for a host,
+            # a port or a database name is masked as such.
+            tails.add(text[colon + 1 : at])
+            for _, start, end in parts:
+                piece = text[max(begin + start, colon + 1) : min(begin + end, at)]
+                if len(piece) >= _SHORT:  # a shorter one is no telling piece
+                    found.update({piece, _unquoted(piece)})
     for source in {text, _unquoted(text)}:
         for match in _SECRET_KEYWORD_AT.finditer(source):
             tail = source[match.end() :]
             tails.add(tail)
             if keyword_syntax:
-                tails.add(_keyword_value(tail))
+                tails.add(_keyword_value(tail.lstrip(_C_SPACE)))
             tails.add(tail.split("&", 1)[0])  # a URL query parameter
     for tail in tails:
         for candidate in (tail, tail.strip(), tail.strip("'\""), _unquoted(tail)):
             if candidate:
                 found.add(candidate)
-        found |= _pieces(tail)
+        if keyword_syntax:
+            found |= _pieces(tail)
     return found
 
 
@@ -782,28 +807,26 @@ _QUOTING_HINT = (
 )
 
 
-def _explain_keyword_error(text: str) -> str | None:
-    """Say where key=value *text* breaks libpq's syntax (fe-connect.c, conninfo_parse).
+class _Setting(NamedTuple):
+    """A setting of a key=value conninfo, as written."""
 
-    Names only settings libpq knows, and an unknown one only if no secret
-    setting comes before it: a word after a password may be part of it.
+    name: str
+    raw: str  # the value as written, without its quotes, escapes kept
+
+
+def _read_keyword_syntax(text: str) -> tuple[list[_Setting], tuple[str, str] | None]:
+    """Read key=value *text* as libpq does (fe-connect.c, conninfo_parse).
+
+    Return the settings read, and where it stops if it is not valid: a problem
+    (``"missing ="``, ``"unterminated"``, ``"unknown"``) and the name at fault.
     """
+    settings: list[_Setting] = []
     i, n = 0, len(text)
-    last: str | None = None  # the last setting read
-    after_secret = False
-
-    def where() -> str:
-        return (
-            "at the start"
-            if last is None
-            else f"after the value of {_setting_name(last)}"
-        )
-
     while True:
         while i < n and text[i] in _C_SPACE:
             i += 1
         if i >= n:
-            return None
+            return settings, None
         start = i
         while i < n and text[i] not in _C_SPACE and text[i] != "=":
             i += 1
@@ -811,37 +834,56 @@ def _explain_keyword_error(text: str) -> str | None:
         while i < n and text[i] in _C_SPACE:
             i += 1
         if i >= n or text[i] != "=":
-            if name in _keywords():
-                return f'missing "=" after "{name}"'
-            hint = _QUOTING_HINT if last is not None else ""
-            return f'a word without "=" {where()}{hint}'
+            return settings, ("missing =", name)
         i += 1
         while i < n and text[i] in _C_SPACE:
             i += 1
         if i < n and text[i] == "'":
             i += 1
-            while True:
-                if i >= n:
-                    return f"unterminated quoted value of {_setting_name(name)}"
-                if text[i] == "\\":
-                    i += 2
-                elif text[i] == "'":
-                    i += 1
-                    break
-                else:
-                    i += 1
+            start = i
+            while i < n and text[i] != "'":
+                i += 2 if text[i] == "\\" else 1
+            settings.append(_Setting(name, text[start : min(i, n)]))
+            if i >= n:
+                return settings, ("unterminated", name)
+            i += 1
         else:
+            start = i
             while i < n and text[i] not in _C_SPACE:
                 i += 2 if text[i] == "\\" else 1
+            settings.append(_Setting(name, text[start : min(i, n)]))
         if name not in _keywords() and name != "requiressl":
-            if not after_secret and re.fullmatch(r"[a-z_]{1,40}", name):
-                close = difflib.get_close_matches(name, _keywords(), n=1)
-                also = f' (did you mean "{close[0]}"?)' if close else ""
-                return f'unknown setting "{name}"{also}'
-            hint = _QUOTING_HINT if after_secret else ""
-            return f"an unknown setting name {where()}{hint}"
-        last = name
-        after_secret = after_secret or name in SECRET_KEYWORDS
+            return settings, ("unknown", name)
+
+
+def _explain_keyword_error(text: str) -> str | None:
+    """Say where key=value *text* breaks libpq's syntax, in words that quote no value.
+
+    Names only settings libpq knows, and an unknown one only if no secret
+    setting comes before it: a word after a password may be part of it.
+    """
+    settings, problem = _read_keyword_syntax(text)
+    if problem is None:
+        return None
+    kind, name = problem
+    if kind == "unterminated":
+        return f"unterminated quoted value of {_setting_name(name)}"
+    before = settings[:-1] if kind == "unknown" else settings
+    after_secret = any(s.name in SECRET_KEYWORDS for s in before)
+    where = (
+        f"after the value of {_setting_name(before[-1].name)}"
+        if before
+        else "at the start"
+    )
+    if kind == "missing =":
+        if name in _keywords():
+            return f'missing "=" after "{name}"'
+        return f'a word without "=" {where}{_QUOTING_HINT if before else ""}'
+    if not after_secret and re.fullmatch(r"[a-z_]{1,40}", name):
+        close = difflib.get_close_matches(name, _keywords(), n=1)
+        also = f' (did you mean "{close[0]}"?)' if close else ""
+        return f'unknown setting "{name}"{also}'
+    return f"an unknown setting name {where}{_QUOTING_HINT if after_secret else ''}"
 
 
 _URL_REASONS = (
@@ -857,7 +899,7 @@ _URL_HINT = (
 
 def _explain_url_error(uri: str, message: str) -> str:
     """Say what breaks libpq's URL syntax, and in which part (fe-connect.c)."""
-    parts = _url_parts(uri)
+    parts = [(label, uri[start:end]) for label, start, end in _url_parts(uri)]
     token = _libpq_token(message)
     for fragment, reason in _URL_REASONS:
         if fragment in message:
@@ -892,40 +934,60 @@ def _explain_url_error(uri: str, message: str) -> str:
     return "libpq cannot parse it (its message is not shown: it may quote a password)"
 
 
-def _url_parts(uri: str) -> list[tuple[str, str]]:
-    """Split *uri* as libpq does, undecoded: [(what the part is, its text)]."""
+def _url_parts(uri: str) -> list[tuple[str, int, int]]:
+    """Split *uri* as libpq does (fe-connect.c, conninfo_uri_parse_options).
+
+    Return [(what the part is, where it starts, where it ends)], undecoded.
+    """
     match = _URL_PREFIX.match(uri)
-    rest = uri[match.end() :] if match else uri
-    parts: list[tuple[str, str]] = []
-    stop = next((i for i, ch in enumerate(rest) if ch in "@/"), len(rest))
-    p = 0
-    if stop < len(rest) and rest[stop] == "@":
-        user, colon, password = rest[:stop].partition(":")
-        parts.append(("the URL's user name", user))
-        if colon:
-            parts.append(("the URL's password", password))
+    p, n = (match.end() if match else 0), len(uri)
+    parts: list[tuple[str, int, int]] = []
+    stop = next((i for i in range(p, n) if uri[i] in "@/"), n)
+    if stop < n and uri[stop] == "@":
+        colon = uri.find(":", p, stop)
+        parts.append(("the URL's user name", p, stop if colon < 0 else colon))
+        if colon >= 0:
+            parts.append(("the URL's password", colon + 1, stop))
         p = stop + 1
-    end = p
-    while end < len(rest) and rest[end] not in "/?":
-        end += 1
-    for host in rest[p:end].split(","):
-        name, colon, port = host.partition(":")
-        parts.append(("the URL's host", name))
-        if colon:
-            parts.append(("the URL's port", port))
-    query = ""
-    if end < len(rest):
-        if rest[end] == "/":
-            path, _, query = rest[end + 1 :].partition("?")
-            parts.append(("the URL's database name", path))
+    while True:
+        if p < n and uri[p] == "[":
+            close = uri.find("]", p)
+            if close < 0:
+                parts.append(("the URL's host", p + 1, n))
+                return parts
+            parts.append(("the URL's host", p + 1, close))
+            p = close + 1
         else:
-            query = rest[end + 1 :]
-    for param in query.split("&") if query else ():
-        key, _, value = param.partition("=")
-        name = _unquoted(key)
-        parts.append(("the name of a query parameter", key))
-        label = f'the query parameter "{name}"' if name in _keywords() else None
-        parts.append((label or "a query parameter", value))
+            start = p
+            while p < n and uri[p] not in ":/?,":
+                p += 1
+            parts.append(("the URL's host", start, p))
+        if p < n and uri[p] == ":":
+            start = p = p + 1
+            while p < n and uri[p] not in "/?,":
+                p += 1
+            parts.append(("the URL's port", start, p))
+        if p < n and uri[p] == ",":
+            p += 1
+            continue
+        break
+    if p < n and uri[p] != "?":
+        start = p = p + 1
+        while p < n and uri[p] != "?":
+            p += 1
+        parts.append(("the URL's database name", start, p))
+    p += 1
+    while p < n:
+        end = uri.find("&", p)
+        end = n if end < 0 else end
+        equals = uri.find("=", p, end)
+        key_end = end if equals < 0 else equals
+        name = _unquoted(uri[p:key_end])
+        parts.append(("the name of a query parameter", p, key_end))
+        if equals >= 0:
+            label = f'the query parameter "{name}"' if name in _keywords() else None
+            parts.append((label or "a query parameter", equals + 1, end))
+        p = end + 1
     return parts
 
 
