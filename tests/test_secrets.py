@@ -1,0 +1,384 @@
+"""No part of a password reaches any output: a property over generated conninfos.
+
+Hypothesis writes conninfos in both syntaxes, well and badly formed, with
+passwords of every character class, and sends each through every output path
+that needs no server: parse errors, ConfigurationError, reprs,
+``mask_conninfo``, log records, the statistics of a pool that has not
+connected, Flask's and Django's configuration, Django's command output. No
+piece of four characters or more of the password may appear in any of them,
+unless the same output for the same conninfo with a harmless password holds
+it too (a setting name, a host, a word of a message). One test at the end
+needs the server: a wrong password, against the real TLS PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+from urllib.parse import quote
+
+import psycopg
+import pytest
+from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
+from flask import Flask
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from psycopg import pq
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from django_pgpool.checks import check_databases
+from django_pgpool.management.commands.pgpool import _masked_dsn
+from flask_pgpool import PgPool
+from pgpool_core import ConfigurationError, ForkSafePool, options
+from pgpool_core.options import mask_conninfo, mask_secrets, parse_conninfo
+from tests.django.support import load_alias, run_project
+from tests.harness.postgres import PgServer
+
+#: Examples per run (PGPOOL_SECRETS_EXAMPLES for a longer hunt).
+EXAMPLES = int(os.environ.get("PGPOOL_SECRETS_EXAMPLES", "150"))
+
+KEYWORDS = frozenset(opt.keyword.decode() for opt in pq.Conninfo.get_defaults())
+HARMLESS = "SAFE"
+
+# Characters and pieces that break one syntax or the other.
+SPECIALS = [
+    " ", "'", '"', "\\", "@", ":", "/", "?", "#", "%", "=", "&", ",", ";", "\t",
+    "%20", "%zz", "%4", "\\'", "''", "[", "]", "é", "ß", "日本", "🔑", "\u00a0",
+    "password=", "=x", "://", "@db", "Leak",
+]  # fmt: skip
+
+passwords = st.one_of(
+    st.lists(
+        st.one_of(
+            st.sampled_from(SPECIALS),
+            st.characters(codec="utf-8", exclude_characters="\0"),
+        ),
+        min_size=3,
+        max_size=14,
+    ).map("".join),
+    st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=60),
+).filter(lambda password: len(password) >= 4)
+
+
+def quoted(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def escaped(value: str) -> str:
+    """Unquoted, each space, quote and backslash escaped with a backslash."""
+    return "".join("\\" + ch if ch in " \t\n\r\f\v'\\" else ch for ch in value)
+
+
+def encoded(value: str) -> str:
+    return quote(value, safe="")
+
+
+# Each shape writes a conninfo around a password (and other, public, values).
+Shape = Callable[[str, str], str]
+SHAPES: dict[str, Shape] = {
+    "quoted": lambda p, h: f"host={h} user=app password={quoted(p)} dbname=appdb",
+    "escaped": lambda p, h: f"host={h} password={escaped(p)} sslmode=require",
+    "unquoted": lambda p, h: f"host={h} dbname=appdb password={p} sslmode=require",
+    "quoted-unescaped": lambda p, h: f"host={h} password='{p}' sslmode=require",
+    "unterminated": lambda p, h: f"host={h} password='{p}",
+    "stray-equals": lambda p, h: f"host={h} password= ={quoted(p)} dbname=appdb",
+    "duplicated": lambda p, h: (
+        f"password={quoted(p)} host={h} password=other dbname=appdb"
+    ),
+    "sslpassword": lambda p, h: f"host={h} sslpassword={quoted(p)} sslmode=require",
+    "url": lambda p, h: f"postgresql://app:{encoded(p)}@{h}:5432/appdb",
+    "url-unencoded": lambda p, h: f"postgresql://app:{p}@{h}/appdb?sslmode=require",
+    "url-query": lambda p, h: f"postgres://app@{h}/appdb?password={encoded(p)}",
+    "url-query-unencoded": lambda p, h: (
+        f"postgresql://{h}/appdb?sslmode=require&password={p}&application_name=x"
+    ),
+    "url-sslpassword": lambda p, h: f"postgresql://{h}/appdb?sslpassword={encoded(p)}",
+    "host-holds-conninfo": lambda p, h: make_conninfo(
+        "", host=f"host={h} password={quoted(p)}", dbname="appdb"
+    ),
+    "dbname-holds-url": lambda p, h: make_conninfo(
+        "", host=h, dbname=f"postgresql://app:{encoded(p)}@{h}/appdb"
+    ),
+    "options-holds-conninfo": lambda p, h: make_conninfo(
+        "", host=h, options=f"host={h} password={escaped(p)}"
+    ),
+}
+HOSTS = ["db", "127.0.0.1", "db.example.com"]
+
+
+def ambiguous(shape: str, password: str) -> bool:
+    """A password that a raw shape turns into settings libpq reads as such.
+
+    ``password=ab host=x`` unquoted is a password "ab" and a host "x" to libpq,
+    whatever was meant: the host is then shown as a host. (A password shorter
+    than 4 characters is masked only where no letter or digit touches it.)
+    """
+    if shape == "unquoted" and password != password.strip(" \t\n\r\f\v"):
+        return True  # libpq skips the spaces: the password is the next word
+    if shape not in ("unquoted", "quoted-unescaped", "url-query-unencoded"):
+        return False
+    separators = "&" if shape.startswith("url") else " \t\n\r\f\v'"
+    words = [password]
+    for separator in separators:
+        words = [piece for word in words for piece in word.split(separator)]
+    return any(word.split("=", 1)[0] in KEYWORDS for word in words if "=" in word)
+
+
+@contextmanager
+def isolated() -> Iterator[list[str]]:
+    """Forget the secrets other examples remembered; collect the pool log lines."""
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("psycopg", "psycopg.pool")]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(options, "_remembered", {})
+        for logger in loggers:
+            logger.addHandler(handler)
+        try:
+            yield lines
+        finally:
+            for logger in loggers:
+                logger.removeHandler(handler)
+
+
+def echoes(params: dict[str, Any]) -> list[str]:
+    """What libpq, psycopg and the server say about connection parameters."""
+    texts = [repr(params), json.dumps(params, default=str)]
+    for key, value in params.items():
+        texts.append(f"failed to resolve host {value!r}: Name or service not known")
+        if key in ("dbname", "user", "NAME", "USER"):
+            # The server cuts a name at 63 bytes before it quotes it.
+            cut = str(value).encode()[:63].decode(errors="ignore")
+            texts.append(f'FATAL:  database "{cut}" does not exist')
+    return texts
+
+
+def core_outputs(conninfo: str, lines: list[str]) -> list[str]:
+    out: list[str] = [mask_conninfo(conninfo)]
+    try:
+        parse_conninfo(conninfo)
+    except ConfigurationError as err:
+        out.append(str(err))
+    try:
+        conninfo_to_dict(conninfo)
+    except (psycopg.Error, UnicodeError) as err:
+        # libpq's own message, as it would be logged or re-raised.
+        out.append(mask_secrets(f"{type(err).__name__}: {err}", conninfo))
+    out.append(
+        mask_secrets(f"{conninfo} {conninfo!r} {json.dumps(conninfo)}", conninfo)
+    )
+    try:
+        pool = ForkSafePool(conninfo, name="p", min_size=0, max_size=1)
+    except ConfigurationError as err:
+        out.append(str(err))
+        return out
+    out.append(repr(pool))
+    params = conninfo_to_dict(conninfo)
+    out.extend(mask_secrets(text, conninfo) for text in echoes(params))
+    out.append(repr(ForkSafePool(kwargs=params, min_size=0, max_size=1)))
+    # What psycopg_pool's threads log about a failed connect: masked by the
+    # filter with what the pools remembered.
+    for text in echoes(params):
+        logging.getLogger("psycopg.pool").warning("error connecting in 'p': %s", text)
+    out.extend(lines)
+    return out
+
+
+def flask_outputs(conninfo: str, kwargs: dict[str, Any] | None) -> list[str]:
+    app = Flask("secrets")
+    app.config.update(PGPOOL_CONNINFO=conninfo, PGPOOL_MIN_SIZE=0, PGPOOL_MAX_SIZE=1)
+    if kwargs is not None:
+        app.config.update(PGPOOL_CONNINFO="dbname=appdb", PGPOOL_KWARGS=kwargs)
+    try:
+        PgPool(app)
+    except ConfigurationError as err:
+        return [str(err)]
+    state = app.extensions["pgpool"]
+    out = [repr(state), state.masked_conninfo("default")]
+    out.extend(state.mask("default", text) for text in echoes(kwargs or {}))
+    try:
+        # The statistics of a pool that has not connected (min_size 0).
+        with app.app_context():
+            out.append(json.dumps(state.extension.stats(), default=str))
+    finally:
+        for pool in state.pools.values():
+            pool.close()
+    return out
+
+
+def django_outputs(settings_dict: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(django_settings, "DATABASES", {"x": settings_dict})
+        for message in check_databases():
+            out.append(f"{message.msg} {message.hint}")
+    try:
+        wrapper = load_alias(settings_dict)
+    except ImproperlyConfigured as err:
+        return [*out, str(err)]
+    try:
+        out.append(repr(wrapper.get_connection_params()))
+        out.append(_masked_dsn(wrapper))
+    except ImproperlyConfigured as err:
+        out.append(str(err))
+    out.append(wrapper.mask(repr(settings_dict)))
+    out.extend(wrapper.mask(text) for text in echoes(settings_dict))
+    return out
+
+
+def django_settings_of(conninfo: str) -> list[dict[str, Any]]:
+    """DATABASES entries a user could write from *conninfo*."""
+    base = {
+        "ENGINE": "django_pgpool",
+        "NAME": "appdb",
+        "USER": "app",
+        "PASSWORD": "",
+        "HOST": "db",
+        "PORT": "",
+        "OPTIONS": {"pool": {"min_size": 0, "max_size": 1}},
+    }
+    entries = [{**base, "HOST": conninfo}, {**base, "NAME": conninfo}]
+    try:
+        params = conninfo_to_dict(conninfo)
+    except (psycopg.Error, UnicodeError):
+        return entries
+    split = dict(base, OPTIONS=dict(base["OPTIONS"]))
+    for key, setting in (
+        ("dbname", "NAME"),
+        ("user", "USER"),
+        ("password", "PASSWORD"),
+        ("host", "HOST"),
+        ("port", "PORT"),
+    ):
+        if key in params:
+            split[setting] = params.pop(key)
+    split["OPTIONS"].update(params)
+    return [*entries, split]
+
+
+def all_outputs(conninfo: str) -> str:
+    with isolated() as lines:
+        out = core_outputs(conninfo, lines)
+        out.extend(flask_outputs(conninfo, None))
+        try:
+            kwargs = conninfo_to_dict(conninfo)
+        except (psycopg.Error, UnicodeError):
+            kwargs = {"host": conninfo}
+        out.extend(flask_outputs(conninfo, kwargs))
+        for settings_dict in django_settings_of(conninfo):
+            out.extend(django_outputs(settings_dict))
+    return "\n".join(out)
+
+
+def leaks(password: str, output: str, public: str) -> list[str]:
+    """The pieces of *password* (4+ characters) in *output* but not in *public*."""
+    found = {
+        password[i:j]
+        for i in range(len(password))
+        for j in range(i + 4, len(password) + 1)
+        if password[i:j] in output and password[i:j] not in public
+    }
+    # The longest first; drop those inside a longer one.
+    return sorted(
+        (f for f in found if not any(f != g and f in g for g in found)),
+        key=len,
+        reverse=True,
+    )
+
+
+@settings(
+    max_examples=EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+)
+@given(
+    password=passwords,
+    shape=st.sampled_from(sorted(SHAPES)),
+    host=st.sampled_from(HOSTS),
+)
+def test_no_piece_of_a_password_reaches_any_output(
+    password: str, shape: str, host: str
+) -> None:
+    if ambiguous(shape, password):
+        return
+    conninfo = SHAPES[shape](password, host)
+    output = all_outputs(conninfo)
+    public = "\n".join(
+        [
+            all_outputs(SHAPES[shape](HARMLESS, host)),
+            *KEYWORDS,
+            conninfo.replace(password, ""),
+        ]
+    )
+    assert leaks(password, output, public) == [], (conninfo, output)
+    for form in (encoded(password), repr(password)[1:-1]):
+        if form != password and len(form) >= 4:
+            assert form not in output or form in public, (form, output)
+
+
+# -- with the server -------------------------------------------------------------
+
+
+def test_wrong_password_in_the_auth_error_logs_and_cli(
+    pg_server: PgServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server refuses a wrong password: its text, the logs and the CLIs hide it."""
+    wrong = "Wr0ng P@ss'w\\-Leak%20 é"
+    dsn = pg_server.dsn(password=wrong, connect_timeout=2)
+    url = (
+        f"postgresql://{pg_server.user}:{encoded(wrong)}@{pg_server.host}:"
+        f"{pg_server.port}/{pg_server.dbname}?sslmode=require"
+    )
+    # The right password, and the wrong one in a conninfo given as the
+    # database name: the server quotes the name it cannot find.
+    in_dbname = pg_server.dsn(dbname=f"dbname=x password={quoted(wrong)}")
+    outputs: list[str] = []
+    with caplog.at_level(logging.DEBUG):
+        for conninfo, refusal in (
+            (dsn, "password authentication failed"),
+            (url, "password authentication failed"),
+            (in_dbname, 'database "dbname=x password='),
+        ):
+            pool = ForkSafePool(conninfo, min_size=1, timeout=2, name="wrong")
+            with pytest.raises(psycopg.OperationalError) as info:
+                pool.connect()  # the error as the CLIs and a forking master get it
+            assert refusal in str(info.value)
+            outputs.append(str(info.value))
+            with pytest.raises(psycopg.OperationalError):
+                pool.wait(2)  # psycopg_pool's threads log each failed connect
+            pool.close()
+            time.sleep(0.1)
+    outputs.append(caplog.text)
+    assert "error connecting in 'wrong'" in caplog.text
+
+    app = Flask("wrong")
+    app.config.update(PGPOOL_CONNINFO=url, PGPOOL_TIMEOUT=2)
+    PgPool(app)
+    for command in ("check", "stats"):
+        result = app.test_cli_runner().invoke(args=["pgpool", command])
+        assert result.exit_code == 1, result.output
+        outputs.append(result.output)
+    for pool in app.extensions["pgpool"].pools.values():
+        pool.close()
+
+    result = run_project(
+        "tests/django/manage.py", "pgpool", "check", env={"PGPOOL_APP_DSN": dsn}
+    )
+    assert "password authentication failed" in result.stderr
+    outputs.append(result.stdout + result.stderr)
+
+    everything = "\n".join(outputs)
+    assert leaks(wrong, everything, public="") == []
+    assert encoded(wrong) not in everything
