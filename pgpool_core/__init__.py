@@ -11,7 +11,12 @@ from importlib.metadata import version as _version
 
 from .errors import ConfigurationError, PgPoolError, PoolNotAvailable
 from .loans import borrower
-from .options import POOL_OPTIONS, mask_conninfo, validate_pool_options
+from .options import (
+    POOL_OPTIONS,
+    mask_conninfo,
+    mask_secrets,
+    validate_pool_options,
+)
 from .pool import ForkSafePool
 from .session import (
     RESET_SQL,
@@ -32,6 +37,7 @@ __all__ = [
     "check_socket",
     "check_target_session_attrs",
     "mask_conninfo",
+    "mask_secrets",
     "validate_pool_options",
 ]
 

@@ -620,12 +620,12 @@ def mask_secrets(
     those of a conninfo given as the host, the database name or the options;
     those libpq reads from *environ* (default ``os.environ``: ``PGPASSWORD``,
     ``PGSSLPASSWORD``, the password file of ``passfile``, ``PGPASSFILE`` or
-    ``~/.pgpass``, the service file of a ``service``); and those of every pool
-    made in this process (:func:`remember_secrets`). Each secret is masked
-    wherever it appears, percent-encoded, escaped or quoted; a token that
-    libpq quotes in a parse error is masked unless it is a setting name.
-    Callables (a pool's conninfo or kwargs factory) are not called: the
-    secrets of what they returned are remembered.
+    ``~/.pgpass``, the service file of a ``service``); and those of every
+    ``ForkSafePool`` made in this process, even with no *conninfo* given.
+    Each secret is masked wherever it appears, percent-encoded, escaped or
+    quoted; a token that libpq quotes in a parse error is masked unless it is
+    a setting name. Callables (a pool's conninfo or kwargs factory) are not
+    called: the secrets of what they returned are remembered.
     """
     text = text if isinstance(text, str) else str(text)
     if not text:
