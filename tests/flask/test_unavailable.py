@@ -70,6 +70,25 @@ def test_unreachable_database_answers_503(
     assert pg_server.password not in caplog.text + response.text
 
 
+def test_503_and_its_logs_hide_a_host_that_holds_a_password(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture, pg_server: PgServer
+) -> None:
+    """psycopg_pool logs each failed connect, quoting the host: masked."""
+    host = f"host={pg_server.host} port={pg_server.port} password=Wr0ngP@ss-Leak"
+    app = make_app(
+        PGPOOL_CONNINFO=pg_server.dsn(host=None, password=None),
+        PGPOOL_KWARGS={"host": host, "connect_timeout": 1},
+        PGPOOL_TIMEOUT=1.5,
+    )
+    with caplog.at_level(logging.INFO):
+        response = app.test_client().get("/query")
+
+    assert response.status_code == 503
+    assert "error connecting in" in caplog.text
+    assert "failed to resolve host 'host=" in caplog.text
+    assert "Leak" not in caplog.text + response.text
+
+
 def test_too_many_waiting_requests_answer_503_at_once(make_app: MakeApp) -> None:
     app = make_app(
         PGPOOL_MIN_SIZE=1, PGPOOL_MAX_SIZE=1, PGPOOL_TIMEOUT=5, PGPOOL_MAX_WAITING=1
