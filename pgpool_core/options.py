@@ -224,7 +224,8 @@ def _py_escaped(value: str, delimiter: str, *, ascii_only: bool = False) -> str:
     )
 
 
-def _forms(value: str) -> set[str]:
+@functools.lru_cache(maxsize=8192)
+def _forms(value: str) -> frozenset[str]:
     """Return *value* as it may appear in an output: encoded, escaped, quoted."""
     first = {
         value,
@@ -250,7 +251,7 @@ def _forms(value: str) -> set[str]:
         forms.add(_py_escaped(form, "'"))
         forms.add(_CONNINFO_ESCAPE.sub(r"\\\1", form))
     forms.discard("")
-    return forms
+    return frozenset(forms)
 
 
 def _pieces(text: str) -> set[str]:
