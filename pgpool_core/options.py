@@ -319,12 +319,12 @@ def _parsed(conninfo: str) -> dict[str, Any] | None:
 @functools.lru_cache(maxsize=256)
 def _secrets_in_conninfo(conninfo: str, depth: int = 0) -> frozenset[str]:
     """Return what may be a secret in *conninfo*, parsable or not (cached)."""
-    # The values as written too: an output may quote the text, escapes kept.
-    found = {
-        setting.raw
-        for setting in _read_keyword_syntax(conninfo)[0]
-        if setting.name in SECRET_KEYWORDS and setting.raw
-    }
+    # Each value read, as written too (an output may quote the text with its
+    # escapes), and those libpq drops: a repeated setting keeps the last.
+    found: set[str] = set()
+    for setting in _read_keyword_syntax(conninfo)[0]:
+        if setting.name in SECRET_KEYWORDS and setting.raw:
+            found |= {setting.raw, re.sub(r"\\(.)", r"\1", setting.raw)}
     params = _parsed(conninfo)
     if params is None:
         return frozenset(found | _lenient_secrets(conninfo))

@@ -27,7 +27,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from flask import Flask
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
@@ -44,7 +44,18 @@ from tests.harness.postgres import PgServer
 EXAMPLES = int(os.environ.get("PGPOOL_SECRETS_EXAMPLES", "150"))
 
 KEYWORDS = frozenset(opt.keyword.decode() for opt in pq.Conninfo.get_defaults())
-HARMLESS = "SAFE"
+
+
+def harmless(password: str) -> str:
+    """A password with the same quoting and escaping as *password*, no piece of it.
+
+    Its special characters (one of each, apart) make an output quote and
+    escape it as it does *password*: ``password='\\'...`` is no piece of a
+    password that starts with a quote.
+    """
+    specials = sorted({ch for ch in password if not ch.isalnum()})
+    return "SAFE" + "".join(f"S{ch}" for ch in specials)
+
 
 # Characters and pieces that break one syntax or the other.
 SPECIALS = [
@@ -303,6 +314,19 @@ def leaks(password: str, output: str, public: str) -> list[str]:
     database=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
+# What earlier runs found, kept: libpq's port and database name made of an
+# unencoded URL password, and cut by the server; a URL query value of spaces;
+# a password libpq drops for a later one.
+@example(
+    password="00000/" + "0" * 50 + "1\x80\U00010000\U00010000\U00010000",
+    shape="url-unencoded",
+    host="db",
+)
+@example(password="''0://", shape="url-unencoded", host="db")
+@example(password="    ", shape="url-query-unencoded", host="db")
+@example(password="\"password=\\'", shape="duplicated", host="db")
+@example(password="Wr0ng P@ss'w-Leak", shape="quoted-unescaped", host="db")
+@example(password="Wr0ng P@ss-Leak", shape="url-unencoded", host="127.0.0.1")
 @given(
     password=passwords,
     shape=st.sampled_from(sorted(SHAPES)),
@@ -317,7 +341,7 @@ def test_no_piece_of_a_password_reaches_any_output(
     output = all_outputs(conninfo)
     public = "\n".join(
         [
-            all_outputs(SHAPES[shape](HARMLESS, host)),
+            all_outputs(SHAPES[shape](harmless(password), host)),
             *KEYWORDS,
             conninfo.replace(password, ""),
         ]
