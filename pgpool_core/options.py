@@ -351,6 +351,17 @@ def _lenient_secrets(text: str, *, keyword_syntax: bool = True) -> set[str]:
     for match in _URL_PREFIX.finditer(text):
         begin = match.start()
         parts = _url_parts(text[begin:])
+        # libpq's reading went wrong if it found an "@" in a host, a port or
+        # a database name, or a port that is no number.
+        misread = keyword_syntax or any(
+            "@" in text[begin + start : begin + end]
+            or (
+                label.endswith("port")
+                and not text[begin + start : begin + end].isdigit()
+            )
+            for label, start, end in parts
+            if label.endswith(("host", "port", "database name"))
+        )
         colon = text.find(":", match.end())
         for at in (i for i in range(colon + 1, len(text)) if text[i] == "@"):
             if colon < 0:
@@ -358,7 +369,7 @@ def _lenient_secrets(text: str, *, keyword_syntax: bool = True) -> set[str]:
             # The password of one reading; what libpq took of it for a host,
             # a port or a database name is masked as such.
             tails.add(text[colon + 1 : at])
-            for _, start, end in parts:
+            for _, start, end in parts if misread else ():
                 piece = text[max(begin + start, colon + 1) : min(begin + end, at)]
                 if len(piece) >= _SHORT:  # a shorter one is no telling piece
                     found.update({piece, _unquoted(piece)})

@@ -164,6 +164,14 @@ def test_a_url_password_with_an_unencoded_slash() -> None:
     assert mask_secrets(error, conninfo) == error.replace("Wr0ng", MASK)
 
 
+def test_an_at_sign_in_a_url_query_masks_no_other_part() -> None:
+    """Only a reading that went wrong (an "@" in the host, a port not a number)
+    makes libpq's parts of the URL suspect."""
+    conninfo = "postgresql://app:Wr0ngPass@db/appdb?application_name=me@home"
+    text = 'database "appdb" does not exist (application_name me@home): Wr0ngPass'
+    assert mask_secrets(text, conninfo) == text.replace("Wr0ngPass", MASK)
+
+
 def test_secrets_of_kwargs() -> None:
     kwargs = {"password": SECRET, "host": f"host=db sslpassword={quoted(SECRET)}x"}
     assert fragments(mask_secrets(f"{kwargs!r} {SECRET}x", kwargs=kwargs)) == []
