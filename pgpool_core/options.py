@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
 import html
@@ -682,8 +683,39 @@ def mask_exception(
         notes = getattr(current, "__notes__", None)
         if isinstance(notes, list):
             notes[:] = [mask_secrets(note, conninfo, kwargs) for note in notes]
+        pgconn = getattr(current, "_pgconn", None)
+        if isinstance(current, psycopg.Error) and dataclasses.is_dataclass(pgconn):
+            # psycopg 3.3 keeps what libpq knew of a failed connect, password
+            # and conninfo included, in a dataclass whose repr shows them.
+            current._pgconn = _masked_pgconn(pgconn, conninfo, kwargs)
         current = current.__cause__ or current.__context__
     return exc
+
+
+def _masked_pgconn(pgconn: Any, conninfo: Any, kwargs: Any) -> Any:
+    """Return a copy of psycopg's ``FinishedPGconn`` with its secrets masked."""
+
+    def masked(key: str, value: Any) -> Any:
+        if isinstance(value, bytes) and value:
+            if key in SECRET_KEYWORDS:
+                return MASK.encode()
+            text = value.decode(errors="replace")
+            return mask_secrets(text, conninfo, kwargs).encode()
+        return value
+
+    changes: dict[str, Any] = {}
+    for field in dataclasses.fields(pgconn):
+        value = getattr(pgconn, field.name)
+        if field.name == "info" and isinstance(value, list):
+            changes["info"] = [
+                option._replace(val=masked(option.keyword.decode(), option.val))
+                if hasattr(option, "_replace")
+                else option
+                for option in value
+            ]
+        elif field.init:
+            changes[field.name] = masked(field.name, value)
+    return dataclasses.replace(pgconn, **changes)
 
 
 class MaskingFilter(logging.Filter):

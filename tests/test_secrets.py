@@ -379,7 +379,9 @@ def test_wrong_password_in_the_auth_error_logs_and_cli(
             with pytest.raises(psycopg.OperationalError) as info:
                 pool.connect()  # the error as the CLIs and a forking master get it
             assert refusal in str(info.value)
-            outputs.append(str(info.value))
+            # psycopg 3.3 keeps libpq's view of the failed connect, password
+            # included, in the exception's pgconn.
+            outputs += [str(info.value), repr(info.value.pgconn)]
             with pytest.raises(psycopg.OperationalError):
                 pool.wait(2)  # psycopg_pool's threads log each failed connect
             pool.close()
