@@ -293,12 +293,18 @@ def all_outputs(conninfo: str) -> str:
 
 
 def leaks(password: str, output: str, public: str) -> list[str]:
-    """The pieces of *password* (4+ characters) in *output* but not in *public*."""
+    """The pieces of *password* (4+ characters) in *output* but not in *public*.
+
+    A piece of nothing but spaces and quotes, which the syntax itself is made
+    of, tells nothing: ``password=''   `` is an empty password to libpq.
+    """
     found = {
         password[i:j]
         for i in range(len(password))
         for j in range(i + 4, len(password) + 1)
-        if password[i:j] in output and password[i:j] not in public
+        if password[i:j] in output
+        and password[i:j] not in public
+        and password[i:j].strip(" \t\n\r\f\v'\"")
     }
     # The longest first; drop those inside a longer one.
     return sorted(
@@ -326,6 +332,7 @@ def leaks(password: str, output: str, public: str) -> list[str]:
 @example(password="    ", shape="url-query-unencoded", host="db")
 @example(password="\"password=\\'", shape="duplicated", host="db")
 @example(password="Wr0ng P@ss'w-Leak", shape="quoted-unescaped", host="db")
+@example(password="'   ", shape="unterminated", host="db")
 @example(password="Wr0ng P@ss-Leak", shape="url-unencoded", host="127.0.0.1")
 @given(
     password=passwords,
