@@ -334,18 +334,32 @@ def _secrets_in_conninfo(conninfo: str, depth: int = 0) -> frozenset[str]:
         # libpq ends a URL's user information at the first "@" or "/": a
         # password holding either, unencoded, spills into the host, port or
         # database name. Mask what every reading of it would call a password.
-        found |= _lenient_secrets(conninfo, keyword_syntax=False)
+        found |= _lenient_secrets(conninfo, keyword_syntax=False, params=params)
         for value in params.values():
             found |= _cut_secrets(str(value), found)
     return frozenset(found)
 
 
-def _lenient_secrets(text: str, *, keyword_syntax: bool = True) -> set[str]:
+_URL_PART_KEYS = {
+    "the URL's user name": "user",
+    "the URL's host": "host",
+    "the URL's port": "port",
+    "the URL's database name": "dbname",
+}
+
+
+def _lenient_secrets(
+    text: str,
+    *,
+    keyword_syntax: bool = True,
+    params: Mapping[str, Any] | None = None,
+) -> set[str]:
     """Return what any reading of *text* could call a secret.
 
-    For text that libpq cannot parse (or may misread): everything from a
-    secret setting's "=" to the end, and the words in it; in a URL, the part of
-    each candidate user information after its first ":".
+    For text that libpq cannot parse (or may misread, *params* being what it
+    read): everything from a secret setting's "=" to the end, and the words in
+    it; in a URL, the part of each candidate user information after its first
+    ":", and libpq's values made of a piece of it.
     """
     found: set[str] = set()
     tails: set[str] = set()
@@ -370,10 +384,14 @@ def _lenient_secrets(text: str, *, keyword_syntax: bool = True) -> set[str]:
             # The password of one reading; what libpq took of it for a host,
             # a port or a database name is masked as such.
             tails.add(text[colon + 1 : at])
-            for _, start, end in parts if misread else ():
+            for label, start, end in parts if misread else ():
                 piece = text[max(begin + start, colon + 1) : min(begin + end, at)]
                 if len(piece) >= _SHORT:  # a shorter one is no telling piece
                     found.update({piece, _unquoted(piece)})
+                # libpq joins the hosts and the ports with ",": the value.
+                value = (params or {}).get(_URL_PART_KEYS.get(label, ""))
+                if piece and isinstance(value, str) and len(value) >= _SHORT:
+                    found.add(value)
     for source in {text, _unquoted(text)}:
         for match in _SECRET_KEYWORD_AT.finditer(source):
             tail = source[match.end() :]

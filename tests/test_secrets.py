@@ -329,6 +329,7 @@ def leaks(password: str, output: str, public: str) -> list[str]:
     host="db",
 )
 @example(password="''0://", shape="url-unencoded", host="db")
+@example(password="000," + "0" * 55 + "/", shape="url-unencoded", host="db")
 @example(password="    ", shape="url-query-unencoded", host="db")
 @example(password="\"password=\\'", shape="duplicated", host="db")
 @example(password="Wr0ng P@ss'w-Leak", shape="quoted-unescaped", host="db")
