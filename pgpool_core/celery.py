@@ -18,8 +18,9 @@ in a process that only sends tasks they never run):
     pools; under gevent and eventlet, psycopg's waits are made to yield to
     the event loop (see :mod:`pgpool_core.green`).
 ``worker_process_init``
-    Gives each prefork child fresh pools and starts connecting (under
-    ``solo`` it runs in the main process, and only starts connecting).
+    Gives each prefork child fresh pools, runs the setups of
+    :func:`pgpool_core.metrics.run_in_each_worker` and starts connecting
+    (under ``solo`` it runs in the main process, and only starts connecting).
 ``worker_process_shutdown``
     Closes a prefork child's pools as it exits.
 ``worker_shutdown``
@@ -38,7 +39,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import green, lifecycle
+from . import green, lifecycle, metrics
 
 try:
     from celery import signals
@@ -109,6 +110,7 @@ def _worker_process_init(**kwargs: Any) -> None:
     global _task_process
     _task_process = os.getpid()
     lifecycle.after_fork_in_child()
+    metrics.start_worker()
     lifecycle.warm_up_all()
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import capacity, green, lifecycle
+from . import capacity, green, lifecycle, metrics
 
 __all__ = ["post_fork", "post_worker_init", "pre_fork", "when_ready", "worker_exit"]
 
@@ -47,14 +47,17 @@ def pre_fork(server: Any, worker: Any) -> None:
 def post_fork(server: Any, worker: Any) -> None:
     """Give the new worker fresh pools and start connecting (gunicorn ``post_fork``).
 
-    A gevent or eventlet worker starts connecting in ``post_worker_init``:
-    pool threads started before its monkey-patching would be real threads,
-    waiting on locks that block every greenlet.
+    First runs the setups registered with
+    :func:`pgpool_core.metrics.run_in_each_worker` (the OpenTelemetry SDK). A
+    gevent or eventlet worker does both in ``post_worker_init``: threads
+    started before its monkey-patching would be real threads, waiting on
+    locks that block every greenlet.
     """
     capacity.record_gunicorn_workers(getattr(server, "num_workers", None))
     lifecycle.after_fork_in_child()
     patcher = _patched_later_by(worker)
     if patcher is None:
+        metrics.start_worker()
         lifecycle.warm_up_all()
     elif patcher == "gevent":
         green.after_gevent_patch()
@@ -62,8 +65,13 @@ def post_fork(server: Any, worker: Any) -> None:
 
 def post_worker_init(worker: Any) -> None:
     """Fit psycopg to a patched worker, then start connecting (gunicorn
-    ``post_worker_init``, after the worker loaded the app)."""
+    ``post_worker_init``, after the worker loaded the app).
+
+    The setups of :func:`pgpool_core.metrics.run_in_each_worker` run here in
+    a gevent or eventlet worker, after its monkey-patching.
+    """
     green.after_patch()
+    metrics.start_worker()
     lifecycle.warm_up_all()
 
 

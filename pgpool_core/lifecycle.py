@@ -335,6 +335,22 @@ class ProcessPools:
         here.plain.discard(conn)
         return True
 
+    def open_connections(self) -> int:
+        """Return how many connections made in this process are open (for metrics).
+
+        Idle, lent, or being checked, reset or configured: the sessions this
+        process holds on the server.
+        """
+        here = self._here
+        if here is None or here.pid != os.getpid():
+            return 0
+        for _ in range(3):
+            try:
+                return sum(not conn.closed for conn in list(here.made))
+            except RuntimeError:  # a pool thread added one meanwhile
+                continue
+        return 0
+
     def plain_lent(self) -> int:
         """Return how many plain connections are lent in this process."""
         here = self._here

@@ -17,7 +17,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.abc import CT
 
-from . import capacity, green
+from . import capacity, green, metrics
 from .errors import PoolNotAvailable
 from .lifecycle import ProcessPools, in_forking_master, is_abandoned
 from .loans import Loans
@@ -421,14 +421,20 @@ class ForkSafePool(Generic[CT]):
             conn = self._connect_unpooled()
             self._pools.lend_plain(conn)
         else:
+            otel = metrics.recorder  # metrics: None without opentelemetry-api
+            since = monotonic() if otel is not None else 0.0
             try:
                 conn = pool.getconn(timeout)
             except PoolTimeout:
+                if otel is not None:
+                    otel.timed_out(self.name)  # metrics: timeouts
                 waited = self.timeout if timeout is None else timeout
                 raise PoolTimeout(
                     f"couldn't get a connection from pool {self.name!r}"
                     f" after {waited:.2f} sec"
                 ) from None
+            if otel is not None:
+                otel.lent(conn, self.name, since)  # metrics: wait_time
         self._loans.lent(conn)
         return conn
 

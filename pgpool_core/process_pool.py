@@ -36,6 +36,7 @@ from psycopg_pool.abc import CT
 from psycopg_pool.base import AttemptWithBackoff
 from psycopg_pool.pool import AddConnection
 
+from . import metrics
 from .session import rollback_if_needed
 
 __all__ = ["FORK_CONNECT_WAIT", "RECONNECT_DELAY_MAX", "ProcessPool"]
@@ -92,6 +93,8 @@ class ProcessPool(ConnectionPool[CT]):
     # -- lending -------------------------------------------------------------
 
     def putconn(self, conn: CT) -> None:
+        if metrics.recorder is not None:  # metrics: use_time, however it comes back
+            metrics.recorder.returned(conn, self.name)
         if self._returned is not None:
             self._returned(conn)
         super().putconn(conn)
@@ -227,11 +230,17 @@ class ProcessPool(ConnectionPool[CT]):
         super().schedule_task(task, delay)
 
     def _connect(self, timeout: float | None = None) -> CT:
-        # Extends psycopg_pool 3.3.3's: counts the connects in progress.
+        # Extends psycopg_pool 3.3.3's: counts the connects in progress, and
+        # records how long they take.
         with self._connects:
             self._connecting += 1
         try:
-            return super()._connect(timeout)
+            if metrics.recorder is None:
+                return super()._connect(timeout)
+            since = monotonic()  # metrics: create_time, configure included
+            conn = super()._connect(timeout)
+            metrics.recorder.connected(self.name, monotonic() - since)
+            return conn
         finally:
             with self._connects:
                 self._connecting -= 1

@@ -1,8 +1,10 @@
 """Hooks for uWSGI: import this module in the WSGI file (or uWSGI ``import =``).
 
 Under uWSGI it registers a ``uwsgidecorators.postfork`` function that gives each
-worker fresh pools and starts connecting (``pgpool_core.lifecycle`` closes
-them when the worker exits, as in any process). Outside uWSGI it does nothing,
+worker fresh pools, runs the setups of
+:func:`pgpool_core.metrics.run_in_each_worker` and starts connecting
+(``pgpool_core.lifecycle`` closes them when the worker exits, as in any
+process). Outside uWSGI it does nothing,
 so the import is safe in code that also runs under gunicorn, in tests or in a
 shell.
 
@@ -14,7 +16,7 @@ from __future__ import annotations
 
 import sys
 
-from . import lifecycle
+from . import lifecycle, metrics
 
 __all__ = ["running_under_uwsgi"]
 
@@ -28,6 +30,7 @@ def running_under_uwsgi() -> bool:
 
 def _postfork() -> None:
     lifecycle.after_fork_in_child()
+    metrics.start_worker()
     lifecycle.warm_up_all()
 
 
