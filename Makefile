@@ -26,7 +26,7 @@ STAMP_CELERY_FLOOR := $(VENV_CELERY_FLOOR)/.installed
 STAMP_BENCH := $(VENV)/.installed-bench
 STAMP_DEMO := $(VENV)/.installed-demo
 # Every extra: the tests serve the apps with each server.
-EXTRAS := binary,flask,django,uwsgi,gunicorn,celery
+EXTRAS := binary,flask,django,uwsgi,gunicorn,celery,opentelemetry,prometheus,health-check
 
 .PHONY: test lint docs pytest test-django6 test-celery-floor \
 	conformance install clean demo bench bench-quick

@@ -15,12 +15,14 @@ from flask import (
     g,
     has_app_context,
     has_request_context,
+    jsonify,
     request,
 )
 from psycopg_pool import ConnectionPool
 
 from pgpool_core import ForkSafePool, borrower
 from pgpool_core.errors import unavailable_reason
+from pgpool_core.health import PoolHealth, check_pool
 
 from .cli import pgpool_cli
 from .config import DEFAULT_BIND, BindConfig, read_config
@@ -203,6 +205,43 @@ class PgPool:
             bind: {"conninfo": state.masked_conninfo(bind), **pool.stats()}
             for bind, pool in state.pools.items()
         }
+
+    # -- health ---------------------------------------------------------------
+
+    def health(self, *, timeout: float = 1.0) -> dict[str, PoolHealth]:
+        """Check each database's pool of this process, by bind.
+
+        :func:`pgpool_core.health.check_pool` for each: a connection borrowed
+        within *timeout* seconds answers ``SELECT 1``, else a new one is tried
+        (bounded by ``connect_timeout``); never the pool's ``timeout``.
+        """
+        state = self._get_state()
+        return {bind: check_pool(pool, timeout) for bind, pool in state.pools.items()}
+
+    def health_view(self, *, timeout: float = 1.0) -> Callable[[], Response]:
+        """Return a view answering for this worker's pools: 200, or 503 if one fails.
+
+        For a load balancer's or an orchestrator's probe::
+
+            app.add_url_rule("/health/db", view_func=pgpool.health_view())
+
+        The JSON body has ``status`` ("ok" or "unavailable") and, by bind,
+        :meth:`pgpool_core.health.PoolHealth.as_dict` (pid, reason, stats).
+        The response is not cached (``Cache-Control: no-store``).
+        """
+
+        def pgpool_health() -> Response:
+            checked = self.health(timeout=timeout)
+            healthy = all(result.healthy for result in checked.values())
+            response = jsonify(
+                status="ok" if healthy else "unavailable",
+                databases={bind: result.as_dict() for bind, result in checked.items()},
+            )
+            response.status_code = 200 if healthy else 503
+            response.headers["Cache-Control"] = "no-store"
+            return response
+
+        return pgpool_health
 
 
 def _borrow(

@@ -142,6 +142,9 @@ class Recorder:
         attributes = self._attributes.get(pool_name)
         if attributes is None:
             attributes = self._attributes.setdefault(pool_name, {POOL_NAME: pool_name})
+            # The pool's timeouts start at 0, not at the first one: a rate
+            # can then be taken from the start.
+            self.timeouts.add(0, attributes)
         return attributes
 
     def lent(self, conn: Any, pool_name: str, since: float) -> None:

@@ -1,0 +1,111 @@
+"""Health of this process's pool, answered without waiting the pool's timeout.
+
+A load balancer's probe reaches one worker, which answers for its own pool:
+:func:`check_pool` borrows a connection for at most *timeout* seconds (1 s by
+default, not the pool's ``timeout``) and runs ``SELECT 1`` on it. If none can
+be had that soon (every connection lent, or the pool cannot connect), one
+plain connection is made and closed, bounded by ``connect_timeout`` (10 s by
+default): a busy pool on a live server is healthy, a server that refuses
+connections is unhealthy at once, one that does not answer after
+``connect_timeout``. A connection that the server stops answering while lent
+is bounded by ``tcp_user_timeout`` (30 s by default).
+
+The adapters answer from it: ``flask_pgpool.PgPool.health_view()`` and
+``django_pgpool.health.PoolHealthCheck`` (django-health-check).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg_pool import PoolTimeout, TooManyRequests
+
+from .options import MASK, mask_secrets
+
+if TYPE_CHECKING:
+    from .pool import ForkSafePool
+
+__all__ = ["PoolHealth", "check_pool"]
+
+
+@dataclass(frozen=True)
+class PoolHealth:
+    """What :func:`check_pool` found; ``reason`` says why it is not healthy."""
+
+    pool: str
+    pid: int
+    healthy: bool
+    #: Why the pool is not healthy (psycopg's error, password masked), or
+    #: "busy" when it is healthy but lent every connection.
+    reason: str | None = None
+    #: Seconds the check took.
+    elapsed: float = 0.0
+    #: ``ForkSafePool.stats()`` as the check began.
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready dict: status ("ok" or "unavailable") and the rest."""
+        return {
+            "status": "ok" if self.healthy else "unavailable",
+            "pool": self.pool,
+            "pid": self.pid,
+            "reason": self.reason,
+            "elapsed": round(self.elapsed, 4),
+            "stats": self.stats,
+        }
+
+
+def check_pool(pool: ForkSafePool[Any], timeout: float = 1.0) -> PoolHealth:
+    """Say whether *pool* can serve this process now, within about *timeout* s.
+
+    Healthy: a connection borrowed within *timeout* seconds answered ``SELECT
+    1``; or, when none could be borrowed that soon, a new plain connection
+    could be made (the pool is busy). Never raises for the database's
+    errors, which are the answer (passwords masked).
+    """
+    start = monotonic()
+    stats: dict[str, Any] = {}
+
+    def answer(healthy: bool, reason: str | None = None) -> PoolHealth:
+        elapsed = monotonic() - start
+        return PoolHealth(pool.name, os.getpid(), healthy, reason, elapsed, stats)
+
+    if pool.closed:
+        return answer(False, "the pool is closed")
+    stats = pool.stats()
+    try:
+        conn = pool.getconn(timeout)
+    except (PoolTimeout, TooManyRequests):
+        # Busy, or unable to connect: a connection of our own tells which.
+        try:
+            pool.connect().close()
+        except psycopg.Error as err:
+            return answer(False, _masked(pool, err))
+        return answer(True, "busy")
+    except psycopg.Error as err:  # a forking master's plain connection
+        return answer(False, _masked(pool, err))
+    try:
+        conn.execute("SELECT 1")
+    except psycopg.Error as err:
+        return answer(False, _masked(pool, err))
+    finally:
+        # The reset on return ends the transaction, in its own round trip.
+        pool.putconn(conn, warn_open_transaction=False)
+    return answer(True)
+
+
+def _masked(pool: ForkSafePool[Any], err: psycopg.Error) -> str:
+    """Return psycopg's message for *err* with the pool's password masked."""
+    message = str(err).strip()
+    if isinstance(pool.conninfo, str):
+        message = mask_secrets(message, pool.conninfo)
+    kwargs = pool.kwargs if isinstance(pool.kwargs, Mapping) else {}
+    password = kwargs.get("password")
+    if password:
+        message = message.replace(str(password), MASK)
+    return message
