@@ -30,7 +30,13 @@ autodoc_preserve_defaults = True
 # network, so there is no intersphinx: other projects' names stay unlinked.
 nitpicky = True
 nitpick_ignore_regex = [
-    (r"py:.*", r"(psycopg|psycopg_pool|flask|werkzeug|django|celery)(\..*)?"),
+    (
+        r"py:.*",
+        r"(psycopg|psycopg_pool|flask|werkzeug|django|celery|opentelemetry"
+        r"|prometheus_client|health_check)(\..*)?",
+    ),
+    (r"py:.*", r"(Meter|MetricsData|MetricExportResult|MetricExporter|HealthCheck)"),
+    (r"py:.*", r"pgpool_core\.metrics\.F"),
     (r"py:.*", r"(Connection|ConnectionPool|Flask|HttpRequest|HttpResponse)"),
     (r"py:.*", r"(collections\.abc|typing)\..*"),
     (r"py:.*", r"(Any|Callable|Iterator|Mapping|Sequence|T|CT|Self|ConnectionCB)"),

@@ -101,7 +101,7 @@ def check_pool(pool: ForkSafePool[Any], timeout: float = 1.0) -> PoolHealth:
 
 def _masked(pool: ForkSafePool[Any], err: psycopg.Error) -> str:
     """Return psycopg's message for *err* with the pool's password masked."""
-    message = str(err).strip()
+    message = " ".join(str(err).split())  # libpq's lines, as one
     if isinstance(pool.conninfo, str):
         message = mask_secrets(message, pool.conninfo)
     kwargs = pool.kwargs if isinstance(pool.kwargs, Mapping) else {}

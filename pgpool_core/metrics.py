@@ -60,8 +60,10 @@ __all__ = [
     "INSTRUMENTATION_SCOPE",
     "POOL_NAME",
     "STATE",
+    "Recorder",
     "recorder",
     "run_in_each_worker",
+    "start_worker",
 ]
 
 logger = logging.getLogger("pgpool.metrics")

@@ -43,6 +43,17 @@ def pg_log(pg_server: PgServer) -> PgServer:
 
 
 @pytest.fixture
+def running_database(pg_log: PgServer) -> Iterator[PgServer]:
+    """The server, for a test that stops or restarts it: left running afterwards."""
+    try:
+        yield pg_log
+    finally:
+        if not pg_log.is_running():
+            pg_log.start()
+        pg_log.execute("SELECT 1")
+
+
+@pytest.fixture
 def dsn(pg_server: PgServer) -> str:
     """A conninfo string for the test database, TLS required."""
     return pg_server.dsn()

@@ -24,11 +24,15 @@ PUBLIC_MODULES = [
     "pgpool_core.celery",
     "pgpool_core.green",
     "pgpool_core.snippets",
+    "pgpool_core.metrics",
+    "pgpool_core.prometheus",
+    "pgpool_core.health",
     "flask_pgpool",
     "django_pgpool",
     "django_pgpool.base",
     "django_pgpool.middleware",
     "django_pgpool.apps",
+    "django_pgpool.health",
 ]
 
 

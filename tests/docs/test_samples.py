@@ -26,6 +26,7 @@ from pgpool_core.snippets import SNIPPETS, read_snippet
 from tests.conftest import REPO
 from tests.docs.samples import Sample, all_samples, page_samples
 from tests.harness.postgres import PgServer
+from tests.metrics.test_instruments import CONVENTIONS
 
 SAMPLES = all_samples()
 Check = Callable[[Sample, pytest.FixtureRequest], None]
@@ -358,6 +359,105 @@ def check_imports(found: Sample, request: pytest.FixtureRequest) -> None:
     run_in_subprocess(found.code)
 
 
+# -- Python: metrics and health (docs/metrics.rst) -------------------------------
+
+# The samples import the page's telemetry.py: the tests' copies, which the
+# metrics servers test runs (tests/apps/telemetry_*.py, shown by the page).
+AS_TELEMETRY = """
+import importlib, sys
+sys.modules["telemetry"] = importlib.import_module("tests.apps.{module}")
+"""
+
+
+@check("python", "# wsgi.py: OpenTelemetry in each worker")
+def check_metrics_wsgi(found: Sample, request: pytest.FixtureRequest) -> None:
+    # Outside a server the setup runs at import: the SDK is this process's.
+    code = AS_TELEMETRY.format(module="telemetry_otlp") + found.code
+    code += (
+        "from opentelemetry import metrics\n"
+        "print(type(metrics.get_meter_provider()).__module__)\n"
+    )
+    printed = run_in_subprocess(code)
+    assert printed == "opentelemetry.sdk.metrics._internal\n"
+
+
+def check_metrics_endpoint(found: Sample, request: pytest.FixtureRequest) -> None:
+    """The app answers /metrics with prometheus_client's text (a real request)."""
+    pg: PgServer = request.getfixturevalue("pg_server")
+    tmp_path = request.getfixturevalue("tmp_path")
+    code = AS_TELEMETRY.format(module="telemetry_prometheus")
+    code += (
+        "import os, types\n"
+        "from tests.flask.apps.notes import create_app\n"
+        "sys.modules['myapp'] = types.SimpleNamespace(create_app=create_app)\n"
+        + found.code
+        + "from wsgiref.util import setup_testing_defaults\n"
+        "environ = {'PATH_INFO': '/metrics'}\n"
+        "setup_testing_defaults(environ)\n"
+        "answer = []\n"
+        "wsgi = app.wsgi_app if 'app' in dir() else application\n"
+        "b''.join(wsgi(environ, lambda status, headers: answer.append(status)))\n"
+        "print(answer[0])\n"
+    )
+    env_code = (
+        f"import os\nos.environ['PROMETHEUS_MULTIPROC_DIR'] = {str(tmp_path)!r}\n"
+        f"os.environ['PGPOOL_APP_DSN'] = {pg.dsn()!r}\n"
+        "os.environ['DJANGO_SETTINGS_MODULE'] = 'tests.django.settings'\n"
+    )
+    assert run_in_subprocess(env_code + code) == "200 OK\n"
+
+
+check("python", "# wsgi.py, Flask: /metrics for Prometheus")(check_metrics_endpoint)
+check("python", "# wsgi.py, Django: /metrics for Prometheus")(check_metrics_endpoint)
+
+
+@check("text", "# HELP db_client_connection_count")
+def check_scrape_output(found: Sample, request: pytest.FixtureRequest) -> None:
+    """The names and types are those the exporter gives the conventions' instruments."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from pgpool_core.prometheus import prometheus_name
+
+    kinds = {"updowncounter": "gauge", "counter": "counter", "histogram": "histogram"}
+    expected = {
+        prometheus_name(name, unit): kinds[kind]
+        for name, (kind, unit, _) in CONVENTIONS.items()
+    }
+    families = text_string_to_metric_families(found.code)
+    shown = {family.name: family.type for family in families}
+    assert shown == {name: expected[name] for name in shown}
+    assert len(shown) >= 5
+
+
+@check("python", 'app.add_url_rule("/health/db", view_func=pgpool.health_view())')
+@check("literal", 'app.add_url_rule("/health/db", view_func=pgpool.health_view())')
+def check_flask_health_view(found: Sample, request: pytest.FixtureRequest) -> None:
+    from tests.flask.apps.notes import create_app, pgpool
+
+    pg: PgServer = request.getfixturevalue("pg_server")
+    app = create_app(PGPOOL_CONNINFO=pg.dsn())
+    try:
+        run(found.code, {"app": app, "pgpool": pgpool}, found.id)
+        response = app.test_client().get("/health/db")
+        assert response.status_code == 200
+        assert response.json is not None and response.json["status"] == "ok"
+    finally:
+        close_app(app)
+
+
+@check("python", "from django.urls import path")
+@check("literal", "from django.urls import path")
+def check_django_health_urls(found: Sample, request: pytest.FixtureRequest) -> None:
+    """The view lists checks that import (tests/django/test_health.py runs it)."""
+    from django.utils.module_loading import import_string
+
+    namespace = run(found.code, {}, found.id)
+    (pattern,) = namespace["urlpatterns"]
+    checks = pattern.callback.view_initkwargs["checks"]
+    classes = [import_string(c[0] if isinstance(c, tuple) else c) for c in checks]
+    assert "PoolHealthCheck" in {cls.__name__ for cls in classes}
+
+
 # -- Settings files ------------------------------------------------------------
 
 
@@ -393,7 +493,10 @@ def check_make(args: list[str]) -> None:
 
 
 def check_pip(args: list[str]) -> None:
-    """``pip install`` of this package with its extras, and pyproject's groups."""
+    """``pip install`` of this package with its extras, and pyproject's groups.
+
+    Another package named is one the tests install (a dependency group's).
+    """
     from importlib.metadata import metadata
 
     meta = metadata("psycopg-forksafe")
@@ -409,7 +512,10 @@ def check_pip(args: list[str]) -> None:
         if word == "--group":
             assert next(words) in groups
             continue
-        match = re.fullmatch(r"(psycopg-forksafe|\.)\[([\w,]+)\]", word)
+        if re.fullmatch(r"[\w.-]+", word) and word != "psycopg-forksafe":
+            assert re.search(rf'^\s+"{re.escape(word)}[<>=]', section, re.M), word
+            continue
+        match = re.fullmatch(r"(psycopg-forksafe|\.)\[([\w,-]+)\]", word)
         assert match, word
         assert set(match[2].split(",")) <= extras, word
 

@@ -12,17 +12,6 @@ from tests.reliability.apps import probe
 
 
 @pytest.fixture
-def running_database(pg_log: PgServer) -> Iterator[PgServer]:
-    """The server, for a test that stops or restarts it: left running afterwards."""
-    try:
-        yield pg_log
-    finally:
-        if not pg_log.is_running():
-            pg_log.start()
-        pg_log.execute("SELECT 1")
-
-
-@pytest.fixture
 def notes_table(pg_server: PgServer) -> Iterator[str]:
     """The apps' table, empty."""
     pg_server.execute(f"CREATE TABLE IF NOT EXISTS {probe.TABLE} (note text)")
