@@ -9,7 +9,7 @@ the API's no-op meter records nothing. Without ``opentelemetry-api`` nothing
 is imported and :data:`recorder` is None.
 
 Instruments, each with the attribute ``db.client.connection.pool.name`` (the
-pool's ``name``):
+pool's ``name``; pools of one name in a process are added up):
 
 =========================================  ===================  ===============
 ``db.client.connection.count``             UpDownCounter [#o]_  ``{connection}``
@@ -184,22 +184,37 @@ def _open_pools() -> Iterator[tuple[Any, Any]]:
             yield pools, pool
 
 
+def _by_name(read: Callable[[Any, Any], int]) -> dict[str, int]:
+    """Return read(pools, pool) for each open pool, summed over pools of a name."""
+    totals: dict[str, int] = {}
+    for pools, pool in _open_pools():
+        totals[pools.name] = totals.get(pools.name, 0) + read(pools, pool)
+    return totals
+
+
+def _idle(pools: Any, pool: Any) -> int:
+    return len(pool._pool)  # psycopg_pool's idle connections (pool_available)
+
+
+def _used(pools: Any, pool: Any) -> int:
+    open_connections: int = pools.open_connections()
+    return max(open_connections - len(pool._pool), 0)
+
+
 def _observe_count(options: CallbackOptions) -> Iterable[Observation]:
     from opentelemetry.metrics import Observation
 
-    for pools, pool in _open_pools():
-        idle = len(pool._pool)  # psycopg_pool's idle connections (pool_available)
-        used = max(pools.open_connections() - idle, 0)
-        yield Observation(idle, {POOL_NAME: pools.name, STATE: "idle"})
-        yield Observation(used, {POOL_NAME: pools.name, STATE: "used"})
+    for state, read in (("idle", _idle), ("used", _used)):
+        for name, value in _by_name(read).items():
+            yield Observation(value, {POOL_NAME: name, STATE: state})
 
 
 def _observer(read: Callable[[Any], int]) -> Callable[..., Iterable[Observation]]:
     def observe(options: CallbackOptions) -> Iterable[Observation]:
         from opentelemetry.metrics import Observation
 
-        for pools, pool in _open_pools():
-            yield Observation(read(pool), {POOL_NAME: pools.name})
+        for name, value in _by_name(lambda pools, pool: read(pool)).items():
+            yield Observation(value, {POOL_NAME: name})
 
     return observe
 
@@ -282,10 +297,12 @@ def run_in_each_worker(setup: F) -> F:
     ``gunicorn.conf.py`` or the WSGI module; usable as a decorator.
 
     In a forking master (gunicorn with :mod:`pgpool_core.gunicorn` imported,
-    uWSGI's master, Celery's prefork parent) *setup* waits for the server
-    hooks, which run it in each new worker before its pools warm up (after
-    the monkey-patching of a gevent or eventlet worker). Anywhere else (a
-    uWSGI ``lazy-apps`` worker, a script, a test) it runs now. It runs with
+    uWSGI's master) *setup* waits for the server hooks, which run it in each
+    new worker before its pools warm up (after the monkey-patching of a
+    gevent or eventlet worker). Anywhere else (a uWSGI ``lazy-apps`` worker,
+    a script, a test) it runs now: a Celery prefork worker imports the app
+    before it is marked as a forking master, so register it there from
+    Celery's ``worker_process_init`` signal, in each child. It runs with
     the servers' stop signals blocked, so that the threads it starts inherit
     that, as the pools' threads do: a thread that took SIGINT in a uWSGI
     worker would exit there. An exception is logged, never raised: a worker
