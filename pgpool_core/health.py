@@ -17,7 +17,6 @@ The adapters answer from it: ``flask_pgpool.PgPool.health_view()`` and
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from time import monotonic
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg_pool import PoolTimeout, TooManyRequests
 
-from .options import MASK, mask_secrets
+from .options import mask_secrets
 
 if TYPE_CHECKING:
     from .pool import ForkSafePool
@@ -100,12 +99,5 @@ def check_pool(pool: ForkSafePool[Any], timeout: float = 1.0) -> PoolHealth:
 
 
 def _masked(pool: ForkSafePool[Any], err: psycopg.Error) -> str:
-    """Return psycopg's message for *err* with the pool's password masked."""
-    message = " ".join(str(err).split())  # libpq's lines, as one
-    if isinstance(pool.conninfo, str):
-        message = mask_secrets(message, pool.conninfo)
-    kwargs = pool.kwargs if isinstance(pool.kwargs, Mapping) else {}
-    password = kwargs.get("password")
-    if password:
-        message = message.replace(str(password), MASK)
-    return message
+    """Return psycopg's message for *err*, secrets masked, on one line."""
+    return " ".join(mask_secrets(err, pool.conninfo, pool.kwargs).split())
