@@ -43,11 +43,13 @@ def check_conn_max_age(alias: str, settings_dict: Mapping[str, Any]) -> None:
     """Raise ImproperlyConfigured if the alias keeps persistent connections."""
     max_age = settings_dict.get("CONN_MAX_AGE", 0)
     if max_age != 0:
+        # Django's own message first, word for word (code and tests look for
+        # it), then which setting and what to do.
         raise ImproperlyConfigured(
-            f'DATABASES["{alias}"]["CONN_MAX_AGE"]: pooling doesn\'t support'
-            f" persistent connections, got {max_age!r}. Set it to 0 (the default):"
-            " the pool keeps connections open between requests, and"
-            " connection.close() gives them back to it."
+            "Pooling doesn't support persistent connections."
+            f' DATABASES["{alias}"]["CONN_MAX_AGE"] is {max_age!r}. Set it to 0'
+            " (the default): the pool keeps connections open between requests,"
+            " and connection.close() gives them back to it."
         )
 
 
