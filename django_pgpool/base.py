@@ -85,6 +85,11 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     creation_class = DatabaseCreation
 
+    # The attribute behind the connection property; the pool the connection
+    # came from (None: not pooled).
+    _connection: Any = None
+    _lender: ForkSafePool | None = None
+
     # Defined by Django's backend; typed here. The pool ignores what it returns.
     _configure_connection: Callable[[psycopg.Connection[Any]], Any]
 
@@ -94,8 +99,6 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         super().__init__(settings_dict, alias)
         if alias != NO_DB_ALIAS:
             pool_options(alias, settings_dict)  # a bad setting fails here, not later
-        # The pool the current connection came from (None: not pooled).
-        self._lender: ForkSafePool | None = None
 
     # -- the pool ------------------------------------------------------------
 
@@ -254,32 +257,33 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self._lender = lender
         return connection
 
-    def _drop_inherited_connection(self) -> None:
-        # A connection this thread held when the process forked (one the
-        # master left open in wsgi.py or AppConfig.ready()) belongs to the
-        # parent: forget it without closing it or giving it back.
-        lender, connection = self._lender, self.connection
-        if lender is None or connection is None:
-            return
-        if lender.is_inherited(connection):
-            logger.debug(
-                "%s: dropping the connection inherited from the parent process",
-                self.alias,
-            )
-            self.connection = None
-            self._lender = None
+    @property
+    def connection(self) -> Any:
+        """The psycopg connection, or None: Django's attribute.
 
-    def ensure_connection(self) -> None:
-        self._drop_inherited_connection()
-        super().ensure_connection()
+        A connection this thread held when the process forked (one the master
+        left open in wsgi.py or AppConfig.ready()) belongs to the parent: here
+        it reads as None, forgotten without being closed or given back, so
+        that whatever Django does next (``ensure_connection()``, ``close()``,
+        ``commit()``...) finds no connection, or makes this process's own.
+        Read at each access rather than in overridden methods: code that
+        wraps ``BaseDatabaseWrapper.ensure_connection`` (Django's own tests
+        do) then reaches this backend as it reaches Django's.
+        """
+        connection, lender = self._connection, self._lender
+        if connection is None or lender is None or not lender.is_inherited(connection):
+            return connection
+        logger.debug(
+            "%s: dropping the connection inherited from the parent process",
+            self.alias,
+        )
+        self._connection = None
+        self._lender = None
+        return None
 
-    def close(self) -> None:
-        self._drop_inherited_connection()
-        super().close()
-
-    def close_if_unusable_or_obsolete(self) -> None:
-        self._drop_inherited_connection()
-        super().close_if_unusable_or_obsolete()
+    @connection.setter
+    def connection(self, value: Any) -> None:
+        self._connection = value
 
     def _close(self) -> None:
         connection, lender = self.connection, self._lender

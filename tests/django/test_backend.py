@@ -5,10 +5,12 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable
 from typing import Any
+from unittest import mock
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections, transaction
+from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 from django.test import Client
 
@@ -126,6 +128,44 @@ def test_a_terminated_connection_is_replaced(
     second = backend_pid(wrapper)
 
     assert second != first
+
+
+def test_ensure_connection_wrapped_on_djangos_base_class(
+    pg_server: PgServer, django_db_blocker: Any
+) -> None:
+    """Code that wraps BaseDatabaseWrapper.ensure_connection reaches ours as Django's.
+
+    As Django's own test_utils tests do: the wrapper calls the bound method
+    it saved before patching, which with Django's backend is the base's. An
+    override of ours that called super() would call the wrapper again,
+    forever (a RecursionError that aborts Django's parallel runner).
+    """
+
+    def calls_with(engine: str) -> list[bool]:
+        wrapper = load_alias(database_settings(pg_server, ENGINE=engine))
+        real_ensure_connection = wrapper.ensure_connection
+        calls = []
+
+        def wrapped() -> None:
+            calls.append(wrapper.connection is None)
+            real_ensure_connection()
+
+        try:
+            with mock.patch.object(
+                BaseDatabaseWrapper, "ensure_connection", side_effect=wrapped
+            ):
+                backend_pid(wrapper)
+        finally:
+            wrapper.close()
+            wrapper.close_pool()
+        return calls
+
+    with django_db_blocker.unblock():
+        djangos = calls_with("django.db.backends.postgresql")
+        ours = calls_with("django_pgpool")
+
+    assert djangos[0] is True, "called first to connect"
+    assert ours == djangos
 
 
 def test_close_pool_then_close_closes_the_connection(
