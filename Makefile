@@ -2,8 +2,11 @@
 # virtualenv in .venv (PYTHON picks the interpreter) and installs the package
 # with every extra and the development tools (pyproject.toml's dependency
 # groups) there, with Django 5.2 LTS; then it runs the Django tests again with
-# Django 6 on Python 3.12 (test-django6), and the Celery tests with the
-# oldest Celery the package supports (test-celery-floor).
+# Django 6 on Python 3.12 (test-django6), the Celery tests with the oldest
+# Celery the package supports (test-celery-floor), psycopg_pool's own tests
+# (conformance), Django's own tests with django_pgpool (test-django-suite), and
+# the oldest and newest supported versions of everything (test-matrix: nox's
+# floor and latest rows).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -28,8 +31,8 @@ STAMP_DEMO := $(VENV)/.installed-demo
 # Every extra: the tests serve the apps with each server.
 EXTRAS := binary,flask,django,uwsgi,gunicorn,celery,opentelemetry,prometheus,health-check
 
-.PHONY: test lint docs pytest test-django6 test-celery-floor \
-	conformance install clean demo bench bench-quick
+.PHONY: test lint docs pytest test-django6 test-celery-floor conformance \
+	test-django-suite test-matrix install clean demo bench bench-quick
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -82,10 +85,25 @@ conformance: $(STAMP)
 test-celery-floor: $(STAMP_CELERY_FLOOR)
 	$(VENV_CELERY_FLOOR)/bin/python -m pytest tests/celery $(PYTEST_ARGS)
 
-test: lint docs pytest test-django6 test-celery-floor conformance
+# Django's own tests (tests/runtests.py of the installed Django's sdist, kept in
+# the virtualenv) with django_pgpool: the modules a backend can break and the
+# ORM's SQL, compared with tests/django_suite/known_failures.txt and
+# differences.txt. `nox -s django_suite` runs more of them, with Django's
+# backend too, on Django 5.2 and 6.
+test-django-suite: $(STAMP)
+	$(BIN)/python -m tests.django_suite.run --modules ci
+
+# Python 3.10 with the lowest version of each dependency setup.cfg allows, and
+# Python 3.13 with the newest (noxfile.py; `nox -l` lists the whole matrix).
+test-matrix: $(STAMP)
+	$(BIN)/nox --reuse-existing-virtualenvs --sessions floor latest
+
+test: lint docs pytest test-django6 test-celery-floor conformance test-django-suite \
+	test-matrix
 
 clean:
-	rm -rf $(VENV) $(VENV_DJANGO6) $(VENV_CELERY_FLOOR) build dist *.egg-info docs/_build
+	rm -rf $(VENV) $(VENV_DJANGO6) $(VENV_CELERY_FLOOR) .nox build dist *.egg-info \
+		docs/_build
 
 # The bug and the fix side by side, on a throwaway TLS PostgreSQL (or the
 # server DATABASE_URL names), under uWSGI in preload mode. Installs only what

@@ -1,0 +1,123 @@
+"""The version matrix and Django's own test suite, as nox sessions.
+
+``nox -l`` lists them; ``nox -s NAME`` runs one. ``make test`` (CI) runs the
+``floor`` and ``latest`` rows; the rest are for developers:
+
+- ``tests``: every supported Python x Django x {floor, latest} of the other
+  dependencies: ``floor`` is each requirement at the lowest version setup.cfg
+  declares (Flask 2.3, psycopg 3.2.1, psycopg-pool 3.3.0, Django 5.2.0 or
+  6.0.0), ``latest`` the newest release.
+- ``floor`` and ``latest``: Python 3.10 with every floor, Python 3.13 with
+  every latest (the first and the last of ``tests``).
+- ``django_suite``: Django's own test suite, Django's backend against ours
+  (tests/django_suite/run.py), on Django 5.2 and 6.x.
+
+A row runs tests/core, tests/flask and tests/django without the servers
+(``-m "not servers and not slow"``), each session in its own virtualenv;
+arguments after ``--`` go to pytest instead (``nox -s floor -- tests/core``).
+
+Interpreters: nox looks for ``python3.X`` on PATH. The pyenv versions
+(``$PYENV_ROOT/versions/3.X.*``) are put first, since pyenv's own shims fail
+for a version that is not selected.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+# Django 6 needs Python 3.12.
+DJANGO_PYTHONS = {"5.2": PYTHONS, "6": ["3.12", "3.13"]}
+
+# The floors: the lowest versions setup.cfg allows, each known to work.
+FLOOR = {
+    "5.2": "Django==5.2",
+    "6": "Django==6.0",
+    "others": [
+        "Flask==2.3.0",
+        # Flask's floor for it. Flask 2.3's test client reads
+        # werkzeug.__version__, which Werkzeug 3.1 removed (Flask's own
+        # matter, not flask_pgpool's).
+        "Werkzeug==2.3.0",
+        # psycopg 3.2.0's "binary" extra asks for psycopg-binary 3.2.0.dev1,
+        # which was never released: 3.2.1 is the first that installs.
+        "psycopg[binary]==3.2.1",
+        # close_returns, which ForkSafePool passes, is new in 3.3.0.
+        "psycopg-pool==3.3.0",
+    ],
+}
+LATEST = {
+    "5.2": "Django>=5.2,<6",
+    "6": "Django>=6,<7",
+    "others": ["Flask>=2.3,<4", "psycopg[binary]>=3.2.1,<4", "psycopg-pool>=3.3,<4"],
+}
+# pytest and its plugins: pyproject.toml's dependency group (pip 25.1+).
+TEST_GROUP = ["--group", "test"]
+ROW_TESTS = ["tests/core", "tests/flask", "tests/django"]
+ROW_MARKERS = "not servers and not slow"
+
+nox.options.sessions = ["floor", "latest"]
+nox.options.error_on_missing_interpreters = True
+
+
+def _put_pyenv_first() -> None:
+    root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
+    found = []
+    for version in PYTHONS:
+        builds = sorted(
+            (root / "versions").glob(f"{version}.*/bin/python{version}"),
+            key=lambda p: [int(n) for n in p.parts[-3].split(".") if n.isdigit()],
+        )
+        if builds:
+            found.append(str(builds[-1].parent))
+    os.environ["PATH"] = os.pathsep.join([*found, os.environ.get("PATH", "")])
+
+
+_put_pyenv_first()
+
+
+def _run_row(session: nox.Session, django: str, deps: str) -> None:
+    versions = FLOOR if deps == "floor" else LATEST
+    session.install("-e", ".", versions[django], *versions["others"], *TEST_GROUP)
+    session.run("python", "-m", "pip", "freeze", "--exclude-editable", silent=False)
+    args = session.posargs or [*ROW_TESTS, "-m", ROW_MARKERS]
+    session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *args)
+
+
+@nox.session
+@nox.parametrize(
+    "python,django",
+    [
+        (python, django)
+        for django, pythons in DJANGO_PYTHONS.items()
+        for python in pythons
+    ],
+)
+@nox.parametrize("deps", ["floor", "latest"])
+def tests(session: nox.Session, django: str, deps: str) -> None:
+    """The matrix: Python x Django x the floors or the latest of the others."""
+    _run_row(session, django, deps)
+
+
+@nox.session(python="3.10")
+def floor(session: nox.Session) -> None:
+    """The oldest of everything: Python 3.10, Django 5.2.0, each floor (CI)."""
+    _run_row(session, "5.2", "floor")
+
+
+@nox.session(python="3.13")
+def latest(session: nox.Session) -> None:
+    """The newest of everything: Python 3.13, the latest Django and the rest (CI)."""
+    _run_row(session, "6", "latest")
+
+
+@nox.session(python="3.12")
+@nox.parametrize("django", ["5.2", "6"])
+def django_suite(session: nox.Session, django: str) -> None:
+    """Django's own suite, Django's backend against ours, the wide module set."""
+    session.install("-e", ".", LATEST[django], *LATEST["others"], *TEST_GROUP)
+    args = session.posargs or ["--backend", "both", "--modules", "wide"]
+    session.run("python", "-m", "tests.django_suite.run", *args)
