@@ -538,8 +538,27 @@ def check_manage_py(args: list[str]) -> None:
     Command().create_parser("manage.py", "pgpool").parse_args(args[2:])
 
 
+def check_nox(args: list[str]) -> None:
+    """``nox -l``, or ``nox -s SESSION [-- ARGS]`` of a session noxfile.py has."""
+    listed = subprocess.run(
+        [sys.executable, "-m", "nox", "--list"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    found = re.findall(r"^[*-] (([^(\s]+)(?:\(.*?\))?) -> ", listed, re.MULTILINE)
+    sessions = {name for names in found for name in names}
+    if args == ["-l"]:
+        return
+    assert args[0] == "-s" and args[1] in sessions, (args, listed)
+    assert args[2:3] in ([], ["--"]), args
+
+
 COMMANDS: dict[str, Callable[[list[str]], None]] = {
     "make": check_make,
+    ".venv/bin/nox": check_nox,
     "pip": check_pip,
     "flask": check_flask_cli,
     "python": check_manage_py,
