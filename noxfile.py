@@ -114,8 +114,11 @@ def latest(session: nox.Session) -> None:
     _run_row(session, "6", "latest")
 
 
-@nox.session(python="3.12")
-@nox.parametrize("django", ["5.2", "6"])
+# Not Python 3.12.1: its unittest counts no skipped test in testsRun, by which
+# Django's parallel runner finds the test each result is for, so failures
+# are reported under the wrong names (fixed in 3.12.2).
+@nox.session
+@nox.parametrize("python,django", [("3.11", "5.2"), ("3.13", "6")])
 def django_suite(session: nox.Session, django: str) -> None:
     """Django's own suite, Django's backend against ours, the wide module set."""
     session.install("-e", ".", LATEST[django], *LATEST["others"], *TEST_GROUP)

@@ -14,6 +14,11 @@ from typing import Any
 
 from psycopg.conninfo import conninfo_to_dict
 
+# The rest as in the example settings of this Django's suite (its tests/
+# folder is on sys.path under runtests.py): Django 6 drops
+# DEFAULT_AUTO_FIELD = "AutoField", for one, and its tests expect that.
+from test_sqlite import *  # type: ignore[import-not-found]  # noqa: F403
+
 _params: dict[str, Any] = conninfo_to_dict(os.environ["PGPOOL_SUITE_DSN"])
 _params.pop("dbname", None)
 _engine = os.environ["PGPOOL_SUITE_ENGINE"]
@@ -41,8 +46,3 @@ def _database(suffix: str) -> dict[str, Any]:
 
 
 DATABASES = {"default": _database("default"), "other": _database("other")}
-
-SECRET_KEY = "django_tests_secret_key"
-PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
-USE_TZ = False
