@@ -235,21 +235,28 @@ def django_tests(cache: Path) -> Path:
     if (tests / "runtests.py").exists():
         return tests
     cache.mkdir(parents=True, exist_ok=True)
-    sdist = cache / f"django-{version}.tar.gz"
-    if not sdist.exists():
+    # Named django-X.tar.gz on the index today, Django-X.tar.gz before.
+    found = [p for p in cache.iterdir() if p.name.lower() == f"django-{version}.tar.gz"]
+    if not found:
         subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
             + ["--no-binary", ":all:", f"django=={version}", "-d", str(cache)],
             check=True,
         )
-    prefix = f"django-{version}/tests/"
-    with tarfile.open(sdist) as archive:
-        members = [m for m in archive.getmembers() if m.name.startswith(prefix)]
-        if hasattr(tarfile, "data_filter"):  # 3.10.12+, and 3.12+ warns without
-            archive.extractall(cache, members=members, filter="data")
-        else:  # pragma: no cover - older patch releases
-            archive.extractall(cache, members=members)  # noqa: S202
+        found = [
+            p for p in cache.iterdir() if p.name.lower() == f"django-{version}.tar.gz"
+        ]
+    with tarfile.open(found[0]) as archive:
+        for member in archive.getmembers():
+            top, _, inside = member.name.partition("/")
+            if inside == "tests" or inside.startswith("tests/"):
+                member.name = f"django-{version}/{inside}"
+                archive.extract(member, cache, **_SAFE)
     return tests
+
+
+# Python 3.12+ warns unless extraction is filtered (3.10.12+, 3.11.4+ have it).
+_SAFE = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
 
 
 def run_suite(
