@@ -308,8 +308,11 @@ def test_connection_counts_its_usage(dsn: str) -> None:
 # -- the exit ----------------------------------------------------------------------
 
 EXITING = """
-    import os, sys, time
+    import os, sys, time, warnings
     from pgpool_core import ForkSafePool
+
+    # Python 3.12+ warns at a fork with threads running: the case under test.
+    warnings.filterwarnings("ignore", "This process .* is multi-threaded")
 
     pool = ForkSafePool(sys.argv[1], min_size=2)
     with pool.connection() as conn:
