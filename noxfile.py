@@ -5,8 +5,8 @@
 
 - ``tests``: every supported Python x Django x {floor, latest} of the other
   dependencies: ``floor`` is each requirement at the lowest version setup.cfg
-  declares (Flask 2.3, psycopg 3.2.1, psycopg-pool 3.3.0, Django 5.2.0 or
-  6.0.0), ``latest`` the newest release.
+  allows that installs and works on that Python (floor_versions()),
+  ``latest`` the newest release.
 - ``floor`` and ``latest``: Python 3.10 with every floor, Python 3.13 with
   every latest (the first and the last of ``tests``).
 - ``django_suite``: Django's own test suite, Django's backend against ours
@@ -32,28 +32,36 @@ PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
 # Django 6 needs Python 3.12.
 DJANGO_PYTHONS = {"5.2": PYTHONS, "6": ["3.12", "3.13"]}
 
-# The floors: the lowest versions setup.cfg allows, each known to work.
-FLOOR = {
-    "5.2": "Django==5.2",
-    "6": "Django==6.0",
-    "others": [
+
+def floor_versions(python: str, django: str) -> list[str]:
+    """The lowest versions setup.cfg allows that install and work on *python*."""
+    recent = python in ("3.12", "3.13")
+    return [
+        "Django==5.2" if django == "5.2" else "Django==6.0",
         "Flask==2.3.0",
-        # Flask's floor for it. Flask 2.3's test client reads
-        # werkzeug.__version__, which Werkzeug 3.1 removed (Flask's own
-        # matter, not flask_pgpool's).
-        "Werkzeug==2.3.0",
+        # Flask 2.3.0's own lowest, 2.3.0 (Flask 2.3's test client reads
+        # werkzeug.__version__, which Werkzeug 3.1 removed); on Python 3.12+
+        # the first without ast.Str, whose DeprecationWarning fails the tests.
+        "Werkzeug==2.3.5" if recent else "Werkzeug==2.3.0",
         # psycopg 3.2.0's "binary" extra asks for psycopg-binary 3.2.0.dev1,
-        # which was never released: 3.2.1 is the first that installs.
-        "psycopg[binary]==3.2.1",
+        # which was never released: 3.2.1 is the first that installs, and
+        # psycopg-binary has Python 3.13 wheels from 3.2.2 on.
+        "psycopg[binary]==3.2.2" if python == "3.13" else "psycopg[binary]==3.2.1",
         # close_returns, which ForkSafePool passes, is new in 3.3.0.
         "psycopg-pool==3.3.0",
-    ],
-}
-LATEST = {
-    "5.2": "Django>=5.2,<6",
-    "6": "Django>=6,<7",
-    "others": ["Flask>=2.3,<4", "psycopg[binary]>=3.2.1,<4", "psycopg-pool>=3.3,<4"],
-}
+    ]
+
+
+def latest_versions(django: str) -> list[str]:
+    """The newest versions setup.cfg allows."""
+    return [
+        "Django>=5.2,<6" if django == "5.2" else "Django>=6,<7",
+        "Flask>=2.3,<4",
+        "psycopg[binary]>=3.2.1,<4",
+        "psycopg-pool>=3.3,<4",
+    ]
+
+
 # pytest and its plugins: pyproject.toml's dependency group (pip 25.1+).
 TEST_GROUP = ["--group", "test"]
 ROW_TESTS = ["tests/core", "tests/flask", "tests/django"]
@@ -80,8 +88,11 @@ _put_pyenv_first()
 
 
 def _run_row(session: nox.Session, django: str, deps: str) -> None:
-    versions = FLOOR if deps == "floor" else LATEST
-    session.install("-e", ".", versions[django], *versions["others"], *TEST_GROUP)
+    python = str(session.python)
+    versions = (
+        floor_versions(python, django) if deps == "floor" else latest_versions(django)
+    )
+    session.install("-e", ".", *versions, *TEST_GROUP)
     session.run("python", "-m", "pip", "freeze", "--exclude-editable", silent=False)
     args = session.posargs or [*ROW_TESTS, "-m", ROW_MARKERS]
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *args)
@@ -121,6 +132,6 @@ def latest(session: nox.Session) -> None:
 @nox.parametrize("python,django", [("3.11", "5.2"), ("3.13", "6")])
 def django_suite(session: nox.Session, django: str) -> None:
     """Django's own suite, Django's backend against ours, the wide module set."""
-    session.install("-e", ".", LATEST[django], *LATEST["others"], *TEST_GROUP)
+    session.install("-e", ".", *latest_versions(django), *TEST_GROUP)
     args = session.posargs or ["--backend", "both", "--modules", "wide"]
     session.run("python", "-m", "tests.django_suite.run", *args)
