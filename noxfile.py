@@ -43,10 +43,10 @@ def floor_versions(python: str, django: str) -> list[str]:
         # werkzeug.__version__, which Werkzeug 3.1 removed); on Python 3.12+
         # the first without ast.Str, whose DeprecationWarning fails the tests.
         "Werkzeug==2.3.5" if recent else "Werkzeug==2.3.0",
-        # psycopg 3.2.0's "binary" extra asks for psycopg-binary 3.2.0.dev1,
-        # which was never released: 3.2.1 is the first that installs, and
-        # psycopg-binary has Python 3.13 wheels from 3.2.2 on.
-        "psycopg[binary]==3.2.2" if python == "3.13" else "psycopg[binary]==3.2.1",
+        # The core reads the client-side state psycopg 3.3 keeps on a
+        # connection (and the messages libpq gives through it) to reset and
+        # mask it; 3.3.0 has wheels for every Python listed.
+        "psycopg[binary]==3.3.0",
         # close_returns, which ForkSafePool passes, is new in 3.3.0.
         "psycopg-pool==3.3.0",
     ]
@@ -57,7 +57,7 @@ def latest_versions(django: str) -> list[str]:
     return [
         "Django>=5.2,<6" if django == "5.2" else "Django>=6,<7",
         "Flask>=2.3,<4",
-        "psycopg[binary]>=3.2.1,<4",
+        "psycopg[binary]>=3.3,<4",
         "psycopg-pool>=3.3,<4",
     ]
 
