@@ -12,6 +12,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+BENCH_ARGS ?=
 
 # Django 6 needs Python 3.12+: the first python3.12 that runs, from PATH or
 # pyenv (whose shim fails unless 3.12 is selected), unless PYTHON312 is set.
@@ -121,12 +122,15 @@ $(STAMP_BENCH): $(STAMP)
 	touch $(STAMP_BENCH)
 
 # pgpool next to what users would pick instead, on a throwaway TLS PostgreSQL:
-# gunicorn (4 sync workers, preload) per contender, loaded by wrk if it is on
-# PATH (Debian: apt-get install wrk) or by benchmarks/loadgen.py; uWSGI memory
-# and respawn; the per-request micro-benchmark. A few minutes; prints a table,
-# writes benchmarks/results.json and benchmarks/results.png.
+# each contender under gunicorn (4 sync workers, preload), loaded by wrk if it
+# is on PATH (Debian: apt-get install wrk) or by benchmarks/loadgen.py, in many
+# short rounds that interleave the contenders, on loopback and through a proxy
+# that delays each way; each adapter in one process (cost and round trips per
+# request); uWSGI memory and respawn. About 10 minutes; prints a table with
+# the targets, writes benchmarks/results.json and benchmarks/results.png.
+# Options go through BENCH_ARGS, e.g. make bench BENCH_ARGS="--only django,micro".
 bench: $(STAMP_BENCH)
-	$(BIN)/python benchmarks/run.py
+	$(BIN)/python benchmarks/run.py $(BENCH_ARGS)
 
 # The same, once and briefly (under a minute): a smoke test, not a measurement.
 bench-quick: $(STAMP_BENCH)

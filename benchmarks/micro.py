@@ -1,170 +1,320 @@
-"""Micro-benchmark: what flask_pgpool adds to each request, in microseconds.
+"""In one process: each contender's cost per request, and round trips it waits for.
 
-Run in one process against ``BENCH_DSN`` (``python micro.py [N]``; ``run.py``
-calls :func:`run`). Each loop borrows a connection and gives it back without
-a query, N times, then waits until every connection is back in its pool, so
-that work done after a return (ForkSafePool's reset, in a pool thread) is
-counted too:
+No load generator, no server: each contender's WSGI callable is called
+directly, ``GET /q?id=42`` (one small indexed query), its response read and
+closed, as a server would:
 
-- ``raw``: ``psycopg_pool.ConnectionPool.connection()``, no check, no reset;
-- ``forksafe``: ``ForkSafePool.connection()`` (its check and its reset);
-- ``forksafe_no_reset``: the same with ``reset=None``: what fork safety
-  alone costs;
-- ``flask``: an app context that uses ``pgpool.connection`` (checkout, the
-  teardown's rollback check, return, reset), less an empty app context;
-- ``flask_no_reset``: the same with ``PGPOOL_RESET = None``.
+- Flask: the app made by ``contenders.flask_app`` (the hand-written pool with
+  ``with pool.connection()``, flask_pgpool, flask_pgpool with
+  ``PGPOOL_RESET = None``);
+- Django: ``WSGIHandler`` with one database alias per contender (Django's
+  native pool, django_pgpool, django_pgpool with ``"reset": None``), the view
+  running one ``connection.cursor()`` query. Closing the response sends
+  ``request_finished``, whose ``close_old_connections`` gives the connection
+  back to its pool (Django's test ``Client`` disconnects it, so is not used).
 
-The overhead is ``flask - raw`` per request, wall clock and CPU (all threads).
+Each contender runs in a thread of its own, so that Django's per-thread
+connections of one never show in another's ``close_old_connections``. Cost:
+``--repeats`` times, the contenders in rotated order, each runs ``--best-of``
+loops of ``--requests`` requests; the fastest loop gives its wall and CPU
+microseconds per request (CPU: every thread of this process, pool threads
+included; the server's backends separately where ``BENCH_POSTMASTER`` names
+the postmaster). The difference to the group's baseline is taken within each
+repeat; medians and min-max over the repeats are printed.
+
+Round trips: the same requests through a TCP proxy that delays each way
+(``tests/harness/delayproxy.py``). A round trip the request waits for makes it
+one proxy round trip slower, so ``(delayed - direct wall time) / (what the
+proxy adds to one SELECT 1)`` counts the round trips the request path waits
+for; the proxy also counts those the client starts, waited for or not.
+
+``python micro.py [--quick]`` against ``BENCH_DSN``; prints one JSON object.
 """
 
 from __future__ import annotations
 
+import argparse
+import io
 import json
 import os
+import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
+from wsgiref.util import setup_testing_defaults
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(HERE), str(REPO)]
 
-from flask import Flask
-from psycopg_pool import ConnectionPool
+import cpu
+import psycopg
+from contenders import (
+    LABELS,
+    close_flask_app,
+    django_database,
+    django_settings,
+    flask_app,
+)
+from psycopg.conninfo import conninfo_to_dict
 
-from flask_pgpool import PgPool
-from pgpool_core import ForkSafePool
+from tests.harness.delayproxy import DelayProxy
 
-SIZE = {"min_size": 2, "max_size": 4}
+FLASK = ["hand_pool", "flask_pgpool", "flask_pgpool_no_reset"]
+DJANGO = ["django_native_pool", "django_pgpool", "django_pgpool_no_reset"]
+GROUPS = {"flask": FLASK, "django": DJANGO}
+#: Django wants a "default" database: the baseline's.
+ALIAS = {"django_native_pool": "default"}
+
+FULL = {
+    "requests": 1000,
+    "best_of": 3,
+    "repeats": 5,
+    "rt_requests": 100,
+    "rt_loops": 3,
+    "delay": 0.002,
+}
+QUICK = {
+    "requests": 100,
+    "best_of": 1,
+    "repeats": 1,
+    "rt_requests": 10,
+    "rt_loops": 1,
+    "delay": 0.002,
+}
 
 
-def _wait_idle(pool: ConnectionPool[Any]) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        stats = pool.get_stats()
-        if stats.get("pool_available", 0) >= stats.get("pool_size", 0):
-            return
-        time.sleep(0.0002)
+def _environ(path: str) -> dict[str, Any]:
+    environ: dict[str, Any] = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": path,
+        "QUERY_STRING": "id=42",
+        "SERVER_NAME": "127.0.0.1",
+        "SERVER_PORT": "80",
+        "REMOTE_ADDR": "127.0.0.1",
+    }
+    setup_testing_defaults(environ)
+    return environ
 
 
-def _timed(n: int, once: Callable[[], None], settle: Callable[[], None]) -> tuple:
-    for _ in range(min(200, n)):
-        once()
-    settle()
-    wall0, cpu0 = time.perf_counter(), time.process_time()
-    for _ in range(n):
-        once()
-    settle()
-    wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    return wall / n * 1e6, cpu / n * 1e6
+class Contender:
+    """One contender's WSGI callable, called in a thread of its own."""
+
+    def __init__(
+        self, name: str, app: Callable[..., Iterable[bytes]], path: str
+    ) -> None:
+        self.name = name
+        self.app = app
+        self.template = _environ(path)
+        self.thread = ThreadPoolExecutor(1, thread_name_prefix=name)
+        self.status = ""
+
+    def _start_response(self, status: str, headers: Any, exc_info: Any = None) -> None:
+        self.status = status
+
+    def request(self) -> bytes:
+        environ = dict(self.template)
+        environ["wsgi.input"] = io.BytesIO()
+        body = self.app(environ, self._start_response)
+        try:
+            return b"".join(body)
+        finally:
+            close = getattr(body, "close", None)
+            if close is not None:
+                close()
+
+    def run(self, function: Callable[[], Any]) -> Any:
+        return self.thread.submit(function).result()
+
+    def loop(self, n: int, postmaster: int | None) -> dict[str, float]:
+        """Run *n* requests in the contender's thread; return the cost of one."""
+
+        def timed() -> dict[str, float]:
+            request = self.request
+            server0 = cpu.tree_ns(postmaster) if postmaster else 0.0
+            cpu0, wall0 = time.process_time(), time.perf_counter()
+            for _ in range(n):
+                request()
+            wall, used = time.perf_counter() - wall0, time.process_time() - cpu0
+            server = (cpu.tree_ns(postmaster) - server0) / 1e3 if postmaster else 0.0
+            return {
+                "wall_us": wall / n * 1e6,
+                "cpu_us": used / n * 1e6,
+                "server_cpu_us": server / n,
+            }
+
+        return self.run(timed)  # type: ignore[no-any-return]
+
+    def warm_up(self, n: int) -> None:
+        body = self.run(lambda: [self.request() for _ in range(n)][-1])
+        if not self.status.startswith("200") or b'"item 42"' not in body:
+            raise RuntimeError(f"{self.name}: {self.status} {body[:300]!r}")
 
 
-def run(dsn: str, n: int = 5000, repeats: int = 3) -> dict[str, Any]:
-    raw = ConnectionPool(dsn, open=True, **SIZE)
-    forksafe = ForkSafePool(dsn, **SIZE)
-    no_reset = ForkSafePool(dsn, reset=None, **SIZE)
-    app = Flask("micro")
-    app.config.update(PGPOOL_CONNINFO=dsn, PGPOOL_MIN_SIZE=2, PGPOOL_MAX_SIZE=4)
-    pgpool = PgPool(app)
-    # The same extension on a second app, without the session reset.
-    app_no_reset = Flask("micro_no_reset")
-    app_no_reset.config.update(app.config, PGPOOL_RESET=None)
-    pgpool.init_app(app_no_reset)
-    try:
-        raw.wait()
-        forksafe.wait()
-        no_reset.wait()
-        with app.app_context():
-            pgpool.pool.wait()
-            flask_pool = pgpool.pool
-        with app_no_reset.app_context():
-            pgpool.pool.wait()
-            flask_no_reset_pool = pgpool.pool
+def make_contenders(dsn: str, delayed_dsn: str) -> dict[str, Contender]:
+    """Return each contender, and its twin through the proxy (name + "@delay")."""
+    import django
+    from django.conf import settings
+    from django.core.wsgi import get_wsgi_application
 
-        def raw_once() -> None:
-            with raw.connection():
-                pass
+    out: dict[str, Contender] = {}
+    databases = {}
+    for name in DJANGO:
+        alias = ALIAS.get(name, name)
+        databases[alias] = django_database(name, dsn)
+        databases[f"{name}@delay"] = django_database(name, delayed_dsn)
+    settings.configure(**django_settings(databases))
+    django.setup()
+    handler = get_wsgi_application()
+    for name in DJANGO:
+        alias = ALIAS.get(name, name)
+        out[name] = Contender(name, handler, f"/q/{alias}")
+        out[f"{name}@delay"] = Contender(name, handler, f"/q/{name}@delay")
+    for name in FLASK:
+        out[name] = Contender(name, flask_app(name, dsn), "/q")
+        out[f"{name}@delay"] = Contender(name, flask_app(name, delayed_dsn), "/q")
+    return out
 
-        def forksafe_once() -> None:
-            with forksafe.connection():
-                pass
 
-        def no_reset_once() -> None:
-            with no_reset.connection():
-                pass
+def close_contenders(contenders: dict[str, Contender]) -> None:
+    from django.db import connections
 
-        def flask_once() -> None:
-            with app.app_context():
-                pgpool.connection  # noqa: B018 - borrowing is the point
+    for contender in contenders.values():
+        if hasattr(contender.app, "extensions"):
+            close_flask_app(contender.app)  # type: ignore[arg-type]
+        else:
+            contender.run(connections.close_all)
+        contender.thread.shutdown()
+    for conn in connections.all():
+        close_pool = getattr(conn, "close_pool", None)
+        if close_pool is not None:
+            close_pool()
 
-        def flask_no_reset_once() -> None:
-            with app_no_reset.app_context():
-                pgpool.connection  # noqa: B018 - borrowing is the point
 
-        def context_once() -> None:
-            with app.app_context():
-                pass
+def spread(values: list[float]) -> dict[str, Any]:
+    return {
+        "median": statistics.median(values),
+        "min": min(values),
+        "max": max(values),
+        "runs": values,
+    }
 
-        runs: dict[str, list[tuple[float, float]]] = {
-            k: []
-            for k in (
-                "raw",
-                "forksafe",
-                "forksafe_no_reset",
-                "flask",
-                "flask_no_reset",
-                "app_context",
-            )
+
+def cost(
+    contenders: dict[str, Contender], cfg: dict[str, Any], postmaster: int | None
+) -> dict[str, Any]:
+    """Each group's contenders, interleaved: best-of loops, differences per repeat."""
+    out: dict[str, Any] = {}
+    for group, names in GROUPS.items():
+        runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+        for repeat in range(cfg["repeats"]):
+            shift = repeat % len(names)
+            for name in names[shift:] + names[:shift]:
+                loops = [
+                    contenders[name].loop(cfg["requests"], postmaster)
+                    for _ in range(cfg["best_of"])
+                ]
+                runs[name].append({k: min(lp[k] for lp in loops) for k in loops[0]})
+        baseline = names[0]
+        for name in names:
+            entry: dict[str, Any] = {"group": group, "label": LABELS[name]}
+            for key in ("wall_us", "cpu_us", "server_cpu_us"):
+                entry[key] = spread([r[key] for r in runs[name]])
+                entry[f"{key}_diff"] = spread(
+                    [
+                        r[key] - b[key]
+                        for r, b in zip(runs[name], runs[baseline], strict=True)
+                    ]
+                )
+            entry["baseline"] = baseline
+            out[name] = entry
+    return out
+
+
+def added_round_trip(dsn: str, delayed_dsn: str, n: int) -> float:
+    """Return what the proxy adds to one round trip (``SELECT 1``), in seconds."""
+
+    def per_query(conninfo: str) -> float:
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            best = float("inf")
+            for _ in range(3):
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    conn.execute("SELECT 1")
+                best = min(best, (time.perf_counter() - t0) / n)
+            return best
+
+    return per_query(delayed_dsn) - per_query(dsn)
+
+
+def round_trips(
+    contenders: dict[str, Contender],
+    cfg: dict[str, Any],
+    proxy: DelayProxy,
+    added: float,
+) -> dict[str, Any]:
+    """Per request: round trips waited for (from the time) and started (proxy)."""
+    out = {}
+    n, loops = cfg["rt_requests"], cfg["rt_loops"]
+    for name in FLASK + DJANGO:
+        direct, delayed = contenders[name], contenders[f"{name}@delay"]
+        delayed.warm_up(10)
+        direct_wall, delayed_wall = float("inf"), float("inf")
+        flights0 = proxy.stats()["flights"]
+        for _ in range(loops):
+            direct_wall = min(direct_wall, direct.loop(n, None)["wall_us"])
+            delayed_wall = min(delayed_wall, delayed.loop(n, None)["wall_us"])
+        flights = proxy.stats()["flights"] - flights0
+        out[name] = {
+            "waited": (delayed_wall - direct_wall) / 1e6 / added,
+            "started": flights / (n * loops),
+            "direct_wall_us": direct_wall,
+            "delayed_wall_us": delayed_wall,
         }
-        for _ in range(repeats):
-            runs["raw"].append(_timed(n, raw_once, lambda: _wait_idle(raw)))
-            runs["forksafe"].append(
-                _timed(n, forksafe_once, lambda: _wait_idle(forksafe.pool))
-            )
-            runs["forksafe_no_reset"].append(
-                _timed(n, no_reset_once, lambda: _wait_idle(no_reset.pool))
-            )
-            runs["flask"].append(_timed(n, flask_once, lambda: _wait_idle(flask_pool)))
-            runs["flask_no_reset"].append(
-                _timed(n, flask_no_reset_once, lambda: _wait_idle(flask_no_reset_pool))
-            )
-            runs["app_context"].append(_timed(n, context_once, lambda: None))
-    finally:
-        raw.close()
-        forksafe.close()
-        no_reset.close()
-        for each in (app, app_no_reset):
-            with each.app_context():
-                pgpool.pool.close()
+    return out
 
-    def median(values: list[float]) -> float:
-        return sorted(values)[len(values) // 2]
 
-    result: dict[str, Any] = {"requests_per_loop": n, "repeats": repeats}
-    for name, pairs in runs.items():
-        walls = [w for w, _ in pairs]
-        cpus = [c for _, c in pairs]
-        result[name] = {
-            "wall_us_min": min(walls),
-            "wall_us_median": median(walls),
-            "cpu_us_median": median(cpus),
-        }
-    for name in ("forksafe", "forksafe_no_reset", "flask", "flask_no_reset"):
-        in_app = name.startswith("flask")
-        extra = result["app_context"]["wall_us_median"] if in_app else 0.0
-        extra_cpu = result["app_context"]["cpu_us_median"] if in_app else 0.0
-        result[f"{name}_overhead_us"] = {
-            "wall": result[name]["wall_us_median"]
-            - extra
-            - result["raw"]["wall_us_median"],
-            "cpu": result[name]["cpu_us_median"]
-            - extra_cpu
-            - result["raw"]["cpu_us_median"],
-        }
+def run(dsn: str, cfg: dict[str, Any], postmaster: int | None) -> dict[str, Any]:
+    params = conninfo_to_dict(dsn)
+    with DelayProxy(int(params["port"]), cfg["delay"], str(params["host"])) as proxy:
+        delayed_dsn = psycopg.conninfo.make_conninfo(
+            dsn, host=proxy.host, port=proxy.port
+        )
+        contenders = make_contenders(dsn, delayed_dsn)
+        try:
+            for name in FLASK + DJANGO:
+                contenders[name].warm_up(200 if cfg["best_of"] > 1 else 20)
+            result: dict[str, Any] = {
+                "config": cfg,
+                "contenders": cost(contenders, cfg, postmaster),
+            }
+            added = added_round_trip(dsn, delayed_dsn, cfg["rt_requests"])
+            result["added_round_trip_ms"] = added * 1e3
+            trips = round_trips(contenders, cfg, proxy, added)
+            for name, entry in trips.items():
+                result["contenders"][name]["round_trips"] = entry
+        finally:
+            close_contenders(contenders)
     return result
 
 
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a smoke test")
+    for key, value in FULL.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value))
+    args = parser.parse_args()
+    cfg = dict(QUICK if args.quick else FULL)
+    for key in cfg:
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
+    postmaster = os.environ.get("BENCH_POSTMASTER")
+    result = run(os.environ["BENCH_DSN"], cfg, int(postmaster) if postmaster else None)
+    print(json.dumps(result, indent=2))
+
+
 if __name__ == "__main__":
-    count = int(sys.argv[1]) if len(sys.argv) > 1 else 5000
-    print(json.dumps(run(os.environ["BENCH_DSN"], count), indent=2))
+    main()

@@ -1,22 +1,33 @@
 """``make bench`` / ``make bench-quick``: pgpool next to what users would pick instead.
 
-Starts a throwaway PostgreSQL with TLS (the test harness), then:
+Starts a throwaway PostgreSQL with TLS (the test harness), then runs the
+groups ``--only`` names (all by default, comma-separated or repeated):
 
-- serves each Flask and Django contender (``flask_app.py``, ``django_app.py``)
-  under gunicorn, 4 sync workers, preload, the same endpoint doing one small
-  indexed query, loaded from a separate process (``wrk`` if it is on PATH,
-  else ``loadgen.py``); repeated, the contenders interleaved;
-- serves the Django example (``example_projects/django_site``) under uWSGI,
-  preload + django_pgpool and then ``lazy-apps = true``, and measures the
-  memory of master + 4 workers and how long a killed worker takes until it
-  serves again;
-- runs the micro-benchmark of flask_pgpool's per-request cost (``micro.py``).
+- ``flask``, ``django``: each contender of the group (``contenders.py``)
+  served by its own gunicorn, 4 sync workers, preload, all started at once;
+  then ``--rounds`` rounds, each loading every contender for ``--seconds``
+  from a separate process (``wrk`` if it is on PATH, else ``loadgen.py``),
+  the order rotated each round. A contender's ratio is the median of its
+  ratios to the baseline (the group's first) in the same round, for
+  requests/s and for CPU per request (the gunicorn workers' and PostgreSQL
+  backends' CPU, from /proc), with their interquartile range: the machine's
+  speed drifts over minutes, two contenders measured seconds apart share it.
+- ``flask-delay``, ``django-delay`` (``delay``: both): the same, PostgreSQL
+  reached through a TCP proxy that adds ``--delay-ms`` each way
+  (``tests/harness/delayproxy.py``; loopback hides what round trips cost);
+  the proxy also counts the round trips each request starts.
+- ``micro``: in one process, without load generator or server, each
+  adapter's WSGI app called directly, against its baseline: microseconds per
+  request and round trips per request (``micro.py``).
+- ``memory``: the Django example under uWSGI, preload + django_pgpool and
+  then ``lazy-apps = true``: memory of master + 4 workers, and how long a
+  killed worker takes until it serves again.
 
-Prints a table, writes ``benchmarks/results.json`` and ``results.png`` (a
-chart of requests/s, p99 latency and CPU per request). ``--quick`` (``make
-bench-quick``, under a minute on an idle machine) runs everything once,
-briefly, and writes both to the temporary directory: a smoke test, not a
-measurement.
+Prints a table with the targets (``targets()``), writes
+``benchmarks/results.json`` and ``results.png`` (the ratios, the chart of the
+Performance page). ``--quick`` (``make bench-quick``, under a minute) runs
+every piece once, briefly, and writes both to the temporary directory: a
+smoke test, not a measurement.
 """
 
 from __future__ import annotations
@@ -32,49 +43,45 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path[:0] = [str(HERE), str(REPO)]
 
+from contenders import DJANGO, FLASK, LABELS
+from cpu import children, tree_ns
+
+from tests.harness.delayproxy import DelayProxy
 from tests.harness.postgres import PgServer, start_cluster, stop_cluster
 from tests.harness.servers import RunningServer, request, run_load, start_server
 
-HERE = Path(__file__).resolve().parent
 DJANGO_SITE = REPO / "example_projects" / "django_site"
 PATH = "/q?id=42"
 ROWS = 1000
-
-#: (group, contender, WSGI app); the first of each group is its baseline.
-CONTENDERS = [
-    ("flask", "hand_pool", "flask_app:app"),
-    ("flask", "flask_pgpool", "flask_app:app"),
-    ("flask", "flask_pgpool_no_reset", "flask_app:app"),
-    ("flask", "connect_per_request", "flask_app:app"),
-    ("flask", "flask_sqlalchemy", "flask_app:app"),
-    ("django", "django_native_pool", "django_app:application"),
-    ("django", "django_pgpool", "django_app:application"),
-    ("django", "django_pgpool_no_reset", "django_app:application"),
-    ("django", "conn_max_age_60", "django_app:application"),
-    ("django", "django_db_connection_pool", "django_app:application"),
-]
-LABELS = {
-    "hand_pool": "hand-written pool per worker",
-    "flask_pgpool": "flask_pgpool",
-    "flask_pgpool_no_reset": "flask_pgpool, PGPOOL_RESET None",
-    "connect_per_request": "connect per request (TLS)",
-    "flask_sqlalchemy": "Flask-SQLAlchemy (QueuePool)",
-    "django_native_pool": "Django native pool",
-    "django_pgpool": "django_pgpool",
-    "django_pgpool_no_reset": 'django_pgpool, "reset" None',
-    "conn_max_age_60": "CONN_MAX_AGE=60",
-    "django_db_connection_pool": "django-db-connection-pool",
-}
-
-FULL = {"seconds": 8, "warmup": 2, "repeats": 3, "respawns": 3, "micro": 5000}
-QUICK = {"seconds": 1, "warmup": 0, "repeats": 1, "respawns": 1, "micro": 300}
 CONCURRENCY = 16
+
+#: The HTTP groups: (framework, contenders, WSGI app, through the delay proxy).
+HTTP_GROUPS: dict[str, tuple[str, list[str], str, bool]] = {
+    "flask": ("flask", FLASK, "flask_app:app", False),
+    "django": ("django", DJANGO, "django_app:application", False),
+    "flask-delay": ("flask", FLASK, "flask_app:app", True),
+    "django-delay": ("django", DJANGO, "django_app:application", True),
+}
+ALIASES = {
+    "delay": ["flask-delay", "django-delay"],
+    "loopback": ["flask", "django"],
+}
+SELECTORS = [*HTTP_GROUPS, "micro", "memory"]
+
+FULL = {"rounds": 10, "seconds": 2.0, "warmup": 2.0, "delay_ms": 0.5, "respawns": 3}
+#: Every piece once, briefly; through the proxy only each group's first two
+#: contenders (the others' apps are those of the loopback groups).
+QUICK = {"rounds": 1, "seconds": 1.0, "warmup": 0.0, "delay_ms": 0.5, "respawns": 1}
+QUICK_DELAYED_CONTENDERS = 2
 
 
 def say(message: str) -> None:
@@ -157,7 +164,7 @@ def load(port: int, seconds: float) -> dict[str, float]:
     return run_python_load(port, seconds)
 
 
-# -- the HTTP contenders -----------------------------------------------------
+# -- the HTTP groups ---------------------------------------------------------
 
 
 def prepare_database(pg: PgServer) -> None:
@@ -170,130 +177,170 @@ def prepare_database(pg: PgServer) -> None:
     pg.execute("ANALYZE bench_items")
 
 
-def _stat_fields(pid: int) -> list[str]:
-    # The command may hold spaces and parentheses: the fields follow the last ")".
-    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+def postmaster_pid(pg: PgServer) -> int:
+    assert pg.datadir is not None
+    return int((pg.datadir / "postmaster.pid").read_text().split()[0])
 
 
-def cpu_seconds(master: int, *, reaped: bool = False) -> float:
-    """Return the CPU time of *master*'s live children (and of its reaped ones)."""
-    ticks = 0
-    for pid in children(master):
-        try:
-            fields = _stat_fields(pid)
-        except OSError:
-            continue
-        ticks += int(fields[11]) + int(fields[12])  # utime, stime
-    if reaped:
-        fields = _stat_fields(master)
-        ticks += int(fields[13]) + int(fields[14])  # cutime, cstime
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
-def server_cpu(pg: PgServer, server: RunningServer) -> float:
-    """CPU seconds used so far by the server's workers and PostgreSQL's backends.
+def server_cpu_ns(pg: PgServer, server: RunningServer) -> float:
+    """CPU used so far by the server's workers and PostgreSQL's processes, ns.
 
     Less noisy than requests/s on a shared machine: what others run there
     slows every contender down, but barely changes what each request costs.
+    The other contenders' servers are idle meanwhile.
     """
-    assert pg.datadir is not None
-    postmaster = int((pg.datadir / "postmaster.pid").read_text().split()[0])
-    return cpu_seconds(server.proc.pid) + cpu_seconds(postmaster, reaped=True)
+    return tree_ns(server.proc.pid) + tree_ns(postmaster_pid(pg), reaped=True)
 
 
-def measure_contender(
-    pg: PgServer, contender: str, app: str, cfg: dict[str, Any]
-) -> dict[str, float]:
-    env = {"BENCH_CONTENDER": contender, "BENCH_DSN": pg.dsn()}
-    server = start_server("gunicorn", app, cwd=HERE, env=env, workers=4)
-    try:
-        if cfg["warmup"]:
-            load(server.port, cfg["warmup"])
-        else:
-            run_load(server.port, [PATH] * 32, concurrency=8)  # every worker once
-        cpu0 = server_cpu(pg, server)
-        result = load(server.port, cfg["seconds"])
-        used = server_cpu(pg, server) - cpu0
-        result["cpu_us_per_request"] = used / max(result["requests"], 1) * 1e6
-        if result["errors"] and not server.get(PATH).ok:
-            say(f"{contender}: failing: {server.get(PATH).body[:300]!r}")
-        return result
-    finally:
-        server.stop()
+def quantile(values: list[float], fraction: float) -> float:
+    """Linear interpolation between the closest ranks (numpy's default)."""
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * fraction
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-def summarize(runs: list[dict[str, float]]) -> dict[str, Any]:
-    def spread(key: str, best: str) -> dict[str, float]:
-        values = [r[key] for r in runs]
-        return {
-            "min": min(values),
-            "median": statistics.median(values),
-            "max": max(values),
-            "best": (max if best == "max" else min)(values),
-        }
-
+def spread(values: list[float]) -> dict[str, Any]:
+    """Median, interquartile range and extremes of *values*."""
     return {
-        "rps": spread("rps", "max"),
-        "p50_ms": spread("p50_ms", "min"),
-        "p99_ms": spread("p99_ms", "min"),
-        "cpu_us_per_request": spread("cpu_us_per_request", "min"),
-        "errors": sum(int(r["errors"]) for r in runs),
-        "requests": sum(int(r["requests"]) for r in runs),
-        "runs": runs,
+        "median": statistics.median(values),
+        "q1": quantile(values, 0.25),
+        "q3": quantile(values, 0.75),
+        "min": min(values),
+        "max": max(values),
     }
 
 
-def http_benchmarks(pg: PgServer, cfg: dict[str, Any]) -> list[dict[str, Any]]:
-    runs: dict[str, list[dict[str, float]]] = {c: [] for _, c, _ in CONTENDERS}
-    for repeat in range(cfg["repeats"]):
-        for _group, contender, app in CONTENDERS:
-            result = measure_contender(pg, contender, app, cfg)
+def measure_slot(
+    pg: PgServer, server: RunningServer, seconds: float, proxy: DelayProxy | None
+) -> dict[str, float]:
+    flights0 = proxy.stats()["flights"] if proxy else 0
+    cpu0 = server_cpu_ns(pg, server)
+    result = load(server.port, seconds)
+    used = server_cpu_ns(pg, server) - cpu0
+    result["cpu_us_per_request"] = used / 1e3 / max(result["requests"], 1)
+    if proxy is not None:
+        flights = proxy.stats()["flights"] - flights0
+        result["round_trips_per_request"] = flights / max(result["requests"], 1)
+    return result
+
+
+def http_group(
+    pg: PgServer, name: str, cfg: dict[str, Any], proxy: DelayProxy | None
+) -> dict[str, Any]:
+    """Serve every contender of group *name* at once; load them in rotated rounds."""
+    framework, contenders, app, _ = HTTP_GROUPS[name]
+    if cfg["quick"] and proxy:
+        contenders = contenders[:QUICK_DELAYED_CONTENDERS]
+    dsn = pg.dsn(host=proxy.host, port=proxy.port) if proxy else pg.dsn()
+
+    def start(contender: str) -> RunningServer:
+        env = {"BENCH_CONTENDER": contender, "BENCH_DSN": dsn}
+        return start_server("gunicorn", app, cwd=HERE, env=env, workers=4)
+
+    with ThreadPoolExecutor(len(contenders)) as pool, ExitStack() as stack:
+        futures = {c: pool.submit(start, c) for c in contenders}
+        started = [f.result() for f in futures.values() if f.exception() is None]
+        # All at once: each takes a second or two to stop gracefully.
+        stack.callback(lambda: list(pool.map(RunningServer.stop, started)))
+        servers = {c: f.result() for c, f in futures.items()}
+        say(f"{name}: servers up")
+        for contender, server in servers.items():
+            if cfg["warmup"]:
+                load(server.port, cfg["warmup"])
+            else:
+                run_load(server.port, [PATH] * 8, concurrency=4)  # most workers
+            if not server.get(PATH).ok:
+                raise RuntimeError(
+                    f"{name} {contender}: {server.get(PATH).body[:300]!r}"
+                )
+        rounds: list[dict[str, dict[str, float]]] = []
+        for number in range(cfg["rounds"]):
+            shift = number % len(contenders)
+            measured = {}
+            for contender in contenders[shift:] + contenders[:shift]:
+                measured[contender] = measure_slot(
+                    pg, servers[contender], cfg["seconds"], proxy
+                )
+            rounds.append(measured)
             say(
-                f"run {repeat + 1}/{cfg['repeats']} {contender}:"
-                f" {result['rps']:.0f} req/s, p50 {result['p50_ms']:.2f} ms,"
-                f" p99 {result['p99_ms']:.2f} ms,"
-                f" {result['cpu_us_per_request']:.0f} us CPU/request,"
-                f" {int(result['errors'])} errors"
+                f"{name} round {number + 1}/{cfg['rounds']}: "
+                + ", ".join(
+                    f"{c} {measured[c]['rps']:.0f}/s"
+                    f" {measured[c]['cpu_us_per_request']:.0f}us"
+                    for c in contenders
+                )
             )
-            runs[contender].append(result)
-    out = []
-    baselines: dict[str, float] = {}
-    cpu_baselines: dict[str, float] = {}
-    for group, contender, _app in CONTENDERS:
-        entry = {
-            "group": group,
+            for contender, result in measured.items():
+                if result["errors"] and not servers[contender].get(PATH).ok:
+                    say(f"{contender}: failing: {servers[contender].get(PATH).body!r}")
+    return summarize_group(name, framework, contenders, rounds, proxy)
+
+
+def summarize_group(
+    name: str,
+    framework: str,
+    contenders: list[str],
+    rounds: list[dict[str, dict[str, float]]],
+    proxy: DelayProxy | None,
+) -> dict[str, Any]:
+    baseline = contenders[0]
+    entries = []
+    for contender in contenders:
+        runs = [r[contender] for r in rounds]
+        rps_ratios = [r[contender]["rps"] / r[baseline]["rps"] for r in rounds]
+        # Requests per CPU second, relative to the baseline's: > 1 is cheaper.
+        cpu_ratios = [
+            r[baseline]["cpu_us_per_request"] / r[contender]["cpu_us_per_request"]
+            for r in rounds
+        ]
+        entry: dict[str, Any] = {
             "name": contender,
             "label": LABELS[contender],
-            **summarize(runs[contender]),
+            "rps": spread([r["rps"] for r in runs]),
+            "cpu_us_per_request": spread([r["cpu_us_per_request"] for r in runs]),
+            "p50_ms": spread([r["p50_ms"] for r in runs]),
+            "p99_ms": spread([r["p99_ms"] for r in runs]),
+            "rps_ratio": spread(rps_ratios),
+            "cpu_ratio": spread(cpu_ratios),
+            "errors": sum(int(r["errors"]) for r in runs),
+            "requests": sum(int(r["requests"]) for r in runs),
+            "runs": runs,
         }
-        median = entry["rps"]["median"]
-        cpu = entry["cpu_us_per_request"]["median"]
-        baselines.setdefault(group, median)
-        cpu_baselines.setdefault(group, cpu)
-        entry["baseline"] = next(c for g, c, _ in CONTENDERS if g == group)
-        entry["ratio_to_baseline"] = median / baselines[group]
-        # Requests per CPU second, relative to the baseline's: > 1 is cheaper.
-        entry["cpu_ratio_to_baseline"] = cpu_baselines[group] / cpu
-        out.append(entry)
+        if proxy is not None:
+            entry["round_trips_per_request"] = statistics.median(
+                r["round_trips_per_request"] for r in runs
+            )
+        entries.append(entry)
+    return {
+        "name": name,
+        "framework": framework,
+        "delay_ms": proxy.delay * 1e3 if proxy else 0.0,
+        "baseline": baseline,
+        "rounds": len(rounds),
+        "entries": entries,
+    }
+
+
+def http_benchmarks(
+    pg: PgServer, groups: list[str], cfg: dict[str, Any]
+) -> dict[str, Any]:
+    out = {}
+    for name in groups:
+        delayed = HTTP_GROUPS[name][3]
+        say(f"{name}: {len(HTTP_GROUPS[name][1])} gunicorn servers ...")
+        t0 = time.monotonic()
+        if delayed:
+            with DelayProxy(pg.port, cfg["delay_ms"] / 1e3, pg.host) as proxy:
+                out[name] = http_group(pg, name, cfg, proxy)
+        else:
+            out[name] = http_group(pg, name, cfg, None)
+        out[name]["seconds"] = time.monotonic() - t0
     return out
 
 
 # -- memory and respawn (uWSGI, the Django example) --------------------------
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command may hold spaces and parentheses: ppid follows the last ")".
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return sorted(found)
 
 
 def memory_kb(pid: int) -> dict[str, int]:
@@ -364,13 +411,12 @@ def memory_and_respawn(pg: PgServer, cfg: dict[str, Any]) -> list[dict[str, Any]
         )
         try:
             # Every worker serves for a while before its memory is read.
-            load_port = server.port
             seconds = max(cfg["warmup"], 1)
             subprocess.run(
                 [
                     sys.executable,
                     str(HERE / "loadgen.py"),
-                    str(load_port),
+                    str(server.port),
                     "/notes",
                     "8",
                     str(seconds),
@@ -405,81 +451,90 @@ def memory_and_respawn(pg: PgServer, cfg: dict[str, Any]) -> list[dict[str, Any]
     return out
 
 
-# -- the micro-benchmark -----------------------------------------------------
+# -- in one process ----------------------------------------------------------
 
 
-def micro_benchmark(pg: PgServer, cfg: dict[str, Any]) -> dict[str, Any]:
+def micro_benchmark(pg: PgServer, quick: bool) -> dict[str, Any]:
+    say("micro: each adapter's WSGI app in one process ...")
+    t0 = time.monotonic()
     out = subprocess.run(
-        [sys.executable, str(HERE / "micro.py"), str(cfg["micro"])],
-        env={**os.environ, "BENCH_DSN": pg.dsn()},
-        capture_output=True,
+        [sys.executable, str(HERE / "micro.py"), *(["--quick"] if quick else [])],
+        env={
+            **os.environ,
+            "BENCH_DSN": pg.dsn(),
+            "BENCH_POSTMASTER": str(postmaster_pid(pg)),
+        },
+        stdout=subprocess.PIPE,
         text=True,
         check=True,
-        timeout=300,
+        timeout=900,
     ).stdout
-    return json.loads(out)  # type: ignore[no-any-return]
+    result: dict[str, Any] = json.loads(out)
+    result["seconds"] = time.monotonic() - t0
+    return result
 
 
 # -- report ------------------------------------------------------------------
 
+#: (group, contender, baseline, goal): the median ratio, by req/s and by CPU.
+RATIO_TARGETS = [
+    ("django", "django_pgpool", 0.97),
+    ("django-delay", "django_pgpool", 1.0),
+    ("django", "django_pgpool_no_reset", 0.99),
+    ("django-delay", "django_pgpool_no_reset", 0.99),
+    ("flask", "flask_pgpool", 0.97),
+    ("flask-delay", "flask_pgpool", 0.97),
+    ("flask", "flask_pgpool_no_reset", 0.99),
+    ("flask-delay", "flask_pgpool_no_reset", 0.99),
+]
+#: In one process: CPU microseconds per request more than the baseline.
+MICRO_TARGETS = [("django_pgpool", 10.0), ("flask_pgpool", 10.0)]
+
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    by_name = {e["name"]: e for e in results["http"]}
-
-    def rps(name: str) -> float:
-        return float(by_name[name]["rps"]["median"])
-
-    def cpu(name: str) -> float:
-        return float(by_name[name]["cpu_us_per_request"]["median"])
-
-    mem = {e["name"]: e for e in results["memory"]}
-    checks = [
-        ("flask_pgpool", "hand_pool", 0.97),
-        ("flask_pgpool_no_reset", "hand_pool", 0.97),
-        ("django_pgpool", "django_native_pool", 1.0),
-        ("django_pgpool_no_reset", "django_native_pool", 1.0),
-        ("django_pgpool", "django_db_connection_pool", 1.2),
-        ("flask_pgpool", "connect_per_request", 5.0),
-        ("django_pgpool", "connect_per_request", 5.0),
-    ]
+    """The targets of issue 16 (and preload's memory), for what this run measured."""
     out = []
-    for name, other, goal in checks:
-        ratio = rps(name) / rps(other)
-        # The same ratio from CPU per request, which others' load barely moves.
-        by_cpu = cpu(other) / cpu(name)
-        out.append(
-            {
-                "target": f"{name} >= {goal}x {other}",
-                "value": round(ratio, 3),
-                "goal": goal,
-                "met": ratio >= goal,
-                "value_by_cpu": round(by_cpu, 3),
-                "met_by_cpu": by_cpu >= goal,
-            }
+    for group, name, goal in RATIO_TARGETS:
+        if group not in results["http"]:
+            continue
+        found = results["http"][group]
+        entry = next(e for e in found["entries"] if e["name"] == name)
+        for key, what in (("rps_ratio", "req/s"), ("cpu_ratio", "CPU/request")):
+            value = entry[key]
+            out.append(
+                {
+                    "target": f"{group}: {name} >= {goal}x {found['baseline']}, {what}",
+                    "value": round(value["median"], 3),
+                    "iqr": [round(value["q1"], 3), round(value["q3"], 3)],
+                    "goal": goal,
+                    "met": value["median"] >= goal,
+                }
+            )
+    micro = results.get("micro")
+    if micro:
+        for name, goal in MICRO_TARGETS:
+            diff = micro["contenders"][name]["cpu_us_diff"]
+            base = micro["contenders"][name]["baseline"]
+            out.append(
+                {
+                    "target": f"in one process: {name} <= {base} + {goal:g} us CPU",
+                    "value": round(diff["median"], 1),
+                    "range": [round(diff["min"], 1), round(diff["max"], 1)],
+                    "goal": goal,
+                    "met": diff["median"] <= goal,
+                }
+            )
+    memory = {e["name"]: e for e in results.get("memory") or []}
+    if memory:
+        # PSS splits shared pages among sharers; RSS counts them in every
+        # worker, so it cannot show what preload shares.
+        ratio = (
+            memory["uwsgi_preload_django_pgpool"]["total_pss_mb"]
+            / memory["uwsgi_lazy_apps"]["total_pss_mb"]
         )
-    for key, label in (
-        ("flask_overhead_us", "flask_pgpool"),
-        ("flask_no_reset_overhead_us", "flask_pgpool_no_reset"),
-    ):
-        overhead = results["micro"][key]["wall"]
         out.append(
             {
-                "target": f"{label} overhead <= 50 us per request",
-                "value": round(overhead, 1),
-                "goal": 50,
-                "met": overhead <= 50,
-            }
-        )
-    # RSS counts every page a worker maps, shared with the master or not: it
-    # cannot show what preload shares. PSS splits shared pages among sharers.
-    for key, label in (
-        ("total_pss_mb", "PSS, master + workers"),
-        ("workers_rss_mb", "RSS, workers"),
-    ):
-        ratio = mem["uwsgi_preload_django_pgpool"][key] / mem["uwsgi_lazy_apps"][key]
-        out.append(
-            {
-                "target": f"preload memory ({label}) <= 0.7x lazy-apps",
+                "target": "preload memory (PSS, master + workers) <= 0.7x lazy-apps",
                 "value": round(ratio, 3),
                 "goal": 0.7,
                 "met": ratio <= 0.7,
@@ -488,107 +543,211 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
-def table(results: dict[str, Any]) -> str:
-    lines = [
-        f"{'contender':<36} {'req/s med (min)':>15} {'ratio':>6} {'p50 ms':>7}"
-        f" {'p99 ms':>7} {'errors':>6} {'CPU us/req':>10} {'ratio':>6}",
-    ]
-    group = None
-    for e in results["http"]:
-        if e["group"] != group:
-            group = e["group"]
-            lines.append(f"-- {group} (baseline: {LABELS[e['baseline']]})")
-        rps = f"{e['rps']['median']:.0f} ({e['rps']['min']:.0f})"
-        lines.append(
-            f"{e['label']:<36} {rps:>15} {e['ratio_to_baseline']:>5.2f}x"
-            f" {e['p50_ms']['median']:>7.2f} {e['p99_ms']['median']:>7.2f}"
-            f" {e['errors']:>6} {e['cpu_us_per_request']['median']:>10.0f}"
-            f" {e['cpu_ratio_to_baseline']:>5.2f}x"
-        )
-    lines.append("-- uWSGI, Django example, master + 4 workers")
-    lines.append(
-        f"{'mode':<42} {'workers RSS MB':>15} {'PSS MB':>7}"
-        f" {'respawn ms med (min)':>21}"
+def _ratio(value: dict[str, float]) -> str:
+    return f"{value['median']:.2f} ({value['q1']:.2f}-{value['q3']:.2f})"
+
+
+def http_table(group: dict[str, Any]) -> list[str]:
+    delay = f", PostgreSQL {group['delay_ms']:g} ms away each way" * bool(
+        group["delay_ms"]
     )
-    for e in results["memory"]:
-        respawn = (
-            f"{e['respawn_s']['median'] * 1000:.0f}"
-            f" ({e['respawn_s']['min'] * 1000:.0f})"
+    lines = [
+        f"-- {group['name']} (baseline: {LABELS[group['baseline']]}{delay};"
+        f" {group['rounds']} rounds)",
+    ]
+    trips = "round_trips_per_request" in group["entries"][0]
+    for e in group["entries"]:
+        line = (
+            f"{e['label']:<34} {e['rps']['median']:>6.0f} {_ratio(e['rps_ratio']):>17}"
+            f" {e['cpu_us_per_request']['median']:>6.0f} {_ratio(e['cpu_ratio']):>17}"
+            f" {e['p50_ms']['median']:>6.2f} {e['p99_ms']['median']:>6.2f}"
+            f" {e['errors']:>6}"
+        )
+        if trips:
+            line += f" {e['round_trips_per_request']:>5.2f}"
+        lines.append(line)
+    return lines
+
+
+def table(results: dict[str, Any]) -> str:
+    lines = []
+    if results["http"]:
+        lines.append(
+            f"{'contender':<34} {'req/s':>6} {'ratio (IQR)':>17} {'CPU us':>6}"
+            f" {'ratio (IQR)':>17} {'p50 ms':>6} {'p99 ms':>6} {'errors':>6}"
+            f" {'trips':>5}"
+        )
+        for group in results["http"].values():
+            lines += http_table(group)
+    micro = results.get("micro")
+    if micro:
+        cfg = micro["config"]
+        lines.append(
+            f"-- in one process, per request (us; median of {cfg['repeats']}"
+            f" x best of {cfg['best_of']} x {cfg['requests']} requests;"
+            " difference to the baseline: median (min-max); round trips"
+            " waited / started)"
         )
         lines.append(
-            f"{e['name']:<42} {e['workers_rss_mb']:>15.1f}"
-            f" {e['total_pss_mb']:>7.1f} {respawn:>21}"
+            f"{'contender':<34} {'wall':>6} {'CPU':>6} {'CPU diff (min-max)':>21}"
+            f" {'server CPU':>10} {'round trips':>12}"
         )
-    m = results["micro"]
-    lines.append("-- per request, no query (us, wall median / CPU median)")
-    for name, label in (
-        ("raw", "psycopg_pool pool.connection()"),
-        ("forksafe", "ForkSafePool.connection() (check + reset)"),
-        ("forksafe_no_reset", "ForkSafePool.connection(), reset=None"),
-        ("flask", "flask_pgpool app context (less empty ctx)"),
-        ("flask_no_reset", "the same, PGPOOL_RESET None"),
-    ):
-        wall = m[name]["wall_us_median"]
-        cpu = m[name]["cpu_us_median"]
-        if name.startswith("flask"):
-            wall -= m["app_context"]["wall_us_median"]
-            cpu -= m["app_context"]["cpu_us_median"]
-        lines.append(f"{label:<42} {wall:>9.1f} / {cpu:.1f}")
-    lines.append("-- targets")
-    lines.append(f"{'':<54} {'by req/s':<13} by CPU/request")
+        for entry in micro["contenders"].values():
+            diff = entry["cpu_us_diff"]
+            trips = entry["round_trips"]
+            diff_text = (
+                f"{diff['median']:+.0f} ({diff['min']:+.0f} to {diff['max']:+.0f})"
+            )
+            lines.append(
+                f"{entry['label']:<34} {entry['wall_us']['median']:>6.0f}"
+                f" {entry['cpu_us']['median']:>6.0f} {diff_text:>21}"
+                f" {entry['server_cpu_us']['median']:>10.0f}"
+                f" {trips['waited']:>5.1f} / {trips['started']:.1f}"
+            )
+    if results.get("memory"):
+        lines.append("-- uWSGI, Django example, master + 4 workers")
+        lines.append(
+            f"{'mode':<34} {'workers RSS MB':>15} {'PSS MB':>7}"
+            f" {'respawn ms med (min)':>21}"
+        )
+        for e in results["memory"]:
+            respawn = (
+                f"{e['respawn_s']['median'] * 1000:.0f}"
+                f" ({e['respawn_s']['min'] * 1000:.0f})"
+            )
+            lines.append(
+                f"{e['name']:<34} {e['workers_rss_mb']:>15.1f}"
+                f" {e['total_pss_mb']:>7.1f} {respawn:>21}"
+            )
+    return "\n".join(lines)
+
+
+def targets_table(results: dict[str, Any]) -> str:
+    lines = ["-- targets (median; IQR or min-max)"]
     for t in results["targets"]:
         mark = "met" if t["met"] else "MISSED"
-        line = f"{t['target']:<54} {t['value']:>6} {mark:<6}"
-        if "value_by_cpu" in t:
-            by_cpu = "met" if t["met_by_cpu"] else "MISSED"
-            line += f" {t['value_by_cpu']:>12} {by_cpu:<6}"
-        lines.append(line.rstrip())
+        around = t.get("iqr") or t.get("range")
+        extra = f" ({around[0]}-{around[1]})" if around else ""
+        lines.append(f"{t['target']:<66} {t['value']:>7}{extra:<16} {mark}")
     return "\n".join(lines)
 
 
 def chart(results: dict[str, Any], path: Path) -> None:
+    """Each contender's ratios to its baseline, loopback and delayed, with IQRs."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = results["http"]
-    labels = [e["label"] for e in entries]
-    colors = ["#1f77b4" if e["group"] == "flask" else "#2ca02c" for e in entries]
-    fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 5), sharey=True)
-    ypos = range(len(entries))
-    ax1.barh(
-        ypos,
-        [e["rps"]["median"] for e in entries],
-        xerr=[
-            [e["rps"]["median"] - e["rps"]["min"] for e in entries],
-            [e["rps"]["max"] - e["rps"]["median"] for e in entries],
-        ],
-        color=colors,
-    )
-    ax1.set_yticks(list(ypos), labels)
-    ax1.invert_yaxis()
-    ax1.set_xlabel("requests/s (median, min-max)")
-    ax2.barh(ypos, [e["p99_ms"]["median"] for e in entries], color=colors)
-    ax2.set_xlabel("p99 latency, ms (median)")
-    ax3.barh(ypos, [e["cpu_us_per_request"]["median"] for e in entries], color=colors)
-    ax3.set_xlabel("gunicorn + PostgreSQL CPU per request, us")
+    groups = results["http"]
+    names = [
+        n
+        for n in FLASK + DJANGO
+        if any(e["name"] == n for g in groups.values() for e in g["entries"])
+    ]
+    if not names:
+        return
+    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(names) + 2), sharey=True)
+    height = 0.38
+    for offset, delayed, color, label in (
+        (-height / 2, False, "#1f77b4", "loopback"),
+        (height / 2, True, "#ff7f0e", f"{results['config']['delay_ms']:g} ms each way"),
+    ):
+        for ax, key, title in (
+            (axes[0], "rps_ratio", "requests/s, ratio to the baseline"),
+            (axes[1], "cpu_ratio", "requests per CPU second, ratio to the baseline"),
+        ):
+            ys, values, low, high = [], [], [], []
+            for i, name in enumerate(names):
+                framework = "flask" if name in FLASK else "django"
+                group = groups.get(f"{framework}-delay" if delayed else framework)
+                entry = group and next(
+                    (e for e in group["entries"] if e["name"] == name), None
+                )
+                if not entry:
+                    continue
+                ratio = entry[key]
+                ys.append(i + offset)
+                values.append(ratio["median"])
+                low.append(ratio["median"] - ratio["q1"])
+                high.append(ratio["q3"] - ratio["median"])
+            if values:
+                ax.barh(ys, values, height, xerr=[low, high], color=color, label=label)
+            ax.set_xlabel(title)
+            ax.axvline(1.0, color="black", linewidth=0.8)
+    axes[0].set_yticks(range(len(names)), [LABELS[n] for n in names])
+    axes[0].invert_yaxis()
+    axes[0].legend(loc="lower right")
     fig.suptitle(
-        "gunicorn, 4 sync workers, preload, one indexed query over TLS"
-        f" ({results['machine']['cpus']} CPUs, {results['load_generator']})"
+        "gunicorn, 4 sync workers, preload, one indexed query over TLS; median"
+        f" of per-round ratios, IQR bars ({results['machine']['cpus']} CPUs,"
+        f" {results['load_generator']})"
     )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
+def selected(only: list[str]) -> list[str]:
+    """Return the groups that *only* names, in SELECTORS order (all if none)."""
+    names: set[str] = set()
+    for item in only:
+        for word in filter(None, (w.strip() for w in item.split(","))):
+            if word in ALIASES:
+                names.update(ALIASES[word])
+            elif word in SELECTORS:
+                names.add(word)
+            else:
+                known = ", ".join([*SELECTORS, *ALIASES])
+                raise SystemExit(f"--only: unknown group {word!r} (known: {known})")
+    return [s for s in SELECTORS if s in names or not names]
+
+
+def git_revision() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "describe", "--always", "--dirty"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except OSError:
+        return ""
+    return head
+
+
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--quick", action="store_true", help="a smoke test (< 60 s)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="GROUPS",
+        help=f"comma-separated, of {', '.join([*SELECTORS, *ALIASES])} (default: all)",
+    )
+    parser.add_argument("--rounds", type=int, help=f"default {FULL['rounds']}")
+    parser.add_argument(
+        "--seconds", type=float, help=f"per contender and round ({FULL['seconds']:g})"
+    )
+    parser.add_argument(
+        "--warmup", type=float, help=f"seconds per server ({FULL['warmup']:g})"
+    )
+    parser.add_argument(
+        "--delay-ms", type=float, help=f"each way, delay groups ({FULL['delay_ms']:g})"
+    )
     parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--chart", type=Path, default=None)
     args = parser.parse_args()
-    cfg = QUICK if args.quick else FULL
+    groups = selected(args.only)
+    cfg: dict[str, Any] = {**(QUICK if args.quick else FULL), "quick": args.quick}
+    for key in ("rounds", "seconds", "warmup", "delay_ms"):
+        if getattr(args, key) is not None:
+            cfg[key] = getattr(args, key)
     # A smoke test leaves the last full run's results where they are.
     tmp = Path(tempfile.gettempdir())
     results_path = args.results or (
@@ -598,20 +757,27 @@ def main() -> int:
         tmp / "pgpool-bench-quick.png" if args.quick else HERE / "results.png"
     )
     started = time.monotonic()
-    say("starting a throwaway PostgreSQL with TLS on ...")
+    say(f"groups: {', '.join(groups)}; starting a throwaway PostgreSQL with TLS ...")
     pg = start_cluster()
     try:
         prepare_database(pg)
+        say(f"PostgreSQL ready after {time.monotonic() - started:.1f} s")
         results: dict[str, Any] = {
             "quick": args.quick,
+            "groups": groups,
             "config": cfg,
             "concurrency": CONCURRENCY,
             "load_generator": "wrk" if use_wrk() else "loadgen.py",
+            "revision": git_revision(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %z"),
             "machine": {"cpus": os.cpu_count(), "load_before": os.getloadavg()},
         }
-        results["http"] = http_benchmarks(pg, cfg)
-        results["memory"] = memory_and_respawn(pg, cfg)
-        results["micro"] = micro_benchmark(pg, cfg)
+        http = [g for g in groups if g in HTTP_GROUPS]
+        results["http"] = http_benchmarks(pg, http, cfg)
+        results["micro"] = (
+            micro_benchmark(pg, args.quick) if "micro" in groups else None
+        )
+        results["memory"] = memory_and_respawn(pg, cfg) if "memory" in groups else None
         results["machine"]["load_after"] = os.getloadavg()
     finally:
         say("stopping PostgreSQL ...")
@@ -619,12 +785,19 @@ def main() -> int:
     results["targets"] = targets(results)
     results["seconds"] = time.monotonic() - started
     results_path.write_text(json.dumps(results, indent=2) + "\n")
-    chart(results, chart_path)
+    if results["http"]:
+        chart(results, chart_path)
     print()
     print(table(results))
     print()
-    say(f"results in {results_path}, chart in {chart_path}")
-    say(f"took {results['seconds']:.0f} s")
+    print(targets_table(results))
+    print()
+    say(f"results in {results_path}" + f", chart in {chart_path}" * bool(http))
+    say(
+        f"took {results['seconds']:.0f} s; load average before"
+        f" {results['machine']['load_before'][0]:.1f}, after"
+        f" {results['machine']['load_after'][0]:.1f}"
+    )
     return 0
 
 

@@ -62,9 +62,7 @@ class _Delayed:
         self.loop = loop
         self.delay = delay
         self.sink: _Side | None = None
-        self.queue: collections.deque[tuple[float, bytes | None]] = (
-            collections.deque()
-        )
+        self.queue: collections.deque[tuple[float, bytes | None]] = collections.deque()
         self.timer: asyncio.TimerHandle | None = None
 
     def push(self, data: bytes | None) -> None:
@@ -97,7 +95,10 @@ class _Delayed:
                 sink.close()  # both halves are done
             else:
                 self.sink.eof_out = True
-                sink.write_eof()
+                try:
+                    sink.write_eof()
+                except OSError:  # the other end is gone already
+                    sink.close()
         if self.queue:
             self._arm()
 
