@@ -50,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
-import cpu
+import cputime
 import psycopg
 from contenders import (
     LABELS,
@@ -134,12 +134,14 @@ class Contender:
 
         def timed() -> dict[str, float]:
             request = self.request
-            server0 = cpu.tree_ns(postmaster) if postmaster else 0.0
+            server0 = cputime.tree_ns(postmaster) if postmaster else 0.0
             cpu0, wall0 = time.process_time(), time.perf_counter()
             for _ in range(n):
                 request()
             wall, used = time.perf_counter() - wall0, time.process_time() - cpu0
-            server = (cpu.tree_ns(postmaster) - server0) / 1e3 if postmaster else 0.0
+            server = (
+                (cputime.tree_ns(postmaster) - server0) / 1e3 if postmaster else 0.0
+            )
             return {
                 "wall_us": wall / n * 1e6,
                 "cpu_us": used / n * 1e6,

@@ -53,7 +53,7 @@ REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
 from contenders import DJANGO, FLASK, LABELS
-from cpu import children, tree_ns
+from cputime import children, tree_ns
 
 from tests.harness.delayproxy import DelayProxy
 from tests.harness.postgres import PgServer, start_cluster, stop_cluster
@@ -343,6 +343,10 @@ def http_benchmarks(
 # -- memory and respawn (uWSGI, the Django example) --------------------------
 
 
+#: The uWSGI modes of the memory and respawn runs, and their lazy-apps setting.
+MEMORY_MODES = {"uwsgi_preload_django_pgpool": False, "uwsgi_lazy_apps": True}
+
+
 def memory_kb(pid: int) -> dict[str, int]:
     values = {}
     for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
@@ -399,8 +403,7 @@ def respawn_time(server: RunningServer) -> float:
 def memory_and_respawn(pg: PgServer, cfg: dict[str, Any]) -> list[dict[str, Any]]:
     env = migrate_example(pg)
     out = []
-    modes = (("uwsgi_preload_django_pgpool", False), ("uwsgi_lazy_apps", True))
-    for mode, lazy in modes:
+    for mode, lazy in MEMORY_MODES.items():
         server = start_server(
             "uwsgi",
             "",
@@ -543,6 +546,20 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     return out
 
 
+#: The column headings of the tables (docs/performance.rst shows them).
+HTTP_HEADER = (
+    f"{'contender':<34} {'req/s':>6} {'ratio (IQR)':>17} {'CPU us':>6}"
+    f" {'ratio (IQR)':>17} {'p50 ms':>6} {'p99 ms':>6} {'errors':>6} {'trips':>5}"
+)
+MICRO_HEADER = (
+    f"{'contender':<34} {'wall':>6} {'CPU':>6} {'CPU diff (min-max)':>21}"
+    f" {'server CPU':>10} {'round trips':>12}"
+)
+MEMORY_HEADER = (
+    f"{'mode':<34} {'workers RSS MB':>15} {'PSS MB':>7} {'respawn ms med (min)':>21}"
+)
+
+
 def _ratio(value: dict[str, float]) -> str:
     return f"{value['median']:.2f} ({value['q1']:.2f}-{value['q3']:.2f})"
 
@@ -572,11 +589,7 @@ def http_table(group: dict[str, Any]) -> list[str]:
 def table(results: dict[str, Any]) -> str:
     lines = []
     if results["http"]:
-        lines.append(
-            f"{'contender':<34} {'req/s':>6} {'ratio (IQR)':>17} {'CPU us':>6}"
-            f" {'ratio (IQR)':>17} {'p50 ms':>6} {'p99 ms':>6} {'errors':>6}"
-            f" {'trips':>5}"
-        )
+        lines.append(HTTP_HEADER)
         for group in results["http"].values():
             lines += http_table(group)
     micro = results.get("micro")
@@ -588,10 +601,7 @@ def table(results: dict[str, Any]) -> str:
             " difference to the baseline: median (min-max); round trips"
             " waited / started)"
         )
-        lines.append(
-            f"{'contender':<34} {'wall':>6} {'CPU':>6} {'CPU diff (min-max)':>21}"
-            f" {'server CPU':>10} {'round trips':>12}"
-        )
+        lines.append(MICRO_HEADER)
         for entry in micro["contenders"].values():
             diff = entry["cpu_us_diff"]
             trips = entry["round_trips"]
@@ -606,10 +616,7 @@ def table(results: dict[str, Any]) -> str:
             )
     if results.get("memory"):
         lines.append("-- uWSGI, Django example, master + 4 workers")
-        lines.append(
-            f"{'mode':<34} {'workers RSS MB':>15} {'PSS MB':>7}"
-            f" {'respawn ms med (min)':>21}"
-        )
+        lines.append(MEMORY_HEADER)
         for e in results["memory"]:
             respawn = (
                 f"{e['respawn_s']['median'] * 1000:.0f}"
@@ -717,7 +724,8 @@ def git_revision() -> str:
     return head
 
 
-def main() -> int:
+def make_parser() -> argparse.ArgumentParser:
+    """Return run.py's command line (``make bench BENCH_ARGS="..."`` passes it)."""
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -742,12 +750,19 @@ def main() -> int:
     )
     parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--chart", type=Path, default=None)
+    return parser
+
+
+def main() -> int:
+    parser = make_parser()
     args = parser.parse_args()
     groups = selected(args.only)
     cfg: dict[str, Any] = {**(QUICK if args.quick else FULL), "quick": args.quick}
     for key in ("rounds", "seconds", "warmup", "delay_ms"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
+    if cfg["rounds"] < 1 or cfg["seconds"] < 1 or cfg["delay_ms"] < 0:
+        parser.error("--rounds and --seconds must be >= 1, --delay-ms >= 0")
     # A smoke test leaves the last full run's results where they are.
     tmp = Path(tempfile.gettempdir())
     results_path = args.results or (

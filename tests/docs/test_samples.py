@@ -487,9 +487,30 @@ def check_pgbouncer_ini(found: Sample, request: pytest.FixtureRequest) -> None:
 
 
 def check_make(args: list[str]) -> None:
+    """Each target is the Makefile's; ``BENCH_ARGS`` are benchmarks/run.py's."""
     makefile = (REPO / "Makefile").read_text()
-    for target in args:
-        assert re.search(rf"^{target}:", makefile, re.MULTILINE), target
+    for word in args:
+        name, is_variable, value = word.partition("=")
+        if is_variable:
+            assert re.search(rf"^{name} \?=", makefile, re.MULTILINE), word
+            if name == "BENCH_ARGS":
+                runner = bench_runner()
+                runner.selected(runner.make_parser().parse_args(value.split()).only)
+            continue
+        assert re.search(rf"^{word}:", makefile, re.MULTILINE), word
+
+
+def bench_runner() -> types.ModuleType:
+    """Import benchmarks/run.py (which puts benchmarks/ on sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_run", REPO / "benchmarks" / "run.py"
+    )
+    assert spec is not None and spec.loader is not None
+    runner = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(runner)
+    return runner
 
 
 def check_pip(args: list[str]) -> None:
@@ -618,14 +639,24 @@ def check_demo_output(found: Sample, request: pytest.FixtureRequest) -> None:
     assert labels == [row for row in demo.ROWS if row != "failed: other errors"]
 
 
-@check("text", "contender                            req/s med (min)")
+@check("text", "contender                           req/s       ratio (IQR)")
 def check_benchmark_output(found: Sample, request: pytest.FixtureRequest) -> None:
-    """A measurement: the headings are those benchmarks/run.py prints."""
-    runner = (REPO / "benchmarks" / "run.py").read_text()
-    for line in found.code.splitlines():
-        if line.startswith("-- "):
-            heading = line[3:].split(" (")[0].split(",")[0]
-            assert heading.split()[0] in runner, line
+    """A measurement: its tables and groups are those benchmarks/run.py prints."""
+    runner = bench_runner()
+    lines = found.code.splitlines()
+    assert lines[0] == runner.HTTP_HEADER
+    headers = (runner.HTTP_HEADER, runner.MICRO_HEADER, runner.MEMORY_HEADER)
+    labels = set(runner.LABELS.values()) | set(runner.MEMORY_MODES)
+    for line in lines:
+        if line.startswith("-- in one process"):
+            assert runner.MICRO_HEADER in lines, "the in-process table's header"
+        elif line.startswith("-- uWSGI"):
+            assert runner.MEMORY_HEADER in lines, "the memory table's header"
+        elif line.startswith("-- "):
+            assert line[3:].split(" (")[0] in runner.HTTP_GROUPS, line
+        elif line not in headers:
+            label = re.split(r"\s{2,}", line)[0]
+            assert label in labels, line
 
 
 def checker(found: Sample) -> Check:
