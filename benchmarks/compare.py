@@ -3,7 +3,7 @@
 ``python benchmarks/compare.py A.json B.json`` prints, for each contender of
 each group both ran, the median ratio to the baseline (requests/s and CPU per
 request) of each run with its interquartile range, and says whether the two
-ranges overlap; then the in-process differences, with their min-max ranges.
+ranges overlap; then the in-process differences to the baseline, the same way.
 """
 
 from __future__ import annotations
@@ -22,13 +22,19 @@ def _ratio(value: dict[str, float]) -> str:
     return f"{value['median']:.2f} ({value['q1']:.2f}-{value['q3']:.2f})"
 
 
+def _diff(value: dict[str, float]) -> str:
+    return f"{value['median']:+.0f} ({value['q1']:+.0f} {value['q3']:+.0f})"
+
+
 def compare(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], int, int]:
     """Return the lines, and how many pairs agree out of how many."""
-    lines = [
-        f"{'':<38} {'req/s ratio':^34}       {'CPU/request ratio':^34}",
-        f"{'contender':<38} {'run A':>16} {'run B':>17} {'agree':>5}"
-        f" {'run A':>16} {'run B':>17} {'agree':>5}",
-    ]
+    lines = []
+    if set(a["http"]) & set(b["http"]):
+        lines += [
+            f"{'':<38} {'req/s ratio':^40} {'CPU/request ratio':^40}",
+            f"{'contender':<38} {'run A':>16} {'run B':>17} {'agree':>5}"
+            f" {'run A':>16} {'run B':>17} {'agree':>5}",
+        ]
     agree = total = 0
     for name, group in a["http"].items():
         other = b["http"].get(name)
@@ -49,19 +55,20 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], int, int]:
                 line += f" {_ratio(x):>16} {_ratio(y):>17} {'yes' if ok else 'NO':>5}"
             lines.append(line)
     if a.get("micro") and b.get("micro"):
-        lines.append("-- in one process, CPU us per request more than the baseline")
+        lines.append(
+            "-- in one process, CPU us per request more than the baseline, (IQR)"
+        )
         for name, entry in a["micro"]["contenders"].items():
             twin = b["micro"]["contenders"].get(name)
             if twin is None or name == entry["baseline"]:
                 continue
             x, y = entry["cpu_us_diff"], twin["cpu_us_diff"]
-            ok = _overlap((x["min"], x["max"]), (y["min"], y["max"]))
+            ok = _overlap((x["q1"], x["q3"]), (y["q1"], y["q3"]))
             agree += ok
             total += 1
             lines.append(
-                f"{entry['label']:<38} {x['median']:+6.0f} ({x['min']:+.0f} to"
-                f" {x['max']:+.0f})  {y['median']:+6.0f} ({y['min']:+.0f} to"
-                f" {y['max']:+.0f})  {'yes' if ok else 'NO'}"
+                f"{entry['label']:<38} {_diff(x):>16} {_diff(y):>17}"
+                f" {'yes' if ok else 'NO':>5}"
             )
     return lines, agree, total
 

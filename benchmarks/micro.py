@@ -20,13 +20,15 @@ loops of ``--requests`` requests; the fastest loop gives its wall and CPU
 microseconds per request (CPU: every thread of this process, pool threads
 included; the server's backends separately where ``BENCH_POSTMASTER`` names
 the postmaster). The difference to the group's baseline is taken within each
-repeat; medians and min-max over the repeats are printed.
+repeat, seconds apart (short loops, many repeats: the machine's speed
+drifts); medians and interquartile ranges over the repeats are printed.
 
 Round trips: the same requests through a TCP proxy that delays each way
-(``tests/harness/delayproxy.py``). A round trip the request waits for makes it
-one proxy round trip slower, so ``(delayed - direct wall time) / (what the
-proxy adds to one SELECT 1)`` counts the round trips the request path waits
-for; the proxy also counts those the client starts, waited for or not.
+(``tests/harness/delayproxy.py``, 5 ms each way). A round trip the request
+waits for makes it one proxy round trip slower, so ``(delayed - direct wall
+time) / (what the proxy adds to one SELECT 1, measured before and after)``
+counts the round trips the request path waits for; the proxy also counts
+those the client starts, waited for or not.
 
 ``python micro.py [--quick]`` against ``BENCH_DSN``; prints one JSON object.
 """
@@ -37,7 +39,6 @@ import argparse
 import io
 import json
 import os
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -60,6 +61,7 @@ from contenders import (
     flask_app,
 )
 from psycopg.conninfo import conninfo_to_dict
+from spread import spread
 
 from tests.harness.delayproxy import DelayProxy
 
@@ -70,12 +72,12 @@ GROUPS = {"flask": FLASK, "django": DJANGO}
 ALIAS = {"django_native_pool": "default"}
 
 FULL = {
-    "requests": 1000,
+    "requests": 300,
     "best_of": 3,
-    "repeats": 5,
-    "rt_requests": 100,
+    "repeats": 15,
+    "rt_requests": 50,
     "rt_loops": 3,
-    "delay": 0.002,
+    "delay": 0.005,
 }
 QUICK = {
     "requests": 100,
@@ -83,7 +85,7 @@ QUICK = {
     "repeats": 1,
     "rt_requests": 10,
     "rt_loops": 1,
-    "delay": 0.002,
+    "delay": 0.005,
 }
 
 
@@ -196,15 +198,6 @@ def close_contenders(contenders: dict[str, Contender]) -> None:
             close_pool()
 
 
-def spread(values: list[float]) -> dict[str, Any]:
-    return {
-        "median": statistics.median(values),
-        "min": min(values),
-        "max": max(values),
-        "runs": values,
-    }
-
-
 def cost(
     contenders: dict[str, Contender], cfg: dict[str, Any], postmaster: int | None
 ) -> dict[str, Any]:
@@ -231,6 +224,7 @@ def cost(
                         for r, b in zip(runs[name], runs[baseline], strict=True)
                     ]
                 )
+                entry[key]["runs"] = [r[key] for r in runs[name]]
             entry["baseline"] = baseline
             out[name] = entry
     return out
@@ -256,9 +250,8 @@ def round_trips(
     contenders: dict[str, Contender],
     cfg: dict[str, Any],
     proxy: DelayProxy,
-    added: float,
 ) -> dict[str, Any]:
-    """Per request: round trips waited for (from the time) and started (proxy)."""
+    """Per request: wall time direct and delayed, round trips started (proxy)."""
     out = {}
     n, loops = cfg["rt_requests"], cfg["rt_loops"]
     for name in FLASK + DJANGO:
@@ -271,7 +264,6 @@ def round_trips(
             delayed_wall = min(delayed_wall, delayed.loop(n, None)["wall_us"])
         flights = proxy.stats()["flights"] - flights0
         out[name] = {
-            "waited": (delayed_wall - direct_wall) / 1e6 / added,
             "started": flights / (n * loops),
             "direct_wall_us": direct_wall,
             "delayed_wall_us": delayed_wall,
@@ -293,9 +285,14 @@ def run(dsn: str, cfg: dict[str, Any], postmaster: int | None) -> dict[str, Any]
                 "config": cfg,
                 "contenders": cost(contenders, cfg, postmaster),
             }
-            added = added_round_trip(dsn, delayed_dsn, cfg["rt_requests"])
-            result["added_round_trip_ms"] = added * 1e3
-            trips = round_trips(contenders, cfg, proxy, added)
+            # Measured before and after: what the machine runs meanwhile moves it.
+            before = added_round_trip(dsn, delayed_dsn, cfg["rt_requests"])
+            trips = round_trips(contenders, cfg, proxy)
+            after = added_round_trip(dsn, delayed_dsn, cfg["rt_requests"])
+            result["added_round_trip_ms"] = [before * 1e3, after * 1e3]
+            for entry in trips.values():
+                extra = entry["delayed_wall_us"] - entry["direct_wall_us"]
+                entry["waited"] = extra / 1e6 / ((before + after) / 2)
             for name, entry in trips.items():
                 result["contenders"][name]["round_trips"] = entry
         finally:

@@ -54,6 +54,13 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 from contenders import DJANGO, FLASK, LABELS
 from cputime import children, tree_ns
+from report import (
+    chart,
+    table,
+    targets,
+    targets_table,
+)
+from spread import spread
 
 from tests.harness.delayproxy import DelayProxy
 from tests.harness.postgres import PgServer, start_cluster, stop_cluster
@@ -190,26 +197,6 @@ def server_cpu_ns(pg: PgServer, server: RunningServer) -> float:
     The other contenders' servers are idle meanwhile.
     """
     return tree_ns(server.proc.pid) + tree_ns(postmaster_pid(pg), reaped=True)
-
-
-def quantile(values: list[float], fraction: float) -> float:
-    """Linear interpolation between the closest ranks (numpy's default)."""
-    ordered = sorted(values)
-    position = (len(ordered) - 1) * fraction
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def spread(values: list[float]) -> dict[str, Any]:
-    """Median, interquartile range and extremes of *values*."""
-    return {
-        "median": statistics.median(values),
-        "q1": quantile(values, 0.25),
-        "q3": quantile(values, 0.75),
-        "min": min(values),
-        "max": max(values),
-    }
 
 
 def measure_slot(
@@ -475,226 +462,6 @@ def micro_benchmark(pg: PgServer, quick: bool) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out)
     result["seconds"] = time.monotonic() - t0
     return result
-
-
-# -- report ------------------------------------------------------------------
-
-#: (group, contender, baseline, goal): the median ratio, by req/s and by CPU.
-RATIO_TARGETS = [
-    ("django", "django_pgpool", 0.97),
-    ("django-delay", "django_pgpool", 1.0),
-    ("django", "django_pgpool_no_reset", 0.99),
-    ("django-delay", "django_pgpool_no_reset", 0.99),
-    ("flask", "flask_pgpool", 0.97),
-    ("flask-delay", "flask_pgpool", 0.97),
-    ("flask", "flask_pgpool_no_reset", 0.99),
-    ("flask-delay", "flask_pgpool_no_reset", 0.99),
-]
-#: In one process: CPU microseconds per request more than the baseline.
-MICRO_TARGETS = [("django_pgpool", 10.0), ("flask_pgpool", 10.0)]
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The targets of issue 16 (and preload's memory), for what this run measured."""
-    out = []
-    for group, name, goal in RATIO_TARGETS:
-        if group not in results["http"]:
-            continue
-        found = results["http"][group]
-        entry = next((e for e in found["entries"] if e["name"] == name), None)
-        if entry is None:
-            continue  # not run (--quick runs two contenders through the proxy)
-        for key, what in (("rps_ratio", "req/s"), ("cpu_ratio", "CPU/request")):
-            value = entry[key]
-            out.append(
-                {
-                    "target": f"{group}: {name} >= {goal}x {found['baseline']}, {what}",
-                    "value": round(value["median"], 3),
-                    "iqr": [round(value["q1"], 3), round(value["q3"], 3)],
-                    "goal": goal,
-                    "met": value["median"] >= goal,
-                }
-            )
-    micro = results.get("micro")
-    if micro:
-        for name, goal in MICRO_TARGETS:
-            diff = micro["contenders"][name]["cpu_us_diff"]
-            base = micro["contenders"][name]["baseline"]
-            out.append(
-                {
-                    "target": f"in one process: {name} <= {base} + {goal:g} us CPU",
-                    "value": round(diff["median"], 1),
-                    "range": [round(diff["min"], 1), round(diff["max"], 1)],
-                    "goal": goal,
-                    "met": diff["median"] <= goal,
-                }
-            )
-    memory = {e["name"]: e for e in results.get("memory") or []}
-    if memory:
-        # PSS splits shared pages among sharers; RSS counts them in every
-        # worker, so it cannot show what preload shares.
-        ratio = (
-            memory["uwsgi_preload_django_pgpool"]["total_pss_mb"]
-            / memory["uwsgi_lazy_apps"]["total_pss_mb"]
-        )
-        out.append(
-            {
-                "target": "preload memory (PSS, master + workers) <= 0.7x lazy-apps",
-                "value": round(ratio, 3),
-                "goal": 0.7,
-                "met": ratio <= 0.7,
-            }
-        )
-    return out
-
-
-#: The column headings of the tables (docs/performance.rst shows them).
-HTTP_HEADER = (
-    f"{'contender':<34} {'req/s':>6} {'ratio (IQR)':>17} {'CPU us':>6}"
-    f" {'ratio (IQR)':>17} {'p50 ms':>6} {'p99 ms':>6} {'errors':>6} {'trips':>5}"
-)
-MICRO_HEADER = (
-    f"{'contender':<34} {'wall':>6} {'CPU':>6} {'CPU diff (min-max)':>21}"
-    f" {'server CPU':>10} {'round trips':>12}"
-)
-MEMORY_HEADER = (
-    f"{'mode':<34} {'workers RSS MB':>15} {'PSS MB':>7} {'respawn ms med (min)':>21}"
-)
-
-
-def _ratio(value: dict[str, float]) -> str:
-    return f"{value['median']:.2f} ({value['q1']:.2f}-{value['q3']:.2f})"
-
-
-def http_table(group: dict[str, Any]) -> list[str]:
-    delay = f", PostgreSQL {group['delay_ms']:g} ms away each way" * bool(
-        group["delay_ms"]
-    )
-    lines = [
-        f"-- {group['name']} (baseline: {LABELS[group['baseline']]}{delay};"
-        f" {group['rounds']} rounds)",
-    ]
-    trips = "round_trips_per_request" in group["entries"][0]
-    for e in group["entries"]:
-        line = (
-            f"{e['label']:<34} {e['rps']['median']:>6.0f} {_ratio(e['rps_ratio']):>17}"
-            f" {e['cpu_us_per_request']['median']:>6.0f} {_ratio(e['cpu_ratio']):>17}"
-            f" {e['p50_ms']['median']:>6.2f} {e['p99_ms']['median']:>6.2f}"
-            f" {e['errors']:>6}"
-        )
-        if trips:
-            line += f" {e['round_trips_per_request']:>5.2f}"
-        lines.append(line)
-    return lines
-
-
-def table(results: dict[str, Any]) -> str:
-    lines = []
-    if results["http"]:
-        lines.append(HTTP_HEADER)
-        for group in results["http"].values():
-            lines += http_table(group)
-    micro = results.get("micro")
-    if micro:
-        cfg = micro["config"]
-        lines.append(
-            f"-- in one process, per request (us; median of {cfg['repeats']}"
-            f" x best of {cfg['best_of']} x {cfg['requests']} requests;"
-            " difference to the baseline: median (min-max); round trips"
-            " waited / started)"
-        )
-        lines.append(MICRO_HEADER)
-        for entry in micro["contenders"].values():
-            diff = entry["cpu_us_diff"]
-            trips = entry["round_trips"]
-            diff_text = (
-                f"{diff['median']:+.0f} ({diff['min']:+.0f} to {diff['max']:+.0f})"
-            )
-            lines.append(
-                f"{entry['label']:<34} {entry['wall_us']['median']:>6.0f}"
-                f" {entry['cpu_us']['median']:>6.0f} {diff_text:>21}"
-                f" {entry['server_cpu_us']['median']:>10.0f}"
-                f" {trips['waited']:>5.1f} / {trips['started']:.1f}"
-            )
-    if results.get("memory"):
-        lines.append("-- uWSGI, Django example, master + 4 workers")
-        lines.append(MEMORY_HEADER)
-        for e in results["memory"]:
-            respawn = (
-                f"{e['respawn_s']['median'] * 1000:.0f}"
-                f" ({e['respawn_s']['min'] * 1000:.0f})"
-            )
-            lines.append(
-                f"{e['name']:<34} {e['workers_rss_mb']:>15.1f}"
-                f" {e['total_pss_mb']:>7.1f} {respawn:>21}"
-            )
-    return "\n".join(lines)
-
-
-def targets_table(results: dict[str, Any]) -> str:
-    lines = ["-- targets (median; IQR or min-max)"]
-    for t in results["targets"]:
-        mark = "met" if t["met"] else "MISSED"
-        around = t.get("iqr") or t.get("range")
-        extra = f" ({around[0]}-{around[1]})" if around else ""
-        lines.append(f"{t['target']:<66} {t['value']:>7}{extra:<16} {mark}")
-    return "\n".join(lines)
-
-
-def chart(results: dict[str, Any], path: Path) -> None:
-    """Each contender's ratios to its baseline, loopback and delayed, with IQRs."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    groups = results["http"]
-    names = [
-        n
-        for n in FLASK + DJANGO
-        if any(e["name"] == n for g in groups.values() for e in g["entries"])
-    ]
-    if not names:
-        return
-    fig, axes = plt.subplots(1, 2, figsize=(13, 0.45 * len(names) + 2), sharey=True)
-    height = 0.38
-    for offset, delayed, color, label in (
-        (-height / 2, False, "#1f77b4", "loopback"),
-        (height / 2, True, "#ff7f0e", f"{results['config']['delay_ms']:g} ms each way"),
-    ):
-        for ax, key, title in (
-            (axes[0], "rps_ratio", "requests/s, ratio to the baseline"),
-            (axes[1], "cpu_ratio", "requests per CPU second, ratio to the baseline"),
-        ):
-            ys, values, low, high = [], [], [], []
-            for i, name in enumerate(names):
-                framework = "flask" if name in FLASK else "django"
-                group = groups.get(f"{framework}-delay" if delayed else framework)
-                entry = group and next(
-                    (e for e in group["entries"] if e["name"] == name), None
-                )
-                if not entry:
-                    continue
-                ratio = entry[key]
-                ys.append(i + offset)
-                values.append(ratio["median"])
-                low.append(ratio["median"] - ratio["q1"])
-                high.append(ratio["q3"] - ratio["median"])
-            if values:
-                ax.barh(ys, values, height, xerr=[low, high], color=color, label=label)
-            ax.set_xlabel(title)
-            ax.axvline(1.0, color="black", linewidth=0.8)
-    axes[0].set_yticks(range(len(names)), [LABELS[n] for n in names])
-    axes[0].invert_yaxis()
-    axes[0].legend(loc="lower right")
-    fig.suptitle(
-        "gunicorn, 4 sync workers, preload, one indexed query over TLS; median"
-        f" of per-round ratios, IQR bars ({results['machine']['cpus']} CPUs,"
-        f" {results['load_generator']})"
-    )
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
 
 
 def selected(only: list[str]) -> list[str]:

@@ -494,23 +494,20 @@ def check_make(args: list[str]) -> None:
         if is_variable:
             assert re.search(rf"^{name} \?=", makefile, re.MULTILINE), word
             if name == "BENCH_ARGS":
-                runner = bench_runner()
+                runner = bench_module("run")
                 runner.selected(runner.make_parser().parse_args(value.split()).only)
             continue
         assert re.search(rf"^{word}:", makefile, re.MULTILINE), word
 
 
-def bench_runner() -> types.ModuleType:
-    """Import benchmarks/run.py (which puts benchmarks/ on sys.path)."""
-    import importlib.util
+def bench_module(name: str) -> types.ModuleType:
+    """Import benchmarks/NAME.py (benchmarks/ on sys.path, as run.py has it)."""
+    import importlib
 
-    spec = importlib.util.spec_from_file_location(
-        "bench_run", REPO / "benchmarks" / "run.py"
-    )
-    assert spec is not None and spec.loader is not None
-    runner = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(runner)
-    return runner
+    path = str(REPO / "benchmarks")
+    if path not in sys.path:
+        sys.path.append(path)
+    return importlib.import_module(name)
 
 
 def check_pip(args: list[str]) -> None:
@@ -642,16 +639,16 @@ def check_demo_output(found: Sample, request: pytest.FixtureRequest) -> None:
 @check("text", "contender                           req/s       ratio (IQR)")
 def check_benchmark_output(found: Sample, request: pytest.FixtureRequest) -> None:
     """A measurement: its tables and groups are those benchmarks/run.py prints."""
-    runner = bench_runner()
+    runner, report = bench_module("run"), bench_module("report")
     lines = found.code.splitlines()
-    assert lines[0] == runner.HTTP_HEADER
-    headers = (runner.HTTP_HEADER, runner.MICRO_HEADER, runner.MEMORY_HEADER)
+    assert lines[0] == report.HTTP_HEADER
+    headers = (report.HTTP_HEADER, report.MICRO_HEADER, report.MEMORY_HEADER)
     labels = set(runner.LABELS.values()) | set(runner.MEMORY_MODES)
     for line in lines:
         if line.startswith("-- in one process"):
-            assert runner.MICRO_HEADER in lines, "the in-process table's header"
+            assert report.MICRO_HEADER in lines, "the in-process table's header"
         elif line.startswith("-- uWSGI"):
-            assert runner.MEMORY_HEADER in lines, "the memory table's header"
+            assert report.MEMORY_HEADER in lines, "the memory table's header"
         elif line.startswith("-- "):
             assert line[3:].split(" (")[0] in runner.HTTP_GROUPS, line
         elif line not in headers:
