@@ -15,7 +15,7 @@ closed, as a server would:
 
 Each contender runs in a thread of its own, so that Django's per-thread
 connections of one never show in another's ``close_old_connections``. Cost:
-``--repeats`` times, the contenders in rotated order, each runs ``--best-of``
+``--repeats`` times, the contenders in shuffled order, each runs ``--best-of``
 loops of ``--requests`` requests; the fastest loop gives its wall and CPU
 microseconds per request (CPU: every thread of this process, pool threads
 included; the server's backends separately where ``BENCH_POSTMASTER`` names
@@ -39,6 +39,7 @@ import argparse
 import io
 import json
 import os
+import random
 import sys
 import time
 from collections.abc import Callable, Iterable
@@ -78,6 +79,7 @@ FULL = {
     "rt_requests": 50,
     "rt_loops": 3,
     "delay": 0.005,
+    "seed": 0,
 }
 QUICK = {
     "requests": 100,
@@ -86,6 +88,7 @@ QUICK = {
     "rt_requests": 10,
     "rt_loops": 1,
     "delay": 0.005,
+    "seed": 0,
 }
 
 
@@ -204,10 +207,10 @@ def cost(
     """Each group's contenders, interleaved: best-of loops, differences per repeat."""
     out: dict[str, Any] = {}
     for group, names in GROUPS.items():
+        order = random.Random(f"{cfg['seed']} {group}")
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
-        for repeat in range(cfg["repeats"]):
-            shift = repeat % len(names)
-            for name in names[shift:] + names[:shift]:
+        for _ in range(cfg["repeats"]):
+            for name in order.sample(names, len(names)):
                 loops = [
                     contenders[name].loop(cfg["requests"], postmaster)
                     for _ in range(cfg["best_of"])

@@ -7,7 +7,7 @@ groups ``--only`` names (all by default, comma-separated or repeated):
   served by its own gunicorn, 4 sync workers, preload, all started at once;
   then ``--rounds`` rounds, each loading every contender for ``--seconds``
   from a separate process (``wrk`` if it is on PATH, else ``loadgen.py``),
-  the order rotated each round. A contender's ratio is the median of its
+  the order shuffled each round. A contender's ratio is the median of its
   ratios to the baseline (the group's first) in the same round, for
   requests/s and for CPU per request (the gunicorn workers' and PostgreSQL
   backends' CPU, from /proc), with their interquartile range: the machine's
@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import re
 import shutil
 import signal
@@ -84,10 +85,25 @@ ALIASES = {
 }
 SELECTORS = [*HTTP_GROUPS, "micro", "memory"]
 
-FULL = {"rounds": 10, "seconds": 2.0, "warmup": 2.0, "delay_ms": 0.5, "respawns": 3}
+#: settle: seconds of rest before each contender's turn in a round.
+FULL = {
+    "rounds": 10,
+    "seconds": 2.0,
+    "warmup": 2.0,
+    "settle": 0.25,
+    "delay_ms": 0.5,
+    "respawns": 3,
+}
 #: Every piece once, briefly; through the proxy only each group's first two
 #: contenders (the others' apps are those of the loopback groups).
-QUICK = {"rounds": 1, "seconds": 1.0, "warmup": 0.0, "delay_ms": 0.5, "respawns": 1}
+QUICK = {
+    "rounds": 1,
+    "seconds": 1.0,
+    "warmup": 0.0,
+    "settle": 0.0,
+    "delay_ms": 0.5,
+    "respawns": 1,
+}
 QUICK_DELAYED_CONTENDERS = 2
 
 
@@ -216,7 +232,7 @@ def measure_slot(
 def http_group(
     pg: PgServer, name: str, cfg: dict[str, Any], proxy: DelayProxy | None
 ) -> dict[str, Any]:
-    """Serve every contender of group *name* at once; load them in rotated rounds."""
+    """Serve every contender of group *name* at once; load them in shuffled rounds."""
     framework, contenders, app, _ = HTTP_GROUPS[name]
     if cfg["quick"] and proxy:
         contenders = contenders[:QUICK_DELAYED_CONTENDERS]
@@ -243,10 +259,14 @@ def http_group(
                     f"{name} {contender}: {server.get(PATH).body[:300]!r}"
                 )
         rounds: list[dict[str, dict[str, float]]] = []
+        order = random.Random(f"{cfg['seed']} {name}")
         for number in range(cfg["rounds"]):
-            shift = number % len(contenders)
             measured = {}
-            for contender in contenders[shift:] + contenders[:shift]:
+            # Shuffled, not rotated: rotation keeps who follows whom, and what
+            # one leaves behind (connect per request's exiting backends) would
+            # always fall on the same next contender. Then a pause for it.
+            for contender in order.sample(contenders, len(contenders)):
+                time.sleep(cfg["settle"])
                 measured[contender] = measure_slot(
                     pg, servers[contender], cfg["seconds"], proxy
                 )
@@ -444,11 +464,16 @@ def memory_and_respawn(pg: PgServer, cfg: dict[str, Any]) -> list[dict[str, Any]
 # -- in one process ----------------------------------------------------------
 
 
-def micro_benchmark(pg: PgServer, quick: bool) -> dict[str, Any]:
+def micro_benchmark(pg: PgServer, cfg: dict[str, Any]) -> dict[str, Any]:
     say("micro: each adapter's WSGI app in one process ...")
     t0 = time.monotonic()
     out = subprocess.run(
-        [sys.executable, str(HERE / "micro.py"), *(["--quick"] if quick else [])],
+        [
+            sys.executable,
+            str(HERE / "micro.py"),
+            f"--seed={cfg['seed']}",
+            *(["--quick"] if cfg["quick"] else []),
+        ],
         env={
             **os.environ,
             "BENCH_DSN": pg.dsn(),
@@ -517,6 +542,9 @@ def make_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--delay-ms", type=float, help=f"each way, delay groups ({FULL['delay_ms']:g})"
     )
+    parser.add_argument(
+        "--seed", type=int, help="of the rounds' order (default: the time)"
+    )
     parser.add_argument("--results", type=Path, default=None)
     parser.add_argument("--chart", type=Path, default=None)
     return parser
@@ -527,6 +555,7 @@ def main() -> int:
     args = parser.parse_args()
     groups = selected(args.only)
     cfg: dict[str, Any] = {**(QUICK if args.quick else FULL), "quick": args.quick}
+    cfg["seed"] = int(time.time()) if args.seed is None else args.seed
     for key in ("rounds", "seconds", "warmup", "delay_ms"):
         if getattr(args, key) is not None:
             cfg[key] = getattr(args, key)
@@ -558,9 +587,7 @@ def main() -> int:
         }
         http = [g for g in groups if g in HTTP_GROUPS]
         results["http"] = http_benchmarks(pg, http, cfg)
-        results["micro"] = (
-            micro_benchmark(pg, args.quick) if "micro" in groups else None
-        )
+        results["micro"] = micro_benchmark(pg, cfg) if "micro" in groups else None
         results["memory"] = memory_and_respawn(pg, cfg) if "memory" in groups else None
         results["machine"]["load_after"] = os.getloadavg()
     finally:
