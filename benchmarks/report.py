@@ -29,6 +29,23 @@ RATIO_TARGETS = [
 MICRO_TARGETS = [("django_pgpool", 10.0), ("flask_pgpool", 10.0)]
 
 
+def _judge(
+    target: str, value: dict[str, Any], goal: float, *, at_least: bool, digits: int
+) -> dict[str, Any]:
+    """Met or missed by the median; sure only if its 95 % interval agrees."""
+    low, high = value["ci95"]
+    met = value["median"] >= goal if at_least else value["median"] <= goal
+    sure = (low >= goal or high < goal) if at_least else (high <= goal or low > goal)
+    return {
+        "target": target,
+        "value": round(value["median"], digits),
+        "ci95": [round(low, digits), round(high, digits)],
+        "goal": goal,
+        "met": met,
+        "sure": sure,
+    }
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """The targets of issue 16 (and preload's memory), for what this run measured."""
     out = []
@@ -40,30 +57,15 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         if entry is None:
             continue  # not run (--quick runs two contenders through the proxy)
         for key, what in (("rps_ratio", "req/s"), ("cpu_ratio", "CPU/request")):
-            value = entry[key]
-            out.append(
-                {
-                    "target": f"{group}: {name} >= {goal}x {found['baseline']}, {what}",
-                    "value": round(value["median"], 3),
-                    "iqr": [round(value["q1"], 3), round(value["q3"], 3)],
-                    "goal": goal,
-                    "met": value["median"] >= goal,
-                }
-            )
+            target = f"{group}: {name} >= {goal}x {found['baseline']}, {what}"
+            out.append(_judge(target, entry[key], goal, at_least=True, digits=3))
     micro = results.get("micro")
     if micro:
         for name, goal in MICRO_TARGETS:
             diff = micro["contenders"][name]["cpu_us_diff"]
             base = micro["contenders"][name]["baseline"]
-            out.append(
-                {
-                    "target": f"in one process: {name} <= {base} + {goal:g} us CPU",
-                    "value": round(diff["median"], 1),
-                    "iqr": [round(diff["q1"], 1), round(diff["q3"], 1)],
-                    "goal": goal,
-                    "met": diff["median"] <= goal,
-                }
-            )
+            target = f"in one process: {name} <= {base} + {goal:g} us CPU"
+            out.append(_judge(target, diff, goal, at_least=False, digits=1))
     memory = {e["name"]: e for e in results.get("memory") or []}
     if memory:
         # PSS splits shared pages among sharers; RSS counts them in every
@@ -171,11 +173,16 @@ def table(results: dict[str, Any]) -> str:
 
 
 def targets_table(results: dict[str, Any]) -> str:
-    lines = ["-- targets (median, interquartile range)"]
+    lines = [
+        "-- targets (median, its 95 % interval; unsure: the interval holds the goal,"
+        " more rounds would tell)"
+    ]
     for t in results["targets"]:
         mark = "met" if t["met"] else "MISSED"
-        iqr = f" ({t['iqr'][0]:g}..{t['iqr'][1]:g})" if "iqr" in t else ""
-        lines.append(f"{t['target']:<66} {t['value']:>7}{iqr:<18} {mark}")
+        if not t.get("sure", True):
+            mark += ", unsure"
+        ci = f" ({t['ci95'][0]:g}..{t['ci95'][1]:g})" if "ci95" in t else ""
+        lines.append(f"{t['target']:<66} {t['value']:>7}{ci:<18} {mark}")
     return "\n".join(lines)
 
 

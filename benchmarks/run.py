@@ -87,7 +87,7 @@ SELECTORS = [*HTTP_GROUPS, "micro", "memory"]
 
 #: settle: seconds of rest before each contender's turn in a round.
 FULL = {
-    "rounds": 10,
+    "rounds": 12,
     "seconds": 2.0,
     "warmup": 2.0,
     "settle": 0.25,
