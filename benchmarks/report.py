@@ -1,7 +1,8 @@
-"""The report of ``run.py``: the targets, the tables, the chart.
+"""The report of ``run.py``: the tables, the targets' verdicts, the chart.
 
 Everything here reads the results ``run.py`` collects (the shape of
-``results.json``) and nothing else, so that a saved run can be printed again:
+``results.json``, the verdicts of its ``targets()`` included) and nothing
+else, so that a saved run can be printed again:
 ``python benchmarks/report.py results.json``.
 """
 
@@ -13,77 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from contenders import DJANGO, FLASK, LABELS
-
-#: (group, contender, baseline, goal): the median ratio, by req/s and by CPU.
-RATIO_TARGETS = [
-    ("django", "django_pgpool", 0.97),
-    ("django-delay", "django_pgpool", 1.0),
-    ("django", "django_pgpool_no_reset", 0.99),
-    ("django-delay", "django_pgpool_no_reset", 0.99),
-    ("flask", "flask_pgpool", 0.97),
-    ("flask-delay", "flask_pgpool", 0.97),
-    ("flask", "flask_pgpool_no_reset", 0.99),
-    ("flask-delay", "flask_pgpool_no_reset", 0.99),
-]
-#: In one process: CPU microseconds per request more than the baseline.
-MICRO_TARGETS = [("django_pgpool", 10.0), ("flask_pgpool", 10.0)]
-
-
-def _judge(
-    target: str, value: dict[str, Any], goal: float, *, at_least: bool, digits: int
-) -> dict[str, Any]:
-    """Met or missed by the median; sure only if its 95 % interval agrees."""
-    low, high = value["ci95"]
-    met = value["median"] >= goal if at_least else value["median"] <= goal
-    sure = (low >= goal or high < goal) if at_least else (high <= goal or low > goal)
-    return {
-        "target": target,
-        "value": round(value["median"], digits),
-        "ci95": [round(low, digits), round(high, digits)],
-        "goal": goal,
-        "met": met,
-        "sure": sure,
-    }
-
-
-def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The targets of issue 16 (and preload's memory), for what this run measured."""
-    out = []
-    for group, name, goal in RATIO_TARGETS:
-        if group not in results["http"]:
-            continue
-        found = results["http"][group]
-        entry = next((e for e in found["entries"] if e["name"] == name), None)
-        if entry is None:
-            continue  # not run (--quick runs two contenders through the proxy)
-        for key, what in (("rps_ratio", "req/s"), ("cpu_ratio", "CPU/request")):
-            target = f"{group}: {name} >= {goal}x {found['baseline']}, {what}"
-            out.append(_judge(target, entry[key], goal, at_least=True, digits=3))
-    micro = results.get("micro")
-    if micro:
-        for name, goal in MICRO_TARGETS:
-            diff = micro["contenders"][name]["cpu_us_diff"]
-            base = micro["contenders"][name]["baseline"]
-            target = f"in one process: {name} <= {base} + {goal:g} us CPU"
-            out.append(_judge(target, diff, goal, at_least=False, digits=1))
-    memory = {e["name"]: e for e in results.get("memory") or []}
-    if memory:
-        # PSS splits shared pages among sharers; RSS counts them in every
-        # worker, so it cannot show what preload shares.
-        ratio = (
-            memory["uwsgi_preload_django_pgpool"]["total_pss_mb"]
-            / memory["uwsgi_lazy_apps"]["total_pss_mb"]
-        )
-        out.append(
-            {
-                "target": "preload memory (PSS, master + workers) <= 0.7x lazy-apps",
-                "value": round(ratio, 3),
-                "goal": 0.7,
-                "met": ratio <= 0.7,
-            }
-        )
-    return out
-
 
 #: The column headings of the tables (docs/performance.rst shows them).
 HTTP_HEADER = (

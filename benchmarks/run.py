@@ -23,7 +23,7 @@ groups ``--only`` names (all by default, comma-separated or repeated):
   then ``lazy-apps = true``: memory of master + 4 workers, and how long a
   killed worker takes until it serves again.
 
-Prints a table with the targets (``targets()``), writes
+Prints a table and the targets of issue 16 (``targets()``, here), writes
 ``benchmarks/results.json`` and ``results.png`` (the ratios, the chart of the
 Performance page). ``--quick`` (``make bench-quick``, under a minute) runs
 every piece once, briefly, and writes both to the temporary directory: a
@@ -55,12 +55,7 @@ sys.path[:0] = [str(HERE), str(REPO)]
 
 from contenders import DJANGO, FLASK, LABELS
 from cputime import children, tree_ns
-from report import (
-    chart,
-    table,
-    targets,
-    targets_table,
-)
+from report import chart, table, targets_table
 from spread import spread
 
 from tests.harness.delayproxy import DelayProxy
@@ -487,6 +482,80 @@ def micro_benchmark(pg: PgServer, cfg: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = json.loads(out)
     result["seconds"] = time.monotonic() - t0
     return result
+
+
+# -- targets -----------------------------------------------------------------
+
+#: (group, contender, goal): its median ratio to the group's baseline, by req/s
+#: and by CPU per request.
+RATIO_TARGETS = [
+    ("django", "django_pgpool", 0.97),
+    ("django-delay", "django_pgpool", 1.0),
+    ("django", "django_pgpool_no_reset", 0.99),
+    ("django-delay", "django_pgpool_no_reset", 0.99),
+    ("flask", "flask_pgpool", 0.97),
+    ("flask-delay", "flask_pgpool", 0.97),
+    ("flask", "flask_pgpool_no_reset", 0.99),
+    ("flask-delay", "flask_pgpool_no_reset", 0.99),
+]
+#: In one process: CPU microseconds per request more than the baseline.
+MICRO_TARGETS = [("django_pgpool", 10.0), ("flask_pgpool", 10.0)]
+
+
+def _judge(
+    target: str, value: dict[str, Any], goal: float, *, at_least: bool, digits: int
+) -> dict[str, Any]:
+    """Met or missed by the median; sure only if its 95 % interval agrees."""
+    low, high = value["ci95"]
+    met = value["median"] >= goal if at_least else value["median"] <= goal
+    sure = (low >= goal or high < goal) if at_least else (high <= goal or low > goal)
+    return {
+        "target": target,
+        "value": round(value["median"], digits),
+        "ci95": [round(low, digits), round(high, digits)],
+        "goal": goal,
+        "met": met,
+        "sure": sure,
+    }
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The targets of issue 16 (and preload's memory), for what this run measured."""
+    out = []
+    for group, name, goal in RATIO_TARGETS:
+        if group not in results["http"]:
+            continue
+        found = results["http"][group]
+        entry = next((e for e in found["entries"] if e["name"] == name), None)
+        if entry is None:
+            continue  # not run (--quick runs two contenders through the proxy)
+        for key, what in (("rps_ratio", "req/s"), ("cpu_ratio", "CPU/request")):
+            target = f"{group}: {name} >= {goal}x {found['baseline']}, {what}"
+            out.append(_judge(target, entry[key], goal, at_least=True, digits=3))
+    micro = results.get("micro")
+    if micro:
+        for name, goal in MICRO_TARGETS:
+            diff = micro["contenders"][name]["cpu_us_diff"]
+            base = micro["contenders"][name]["baseline"]
+            target = f"in one process: {name} <= {base} + {goal:g} us CPU"
+            out.append(_judge(target, diff, goal, at_least=False, digits=1))
+    memory = {e["name"]: e for e in results.get("memory") or []}
+    if memory:
+        # PSS splits shared pages among sharers; RSS counts them in every
+        # worker, so it cannot show what preload shares.
+        ratio = (
+            memory["uwsgi_preload_django_pgpool"]["total_pss_mb"]
+            / memory["uwsgi_lazy_apps"]["total_pss_mb"]
+        )
+        out.append(
+            {
+                "target": "preload memory (PSS, master + workers) <= 0.7x lazy-apps",
+                "value": round(ratio, 3),
+                "goal": 0.7,
+                "met": ratio <= 0.7,
+            }
+        )
+    return out
 
 
 def selected(only: list[str]) -> list[str]:
