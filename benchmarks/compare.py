@@ -26,14 +26,16 @@ def _diff(value: dict[str, float]) -> str:
     return f"{value['median']:+.0f} ({value['q1']:+.0f} {value['q3']:+.0f})"
 
 
-def compare(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], int, int]:
+def compare(
+    a: dict[str, Any], b: dict[str, Any], names: tuple[str, str] = ("run A", "run B")
+) -> tuple[list[str], int, int]:
     """Return the lines, and how many pairs agree out of how many."""
     lines = []
     if set(a["http"]) & set(b["http"]):
         lines += [
             f"{'':<38} {'req/s ratio':^40} {'CPU/request ratio':^40}",
-            f"{'contender':<38} {'run A':>16} {'run B':>17} {'agree':>5}"
-            f" {'run A':>16} {'run B':>17} {'agree':>5}",
+            f"{'contender':<38} {names[0]:>16} {names[1]:>17} {'agree':>5}"
+            f" {names[0]:>16} {names[1]:>17} {'agree':>5}",
         ]
     agree = total = 0
     for name, group in a["http"].items():
@@ -76,8 +78,9 @@ def compare(a: dict[str, Any], b: dict[str, Any]) -> tuple[list[str], int, int]:
 
 
 def main() -> int:
-    a, b = (json.loads(Path(p).read_text()) for p in sys.argv[1:3])
-    lines, agree, total = compare(a, b)
+    paths = [Path(p) for p in sys.argv[1:3]]
+    a, b = (json.loads(p.read_text()) for p in paths)
+    lines, agree, total = compare(a, b, (paths[0].stem, paths[1].stem))
     print("\n".join(lines))
     print(f"\n{agree} of {total} pairs agree (their ranges overlap)")
     return 0
