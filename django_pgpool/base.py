@@ -18,7 +18,7 @@ from psycopg import sql
 from psycopg_pool import ConnectionPool
 
 from pgpool_core import ForkSafePool, green, lifecycle
-from pgpool_core.options import ConnectionParams, mask_exception, mask_secrets
+from pgpool_core.masking import ConnectionParams, mask_exception, mask_secrets
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
 from .conf import pool_options

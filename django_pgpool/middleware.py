@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
 from pgpool_core.errors import unavailable_reason
-from pgpool_core.options import mask_secrets
+from pgpool_core.masking import mask_secrets
 
 from .conf import retry_after
 

@@ -8,12 +8,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgpool_core import POOL_OPTIONS, ConfigurationError, validate_pool_options
-from pgpool_core.options import (
-    mask_conninfo,
-    mask_exception,
-    mask_secrets,
-    parse_conninfo,
-)
+from pgpool_core.masking import mask_conninfo, mask_exception, mask_secrets
+from pgpool_core.options import parse_conninfo
 
 __all__ = [
     "DEFAULT_BIND",
@@ -64,7 +60,7 @@ class BindConfig:
         """Return *text* (an error message, say) with the secrets masked.
 
         Those of the conninfo and ``kwargs``, and those every pool and
-        libpq's environment know of (:func:`pgpool_core.options.mask_secrets`).
+        libpq's environment know of (:func:`pgpool_core.masking.mask_secrets`).
         """
         return mask_secrets(text, self.conninfo, self.options.get("kwargs"))
 

@@ -35,7 +35,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from django_pgpool.checks import check_databases
 from django_pgpool.management.commands.pgpool import _masked_dsn
 from flask_pgpool import PgPool
-from pgpool_core import ConfigurationError, ForkSafePool, options
+from pgpool_core import ConfigurationError, ForkSafePool, masking
 from pgpool_core.options import mask_conninfo, mask_secrets, parse_conninfo
 from tests.django.support import load_alias, run_project
 from tests.harness.postgres import PgServer
@@ -153,7 +153,7 @@ def isolated() -> Iterator[list[str]]:
     handler = Collect(logging.DEBUG)
     loggers = [logging.getLogger(name) for name in ("psycopg", "psycopg.pool")]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(options, "_remembered", {})
+        patch.setattr(masking, "_remembered", {})
         for logger in loggers:
             logger.addHandler(handler)
         try:

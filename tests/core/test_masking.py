@@ -41,9 +41,9 @@ def fragments(text: str, secret: str = SECRET) -> list[str]:
 @pytest.fixture(autouse=True)
 def _forget_remembered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with no secret remembered from other pools."""
-    from pgpool_core import options
+    from pgpool_core import masking
 
-    monkeypatch.setattr(options, "_remembered", {})
+    monkeypatch.setattr(masking, "_remembered", {})
     yield
 
 
