@@ -10,7 +10,7 @@ __all__ = ["ConfigurationError", "DatabaseUnavailable"]
 
 
 class DatabaseUnavailable(ServiceUnavailable):
-    """No connection in time (pool exhausted, database unreachable): HTTP 503.
+    """No connection (pool exhausted, database unreachable or refusing): HTTP 503.
 
     Raised by ``pgpool.connection`` in a request when borrowing a connection
     fails; the psycopg exception is its ``__cause__``. Flask answers it as a
@@ -20,7 +20,15 @@ class DatabaseUnavailable(ServiceUnavailable):
 
     description = "The database is busy or unreachable. Please try again later."
 
-    def __init__(self, bind: str, retry_after: int) -> None:
-        super().__init__(retry_after=retry_after)
+    def __init__(self, bind: str, retry_after: int, reason: str | None = None) -> None:
+        super().__init__(
+            None
+            if reason is None
+            else f"Service unavailable: {reason}; try again later.",
+            retry_after=retry_after,
+        )
         #: The database: ``"default"`` (PGPOOL_CONNINFO) or a PGPOOL_BINDS key.
         self.bind = bind
+        #: Why, as :func:`pgpool_core.errors.unavailable_reason` says (or None):
+        #: "the database refused the login", "the database cannot be reached"...
+        self.reason = reason

@@ -18,6 +18,7 @@ from flask import (
     jsonify,
     request,
 )
+from psycopg.errors import IdleInTransactionSessionTimeout
 from psycopg_pool import ConnectionPool
 
 from pgpool_core import ForkSafePool, borrower
@@ -126,8 +127,12 @@ class PgPool:
         app.extensions["pgpool"] = PgPoolState(self, config.binds, config.retry_after)
         app.after_request(_keep_for_stream)
         app.teardown_appcontext(_return_connections)
-        if psycopg.OperationalError not in app.error_handler_spec[None][None]:
-            app.register_error_handler(psycopg.OperationalError, _database_lost)
+        # A connection lost mid-request, or a session the server ended
+        # (idle_in_transaction_session_timeout: SQLSTATE 25P03, which psycopg
+        # classes as an InternalError), is a 503 too.
+        for lost in (psycopg.OperationalError, IdleInTransactionSessionTimeout):
+            if lost not in app.error_handler_spec[None][None]:
+                app.register_error_handler(lost, _database_lost)
         app.cli.add_command(pgpool_cli)
 
     # -- the current app's state ----------------------------------------------
@@ -259,6 +264,7 @@ def _borrow(
         state.mask_exception(bind, err)
         if not has_request_context() or _handled_by_app(err):
             raise
+        reason = unavailable_reason(err)
         logger.warning(
             "pool %r: no connection for %s %s, answering 503: %s",
             pool.name,
@@ -266,7 +272,7 @@ def _borrow(
             request.path,
             state.mask(bind, f"{type(err).__name__}: {err}"),
         )
-        raise DatabaseUnavailable(bind, state.retry_after) from err
+        raise DatabaseUnavailable(bind, state.retry_after, reason) from err
 
 
 class _RequestLabel:
@@ -311,14 +317,15 @@ def _app_handler(err: Exception) -> Callable[[Any], Any] | None:
     return None
 
 
-def _database_lost(err: psycopg.OperationalError) -> Any:
+def _database_lost(err: psycopg.Error) -> Any:
     """Answer 503 when a view's database goes away (the extension's error handler).
 
     A query that fails because the connection was lost (a server restart, a
-    terminated backend, a network path that stopped answering), or because the
-    server refuses or shuts down, is a 503 with Retry-After as a failed borrow
-    is. Any other OperationalError, or one the app handles itself, goes where
-    it would go without this handler.
+    terminated backend, a network path that stopped answering), because the
+    server refuses or shuts down, or because it ended the session
+    (``idle_in_transaction_session_timeout``), is a 503 with Retry-After as a
+    failed borrow is. Any other error, or one the app handles itself, goes
+    where it would go without this handler.
     """
     reason = unavailable_reason(err)
     state: PgPoolState = current_app.extensions["pgpool"]
@@ -342,7 +349,7 @@ def _database_lost(err: psycopg.OperationalError) -> Any:
         request.path,
         state.mask(bind, f"{type(err).__name__}: {err}"),
     )
-    unavailable = DatabaseUnavailable(bind, state.retry_after)
+    unavailable = DatabaseUnavailable(bind, state.retry_after, reason)
     unavailable.__cause__ = err
     return current_app.handle_http_exception(unavailable)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
-from .errors import ConfigurationError, PgPoolError, PoolNotAvailable
+from .errors import ConfigurationError, ConnectFailed, PgPoolError, PoolNotAvailable
 from .loans import borrower
 from .options import (
     POOL_OPTIONS,
@@ -29,6 +29,7 @@ __all__ = [
     "POOL_OPTIONS",
     "RESET_SQL",
     "ConfigurationError",
+    "ConnectFailed",
     "ForkSafePool",
     "PgPoolError",
     "PoolNotAvailable",

@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.abc import CT
 
 from . import capacity, green, metrics
-from .errors import PoolNotAvailable
+from .errors import ConnectFailed, PoolNotAvailable
 from .lifecycle import ProcessPools, in_forking_master, is_abandoned
 from .loans import Loans
 from .options import (
@@ -411,8 +411,11 @@ class ForkSafePool(Generic[CT]):
 
         As ``ConnectionPool.getconn()``: waits up to *timeout* (default: the
         pool's ``timeout``) seconds, then raises PoolTimeout naming the pool;
-        PoolClosed if the pool is closed. A forking master gets a new plain
-        connection.
+        PoolClosed if the pool is closed. But while this process's pool has
+        no connection and its latest attempt to connect failed, it raises
+        :class:`~pgpool_core.errors.ConnectFailed` (a PoolTimeout) at once,
+        psycopg's error as its ``__cause__``. A forking master gets a new
+        plain connection (psycopg's error if it fails).
         """
         if self._closed:
             self._check_open()
@@ -425,6 +428,8 @@ class ForkSafePool(Generic[CT]):
             since = monotonic() if otel is not None else 0.0
             try:
                 conn = pool.getconn(timeout)
+            except ConnectFailed:
+                raise  # names the pool, and why
             except PoolTimeout:
                 if otel is not None:
                     otel.timed_out(self.name)  # metrics: timeouts

@@ -13,7 +13,14 @@ where this module says otherwise:
 - after a mass termination, a connection found dead by the check is followed
   at once by the next idle one, a bounded number of times, before
   psycopg_pool's backoff (:meth:`ProcessPool._getconn_with_check_loop`);
-- failed connects are retried at least every :data:`RECONNECT_DELAY_MAX`;
+- a connect that fails because the server cannot be reached is retried at
+  least every :data:`RECONNECT_DELAY_MAX`; one the server refuses (a wrong
+  password) is retried by one attempt at a time, after a growing delay up to
+  :data:`REFUSED_DELAY_MAX` (:meth:`ProcessPool.schedule_task`);
+- while the pool has no connection, ``getconn()`` raises
+  :class:`~pgpool_core.errors.ConnectFailed`, with the cause, when the next
+  attempt to connect fails, or at once while the server refuses the login,
+  instead of waiting for its timeout (:meth:`ProcessPool.getconn`);
 - the connects in progress are counted, so that os.fork() can wait for them.
 
 The private psycopg_pool methods overridden here were read from psycopg_pool
@@ -22,10 +29,12 @@ The private psycopg_pool methods overridden here were read from psycopg_pool
 
 from __future__ import annotations
 
+import copy
 import logging
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from time import monotonic, sleep
 from typing import Any
 
@@ -37,9 +46,16 @@ from psycopg_pool.base import AttemptWithBackoff
 from psycopg_pool.pool import AddConnection
 
 from . import metrics
+from .errors import CONNECT_REASONS, UNREACHABLE, ConnectFailed, connect_failure
+from .masking import mask_exception
 from .session import rollback_if_needed
 
-__all__ = ["FORK_CONNECT_WAIT", "RECONNECT_DELAY_MAX", "ProcessPool"]
+__all__ = [
+    "FORK_CONNECT_WAIT",
+    "RECONNECT_DELAY_MAX",
+    "REFUSED_DELAY_MAX",
+    "ProcessPool",
+]
 
 # The messages psycopg_pool logs are logged where it logs them, at its levels.
 psycopg_logger = logging.getLogger("psycopg.pool")
@@ -50,8 +66,31 @@ psycopg_logger = logging.getLogger("psycopg.pool")
 #: is back. Capped, requests succeed about a second after it accepts again.
 RECONNECT_DELAY_MAX = 1.0
 
+#: The longest wait between two attempts to connect after the server refused
+#: a login (a wrong password, no such database: see
+#: :func:`pgpool_core.errors.connect_failure`). One attempt per pool retries,
+#: after 1, 2, 4 ... seconds: psycopg_pool's backoff, but for the pool rather
+#: than for each connection it misses, and never given up for long.
+REFUSED_DELAY_MAX = 60.0
+
 #: How long os.fork() waits for connections being made by pool threads.
 FORK_CONNECT_WAIT = 2.0
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """A failed attempt to connect: what went wrong, as :func:`connect_failure` says."""
+
+    cause: BaseException  # masked, without traceback: safe to show
+    kind: str
+
+
+class _NoConnection(Exception):
+    """Fails a waiting client (not a PoolTimeout: getconn() would replace it)."""
+
+    def __init__(self, failure: _Failure) -> None:
+        super().__init__(failure.kind)
+        self.failure = failure
 
 
 class ProcessPool(ConnectionPool[CT]):
@@ -88,9 +127,54 @@ class ProcessPool(ConnectionPool[CT]):
         self._rollback_expected: weakref.WeakSet[CT] = weakref.WeakSet()
         self._connects = threading.Condition(threading.Lock())
         self._connecting = 0
+        # The latest attempt to connect, if it failed and none succeeded since;
+        # the connections made (alive while not closed).
+        self._failure: _Failure | None = None
+        self._made: weakref.WeakSet[CT] = weakref.WeakSet()
+        # While the server refuses logins, one chain of attempts (the probe,
+        # known by its AttemptWithBackoff) retries; the others wait, parked.
+        self._probe: AttemptWithBackoff | None = None
+        self._parked: list[AddConnection] = []
+        self._refusals = 0
         super().__init__(conninfo, **{**kwargs, "open": False})
 
     # -- lending -------------------------------------------------------------
+
+    def getconn(self, timeout: float | None = None) -> CT:
+        # Extends psycopg_pool 3.3.3's: while the pool has no connection, a
+        # client waits for the next attempt to connect (under way, or at most
+        # RECONNECT_DELAY_MAX away) and fails with its error if it fails
+        # (_failed_to_connect), rather than waiting for the pool's timeout;
+        # while the server refuses the login, the next attempt may be a minute
+        # away (REFUSED_DELAY_MAX): the client fails at once. A pool that is
+        # merely busy waits as psycopg_pool's does.
+        with self._lock:
+            failure = self._failure
+            if failure is not None and (
+                failure.kind == UNREACHABLE or self._has_connection()
+            ):
+                failure = None
+            if failure is not None:
+                self._stats[self._REQUESTS_NUM] += 1
+                self._stats[self._REQUESTS_ERRORS] += 1
+                self._maybe_grow_pool()  # none under way (given up): start one
+        if failure is not None:
+            raise self._connect_failed(failure) from failure.cause
+        try:
+            return super().getconn(timeout)
+        except _NoConnection as ex:
+            raise self._connect_failed(ex.failure) from ex.failure.cause
+
+    def _has_connection(self) -> bool:
+        return bool(self._pool) or any(not conn.closed for conn in self._made)
+
+    def _connect_failed(self, failure: _Failure) -> ConnectFailed:
+        cause = failure.cause
+        return ConnectFailed(
+            f"couldn't get a connection from pool {self.name!r}:"
+            f" {CONNECT_REASONS[failure.kind]}: {type(cause).__name__}:"
+            f" {' '.join(str(cause).split())}"
+        )
 
     def putconn(self, conn: CT) -> None:
         if metrics.recorder is not None:  # metrics: use_time, however it comes back
@@ -225,26 +309,92 @@ class ProcessPool(ConnectionPool[CT]):
     # -- connecting ----------------------------------------------------------
 
     def schedule_task(self, task: Any, delay: float) -> None:
+        # Extends psycopg_pool 3.3.3's: the next attempt of a chain of failed
+        # connects (an AddConnection) comes within RECONNECT_DELAY_MAX while
+        # the server cannot be reached. While it refuses the login, one chain
+        # (the probe) retries after a delay that doubles up to
+        # REFUSED_DELAY_MAX; the others park until it succeeds.
         if isinstance(task, AddConnection):
-            delay = min(delay, RECONNECT_DELAY_MAX)
+            with self._lock:
+                failure = self._failure
+                if failure is None or failure.kind == UNREACHABLE:
+                    delay = min(delay, RECONNECT_DELAY_MAX)
+                elif self._probe is None or self._probe is task.attempt:
+                    self._probe = task.attempt
+                    self._refusals += 1
+                    delay = self._jitter(
+                        min(2.0 ** (self._refusals - 1), REFUSED_DELAY_MAX), -0.1, 0.1
+                    )
+                else:
+                    self._parked.append(task)
+                    return
         super().schedule_task(task, delay)
 
+    def reconnect_failed(self) -> None:
+        # Extends psycopg_pool 3.3.3's, called when a chain of attempts gives
+        # up (reconnect_timeout): a parked chain becomes the probe; with no
+        # chain left, the next getconn() starts one and waits for it.
+        with self._lock:
+            self._probe = None
+            parked = self._parked.pop(0) if self._parked else None
+            if self._nconns == 0:
+                self._failure = None
+        if parked is not None:
+            self.schedule_task(parked, 0.0)
+        super().reconnect_failed()
+
     def _connect(self, timeout: float | None = None) -> CT:
-        # Extends psycopg_pool 3.3.3's: counts the connects in progress, and
-        # records how long they take.
+        # Extends psycopg_pool 3.3.3's: counts the connects in progress, keeps
+        # their outcome, and records how long they take.
         with self._connects:
             self._connecting += 1
         try:
-            if metrics.recorder is None:
-                return super()._connect(timeout)
             since = monotonic()  # metrics: create_time, configure included
             conn = super()._connect(timeout)
-            metrics.recorder.connected(self.name, monotonic() - since)
-            return conn
+            if metrics.recorder is not None:
+                metrics.recorder.connected(self.name, monotonic() - since)
+        except Exception as ex:
+            self._failed_to_connect(ex)
+            raise
         finally:
             with self._connects:
                 self._connecting -= 1
                 self._connects.notify_all()
+        self._connected(conn)
+        return conn
+
+    def _connected(self, conn: CT) -> None:
+        with self._lock:
+            self._made.add(conn)
+            self._failure = None
+            self._refusals = 0
+            self._probe = None
+            parked, self._parked = self._parked, []
+        for task in parked:
+            self.run_task(task)
+
+    def _failed_to_connect(self, ex: Exception) -> None:
+        """Keep the failure (masked); fail the waiting clients if nothing is left."""
+        conninfo = self.conninfo if isinstance(self.conninfo, str) else None
+        kwargs = self.kwargs if isinstance(self.kwargs, Mapping) else None
+        mask_exception(ex, conninfo, kwargs)  # psycopg_pool logs it next
+        failure = _Failure(_detached(ex), connect_failure(ex))
+        waiting: list[Any] = []
+        parked: list[AddConnection] = []
+        with self._lock:
+            self._failure = failure
+            if failure.kind == UNREACHABLE:
+                # Back to retrying every chain within RECONNECT_DELAY_MAX.
+                self._refusals = 0
+                self._probe = None
+                parked, self._parked = self._parked, []
+            if not self._has_connection():
+                waiting = list(self._waiting)
+                self._waiting.clear()
+        for task in parked:
+            self.run_task(task)
+        for pos in waiting:
+            pos.fail(_NoConnection(failure))
 
     def hold_connects(self, timeout: float) -> None:
         """Wait up to *timeout* until no connection is being made; start none.
@@ -272,3 +422,20 @@ class ProcessPool(ConnectionPool[CT]):
         """
         self._closed = True
         return list(self._pool)
+
+
+def _detached(exc: BaseException) -> BaseException:
+    """Return a copy of *exc* without traceback, cause or context.
+
+    Kept as the cause of later errors: a traceback would hold the frames of
+    psycopg_pool's connect, whose local variables (shown by a debug page)
+    hold the conninfo and its password.
+    """
+    try:
+        copied = copy.copy(exc)
+    except Exception:
+        copied = exc
+    copied.__traceback__ = None
+    copied.__cause__ = None
+    copied.__context__ = None
+    return copied

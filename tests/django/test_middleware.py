@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from django.core.handlers.wsgi import WSGIHandler
 from django.db import DatabaseError, IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.test import RequestFactory
@@ -82,3 +83,30 @@ def test_other_database_errors_are_left_alone(
 def test_non_database_errors_are_left_alone() -> None:
     assert answer(IntegrityError("duplicate")) is None
     assert answer(ValueError("bad")) is None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_session_ended_by_idle_in_transaction_timeout_is_a_503() -> None:
+    """Case 13: SQLSTATE 25P03 is an InternalError to psycopg; still a 503.
+
+    Through Django's WSGI handler (its test Client disconnects the
+    request_finished handler that gives the connection back).
+    """
+    handler = WSGIHandler()
+
+    def call(path: str) -> tuple[str, dict[str, str], bytes]:
+        environ = RequestFactory().get(path).environ
+        started: list[tuple[str, dict[str, str]]] = []
+        body = handler(
+            environ, lambda status, headers, *_: started.append((status, dict(headers)))
+        )
+        content = b"".join(body)
+        body.close()
+        return *started[0], content
+
+    status, headers, content = call("/idle-in-transaction")
+    assert status.startswith("503 "), content
+    assert headers["Retry-After"] == "7"
+    assert b"idle_in_transaction_session_timeout" in content
+    status, _, content = call("/query")
+    assert status.startswith("200 "), content

@@ -12,4 +12,5 @@ urlpatterns = [
     path("state", views.state),
     path("hold", views.hold),
     path("items", views.items),
+    path("idle-in-transaction", views.idle_in_transaction),
 ]

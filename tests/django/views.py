@@ -64,3 +64,13 @@ def items(request: HttpRequest) -> JsonResponse:
     if request.GET.get("fail"):
         raise RuntimeError("failing after the insert, on purpose")
     return JsonResponse({"pid": os.getpid(), "count": Item.objects.count()})
+
+
+def idle_in_transaction(request: HttpRequest) -> JsonResponse:
+    """Outlive idle_in_transaction_session_timeout (case 13): the server ends it."""
+    with connection.cursor() as cursor:
+        cursor.execute("SET idle_in_transaction_session_timeout = 300")
+        cursor.execute("SELECT 1")  # in ATOMIC_REQUESTS' transaction
+        time.sleep(1)
+        cursor.execute("SELECT 2")
+    return JsonResponse({"pid": os.getpid()})

@@ -195,3 +195,26 @@ def test_a_failed_borrow_leaves_the_context_usable(
     assert client.get("/query").status_code == 503
     pool.putconn(held)
     assert client.get("/query").status_code == 200
+
+
+def test_a_session_ended_by_idle_in_transaction_timeout_is_a_503(
+    make_app: MakeApp, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Case 13: SQLSTATE 25P03 is an InternalError to psycopg; still a 503."""
+    app = make_app(PGPOOL_MIN_SIZE=1, PGPOOL_MAX_SIZE=1, PGPOOL_RETRY_AFTER=7)
+
+    @app.get("/slow")
+    def slow() -> Any:
+        conn = pgpool.connection
+        conn.execute("SET idle_in_transaction_session_timeout = 300")
+        conn.execute("SELECT 1")  # opens the transaction
+        time.sleep(1)
+        return {"n": conn.execute("SELECT 2").fetchone()}
+
+    client = app.test_client()
+    response = client.get("/slow")
+    assert response.status_code == 503
+    assert response.headers["Retry-After"] == "7"
+    assert "idle_in_transaction_session_timeout" in response.text
+    assert "answering 503: IdleInTransactionSessionTimeout" in caplog.text
+    assert client.get("/query").status_code == 200, "the next request is served"

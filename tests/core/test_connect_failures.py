@@ -1,0 +1,256 @@
+"""Issue 15: a pool that cannot connect says why, at once, and backs off refused logins.
+
+Against the real TLS server: a wrong password, a role without the right to
+log in, a port where nothing listens. ``getconn()`` raises ConnectFailed (a
+PoolTimeout) with psycopg's error, masked, as its cause, instead of waiting
+for the pool's timeout; a pool that is merely busy still waits. Refused logins
+are retried by one attempt per pool, after a growing delay (counted in the
+server's log); an outage is retried at least every second.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from psycopg_pool import PoolTimeout
+
+from pgpool_core import ConnectFailed, ForkSafePool
+from pgpool_core.errors import (
+    REFUSED,
+    SETTINGS,
+    UNREACHABLE,
+    ConfigurationError,
+    connect_failure,
+    unavailable_reason,
+)
+from tests.harness.postgres import PgServer, free_port
+
+#: The pools' timeout: no test may come near it.
+TIMEOUT = 30.0
+
+
+@pytest.fixture
+def role(pg_server: PgServer) -> Iterator[str]:
+    """A role of its own (its failed logins are counted in the server's log)."""
+    name = f"role_{uuid.uuid4().hex[:8]}"
+    pg_server.execute(f"CREATE ROLE {name} LOGIN PASSWORD 'right-Pw-1'")
+    try:
+        yield name
+    finally:
+        pg_server.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
+            [name],
+        )
+        pg_server.execute(f"DROP ROLE {name}")
+
+
+def refused_logins(pg: PgServer, position: int, role: str) -> int:
+    text = pg.log_since(position)
+    return text.count(f'password authentication failed for user "{role}"')
+
+
+def borrow(pool: ForkSafePool) -> tuple[BaseException, float]:
+    t0 = time.monotonic()
+    with pytest.raises(PoolTimeout) as info:  # code that catches PoolTimeout
+        with pool.connection():
+            pass
+    return info.value, time.monotonic() - t0
+
+
+def test_a_wrong_password_fails_at_once_with_the_cause(
+    pg_server: PgServer, role: str
+) -> None:
+    secret = "wrong-Pw-Leak"
+    pool = ForkSafePool(
+        pg_server.dsn(user=role, password=secret), timeout=TIMEOUT, name="wrongpw"
+    )
+    try:
+        first, waited = borrow(pool)
+        assert isinstance(first, ConnectFailed)
+        assert waited < TIMEOUT / 3, "it waited for the first attempt, not the pool"
+        cause = first.__cause__
+        assert isinstance(cause, psycopg.OperationalError)
+        assert "password authentication failed" in str(cause)
+        assert cause.__traceback__ is None, "no frame holds the conninfo"
+        assert str(first).startswith(
+            "couldn't get a connection from pool 'wrongpw': the database refused"
+            " the login: OperationalError: connection failed: "
+        )
+        assert unavailable_reason(first) == "the database refused the login"
+        # The next attempt is a backoff away: the next borrower fails at once.
+        second, waited = borrow(pool)
+        assert isinstance(second, ConnectFailed)
+        assert waited < 0.5
+        assert secret not in str(first) + str(second) + repr(cause.pgconn)
+    finally:
+        pool.close()
+
+
+def test_a_server_that_cannot_be_reached_fails_at_the_next_attempt(
+    pg_server: PgServer,
+) -> None:
+    pool = ForkSafePool(pg_server.dsn(port=free_port()), timeout=TIMEOUT, name="gone")
+    try:
+        for _ in range(3):
+            error, waited = borrow(pool)
+            assert isinstance(error, ConnectFailed)
+            # Each borrower waits for the next attempt (retried at least every
+            # second), not for the pool's timeout.
+            assert waited < TIMEOUT / 3
+            assert "Connection refused" in str(error.__cause__)
+            assert unavailable_reason(error) == "the database cannot be reached"
+    finally:
+        pool.close()
+
+
+def test_a_busy_pool_still_waits_for_its_timeout(dsn: str) -> None:
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=TIMEOUT, name="busy")
+    try:
+        with pool.connection():
+            t0 = time.monotonic()
+            with pytest.raises(PoolTimeout) as info:
+                pool.getconn(timeout=0.5)
+            assert not isinstance(info.value, ConnectFailed)
+            assert time.monotonic() - t0 >= 0.5
+            assert "after 0.50 sec" in str(info.value)
+    finally:
+        pool.close()
+
+
+def test_refused_logins_back_off_one_attempt_per_pool(
+    pg_log: PgServer, role: str
+) -> None:
+    """Four connections missing: four failed logins, then one per 1, 2, 4 s.
+
+    Before issue 15: four per second (each missing connection retried every
+    second); psycopg_pool alone: each missing connection after 1, 2, 4 s.
+    """
+    position = pg_log.log_position()
+    pool = ForkSafePool(
+        pg_log.dsn(user=role, password="wrong"), min_size=4, timeout=TIMEOUT
+    )
+    try:
+        pool.open()
+        time.sleep(8.5)
+        # 4 at once, then the probe at about 1, 3 and 7 s.
+        assert 4 <= refused_logins(pg_log, position, role) <= 7
+    finally:
+        pool.close()
+
+
+def test_an_outage_is_retried_at_least_every_second(pg_server: PgServer) -> None:
+    pool = ForkSafePool(pg_server.dsn(port=free_port()), min_size=2, timeout=TIMEOUT)
+    try:
+        pool.open()
+        time.sleep(3.5)
+        # Two missing connections, each retried within the second.
+        assert pool.get_stats()["connections_errors"] >= 6
+    finally:
+        pool.close()
+
+
+def test_the_pool_fills_once_the_login_is_accepted(
+    pg_server: PgServer, role: str
+) -> None:
+    """The probe's success lets the parked attempts connect at once."""
+    pool = ForkSafePool(
+        pg_server.dsn(user=role, password="new-Pw-2"), min_size=3, timeout=TIMEOUT
+    )
+    try:
+        pool.open()
+        error, _ = borrow(pool)
+        assert isinstance(error, ConnectFailed)
+        pg_server.execute(f"ALTER ROLE {role} PASSWORD 'new-Pw-2'")
+        pool.wait(10)  # the probe retries after 1, 2, 4 s
+        assert pool.get_stats()["pool_available"] == 3
+        with pool.connection() as conn:
+            assert conn.execute("SELECT current_user").fetchone() == (role,)
+    finally:
+        pool.close()
+
+
+@pytest.mark.parametrize(
+    ("error", "kind"),
+    [
+        (
+            psycopg.OperationalError(
+                'connection failed: connection to server at "db" (10.0.0.1), port'
+                ' 5432 failed: FATAL:  password authentication failed for user "app"'
+            ),
+            REFUSED,
+        ),
+        (
+            psycopg.OperationalError(
+                'connection failed: ... failed: FATAL:  database "nope" does not exist'
+            ),
+            REFUSED,
+        ),
+        (
+            psycopg.OperationalError(
+                "connection failed: ... failed: FATAL:  no pg_hba.conf entry for"
+                ' host "10.0.0.2", user "app", database "app", no encryption'
+            ),
+            REFUSED,
+        ),
+        (
+            psycopg.OperationalError(
+                "connection failed: ... failed: FATAL:  permission denied for"
+                ' database "x"\nDETAIL:  User does not have CONNECT privilege.'
+            ),
+            REFUSED,
+        ),
+        (
+            psycopg.OperationalError(
+                "connection failed: ... failed: FATAL:  the database system is"
+                " starting up"
+            ),
+            UNREACHABLE,
+        ),
+        (
+            psycopg.OperationalError(
+                "connection failed: ... failed: FATAL:  sorry, too many clients already"
+            ),
+            UNREACHABLE,
+        ),
+        (
+            psycopg.OperationalError(
+                'connection failed: connection to server at "db", port 5432 failed:'
+                " Connection refused\n\tIs the server running on that host and"
+                " accepting TCP/IP connections?"
+            ),
+            UNREACHABLE,
+        ),
+        (
+            psycopg.OperationalError(
+                "failed to resolve host 'db.example.com': [Errno -2] Name or"
+                " service not known"
+            ),
+            UNREACHABLE,
+        ),
+        (psycopg.OperationalError("connection timeout expired"), UNREACHABLE),
+        (
+            psycopg.OperationalError(
+                "connection failed: ... failed: fe_sendauth: no password supplied"
+            ),
+            SETTINGS,
+        ),
+        (
+            psycopg.OperationalError(
+                "connection failed: ... failed: SSL error: certificate verify failed"
+            ),
+            SETTINGS,
+        ),
+        (
+            psycopg.OperationalError('connection is bad: invalid sslmode value: "x"'),
+            SETTINGS,
+        ),
+        (psycopg.ProgrammingError('invalid connection option "x"'), SETTINGS),
+        (ConfigurationError("conninfo", "the callable returned int"), SETTINGS),
+    ],
+)
+def test_what_a_failed_connect_means(error: BaseException, kind: str) -> None:
+    assert connect_failure(error) == kind
