@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from pgpool_core import POOL_OPTIONS, ConfigurationError, validate_pool_options
 from pgpool_core.masking import mask_conninfo, mask_exception, mask_secrets
-from pgpool_core.options import parse_conninfo
+from pgpool_core.options import did_you_mean, parse_conninfo, validate_connection
 
 __all__ = [
     "DEFAULT_BIND",
@@ -133,11 +132,7 @@ def _unknown(
     why = _NOT_SUPPORTED.get(name.lower())
     if why is not None:
         return f"not supported: {why}; remove it"
-    message = f"unknown {what}"
-    by_upper = {k.upper(): k for k in known}
-    close = difflib.get_close_matches(name.upper(), by_upper, n=1)
-    if close:
-        message += f"; did you mean {prefix}{by_upper[close[0]]}?"
+    message = f"unknown {what}{did_you_mean(name, known, prefix=prefix)}"
     names = ", ".join(prefix + k for k in sorted(known))
     return f"{message} (the known ones are: {names})"
 
@@ -204,14 +199,54 @@ def _bind_config(
     conninfo_setting: str,
     setting: Callable[[str], str],
 ) -> BindConfig:
-    if not callable(conninfo):
-        parse_conninfo(conninfo, setting=conninfo_setting)
-        if not conninfo.strip():
+    if callable(conninfo):
+        value = _called(conninfo, conninfo_setting)
+        if not isinstance(value, str):
             raise ConfigurationError(
                 conninfo_setting,
-                "empty: set it to the database's connection string or URL"
-                " (libpq's defaults alone are almost never what an app means)",
+                f"its callable returned {type(value).__name__}, not a connection"
+                " string (init_app calls it once, to check what it returns)",
             )
+    else:
+        value = conninfo
+    parse_conninfo(value, setting=conninfo_setting)
+    if not value.strip():
+        raise ConfigurationError(
+            conninfo_setting,
+            "empty: set it to the database's connection string or URL"
+            " (libpq's defaults alone are almost never what an app means)",
+        )
     validate_pool_options(options, setting=setting)
+    kwargs = options.get("kwargs")
+    if callable(kwargs):
+        kwargs = _called(kwargs, setting("kwargs"))
+        if not isinstance(kwargs, Mapping):
+            raise ConfigurationError(
+                setting("kwargs"),
+                f"its callable returned {type(kwargs).__name__}, not a dict of"
+                " connection parameters (init_app calls it once, to check it)",
+            )
+    kwargs_setting = setting("kwargs")
+    validate_connection(
+        value,
+        kwargs,
+        setting=conninfo_setting,
+        kwarg_setting=lambda key: f"{kwargs_setting}[{key!r}]",
+    )
     options.setdefault("name", default_name)
     return BindConfig(conninfo=conninfo, options=options)
+
+
+def _called(produce: Callable[[], Any], setting: str) -> Any:
+    """Call a conninfo or kwargs callable once, to check what it returns.
+
+    The pool calls it again for each connection it makes; what it returns
+    then is checked for its type and syntax only.
+    """
+    try:
+        return produce()
+    except Exception as err:
+        message = mask_secrets(f"{type(err).__name__}: {err}")
+        raise ConfigurationError(
+            setting, f"its callable raised {message} (init_app calls it once)"
+        ) from err

@@ -7,16 +7,19 @@ are importable from here too, where they were first exported.
 from __future__ import annotations
 
 import difflib
+import inspect
+import ipaddress
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from numbers import Real
 from typing import Any, get_origin
 
 import psycopg
+from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from . import libpq
+from . import libpq, masking
 from .errors import ConfigurationError
 from .masking import (
     MASK,
@@ -33,6 +36,7 @@ from .masking import (
 
 __all__ = [
     "KEEPALIVE_DEFAULTS",
+    "PSYCOPG_CONNECT_ARGS",
     "ConnectionParams",
     "MASK",
     "POOL_OPTIONS",
@@ -46,6 +50,8 @@ __all__ = [
     "parse_conninfo",
     "remember_kwargs",
     "remember_secrets",
+    "did_you_mean",
+    "validate_connection",
     "validate_pool_options",
 ]
 
@@ -113,7 +119,9 @@ def validate_pool_options(
         if key not in POOL_OPTIONS and key != "conninfo":
             known = ", ".join(sorted(POOL_OPTIONS))
             raise ConfigurationError(
-                setting(key), f"unknown pool option; the known ones are: {known}"
+                setting(key),
+                f"unknown pool option{did_you_mean(key, POOL_OPTIONS)};"
+                f" the known ones are: {known}",
             )
 
     def bad(key: str, expected: str) -> ConfigurationError:
@@ -176,6 +184,19 @@ def validate_pool_options(
 
 
 # -- conninfo ---------------------------------------------------------------------
+
+
+def did_you_mean(name: object, known: Iterable[str], *, prefix: str = "") -> str:
+    """Return ``"; did you mean x?"`` for the known name closest to *name*, or "".
+
+    Case-insensitive; *prefix* is put before the name suggested (a Flask or
+    Django setting's ``PGPOOL_``).
+    """
+    if not isinstance(name, str):
+        return ""
+    by_upper = {k.upper(): k for k in known}
+    close = difflib.get_close_matches(name.upper(), by_upper, n=1)
+    return f"; did you mean {prefix}{by_upper[close[0]]}?" if close else ""
 
 
 def parse_conninfo(conninfo: str, *, setting: str = "conninfo") -> dict[str, Any]:
@@ -334,3 +355,282 @@ def merge_defaults(
     if not missing:
         return conninfo
     return make_conninfo(conninfo, **missing)
+
+
+# -- connection settings, checked without the network ------------------------------
+
+#: psycopg's own ``Connection.connect()`` arguments, which are not libpq's.
+PSYCOPG_CONNECT_ARGS = frozenset(
+    name
+    for name, parameter in inspect.signature(
+        psycopg.Connection.connect
+    ).parameters.items()
+    if parameter.kind is inspect.Parameter.KEYWORD_ONLY
+)
+
+# libpq settings whose value is an integer (parse_int_param in fe-connect.c);
+# all but connect_timeout (<= 0: no timeout) must be >= 0, or the socket
+# option fails at connect.
+_INTEGER_SETTINGS = {
+    "connect_timeout": False,
+    "keepalives": True,
+    "keepalives_idle": True,
+    "keepalives_interval": True,
+    "keepalives_count": True,
+    "tcp_user_timeout": True,
+    "sslcompression": True,
+    "sslsni": True,
+    "gssdelegation": True,
+}
+# Files libpq reads: a path that does not exist is ignored by libpq (no
+# client certificate, no CRL), or refused at connect (sslrootcert with
+# verify-ca or verify-full); either way, a path set to one is a mistake.
+_FILE_SETTINGS = ("sslrootcert", "sslcert", "sslkey", "sslcrl", "passfile")
+_TLS_FILE_SETTINGS = frozenset({"sslrootcert", "sslcert", "sslkey", "sslcrl"})
+# What libpq accepts, for the message when it refuses a value (libpq's own
+# check, below, decides).
+_VALUES = {
+    "sslmode": "disable, allow, prefer, require, verify-ca or verify-full",
+    "gssencmode": "disable, prefer or require",
+    "channel_binding": "disable, prefer or require",
+    "target_session_attrs": (
+        "any, read-write, read-only, primary, standby or prefer-standby"
+    ),
+    "load_balance_hosts": "disable or random",
+    "sslcertmode": "disable, allow or require",
+    "sslnegotiation": "postgres or direct",
+    "ssl_min_protocol_version": "TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3",
+    "ssl_max_protocol_version": "TLSv1, TLSv1.1, TLSv1.2 or TLSv1.3",
+}
+_HOST_NAME = re.compile(r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_.])?")
+# The errors libpq gives for settings it refuses before connecting
+# (connectOptions2 and conninfo_add_defaults in fe-connect.c).
+_LIBPQ_REFUSES = re.compile(
+    r"invalid \S+ (?:value|number|range)|invalid integer value"
+    r"|invalid SSL protocol version range|could not match \d+ port numbers"
+    r"|require_auth|weak sslmode|sslnegotiation|definition of service"
+    r'|service file|\S+ value "[^"]*" invalid when'
+)
+_NO_SUCH_SOCKET_DIR = "/nonexistent-pgpool-check"
+
+
+def _kwarg_setting(key: str) -> str:
+    return f"kwargs[{key!r}]"
+
+
+def validate_connection(
+    conninfo: str = "",
+    kwargs: Mapping[str, Any] | None = None,
+    *,
+    setting: str = "conninfo",
+    kwarg_setting: Callable[[str], str] = _kwarg_setting,
+) -> None:
+    """Check connection settings without the network; raise ConfigurationError.
+
+    What libpq would refuse, or silently ignore, when a connection is made,
+    checked now: a conninfo it cannot parse; a *kwargs* key that is neither
+    a libpq setting nor an argument of psycopg's ``connect()``; a port out of
+    range; a host name that cannot be one (a connection string written as the
+    host, a name in the ``.invalid`` domain, which never resolves: RFC 6761);
+    a connection string written as the database name (psycopg passes it on
+    as a name: libpq expands it only when given apart);
+    a ``hostaddr`` that is no IP address; an integer setting that is no
+    integer; a certificate, key, CRL or password file that does not exist or
+    cannot be read; and what libpq itself refuses before connecting (an
+    ``sslmode`` or ``target_session_attrs`` it does not know, ports that do
+    not match the hosts, an undefined ``service`` ...), which is asked of
+    libpq: a connection started to a Unix socket that does not exist fails
+    before any network access, with libpq's own error if a value is wrong.
+
+    The error names *setting* for what the conninfo string holds, and
+    ``kwarg_setting(key)`` for *kwargs*; its message holds no secret. Not
+    checked: what needs the network (does the host resolve, does the server
+    take the login): a pool's first failure, and the ``check`` commands,
+    say that.
+    """
+    # Outputs about these settings (errors, the log lines of a pool) mask
+    # their secrets from now on, also where a value misread as a host or a
+    # port holds a piece of one.
+    if isinstance(conninfo, str) and isinstance(kwargs, (Mapping, type(None))):
+        remember_secrets(conninfo, kwargs)
+    params: dict[str, str] = {}
+    where: dict[str, str] = {}
+    if conninfo:
+        for key, value in parse_conninfo(conninfo, setting=setting).items():
+            params[key], where[key] = str(value), setting
+    for key, value in (kwargs or {}).items():
+        name = kwarg_setting(key)
+        if value is None:
+            continue  # psycopg leaves it out
+        if key in PSYCOPG_CONNECT_ARGS:
+            _check_psycopg_arg(name, key, value)
+            continue
+        if key not in libpq.keywords():
+            raise ConfigurationError(
+                name,
+                "not a libpq connection parameter nor an argument of psycopg's"
+                f" connect(){did_you_mean(key, libpq.keywords())}",
+            )
+        if isinstance(value, bytes) or not isinstance(value, (str, int, float)):
+            raise ConfigurationError(
+                name, f"expected a string or a number, got {type(value).__name__}"
+            )
+        params[key], where[key] = str(value), name
+    try:
+        _check_values(params, where)
+    except ConfigurationError as err:
+        message = mask_secrets(err.message, conninfo, kwargs)
+        raise ConfigurationError(err.setting, message) from None
+
+
+def _check_psycopg_arg(name: str, key: str, value: Any) -> None:
+    if key == "autocommit" and not isinstance(value, bool):
+        raise ConfigurationError(name, f"expected True or False, got {value!r}")
+    if key == "prepare_threshold" and not (
+        isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    ):
+        raise ConfigurationError(
+            name, f"expected an integer >= 0 or None, got {value!r}"
+        )
+
+
+def _check_values(params: dict[str, str], where: dict[str, str]) -> None:
+    hosts = params["host"].split(",") if "host" in params else []
+    for port in params.get("port", "").split(","):
+        port = port.strip(libpq.C_SPACE)
+        if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+            raise ConfigurationError(
+                where["port"], f'port "{port}" is not a port number (1 to 65535)'
+            )
+    for host in hosts:
+        problem = _host_problem(host)
+        if problem:
+            raise ConfigurationError(where["host"], problem)
+    dbname = params.get("dbname", "")
+    if "=" in dbname or libpq.URL_PREFIX.match(dbname):
+        # libpq expands a dbname that holds a conninfo only when it is given
+        # apart (PQconnectdbParams' expand_dbname); psycopg joins it into one
+        # string, where it is a database name.
+        raise ConfigurationError(
+            where["dbname"],
+            "dbname: a connection string written as the database name, which"
+            " psycopg passes on unexpanded: give its settings one by one",
+        )
+    if params.get("hostaddr"):
+        addresses = params["hostaddr"].split(",")
+        for address in addresses:
+            try:
+                if address:
+                    ipaddress.ip_address(address.strip(libpq.C_SPACE))
+            except ValueError:
+                raise ConfigurationError(
+                    where["hostaddr"], f'hostaddr "{address}" is not an IP address'
+                ) from None
+        if hosts and len(hosts) != len(addresses):
+            raise ConfigurationError(
+                where["hostaddr"],
+                f"{len(addresses)} addresses for {len(hosts)} hosts: give as many"
+                " hostaddr values as host names, in the same order",
+            )
+    for key, non_negative in _INTEGER_SETTINGS.items():
+        value = params.get(key)
+        if value is None or key not in libpq.keywords():
+            continue
+        text = value.strip(libpq.C_SPACE)
+        if not re.fullmatch(r"[-+]?\d+", text) or (non_negative and int(text) < 0):
+            expected = "an integer >= 0" if non_negative else "an integer"
+            raise ConfigurationError(
+                where[key], f"{key}: expected {expected}, got {value!r}"
+            )
+    tls = params.get("sslmode") != "disable"
+    for key in _FILE_SETTINGS:
+        problem = _file_problem(key, params.get(key, ""), tls)
+        if problem:
+            raise ConfigurationError(where[key], problem)
+    _ask_libpq(params, where, len(hosts))
+
+
+def _host_problem(host: str) -> str | None:
+    """Why *host* (one of a host list) can be no host, or None."""
+    host = host.strip(libpq.C_SPACE)
+    if not host or host.startswith(("/", "@")):
+        return None  # libpq's default, or a Unix socket's directory
+    if "=" in host or libpq.URL_PREFIX.match(host):
+        return (
+            "host: a connection string written as the host name, which libpq"
+            " takes for a name, unexpanded: give its settings one by one"
+        )
+    try:
+        ipaddress.ip_address(host)
+        return None
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(host) or len(host) > 253:
+        return f'host "{host}" cannot be a host name or an IP address'
+    if host.rstrip(".").lower().rsplit(".", 1)[-1] == "invalid":
+        return (
+            f'host "{host}" is in the .invalid domain, which never resolves (RFC 6761)'
+        )
+    return None
+
+
+def _file_problem(key: str, path: str, tls: bool) -> str | None:
+    if not path or (key in _TLS_FILE_SETTINGS and not tls):
+        return None  # unset, or no TLS: libpq does not read it
+    if key == "sslrootcert" and path == "system":
+        return None  # the system's trusted roots (libpq 16)
+    if key == "sslkey" and ":" in path and not path.startswith("/"):
+        return None  # an OpenSSL engine's key, "engine:key"
+    if not os.path.exists(path):
+        return f'{key} names "{path}", which does not exist'
+    if not os.access(path, os.R_OK):
+        return (
+            f'{key} names "{path}", which this process (uid {os.getuid()}) cannot read'
+        )
+    return None
+
+
+def _ask_libpq(params: dict[str, str], where: dict[str, str], hosts: int) -> None:
+    """Start a connection to a socket that does not exist: libpq checks first."""
+    probe = {k: v for k, v in params.items() if k not in masking.SECRET_KEYWORDS}
+    probe["host"] = ",".join([_NO_SUCH_SOCKET_DIR] * max(hosts, 1))
+    probe["hostaddr"] = ""  # checked above; else libpq would connect to it
+    pgconn = pq.PGconn.connect_start(make_conninfo("", **probe).encode())
+    try:
+        message = pgconn.get_error_message().strip()
+    finally:
+        pgconn.finish()
+    if not _LIBPQ_REFUSES.match(message):
+        return
+    key = _setting_in(message, where)
+    hint = ""
+    if key in _VALUES and message.startswith("invalid"):
+        hint = f" ({key} is one of {_VALUES[key]})"
+    if key is None:
+        raise ConfigurationError(
+            next(iter(where.values()), "conninfo"),
+            f"libpq refuses the settings (or the environment's PG* variables):"
+            f" {message}",
+        )
+    raise ConfigurationError(where[key], f"libpq refuses {key}: {message}{hint}")
+
+
+def _setting_in(message: str, where: Mapping[str, str]) -> str | None:
+    """The setting (one given) that libpq's *message* is about, the first named."""
+    named = re.search(r'connection option "(\w+)"', message)
+    if named and named.group(1) in where:
+        return named.group(1)
+    found = [
+        (match.start(), key)
+        for key in where
+        for match in [re.search(rf"\b{re.escape(key)}\b", message)]
+        if match
+    ]
+    if "port number" in message and "port" in where:
+        found.append((-1, "port"))
+    if "protocol version range" in message:
+        found += [(-1, k) for k in ("ssl_min_protocol_version",) if k in where]
+    if "weak sslmode" in message:
+        # libpq's default sslmode is "prefer": the setting is the other one.
+        found = [(i, k) for i, k in found if k != "sslmode"] or found
+    return min(found)[1] if found else None

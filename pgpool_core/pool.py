@@ -18,7 +18,7 @@ from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.abc import CT
 
 from . import capacity, green, metrics
-from .errors import ConnectFailed, PoolNotAvailable
+from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
 from .lifecycle import ProcessPools, in_forking_master, is_abandoned
 from .loans import Loans
 from .options import (
@@ -28,6 +28,7 @@ from .options import (
     merge_defaults,
     parse_conninfo,
     remember_kwargs,
+    validate_connection,
     validate_pool_options,
 )
 from .process_pool import ProcessPool
@@ -164,18 +165,23 @@ class ForkSafePool(Generic[CT]):
         self.warn_held_after = warn_held_after
         self.pgbouncer = pgbouncer
 
+        # What can be checked without the network is checked now; the values
+        # callables return, when they are called (on each connect).
+        static_kwargs = kwargs if isinstance(kwargs, Mapping) else {}
         self._conninfo: str | Callable[[], str]
         if callable(conninfo):
+            validate_connection("", static_kwargs)
             self._conninfo = self._merged_conninfo_of(conninfo, keepalives)
             self._masked = "<callable>"
         else:
-            parse_conninfo(conninfo)
-            static_kwargs = kwargs if isinstance(kwargs, Mapping) else {}
+            validate_connection(conninfo, static_kwargs)
             self._conninfo = merge_defaults(
                 conninfo, static_kwargs, keepalives=keepalives
             )
             self._masked = mask_conninfo(conninfo)
-        self._kwargs = remember_kwargs(kwargs)
+        self._kwargs = remember_kwargs(
+            self._checked_kwargs_of(kwargs) if callable(kwargs) else kwargs
+        )
         self._configure = configure
         self._check = check_socket if check is DEFAULT else check
         self._reconnect_failed = reconnect_failed
@@ -204,9 +210,33 @@ class ForkSafePool(Generic[CT]):
         conninfo: Callable[[], str], keepalives: bool
     ) -> Callable[[], str]:
         def merged() -> str:
-            return merge_defaults(conninfo(), {}, keepalives=keepalives)
+            value = conninfo()
+            if not isinstance(value, str):
+                raise ConfigurationError(
+                    "conninfo",
+                    f"the callable returned {type(value).__name__}, not a"
+                    " connection string",
+                )
+            parse_conninfo(value)
+            return merge_defaults(value, {}, keepalives=keepalives)
 
         return merged
+
+    @staticmethod
+    def _checked_kwargs_of(
+        kwargs: Callable[[], dict[str, Any]],
+    ) -> Callable[[], dict[str, Any]]:
+        def checked() -> dict[str, Any]:
+            value = kwargs()
+            if not isinstance(value, Mapping):
+                raise ConfigurationError(
+                    "kwargs",
+                    f"the callable returned {type(value).__name__}, not a dict of"
+                    " connection parameters",
+                )
+            return dict(value)
+
+        return checked
 
     def __repr__(self) -> str:
         if self._closed:

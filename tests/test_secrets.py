@@ -374,15 +374,22 @@ def test_wrong_password_in_the_auth_error_logs_and_cli(
         f"{pg_server.port}/{pg_server.dbname}?sslmode=require"
     )
     # The right password, and the wrong one in a conninfo given as the
-    # database name: the server quotes the name it cannot find.
-    in_dbname = pg_server.dsn(dbname=f"dbname=x password={quoted(wrong)}")
+    # database name: the server quotes the name it cannot find. (A pool
+    # refuses such a conninfo when it is made; a callable's value is checked
+    # only for its syntax, on each connect.)
+    in_dbname_dsn = pg_server.dsn(dbname=f"dbname=x password={quoted(wrong)}")
+
+    def in_dbname() -> str:
+        return in_dbname_dsn
+
     outputs: list[str] = []
     with caplog.at_level(logging.DEBUG):
-        for conninfo, refusal in (
+        conninfos: list[tuple[str | Callable[[], str], str]] = [
             (dsn, "password authentication failed"),
             (url, "password authentication failed"),
             (in_dbname, 'database "dbname=x password='),
-        ):
+        ]
+        for conninfo, refusal in conninfos:
             pool = ForkSafePool(conninfo, min_size=1, timeout=2, name="wrong")
             with pytest.raises(psycopg.OperationalError) as info:
                 pool.connect()  # the error as the CLIs and a forking master get it

@@ -242,12 +242,17 @@ def test_remembered_secrets_are_masked_everywhere() -> None:
 # -- outputs -------------------------------------------------------------------
 
 
-def test_repr_of_a_pool_with_a_conninfo_as_host() -> None:
+def test_a_conninfo_as_host_is_refused_and_masked_when_shown() -> None:
+    """A pool refuses it (it never connects); mask_conninfo (the repr) masks it."""
     host = f"host=127.0.0.1 password='{SECRET.replace(chr(39), '')}'"
-    pool = ForkSafePool(psycopg.conninfo.make_conninfo("", host=host, dbname="x"))
-    text = repr(pool)
+    conninfo = psycopg.conninfo.make_conninfo("", host=host, dbname="x")
+    with pytest.raises(ConfigurationError) as info:
+        ForkSafePool(conninfo)
+    assert "a connection string written as the host name" in str(info.value)
+    text = mask_conninfo(conninfo)
     assert "password=********" in text and "host=127.0.0.1" in text
-    assert fragments(text, SECRET.replace("'", "")) == []
+    for shown in (text, str(info.value)):
+        assert fragments(shown, SECRET.replace("'", "")) == []
 
 
 def test_connection_params_repr() -> None:
@@ -278,7 +283,9 @@ def test_mask_exception_masks_the_chain_in_place() -> None:
 def test_unpooled_connect_errors_are_masked() -> None:
     """A forking master's connection (and the CLIs' check) masks psycopg's error."""
     host = f"host=127.0.0.1 password={SECRET.replace(' ', '')}"
-    pool = ForkSafePool(kwargs={"host": host, "connect_timeout": 1}, min_size=1)
+    # Refused when given as a string; a callable's value is checked on use.
+    conninfo = psycopg.conninfo.make_conninfo("", host=host, connect_timeout=1)
+    pool = ForkSafePool(lambda: conninfo, min_size=1)
     with pytest.raises(psycopg.OperationalError) as info:
         pool.connect()
     assert "failed to resolve host" in str(info.value)
@@ -290,7 +297,7 @@ def test_psycopg_pool_log_records_are_masked(
 ) -> None:
     """What psycopg_pool's threads log about a failed connect (case 04's logs)."""
     host = f"host=127.0.0.1 password={SECRET.replace(' ', '')}"
-    ForkSafePool(kwargs={"host": host})  # remembers its secrets
+    remember_secrets(kwargs={"host": host})  # as each pool does with its own
     with caplog.at_level(logging.DEBUG):
         logging.getLogger("psycopg.pool").warning(
             "error connecting in %r: %s", "p", f"failed to resolve host {host!r}"
