@@ -21,7 +21,7 @@ from pgpool_core import ForkSafePool, green, lifecycle
 from pgpool_core.masking import ConnectionParams, mask_exception, mask_secrets
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
-from .conf import pool_options
+from .conf import check_connection_settings, pool_options, run_by_manage_py
 from .creation import DatabaseCreation, close_connections_on
 
 __all__ = ["DatabaseWrapper"]
@@ -97,8 +97,25 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self, settings_dict: dict[str, Any], alias: str = DEFAULT_DB_ALIAS
     ) -> None:
         super().__init__(settings_dict, alias)
-        if alias != NO_DB_ALIAS:
-            pool_options(alias, settings_dict)  # a bad setting fails here, not later
+        # A debug page shows each frame's local variables: the entry may hold
+        # a password (in HOST or NAME, where Django does not hide it).
+        del settings_dict
+        if alias != NO_DB_ALIAS and not run_by_manage_py():
+            # A bad setting fails here, when the alias is loaded, rather than
+            # at the first query. Not under manage.py, whose commands run the
+            # system checks (django_pgpool.E002, E004) and show them: it
+            # loads the aliases of `check --database` and `migrate` first.
+            error = self._settings_error()
+            if error is not None:
+                raise error from None  # without the frames that found it
+
+    def _settings_error(self) -> ImproperlyConfigured | None:
+        try:
+            pool_options(self.alias, self.settings_dict)
+            check_connection_settings(self.alias, self.settings_dict)
+        except ImproperlyConfigured as err:
+            return ImproperlyConfigured(*err.args)
+        return None
 
     # -- the pool ------------------------------------------------------------
 
@@ -127,6 +144,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     @sensitive_variables()
     def _make_pool(self) -> ForkSafePool:
         options = pool_options(self.alias, self.settings_dict) or {}
+        check_connection_settings(self.alias, self.settings_dict)
         if "check" not in options and self.settings_dict["CONN_HEALTH_CHECKS"]:
             # Django's meaning: check each connection with a round trip before
             # use. Without it, the pool's default check costs no round trip.
@@ -148,9 +166,11 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         ):
             startup = f"{kwargs.get('options') or ''} -c TimeZone={timezone}"
             kwargs["options"] = startup.strip()
-        return ForkSafePool(
+        pool = ForkSafePool(
             kwargs=kwargs, configure=self._configure_connection, **options
         )
+        pool.capacity_command = "manage.py pgpool capacity"
+        return pool
 
     def close_pool(self) -> None:
         """Close this process's pool of the alias; the next use makes a new one.

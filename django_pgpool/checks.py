@@ -3,8 +3,14 @@
 E001  CONN_MAX_AGE is not 0 on a pooled alias.
 E002  OPTIONS["pool"] is not True or a dict of valid pool options.
 E003  PGPOOL_RETRY_AFTER or PGPOOL_WORKERS is not an integer >= 1.
+E004  a connection setting that cannot work, found without the network: a
+      port out of range, a connection string written in HOST or NAME, an
+      unknown OPTIONS key, a value libpq refuses, a missing certificate file.
+E005  a PGPOOL_* setting django_pgpool does not know (a typo).
+E006  the database cannot be reached or refuses the login (a database check:
+      ``manage.py check --database ALIAS``, ``migrate``), with libpq's reason.
 W001  workers x max_size exceeds what the server's max_connections allows
-      (a database check: ``manage.py check --database ALIAS``, ``migrate``).
+      (a database check).
 W002  TLS without TCP keepalives.
 W003  the django_pgpool ENGINE without OPTIONS["pool"]: no pool at all.
 W004  OPTIONS["pgbouncer"] without DISABLE_SERVER_SIDE_CURSORS.
@@ -19,13 +25,28 @@ from django.apps import AppConfig
 from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
-from django.db import DatabaseError
 
 from pgpool_core import capacity
+from pgpool_core.errors import CONNECT_REASONS, connect_failure
 
 from . import conf
 
-__all__ = ["check_databases", "check_max_connections", "check_settings"]
+__all__ = [
+    "check_databases",
+    "check_max_connections",
+    "check_settings",
+    "raise_startup_errors",
+    "startup_errors",
+]
+
+_CONNECTION_HINTS = {
+    "HOST": "Write the host name (or IP address, or a Unix socket's directory)"
+    " in HOST alone, the port in PORT, the database in NAME, the user in USER,"
+    " the password in PASSWORD, and other libpq settings in OPTIONS.",
+    "NAME": "Write the database name in NAME alone, the host in HOST, the port"
+    " in PORT, the user in USER, the password in PASSWORD, and other libpq"
+    " settings in OPTIONS.",
+}
 
 
 def _our_aliases() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -40,6 +61,22 @@ def check_databases(
     """Check the DATABASES entries that use the django_pgpool ENGINE."""
     messages: list[CheckMessage] = []
     for alias, settings_dict in _our_aliases():
+        try:
+            conf.check_connection_settings(alias, settings_dict)
+        except ImproperlyConfigured as err:
+            field = str(err).split('"]["', 1)[-1].split('"]', 1)[0]
+            messages.append(
+                Error(
+                    str(err),
+                    hint=_CONNECTION_HINTS.get(
+                        field,
+                        "The OPTIONS are libpq's connection parameters, by the"
+                        " same names, and Django's own (assume_role,"
+                        " isolation_level, pool, server_side_binding).",
+                    ),
+                    id="django_pgpool.E004",
+                )
+            )
         if not (settings_dict.get("OPTIONS") or {}).get("pool"):
             messages.append(
                 Warning(
@@ -124,7 +161,15 @@ def check_settings(
     app_configs: Iterable[AppConfig] | None = None, **kwargs: Any
 ) -> list[CheckMessage]:
     """Check the PGPOOL_* settings."""
-    messages: list[CheckMessage] = []
+    messages: list[CheckMessage] = [
+        Error(
+            message,
+            hint="Correct the name, or remove the setting.",
+            obj=name,
+            id="django_pgpool.E005",
+        )
+        for name, message in conf.unknown_settings()
+    ]
     for read in (conf.retry_after, conf.workers):
         try:
             read()
@@ -144,27 +189,60 @@ def check_max_connections(
     databases: Iterable[str] | None = None,
     **kwargs: Any,
 ) -> list[CheckMessage]:
-    """Compare workers x max_size with the server's max_connections (database check)."""
+    """Connect to each pooled alias of *databases*: E006 if it fails, else W001.
+
+    A database check (``manage.py check --database ALIAS``, ``migrate``): one
+    connection, made as the pool makes them but outside it, so that a server
+    that refuses the login or cannot be reached is reported with libpq's
+    reason within ``connect_timeout``, instead of after the pool's timeout.
+    Then workers x max_size is compared with the server's max_connections.
+    """
+    from django.db import connections
+
+    from .base import DatabaseWrapper
+
     messages: list[CheckMessage] = []
     try:
         workers = conf.workers()
     except ImproperlyConfigured:
-        return []  # E003 says why
+        workers = None  # E003 says why
     for alias, settings_dict in _our_aliases():
         if alias not in (databases or ()):
             continue
         try:
+            conf.check_connection_settings(alias, settings_dict)
             options = conf.pool_options(alias, settings_dict)
         except ImproperlyConfigured:
-            continue  # E001/E002 say why
-        if options is None or options.get("pgbouncer"):
+            continue  # E001/E002/E004 say why
+        if options is None:
+            continue  # W003: Django's backend, unpooled
+        wrapper = connections[alias]
+        pool = getattr(wrapper, "pool", None)
+        if not isinstance(wrapper, DatabaseWrapper) or pool is None:
+            continue
+        try:
+            with pool.connect() as conn:
+                limit = capacity.read_server_limit(conn)
+        except Exception as err:
+            reason = CONNECT_REASONS[connect_failure(err)]
+            cause = " ".join(wrapper.mask(f"{type(err).__name__}: {err}").split())
+            messages.append(
+                Error(
+                    f'DATABASES["{alias}"]: {reason}: {cause}',
+                    hint="Run manage.py pgpool check for the details; the pool"
+                    " would fail every request the same way.",
+                    id="django_pgpool.E006",
+                )
+            )
+            continue
+        if options.get("pgbouncer"):
             continue  # behind PgBouncer, its pool sizes bound the server's load
         max_size = options.get("max_size") or options.get("min_size", 4)
-        try:
-            limit = conf.server_limit(alias)
-        except DatabaseError:
-            continue  # the command itself reports a database it cannot reach
-        plan = capacity.Plan(max_size=max_size, workers=workers or 1)
+        plan = capacity.Plan(
+            max_size=max_size,
+            min_size=options.get("min_size", 4),
+            workers=workers or 1,
+        )
         if plan.fits(limit):
             continue
         if workers is None:
@@ -183,3 +261,26 @@ def check_max_connections(
             )
         )
     return messages
+
+
+def startup_errors() -> list[CheckMessage]:
+    """Return the errors of the checks that need no database (E001 to E005).
+
+    What the app's ``ready()`` refuses to start with outside ``manage.py``
+    (whose commands run the checks and show them).
+    """
+    return [
+        message
+        for message in (*check_databases(), *check_settings())
+        if message.is_serious()
+    ]
+
+
+def raise_startup_errors() -> None:
+    """Raise ImproperlyConfigured listing :func:`startup_errors`, if any."""
+    errors = startup_errors()
+    if errors:
+        raise ImproperlyConfigured(
+            "django_pgpool's system checks found errors (manage.py check shows"
+            " them too):\n" + "\n".join(str(error) for error in errors)
+        )

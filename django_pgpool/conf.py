@@ -2,21 +2,30 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from typing import Any
 
+import psycopg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
 from pgpool_core import ConfigurationError, capacity, validate_pool_options
+from pgpool_core.masking import mask_secrets
+from pgpool_core.options import did_you_mean, validate_connection
 
 __all__ = [
     "ENGINE",
     "RETRY_AFTER_DEFAULT",
+    "SETTINGS",
     "check_conn_max_age",
+    "check_connection_settings",
+    "connection_params",
     "pgbouncer",
     "pool_options",
     "retry_after",
+    "run_by_manage_py",
+    "unknown_settings",
     "workers",
 ]
 
@@ -25,6 +34,18 @@ ENGINE = "django_pgpool"
 
 #: Seconds a 503 answer asks clients to wait (``PGPOOL_RETRY_AFTER``).
 RETRY_AFTER_DEFAULT = 5
+
+#: The ``PGPOOL_*`` settings django_pgpool reads.
+SETTINGS = frozenset({"PGPOOL_RETRY_AFTER", "PGPOOL_WORKERS"})
+
+# The DATABASES keys Django turns into libpq's settings (get_connection_params).
+_FIELDS = {
+    "dbname": "NAME",
+    "user": "USER",
+    "password": "PASSWORD",
+    "host": "HOST",
+    "port": "PORT",
+}
 
 # Pool options Django derives from the DATABASES entry itself.
 _SET_BY_DJANGO = {
@@ -148,3 +169,107 @@ def server_limit(alias: str) -> capacity.ServerLimit:
         cursor.execute(capacity.LIMITS_SQL)
         row = cursor.fetchone()
     return capacity.ServerLimit(*row)
+
+
+def unknown_settings() -> list[tuple[str, str]]:
+    """Return each ``PGPOOL_*`` setting django_pgpool does not know, and why.
+
+    A typo's value would be silently ignored (Django reads no setting it
+    does not know): the message says which known one was meant.
+    """
+    known = sorted(SETTINGS)
+    return [
+        (
+            name,
+            f"{name}: unknown setting{did_you_mean(name, SETTINGS)} (the known"
+            f" ones are: {', '.join(known)})",
+        )
+        for name in dir(settings)
+        if name.startswith("PGPOOL_") and name not in SETTINGS
+    ]
+
+
+def _setting_of(alias: str, key: str) -> str:
+    field = _FIELDS.get(key)
+    if field is not None:
+        return f'DATABASES["{alias}"]["{field}"]'
+    return f'DATABASES["{alias}"]["OPTIONS"]["{key}"]'
+
+
+def connection_params(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any]:
+    """Return what Django's backend would pass to psycopg for the alias.
+
+    Its ``get_connection_params()``, on a copy of the entry with Django's
+    defaults, without connecting. ImproperlyConfigured as Django raises it
+    (no NAME, a NAME too long), masked.
+    """
+    from django.db.backends.postgresql import base as postgresql
+    from django.db.utils import ConnectionHandler
+
+    entry = {**settings_dict, "OPTIONS": dict(settings_dict.get("OPTIONS") or {})}
+    # Django's defaults for the entry (its handler wants a "default" alias).
+    entry = ConnectionHandler().configure_settings({"default": entry})["default"]
+    try:
+        params: dict[str, Any] = postgresql.DatabaseWrapper(
+            entry, alias
+        ).get_connection_params()
+    except ImproperlyConfigured as err:
+        secrets = {"dbname": entry.get("NAME"), "host": entry.get("HOST")}
+        raise ImproperlyConfigured(
+            f'DATABASES["{alias}"]["NAME"]: '
+            + mask_secrets(str(err), kwargs={**secrets, **entry["OPTIONS"]})
+        ) from None
+    params.pop("pgbouncer", None)  # ours (see pool_options), not libpq's
+    return params
+
+
+def check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> None:
+    """Check the alias's connection settings without the network.
+
+    Raise ImproperlyConfigured naming the setting (``DATABASES["default"]
+    ["PORT"]``, ``...["OPTIONS"]["sslmode"]``): what
+    :func:`pgpool_core.options.validate_connection` checks (a port out of
+    range, a connection string written in HOST or NAME, which psycopg passes
+    on unexpanded, an unknown key in OPTIONS, a value libpq refuses, a missing
+    certificate file...), Django's own NAME rules, and
+    ``OPTIONS["isolation_level"]``.
+    """
+    params = connection_params(alias, settings_dict)
+    try:
+        validate_connection(
+            "", params, kwarg_setting=lambda key: _setting_of(alias, key)
+        )
+    except ConfigurationError as err:
+        raise ImproperlyConfigured(str(err)) from None
+    level = (settings_dict.get("OPTIONS") or {}).get("isolation_level")
+    if level is not None:
+        try:
+            psycopg.IsolationLevel(level)
+        except ValueError:
+            names = ", ".join(
+                f"IsolationLevel.{v.name}" for v in psycopg.IsolationLevel
+            )
+            raise ImproperlyConfigured(
+                f"{_setting_of(alias, 'isolation_level')}: expected one of {names},"
+                f" got {level!r}"
+            ) from None
+
+
+def run_by_manage_py() -> bool:
+    """Return True if this runs within a ``manage.py`` (or django-admin) command.
+
+    Its commands run the system checks, which report bad settings
+    (``django_pgpool.E001`` ...) better than an exception at ``django.setup()``
+    or when an alias is loaded would: those are for everything else (a WSGI
+    server, a Celery worker, a script).
+    """
+    management = sys.modules.get("django.core.management")
+    if management is None:
+        return False
+    execute = management.ManagementUtility.execute.__code__
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code is execute:
+            return True
+        frame = frame.f_back  # type: ignore[assignment]
+    return False

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+from typing import Any
 
+from django.apps import apps
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
@@ -24,7 +26,19 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
     ``timeout``; with it, clients and load balancers are told to come back in
     ``PGPOOL_RETRY_AFTER`` seconds (default 5). Only exceptions raised by views
     are seen, as with any ``process_exception``.
+
+    Made when the server loads the app (Django's ``WSGIHandler``): without the
+    ``django_pgpool`` app, whose ``ready()`` does it, it checks the settings
+    then (``django_pgpool.E001`` to ``E005``), so that a bad one stops the
+    server from starting rather than failing every request.
     """
+
+    def __init__(self, get_response: Any) -> None:
+        super().__init__(get_response)
+        if not apps.is_installed("django_pgpool"):
+            from .checks import raise_startup_errors
+
+            raise_startup_errors()
 
     def process_exception(
         self, request: HttpRequest, exception: Exception

@@ -160,7 +160,11 @@ def capacity_command(hosts: int, workers: int | None, celery: int) -> None:
             click.echo(f"{bind}: FAILED: {reason}", err=True)
             continue
         plan = capacity.Plan(
-            max_size=pool.max_size, workers=workers, hosts=hosts, celery=celery
+            max_size=pool.max_size,
+            min_size=pool.min_size,
+            workers=workers,
+            hosts=hosts,
+            celery=celery,
         )
         lines, fits = capacity.report(bind, plan, limit, pgbouncer=pool.pgbouncer)
         for line in lines:

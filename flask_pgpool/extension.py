@@ -55,6 +55,8 @@ class PgPoolState:
             bind: ForkSafePool(config.conninfo, **config.options)
             for bind, config in binds.items()
         }
+        for pool in self.pools.values():
+            pool.capacity_command = "flask pgpool capacity"
         #: Seconds sent in Retry-After with a 503.
         self.retry_after = retry_after
         self._binds = dict(binds)

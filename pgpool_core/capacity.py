@@ -156,12 +156,17 @@ def read_server_limit(conn: psycopg.Connection[Any]) -> ServerLimit:
 
 @dataclass(frozen=True)
 class Plan:
-    """The worst case of one pool: every connection of every process open."""
+    """The worst case of one pool: every connection of every process open.
+
+    *min_size* (default 0: none) bounds the advice: a max_size below it
+    would be refused, so both are advised lower.
+    """
 
     max_size: int
     workers: int = 1
     hosts: int = 1
     celery: int = 0
+    min_size: int = 0
 
     @property
     def web(self) -> int:
@@ -201,7 +206,10 @@ class Plan:
             return []
         lines = []
         size = self.largest_max_size(limit)
-        if size >= 1:
+        if size >= 1 and size < self.min_size:
+            # max_size may not be below min_size: validation would refuse it.
+            lines.append(f"lower min_size and max_size to {size} or less")
+        elif size >= 1:
             lines.append(f"lower max_size to {size} or less")
         lines.append(
             "or put PgBouncer in transaction mode between the app and the server"
@@ -220,28 +228,38 @@ def warn_if_over(
     pool_name: str,
     max_size: int,
     conn: psycopg.Connection[Any],
+    *,
+    min_size: int = 0,
+    command: str | None = None,
 ) -> None:
     """Log one warning if this host's worst case exceeds the server's limit.
 
     Called once per process, on the pool's first connection; never raises.
+    The warning says what to change (:meth:`Plan.advice`), and names
+    *command* (the framework's ``pgpool capacity`` command) for the sum over
+    several hosts.
     """
     try:
         limit = read_server_limit(conn)
         found = server_workers()
-        plan = Plan(max_size=max_size, workers=found[0] if found else 1)
+        plan = Plan(
+            max_size=max_size, min_size=min_size, workers=found[0] if found else 1
+        )
         if plan.fits(limit):
             return
         workers = f"{plan.workers} worker(s) ({found[1]})" if found else "1 process"
+        also = f"; `{command}` sums the hosts" if command else ""
         logger.warning(
             "pool %r in process %d: %s x max_size %d = %d connections from this"
-            " host at worst, more than the server allows (%s); run `flask pgpool"
-            " capacity` or `manage.py pgpool capacity` for what to change",
+            " host at worst, more than the server allows (%s); to fit, %s%s",
             pool_name,
             os.getpid(),
             workers,
             max_size,
             plan.total,
             limit.describe(),
+            "; ".join(plan.advice(limit)),
+            also,
         )
     except Exception as err:
         logger.debug("pool %r: could not read the server's limit: %s", pool_name, err)

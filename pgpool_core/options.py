@@ -120,8 +120,8 @@ def validate_pool_options(
             known = ", ".join(sorted(POOL_OPTIONS))
             raise ConfigurationError(
                 setting(key),
-                f"unknown pool option{did_you_mean(key, POOL_OPTIONS)};"
-                f" the known ones are: {known}",
+                f"unknown pool option{did_you_mean(key, POOL_OPTIONS)}"
+                f" (the known ones are: {known})",
             )
 
     def bad(key: str, expected: str) -> ConfigurationError:

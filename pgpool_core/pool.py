@@ -164,6 +164,9 @@ class ForkSafePool(Generic[CT]):
         self.keepalives = keepalives
         self.warn_held_after = warn_held_after
         self.pgbouncer = pgbouncer
+        #: The command the capacity warning names (``"flask pgpool capacity"``,
+        #: set by the framework packages), or None.
+        self.capacity_command: str | None = None
 
         # What can be checked without the network is checked now; the values
         # callables return, when they are called (on each connect).
@@ -400,7 +403,13 @@ class ForkSafePool(Generic[CT]):
         if self._limit_checked_in != pid and not self.pgbouncer:
             # Once per process, in the pool's thread that made the connection.
             self._limit_checked_in = pid
-            capacity.warn_if_over(self.name, self.max_size, conn)
+            capacity.warn_if_over(
+                self.name,
+                self.max_size,
+                conn,
+                min_size=self.min_size,
+                command=self.capacity_command,
+            )
 
     @property
     def pool(self) -> ConnectionPool[CT]:

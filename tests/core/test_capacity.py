@@ -33,6 +33,23 @@ def test_plan_counts_hosts_workers_and_celery() -> None:
 
 
 @pytest.mark.parametrize(
+    ("min_size", "advice"),
+    [
+        (0, "lower max_size to 2 or less"),
+        (2, "lower max_size to 2 or less"),
+        # max_size 2 below min_size 4 would fail validation.
+        (4, "lower min_size and max_size to 2 or less"),
+    ],
+)
+def test_the_advice_never_breaks_validation(min_size: int, advice: str) -> None:
+    limit = capacity.ServerLimit(max_connections=100, superuser_reserved=3)
+    plan = capacity.Plan(max_size=8, min_size=min_size, workers=40)
+    assert plan.advice(limit)[0] == advice
+    size = int(advice.split(" to ")[1].split()[0])
+    ForkSafePool("host=db", min_size=min(min_size, size), max_size=size)
+
+
+@pytest.mark.parametrize(
     ("name", "expected"),
     [("flask_notes/uwsgi.ini", 4), ("django_site/gunicorn.conf.py", 4)],
 )
@@ -95,6 +112,49 @@ def test_one_warning_per_process_when_over(
     [message] = _warnings(caplog)
     assert "100 worker(s) (WEB_CONCURRENCY) x max_size 4 = 400 connections" in message
     assert "max_connections 300 - superuser_reserved_connections" in message
+    assert "; to fit, lower max_size to 2 or less; " in message
+    assert "pgpool capacity" not in message, "no framework: no command to name"
+
+
+@pytest.mark.parametrize(
+    ("framework", "command"),
+    [("flask", "flask pgpool capacity"), ("django", "manage.py pgpool capacity")],
+)
+def test_the_warning_names_the_frameworks_command(
+    pg_server: PgServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+    framework: str,
+    command: str,
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "100")
+    if framework == "flask":
+        from flask import Flask
+
+        from flask_pgpool import PgPool
+
+        app = Flask("capacity")
+        app.config.update(PGPOOL_CONNINFO=pg_server.dsn(), PGPOOL_MIN_SIZE=4)
+        PgPool(app)
+        pool = app.extensions["pgpool"].pools["default"]
+    else:
+        from tests.django.support import database_settings, load_alias
+
+        wrapper = load_alias(
+            database_settings(pg_server, OPTIONS={"pool": {"min_size": 4}})
+        )
+        pool = wrapper.pool
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+    finally:
+        pool.close()
+    [message] = _warnings(caplog)
+    # 297 connections over 100 workers: max_size 2, below min_size 4.
+    assert "to fit, lower min_size and max_size to 2 or less" in message
+    assert f"`{command}` sums the hosts" in message
+    other = "manage.py" if framework == "flask" else "flask pgpool"
+    assert other not in message
 
 
 @pytest.mark.parametrize("pgbouncer", [False, True])

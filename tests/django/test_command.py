@@ -109,23 +109,24 @@ def test_capacity_does_not_fit(app_env: dict[str, str]) -> None:
 
 
 @pytest.mark.parametrize("field", ["HOST", "NAME"])
-def test_a_conninfo_in_host_or_name_is_masked_everywhere(
+def test_a_conninfo_in_host_or_name_is_refused_and_masked_everywhere(
     pg_server: PgServer, field: str
 ) -> None:
     """Case 04: a conninfo pasted into HOST or NAME, with a password in it.
 
     psycopg passes it on as it is (libpq does not expand a dbname given in a
     conninfo string): the HOST cannot be resolved, and the server says the
-    NAME is no database. Both messages quote it; so did the commands' output
-    and the pool's log lines.
+    NAME is no database. It is refused, naming the setting (E004 for the
+    commands that run the system checks, ImproperlyConfigured for the others),
+    and no output shows the password.
     """
     leak = "Wr0ngP@ss-Leak"
     if field == "HOST":
         value = f"host={pg_server.host} port={pg_server.port} password={leak}"
-        dsn, failure = pg_server.dsn(host=value), "failed to resolve host"
+        dsn, what = pg_server.dsn(host=value), "written as the host name"
     else:
         value = f"dbname={pg_server.dbname} password='{leak}'"
-        dsn, failure = pg_server.dsn(dbname=value), "does not exist"
+        dsn, what = pg_server.dsn(dbname=value), "written as the database name"
     env = {"PGPOOL_APP_DSN": dsn, "PGPOOL_APP_POOL_TIMEOUT": "3"}
     outputs = []
     for args in (
@@ -133,14 +134,16 @@ def test_a_conninfo_in_host_or_name_is_masked_everywhere(
         ("pgpool", "stats"),
         ("pgpool", "capacity", "--workers", "2"),
         ("check", "--database", "default"),
-        # A request's connection: the pool's threads log each failed connect.
+        ("migrate",),
+        # shell runs no system check: the first use of the alias says it.
         ("shell", "-c", "from django.db import connection as c; c.ensure_connection()"),
     ):
         result = run_project(MANAGE, *args, env=env)
-        outputs.append(result.stdout + result.stderr)
-    everything = "\n".join(outputs)
-
-    assert failure in everything
-    assert "password=********" in everything
-    assert everything.count("error connecting in 'django-default'") >= 2
-    assert "Leak" not in everything
+        output = result.stdout + result.stderr
+        assert result.returncode == 1, output
+        assert f'DATABASES["default"]["{field}"]: ' in output, output
+        assert what in output
+        if args[0] != "shell":
+            assert "(django_pgpool.E004)" in output and "Traceback" not in output
+        outputs.append(output)
+    assert "Leak" not in "\n".join(outputs)

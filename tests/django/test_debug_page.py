@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from django.conf import settings as django_settings
+from django.core.exceptions import ImproperlyConfigured
 from django.http import HttpResponse
 from django.test import RequestFactory
 from django.views.debug import ExceptionReporter, technical_500_response
@@ -95,20 +96,39 @@ def test_debug_page_of_a_wrong_password_shows_none_of_it(
     assert leaked(page) == []
 
 
-def test_debug_page_hides_a_host_that_holds_a_conninfo(
-    settings: Any, load: LoadWrapper
+def refused_alias(load: LoadWrapper, **overrides: Any) -> tuple[Any, ...]:
+    try:
+        load(**overrides)
+    except ImproperlyConfigured:
+        exc_type, exc, tb = sys.exc_info()
+        return exc_type, exc, tb
+    raise AssertionError("the alias loaded")
+
+
+def test_debug_page_of_a_host_that_holds_a_conninfo(
+    settings: Any, load: LoadWrapper, pg_server: PgServer
 ) -> None:
+    """Refused when the alias is loaded (psycopg would pass it on unexpanded)."""
     settings.DEBUG = True
     host = f"host=127.0.0.1 port={free_port()} password='Wr0ngP@ss-Leak'"
-    page = debug_page(
-        load(HOST=host, PASSWORD="", OPTIONS={"pool": False, "connect_timeout": 2})
+    info = refused_alias(
+        load, HOST=host, PASSWORD="", OPTIONS={"pool": False, "connect_timeout": 2}
     )
+    request = RequestFactory().get("/items")
+    reporter = ExceptionReporter(request, *info)
+    frames = reporter.get_traceback_data()["frames"]
+    page = technical_500_response(request, *info).content.decode()
 
-    assert "failed to resolve host" in page
-    assert leaked(outside_settings(page)) == []
-    # What Django itself shows: DATABASES in its Settings section, where it
-    # hides PASSWORD but not a password inside HOST or NAME.
-    assert "Wr0ngP@ss-Leak" in page
+    assert 'DATABASES["x"]["HOST"]' not in page  # the test's alias is "pgpool_N"
+    assert "written as the host name" in page
+    ours = [frame for frame in frames if "/django_pgpool/" in frame["filename"]]
+    assert [frame["function"] for frame in ours] == ["__init__"]
+    assert leaked(str(ours[0]["vars"])) == []
+    assert leaked(str(info[1]) + repr(info[1])) == []
+    # Django's own frames (the handler that loads the alias) show the entry,
+    # as its Settings section does: HOST is not a setting it hides.
+    django_frames = [f for f in frames if "/django/db/" in f["filename"]]
+    assert any(leaked(str(frame["vars"])) for frame in django_frames)
 
 
 def test_djangos_own_backend_shows_the_password(
@@ -141,7 +161,7 @@ def test_error_report_with_debug_off_hides_the_connect_frames(
 
     assert leaked(text) == []
     connect_frames = [
-        frame for frame in data["frames"] if frame["function"] == "connect"
+        frame for frame in data["frames"] if frame.get("function") == "connect"
     ]
     assert connect_frames
     for frame in connect_frames:

@@ -114,6 +114,7 @@ class Command(BaseCommand):
                 continue
             plan = capacity.Plan(
                 max_size=pool.max_size,
+                min_size=pool.min_size,
                 workers=workers,
                 hosts=options["hosts"],
                 celery=max(options["celery"], 0),
