@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+import re
+import sys
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
-import psycopg
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, ScriptInfo, prepare_import
 
-from pgpool_core import capacity, lifecycle
+from pgpool_core import capacity, report
 from pgpool_core.snippets import read_snippet
 
 if TYPE_CHECKING:
@@ -31,52 +31,33 @@ def _state() -> PgPoolState:
 
 
 @pgpool_cli.command("check")
-def check_command() -> None:
-    """Connect to each database; print its version, TLS use and round-trip time.
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def check_command(as_json: bool) -> None:
+    """Connect to each database; print its server, TLS use and round-trip time.
 
-    Exits with status 1, saying why, if a database cannot be reached.
+    Exits with status 1, saying why (libpq's reason), if a database cannot be
+    reached or refuses the login. The same report as ``manage.py pgpool
+    check`` (:mod:`pgpool_core.report`).
     """
     state = _state()
-    failed = False
-    for bind, pool in state.pools.items():
-        try:
-            line = _check(pool.connect)
-        except Exception as err:
-            failed = True
-            # libpq's messages run over several lines: one line per database.
-            reason = " ".join(state.mask(bind, f"{type(err).__name__}: {err}").split())
-            click.echo(
-                f"{bind}: FAILED ({state.masked_conninfo(bind)}): {reason}", err=True
-            )
-        else:
-            click.echo(f"{bind}: ok, {line}")
-    if failed:
-        raise SystemExit(1)
-
-
-def _check(connect: Callable[[], psycopg.Connection[Any]]) -> str:
-    t0 = time.perf_counter()
-    conn = connect()
-    connected = time.perf_counter() - t0
-    try:
-        conn.autocommit = True
-        t0 = time.perf_counter()
-        conn.execute("SELECT 1")
-        round_trip = time.perf_counter() - t0
-        row = conn.execute(
-            "SELECT current_setting('server_version'), (SELECT version || ' '"
-            " || cipher FROM pg_stat_ssl WHERE pid = pg_backend_pid())"
-        ).fetchone()
-        version, tls = row if row else ("?", None)
-        info = conn.info
-        where = f"{info.user}@{info.host}:{info.port}/{info.dbname}"
-        tls_text = f"TLS on ({tls})" if conn.pgconn.ssl_in_use else "TLS off"
-    finally:
-        conn.close()
-    return (
-        f"{where}, PostgreSQL {version}, {tls_text},"
-        f" connect {connected * 1000:.1f} ms, round trip {round_trip * 1000:.2f} ms"
-    )
+    found = capacity.server_workers()
+    workers = found[0] if found else None
+    result = {
+        bind: report.check_database(
+            pool,
+            conninfo=state.masked_conninfo(bind),
+            mask=partial(state.mask, bind),
+            workers=workers,
+        )
+        for bind, pool in state.pools.items()
+    }
+    if as_json:
+        click.echo(report.to_json(result))
+    else:
+        for bind, entry in result.items():
+            click.echo(report.check_line(bind, entry), err=not entry["ok"])
+    if not all(entry["ok"] for entry in result.values()):
+        raise SystemExit(report.EXIT_FAILED)
 
 
 @pgpool_cli.command("stats")
@@ -85,29 +66,22 @@ def stats_command() -> None:
 
     The numbers are this command's own pools (each worker has its own: serve
     ``pgpool.stats()`` from a view to see those). Exits with status 1 if a
-    pool cannot get its ``min_size`` connections within its timeout.
+    database cannot be reached or refuses the login (at once), or its pool
+    cannot get ``min_size`` connections within its timeout. The same report
+    as ``manage.py pgpool stats`` (:mod:`pgpool_core.report`).
     """
     state = _state()
-    result: dict[str, dict[str, Any]] = {}
-    failed = False
-    for bind, pool in state.pools.items():
-        entry: dict[str, Any] = {
-            "conninfo": state.masked_conninfo(bind),
-            "min_size": pool.min_size,
-            "max_size": pool.max_size,
-            "timeout": pool.timeout,
-        }
-        try:
-            pool.wait(pool.timeout)
-        except Exception as err:
-            failed = True
-            entry["error"] = state.mask(bind, f"{type(err).__name__}: {err}")
-        entry.update(pool.stats())
-        lifecycle.release(pool)
-        result[bind] = entry
-    click.echo(json.dumps(result, indent=2, default=str))
-    if failed:
-        raise SystemExit(1)
+    result = {
+        bind: report.pool_stats(
+            pool,
+            conninfo=state.masked_conninfo(bind),
+            mask=partial(state.mask, bind),
+        )
+        for bind, pool in state.pools.items()
+    }
+    click.echo(report.to_json(result))
+    if not all(entry["ok"] for entry in result.values()):
+        raise SystemExit(report.EXIT_FAILED)
 
 
 @pgpool_cli.command("capacity")
@@ -177,5 +151,48 @@ def capacity_command(hosts: int, workers: int | None, celery: int) -> None:
 @pgpool_cli.command("config")
 @click.argument("server", type=click.Choice(["uwsgi", "gunicorn"]))
 def config_command(server: str) -> None:
-    """Print the tested settings for SERVER (uwsgi or gunicorn)."""
-    click.echo(read_snippet(server, "flask"), nl=False)
+    """Print the tested settings for SERVER (uwsgi or gunicorn), for this app.
+
+    They load the app as the ``flask`` command found it (``--app`` or
+    ``FLASK_APP``, else ``wsgi.py`` or ``app.py``): ``module:name``, or
+    ``module:create_app()`` for a factory. Start the server in the directory
+    the ``flask`` command runs in.
+    """
+    click.echo(read_snippet(server, "flask", app=_app_import_path()), nl=False)
+
+
+def _app_import_path() -> str:
+    """Return the app as WSGI servers name it: ``"module:app"``, ``"module:f()"``.
+
+    From ``--app`` or ``FLASK_APP`` as Flask reads it (``flask.cli``'s
+    ``prepare_import``); without either, from ``wsgi.py`` or ``app.py`` here,
+    or the module the app was made in (its ``import_name``): the attribute
+    that holds the app, else its factory (``create_app``, ``make_app``).
+    """
+    app = current_app._get_current_object()  # type: ignore[attr-defined]
+    info = click.get_current_context().find_object(ScriptInfo)
+    given = info.app_import_path if info is not None else None
+    names: list[str] = []
+    if given:
+        parts = re.split(r":(?![\\/])", given, maxsplit=1)
+        name = prepare_import(parts[0])
+        if len(parts) == 2:
+            return f"{name}:{parts[1]}"
+        names.append(name)
+    else:
+        here = [path for path in ("wsgi.py", "app.py") if Path(path).exists()]
+        names += [prepare_import(path) for path in here]
+    names.append(app.import_name)
+    for name in names:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        for attribute in ("app", "application", *sorted(vars(module))):
+            if getattr(module, attribute, None) is app:
+                return f"{name}:{attribute}"
+        for factory in ("create_app", "make_app"):
+            if callable(getattr(module, factory, None)):
+                return f"{name}:{factory}()"
+    raise click.UsageError(
+        "cannot tell how to import the app: give it as --app module:name"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from importlib.resources import files
 
 __all__ = ["SNIPPETS", "read_snippet"]
@@ -17,8 +19,14 @@ SNIPPETS = {
 }
 
 
-def read_snippet(server: str, framework: str) -> str:
-    """Return the settings for *server* ("uwsgi", "gunicorn", "postgresql")."""
+def read_snippet(server: str, framework: str, *, app: str | None = None) -> str:
+    """Return the settings for *server* ("uwsgi", "gunicorn", "postgresql").
+
+    *app* is the WSGI application as both servers name it
+    (``"shop.wsgi:application"``, ``"app:create_app()"``): it replaces the
+    example's (``mysite.wsgi:application`` for Django, ``wsgi:app`` for
+    Flask), which is what the documentation shows.
+    """
     try:
         name = SNIPPETS[(server, framework)]
     except KeyError:
@@ -26,4 +34,13 @@ def read_snippet(server: str, framework: str) -> str:
         raise ValueError(
             f"no settings for server {server!r}; choose one of {', '.join(servers)}"
         ) from None
-    return (files(__package__) / name).read_text(encoding="utf-8")
+    text = (files(__package__) / name).read_text(encoding="utf-8")
+    if app is None:
+        return text
+    if server == "gunicorn":
+        line = f"wsgi_app = {json.dumps(app)}"
+        return re.sub(r"^wsgi_app = .*$", lambda _: line, text, flags=re.M)
+    if server == "uwsgi":
+        line = f"module = {app}"
+        return re.sub(r"^module = .*$", lambda _: line, text, flags=re.M)
+    return text

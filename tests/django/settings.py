@@ -25,6 +25,7 @@ ALLOWED_HOSTS = ["127.0.0.1", "localhost", "testserver"]
 USE_TZ = True
 TIME_ZONE = "Europe/Paris"
 ROOT_URLCONF = "tests.django.urls"
+WSGI_APPLICATION = "tests.django.wsgi.application"
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 INSTALLED_APPS = ["django_pgpool", "tests.django.testapp"]
 MIDDLEWARE = ["django_pgpool.middleware.DatabaseUnavailableMiddleware"]

@@ -18,7 +18,8 @@ def test_check_reports_the_server(app_env: dict[str, str], pg_server: PgServer) 
 
     assert result.returncode == 0, result.stderr
     line = result.stdout.strip()
-    assert line.startswith("default: ok, PostgreSQL ")
+    where = f"{pg_server.user}@{pg_server.host}:{pg_server.port}/{pg_server.dbname}"
+    assert line.startswith(f"default: ok, {where}, PostgreSQL ")
     assert "TLS on (TLSv1." in line
     assert "round trip " in line and "max_connections 300" in line
     assert line.endswith("pool min_size 1, max_size 4, 3 workers x 4 = 12 connections")
@@ -30,7 +31,8 @@ def test_check_fails_with_the_reason_and_no_password(pg_server: PgServer) -> Non
     result = run_project(MANAGE, "pgpool", "check", env={"PGPOOL_APP_DSN": dsn})
 
     assert result.returncode == 1
-    assert "default: cannot connect: OperationalError:" in result.stderr
+    assert "default: FAILED (" in result.stderr
+    assert "): the database cannot be reached: OperationalError:" in result.stderr
     assert "Connection refused" in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
 
@@ -42,6 +44,7 @@ def test_check_fails_on_a_bad_password_without_showing_it(
     result = run_project(MANAGE, "pgpool", "check", env={"PGPOOL_APP_DSN": dsn})
 
     assert result.returncode == 1
+    assert "the database refused the login" in result.stderr
     assert "password authentication failed" in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
 
@@ -54,22 +57,28 @@ def test_stats_prints_json_without_the_password(
     assert result.returncode == 0, result.stderr
     stats = json.loads(result.stdout)
     default = stats["default"]
-    assert default["name"] == "django-default"
+    assert default["ok"] is True and default["error"] is None
+    assert default["pool"] == "django-default"
     assert (default["min_size"], default["max_size"]) == (1, 4)
-    assert default["stats"]["pid"] > 0
-    assert "password=********" in default["database"]
-    assert "sslmode=require" in default["database"]
+    assert default["pid"] > 0
+    assert default["stats"]["pool_size"] >= 1, "it waited for min_size"
+    assert "password=********" in default["conninfo"]
+    assert "sslmode=require" in default["conninfo"]
     assert pg_server.password not in result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
-def test_config_prints_the_tested_settings(
+def test_config_prints_the_tested_settings_for_this_project(
     app_env: dict[str, str], server: str
 ) -> None:
     result = run_project(MANAGE, "pgpool", "config", server, env=app_env)
 
     assert result.returncode == 0, result.stderr
-    assert result.stdout == read_snippet(server, "django")
+    # The test project's WSGI_APPLICATION, not the documentation's "mysite".
+    assert result.stdout == read_snippet(
+        server, "django", app="tests.django.wsgi:application"
+    )
+    assert "mysite" not in result.stdout
 
 
 def test_unknown_alias_is_an_error(app_env: dict[str, str]) -> None:

@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -100,30 +101,91 @@ def test_stats_prints_json_without_password(app: Flask, pg_server: PgServer) -> 
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
     default = stats["default"]
+    assert default["ok"] is True and default["error"] is None
     assert default["conninfo"].count("password=********") == 1
-    assert default["pool_min"] == 1 and default["pool_max"] == 2
-    assert default["pool_size"] >= 1, "it waited for min_size connections"
+    assert (default["min_size"], default["max_size"]) == (1, 2)
+    assert default["stats"]["pool_min"] == 1 and default["stats"]["pool_max"] == 2
+    assert default["stats"]["pool_size"] >= 1, "it waited for min_size connections"
     assert default["pid"] == os.getpid()
-    assert "error" not in default
+    assert pg_server.password not in result.output
+
+
+def test_stats_fails_at_once_when_the_database_cannot_be_reached(
+    make_app: MakeApp, pg_server: PgServer
+) -> None:
+    app = make_app(PGPOOL_CONNINFO=pg_server.dsn(port=free_port()), PGPOOL_TIMEOUT=30)
+    started = time.monotonic()
+    result = run(app, "stats")
+    assert time.monotonic() - started < 10, "not the pool's timeout"
+    assert result.exit_code == 1
+    default = json.loads(result.output)["default"]
+    assert default["ok"] is False
+    assert default["reason"] == "the database cannot be reached"
+    assert default["error"].startswith("ConnectFailed: ")
+    assert "Connection refused" in default["error"]
     assert pg_server.password not in result.output
 
 
 def test_stats_fails_when_the_pool_cannot_fill(
     make_app: MakeApp, pg_server: PgServer
 ) -> None:
-    app = make_app(PGPOOL_CONNINFO=pg_server.dsn(port=free_port()), PGPOOL_TIMEOUT=0.5)
-    result = run(app, "stats")
+    """The server takes one connection, the pool wants two: its timeout."""
+    pg_server.execute("CREATE ROLE only_one LOGIN PASSWORD 'one-Pw-1'")
+    pg_server.execute("ALTER ROLE only_one CONNECTION LIMIT 1")
+    try:
+        app = make_app(
+            PGPOOL_CONNINFO=pg_server.dsn(user="only_one", password="one-Pw-1"),
+            PGPOOL_MIN_SIZE=2,
+            PGPOOL_TIMEOUT=1,
+        )
+        result = run(app, "stats")
+    finally:
+        pg_server.execute("DROP ROLE only_one")
     assert result.exit_code == 1
-    stats = json.loads(result.output)
-    assert stats["default"]["error"].startswith("PoolTimeout: ")
-    assert pg_server.password not in result.output
+    default = json.loads(result.output)["default"]
+    assert default["error"].startswith("PoolTimeout: ")
+    assert default["reason"] == "no connection available in the pool"
 
 
 @pytest.mark.parametrize("server", ["uwsgi", "gunicorn"])
-def test_config_prints_the_snippet(app: Flask, server: str) -> None:
+def test_config_prints_the_snippet_for_this_app(app: Flask, server: str) -> None:
+    """The app of the test runner: made by tests.flask.apps.notes's factory."""
     result = run(app, "config", server)
     assert result.exit_code == 0
-    assert result.output == read_snippet(server, "flask")
+    assert result.output == read_snippet(
+        server, "flask", app="tests.flask.apps.notes:create_app()"
+    )
+    assert "wsgi:app" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("given", "printed"),
+    [
+        ("tests.flask.apps.notes:create_app()", "tests.flask.apps.notes:create_app()"),
+        ("tests/flask/apps/wsgi.py", "tests.flask.apps.wsgi:app"),
+        ("tests.flask.apps.wsgi", "tests.flask.apps.wsgi:app"),
+    ],
+)
+def test_config_names_the_app_the_flask_command_loads(
+    pg_server: PgServer, given: str, printed: str
+) -> None:
+    proc = subprocess.run(
+        [
+            os.path.join(os.path.dirname(sys.executable), "flask"),
+            "--app",
+            given,
+            "pgpool",
+            "config",
+            "gunicorn",
+        ],
+        cwd=REPO,
+        env={**os.environ, "PGPOOL_APP_DSN": pg_server.dsn()},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert f'wsgi_app = "{printed}"' in proc.stdout.splitlines()
 
 
 def test_config_names_the_choices(app: Flask) -> None:

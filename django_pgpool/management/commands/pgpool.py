@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import time
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from pgpool_core import ForkSafePool, capacity, mask_conninfo
+from pgpool_core import capacity, mask_conninfo, report
 from pgpool_core.snippets import read_snippet
 
 from ... import conf
@@ -29,11 +27,17 @@ class Command(BaseCommand):
         actions = parser.add_subparsers(dest="action", required=True)
         check = actions.add_parser(
             "check",
-            help="Connect to each pooled database; print its version, TLS and"
-            " round-trip time. Exit 1 if one cannot be reached.",
+            help="Connect to each pooled database; print its server, TLS use and"
+            " round-trip time. Exit 1 if one cannot be reached or refuses the"
+            " login, with libpq's reason.",
+        )
+        check.add_argument(
+            "--json", action="store_true", help="Print the report as JSON."
         )
         stats = actions.add_parser(
-            "stats", help="Print the pool statistics of this process, as JSON."
+            "stats",
+            help="Open this process's pools; print their statistics as JSON. Exit"
+            " 1 if one cannot be reached, refuses the login or cannot fill.",
         )
         plan = actions.add_parser(
             "capacity",
@@ -74,11 +78,14 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "config":
-            self.stdout.write(read_snippet(options["server"], "django"), ending="")
+            self.stdout.write(
+                read_snippet(options["server"], "django", app=_wsgi_application()),
+                ending="",
+            )
             return
         wrappers = self._wrappers(options.get("databases"))
         if action == "check":
-            self._check(wrappers)
+            self._check(wrappers, as_json=options["json"])
         elif action == "capacity":
             self._capacity(wrappers, options)
         else:
@@ -154,72 +161,62 @@ class Command(BaseCommand):
             wrappers.append(wrapper)
         return wrappers
 
-    def _check(self, wrappers: list[DatabaseWrapper]) -> None:
-        failed = []
+    def _check(self, wrappers: list[DatabaseWrapper], *, as_json: bool) -> None:
         workers = conf.workers()
+        result: dict[str, Any] = {}
         for wrapper in wrappers:
-            alias = wrapper.alias
             pool = wrapper.pool
             if pool is None:
-                failed.append(alias)
-                self.stderr.write(f'{alias}: no pool (OPTIONS["pool"] is not set)')
-                continue
-            try:
-                line = self._check_one(pool)
-            except Exception as err:
-                failed.append(alias)
-                reason = wrapper.mask(f"{type(err).__name__}: {err}".strip())
-                self.stderr.write(f"{alias}: cannot connect: {reason}")
-                continue
-            sizes = f"pool min_size {pool.min_size}, max_size {pool.max_size}"
-            if workers is not None:
-                sizes += (
-                    f", {workers} workers x {pool.max_size} ="
-                    f" {workers * pool.max_size} connections"
+                raise CommandError(
+                    f'{wrapper.alias}: no pool (OPTIONS["pool"] is not set)'
                 )
-            self.stdout.write(f"{alias}: ok, {line}; {sizes}")
-        if failed:
-            raise CommandError(f"cannot use database(s): {', '.join(failed)}")
-
-    @staticmethod
-    def _check_one(pool: ForkSafePool) -> str:
-        with pool.connect() as conn:
-            t0 = time.perf_counter()
-            conn.execute("SELECT 1").fetchone()
-            rtt = (time.perf_counter() - t0) * 1000
-            row = conn.execute(
-                "SELECT current_setting('server_version'),"
-                " current_setting('max_connections'),"
-                " (SELECT version FROM pg_stat_ssl WHERE pid = pg_backend_pid())"
-            ).fetchone()
-            tls = "on" if conn.pgconn.ssl_in_use else "off"
-        version, max_connections, protocol = row if row else ("?", "?", None)
-        if protocol:
-            tls += f" ({protocol})"
-        return (
-            f"PostgreSQL {version}, TLS {tls}, round trip {rtt:.1f} ms,"
-            f" max_connections {max_connections}"
-        )
+            result[wrapper.alias] = report.check_database(
+                pool, conninfo=_masked_dsn(wrapper), mask=wrapper.mask, workers=workers
+            )
+        if as_json:
+            self.stdout.write(report.to_json(result))
+        else:
+            for alias, entry in result.items():
+                out = self.stdout if entry["ok"] else self.stderr
+                out.write(report.check_line(alias, entry))
+        _exit_if_failed(result)
 
     def _stats(self, wrappers: list[DatabaseWrapper]) -> None:
-        report: dict[str, Any] = {}
+        result: dict[str, Any] = {}
         for wrapper in wrappers:
             pool = wrapper.pool
-            entry: dict[str, Any] = {"database": _masked_dsn(wrapper)}
-            if pool is not None:
-                entry.update(
-                    name=pool.name,
-                    min_size=pool.min_size,
-                    max_size=pool.max_size,
-                    timeout=pool.timeout,
-                    stats=pool.stats(),
+            if pool is None:
+                raise CommandError(
+                    f'{wrapper.alias}: no pool (OPTIONS["pool"] is not set)'
                 )
-            report[wrapper.alias] = entry
-        try:
-            self.stdout.write(json.dumps(report, indent=2, sort_keys=True))
-        finally:
-            for wrapper in wrappers:
-                wrapper.close_pool()
+            result[wrapper.alias] = report.pool_stats(
+                pool, conninfo=_masked_dsn(wrapper), mask=wrapper.mask
+            )
+            wrapper.close_pool()
+        self.stdout.write(report.to_json(result))
+        _exit_if_failed(result)
+
+
+def _exit_if_failed(result: dict[str, Any]) -> None:
+    failed = [name for name, entry in result.items() if not entry["ok"]]
+    if failed:
+        raise CommandError(
+            f"cannot use database(s): {', '.join(failed)}",
+            returncode=report.EXIT_FAILED,
+        )
+
+
+def _wsgi_application() -> str:
+    """Return WSGI_APPLICATION as WSGI servers name it: ``"shop.wsgi:application"``."""
+    path = getattr(settings, "WSGI_APPLICATION", None)
+    module, _, name = (path or "").rpartition(".")
+    if not module or not name:
+        raise CommandError(
+            "WSGI_APPLICATION is not set: set it to the WSGI callable of the"
+            ' project, as startproject does ("mysite.wsgi.application"), so that'
+            " the settings name it"
+        )
+    return f"{module}:{name}"
 
 
 def _positive(value: str) -> int:
