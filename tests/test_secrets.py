@@ -8,7 +8,9 @@ connected, Flask's and Django's configuration, Django's command output. No
 piece of four characters or more of the password may appear in any of them,
 unless the same output for the same conninfo with a harmless password holds
 it too (a setting name, a host, a word of a message). One test at the end
-needs the server: a wrong password, against the real TLS PostgreSQL.
+needs the server: a wrong password, against the real TLS PostgreSQL, through
+every output of a failed connect (ConnectFailed and its cause, the 503 and
+its log line, the commands' text and JSON, the system check E006).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from django_pgpool.checks import check_databases
 from django_pgpool.management.commands.pgpool import _masked_dsn
 from flask_pgpool import PgPool
-from pgpool_core import ConfigurationError, ForkSafePool, masking
+from pgpool_core import ConfigurationError, ConnectFailed, ForkSafePool, masking
 from pgpool_core.options import mask_conninfo, mask_secrets, parse_conninfo
 from tests.django.support import load_alias, run_project
 from tests.harness.postgres import PgServer
@@ -397,6 +399,13 @@ def test_wrong_password_in_the_auth_error_logs_and_cli(
             # psycopg 3.3 keeps libpq's view of the failed connect, password
             # included, in the exception's pgconn.
             outputs += [str(info.value), repr(info.value.pgconn)]
+            # A borrower gets ConnectFailed at once, psycopg's error its cause.
+            with pytest.raises(ConnectFailed) as failed:
+                pool.getconn()
+            cause = failed.value.__cause__
+            assert cause is not None and refusal in str(cause)
+            outputs += [str(failed.value), repr(failed.value), str(cause)]
+            outputs += [repr(getattr(cause, "pgconn", None))]
             with pytest.raises(psycopg.OperationalError):
                 pool.wait(2)  # psycopg_pool's threads log each failed connect
             pool.close()
@@ -407,18 +416,29 @@ def test_wrong_password_in_the_auth_error_logs_and_cli(
     app = Flask("wrong")
     app.config.update(PGPOOL_CONNINFO=url, PGPOOL_TIMEOUT=2)
     PgPool(app)
-    for command in ("check", "stats"):
-        result = app.test_cli_runner().invoke(args=["pgpool", command])
+    app.add_url_rule(
+        "/q", "q", lambda: str(app.extensions["pgpool"].extension.connection)
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        response = app.test_client().get("/q")  # the 503 and its log line
+    assert response.status_code == 503
+    assert "the database refused the login" in response.text + caplog.text
+    outputs += [response.text, caplog.text]
+    for command in ("check", "stats", "check --json"):
+        result = app.test_cli_runner().invoke(args=["pgpool", *command.split()])
         assert result.exit_code == 1, result.output
         outputs.append(result.output)
     for pool in app.extensions["pgpool"].pools.values():
         pool.close()
 
-    result = run_project(
-        "tests/django/manage.py", "pgpool", "check", env={"PGPOOL_APP_DSN": dsn}
-    )
-    assert "password authentication failed" in result.stderr
-    outputs.append(result.stdout + result.stderr)
+    for command in ("pgpool check", "pgpool stats", "check --database default"):
+        result = run_project(
+            "tests/django/manage.py", *command.split(), env={"PGPOOL_APP_DSN": dsn}
+        )
+        assert result.returncode == 1, result.stderr
+        assert "password authentication failed" in result.stdout + result.stderr
+        outputs.append(result.stdout + result.stderr)
 
     everything = "\n".join(outputs)
     assert leaks(wrong, everything, public="") == []

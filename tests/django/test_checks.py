@@ -1,4 +1,9 @@
-"""The system checks of the django_pgpool app: one test per id."""
+"""The system checks of the django_pgpool app: one test per id.
+
+E006, which connects, is in tests/test_bad_configurations.py (run by
+``manage.py check --database`` and ``migrate`` against a server that refuses
+the login, cannot be reached, or has no such database).
+"""
 
 from __future__ import annotations
 
@@ -69,6 +74,33 @@ def test_e003_bad_pgpool_setting(settings: Any, name: str, value: object) -> Non
     [message] = check_settings()
     assert message.id == "django_pgpool.E003"
     assert message.msg.startswith(f"{name}: expected an integer >= 1")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named", "hint"),
+    [
+        ({"PORT": "99999"}, '["PORT"]: port "99999"', "OPTIONS are libpq's"),
+        ({"HOST": "host=db port=5432"}, '["HOST"]: host: a connection', "in HOST"),
+        ({"NAME": "dbname=app"}, '["NAME"]: dbname: a connection', "in NAME"),
+        ({"OPTIONS": {"sslmde": "require"}}, '["OPTIONS"]["sslmde"]: ', "libpq's"),
+    ],
+)
+def test_e004_a_connection_setting_that_cannot_work(
+    databases: Any, overrides: dict[str, Any], named: str, hint: str
+) -> None:
+    databases(**overrides)
+    [message] = check_databases()
+    assert message.id == "django_pgpool.E004"
+    assert message.msg.startswith(f'DATABASES["x"]{named}')
+    assert hint in (message.hint or "")
+
+
+def test_e005_an_unknown_pgpool_setting(settings: Any) -> None:
+    settings.PGPOOL_WORKRS = 4
+    [message] = check_settings()
+    assert message.id == "django_pgpool.E005"
+    assert message.msg.startswith("PGPOOL_WORKRS: unknown setting; did you mean")
+    assert "PGPOOL_WORKERS?" in message.msg
 
 
 @pytest.mark.django_db
