@@ -69,7 +69,9 @@ class Bad:
     dsn: dict[str, Any] = field(default_factory=dict)
 
 
-GOOD = f"host=127.0.0.1 port=5432 dbname=appdb user=app password={PASSWORD}"
+#: Where no server listens (the rows connect to nothing but the test cluster).
+NO_SERVER_PORT = free_port()
+GOOD = f"host=127.0.0.1 port={NO_SERVER_PORT} dbname=appdb user=app password={PASSWORD}"
 MISSING = "/nonexistent/pgpool-test/root.crt"
 _K = "PGPOOL_KWARGS"
 _POOL = 'DATABASES["default"]["OPTIONS"]["pool"]'
@@ -78,7 +80,7 @@ _DB = 'DATABASES["default"]'
 FLASK_ROWS = [
     Bad("flask", "port out of range", "init_app", "PGPOOL_CONNINFO",
         'port "99999" is not a port number',
-        {"PGPOOL_CONNINFO": GOOD.replace("5432", "99999")}),
+        {"PGPOOL_CONNINFO": GOOD.replace(str(NO_SERVER_PORT), "99999")}),
     Bad("flask", "verify-full, sslrootcert missing", "init_app", "PGPOOL_CONNINFO",
         f'sslrootcert names "{MISSING}", which does not exist',
         {"PGPOOL_CONNINFO": f"{GOOD} sslmode=verify-full sslrootcert={MISSING}"}),
@@ -276,7 +278,7 @@ def django_entry(row: Bad, pg: PgServer | None = None) -> dict[str, Any]:
         "USER": "app",
         "PASSWORD": PASSWORD,
         "HOST": "127.0.0.1",
-        "PORT": "5432",
+        "PORT": str(NO_SERVER_PORT),
         "OPTIONS": {"sslmode": "require", "pool": {"timeout": POOL_TIMEOUT}},
     }
     if pg is not None:
@@ -356,11 +358,19 @@ def test_django(
         assert row.says in error
         assert "ImproperlyConfigured: django_pgpool's system checks" in "\n".join(last)
         assert PASSWORD not in setup.stderr
-        # manage.py check: the same error as a system check, no traceback.
-        checked = run(tmp_path, "manage.py", "check")
-        assert checked.returncode == 1
-        assert "Traceback" not in checked.stderr, checked.stderr
-        assert check_lines(checked.stderr) == [error]
+        # manage.py check: the same error as a system check, no traceback;
+        # also with --database (which loads the alias first) and migrate
+        # (case 15: a traceback instead of E002).
+        commands = [("check",), ("check", "--database", "default")]
+        if row.label == "pool option typo":
+            commands.append(("migrate",))
+        for command in commands:
+            checked = run(tmp_path, "manage.py", *command)
+            assert checked.returncode == 1
+            assert "Traceback" not in checked.stderr, checked.stderr
+            # (A valid alias is then connected to: no server listens there.)
+            lines = check_lines(checked.stderr)
+            assert [line for line in lines if "E006" not in line] == [error]
         # And in this process, from the check functions themselves.
         monkeypatch.setattr(
             django_settings, "DATABASES", {"default": django_entry(row)}
