@@ -64,18 +64,9 @@ def check_databases(
         try:
             conf.check_connection_settings(alias, settings_dict)
         except ImproperlyConfigured as err:
-            field = str(err).split('"]["', 1)[-1].split('"]', 1)[0]
+            message = str(err)
             messages.append(
-                Error(
-                    str(err),
-                    hint=_CONNECTION_HINTS.get(
-                        field,
-                        "The OPTIONS are libpq's connection parameters, by the"
-                        " same names, and Django's own (assume_role,"
-                        " isolation_level, pool, server_side_binding).",
-                    ),
-                    id="django_pgpool.E004",
-                )
+                Error(message, hint=_connection_hint(message), id="django_pgpool.E004")
             )
         if not (settings_dict.get("OPTIONS") or {}).get("pool"):
             messages.append(
@@ -129,6 +120,19 @@ def check_databases(
                 )
             )
     return messages
+
+
+def _connection_hint(message: str) -> str | None:
+    field = message.split('"]["', 1)[-1].split('"]', 1)[0]
+    if "a connection string written as" in message:
+        return _CONNECTION_HINTS.get(field)
+    if field == "OPTIONS":
+        return (
+            "OPTIONS holds libpq's connection parameters, by the same names,"
+            " psycopg's connect() arguments, and Django's own (assume_role,"
+            " isolation_level, pool, server_side_binding)."
+        )
+    return None
 
 
 def _check_keepalives(

@@ -15,6 +15,7 @@ from .options import (
     POOL_OPTIONS,
     mask_conninfo,
     mask_secrets,
+    validate_connection,
     validate_pool_options,
 )
 from .pool import ForkSafePool
@@ -39,6 +40,7 @@ __all__ = [
     "check_target_session_attrs",
     "mask_conninfo",
     "mask_secrets",
+    "validate_connection",
     "validate_pool_options",
 ]
 

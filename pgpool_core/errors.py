@@ -45,13 +45,17 @@ class PoolNotAvailable(PgPoolError):
 class ConnectFailed(PgPoolError, PoolTimeout):
     """The pool has no connection, and its latest attempt to connect failed.
 
-    Raised by ``getconn()`` at once, rather than after the pool's timeout,
-    while the pool retries (see :func:`connect_failure` for how often); a
-    pool that is merely busy waits as psycopg_pool does. Its ``__cause__`` is
-    psycopg's error (libpq's message, the password masked). A
-    ``psycopg_pool.PoolTimeout``, so that ``except PoolTimeout`` still
-    catches it.
+    Raised by ``getconn()`` when the pool's next attempt to connect fails, or
+    at once while the server refuses the login, rather than after the pool's
+    timeout (see :func:`pgpool_core.errors.connect_failure` for how often the
+    pool retries); a pool that is merely busy waits as psycopg_pool does. Its
+    ``__cause__`` is psycopg's error (libpq's message, the password masked),
+    which its message quotes. A ``psycopg_pool.PoolTimeout``, so that
+    ``except PoolTimeout`` still catches it.
     """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 # -- what a failed connect means ---------------------------------------------------

@@ -79,7 +79,7 @@ def test_e003_bad_pgpool_setting(settings: Any, name: str, value: object) -> Non
 @pytest.mark.parametrize(
     ("overrides", "named", "hint"),
     [
-        ({"PORT": "99999"}, '["PORT"]: port "99999"', "OPTIONS are libpq's"),
+        ({"PORT": "99999"}, '["PORT"]: port "99999"', ""),
         ({"HOST": "host=db port=5432"}, '["HOST"]: host: a connection', "in HOST"),
         ({"NAME": "dbname=app"}, '["NAME"]: dbname: a connection', "in NAME"),
         ({"OPTIONS": {"sslmde": "require"}}, '["OPTIONS"]["sslmde"]: ', "libpq's"),

@@ -119,7 +119,9 @@ DJANGO_CASES = {
         database={"CONN_MAX_AGE": 60},
     ),
     "missing NAME": Case(
-        "NAME", "Please supply the NAME", database={"NAME": ""}, runtime=True
+        'DATABASES["default"]["NAME"]',
+        "Please supply the NAME",
+        database={"NAME": ""},
     ),
     "wrong host": Case(
         "default", "Connection refused", dsn={"port": "free"}, runtime=True
