@@ -146,24 +146,31 @@ class ProcessPool(ConnectionPool[CT]):
         # RECONNECT_DELAY_MAX away) and fails with its error if it fails
         # (_failed_to_connect), rather than waiting for the pool's timeout;
         # while the server refuses the login, the next attempt may be a minute
-        # away (REFUSED_DELAY_MAX): the client fails at once. A pool that is
-        # merely busy waits as psycopg_pool's does.
-        with self._lock:
-            failure = self._failure
-            if failure is not None and (
-                failure.kind == UNREACHABLE or self._has_connection()
-            ):
-                failure = None
-            if failure is not None:
-                self._stats[self._REQUESTS_NUM] += 1
-                self._stats[self._REQUESTS_ERRORS] += 1
-                self._maybe_grow_pool()  # none under way (given up): start one
-        if failure is not None:
-            raise self._connect_failed(failure) from failure.cause
+        # away (REFUSED_DELAY_MAX): the client fails at once
+        # (_get_ready_connection). A pool that is merely busy waits as
+        # psycopg_pool's does.
         try:
             return super().getconn(timeout)
         except _NoConnection as ex:
             raise self._connect_failed(ex.failure) from ex.failure.cause
+
+    def _get_ready_connection(self, timeout: float | None) -> CT | None:
+        # Extends psycopg_pool 3.3.3's, called under the pool's lock when a
+        # client asks, before it waits: a client about to wait for a pool
+        # that has no connection, while the server refuses the login, fails
+        # instead (under the lock, so that no attempt fails unseen meanwhile).
+        conn = super()._get_ready_connection(timeout)
+        failure = self._failure
+        if (
+            conn is None
+            and failure is not None
+            and failure.kind != UNREACHABLE
+            and not self._has_connection()
+        ):
+            self._stats[self._REQUESTS_ERRORS] += 1
+            self._maybe_grow_pool()  # none under way (given up): start one
+            raise _NoConnection(failure)
+        return conn
 
     def _has_connection(self) -> bool:
         return bool(self._pool) or any(not conn.closed for conn in self._made)
@@ -374,7 +381,11 @@ class ProcessPool(ConnectionPool[CT]):
             self.run_task(task)
 
     def _failed_to_connect(self, ex: Exception) -> None:
-        """Keep the failure (masked); fail the waiting clients if nothing is left."""
+        """Keep the failure (masked); fail the waiting clients if nothing is left.
+
+        Called by the thread that failed, while its attempt is still counted
+        in ``_connecting``.
+        """
         conninfo = self.conninfo if isinstance(self.conninfo, str) else None
         kwargs = self.kwargs if isinstance(self.kwargs, Mapping) else None
         mask_exception(ex, conninfo, kwargs)  # psycopg_pool logs it next
@@ -388,7 +399,9 @@ class ProcessPool(ConnectionPool[CT]):
                 self._refusals = 0
                 self._probe = None
                 parked, self._parked = self._parked, []
-            if not self._has_connection():
+            # Nothing to lend, and no other attempt under way that may
+            # succeed (this one is still counted): the waiting clients fail.
+            if not self._has_connection() and self._connecting <= 1:
                 waiting = list(self._waiting)
                 self._waiting.clear()
         for task in parked:

@@ -158,7 +158,7 @@ DJANGO_ROWS = [
         f'{_DB}["OPTIONS"]["pgbouncer"]', "expected True or False",
         {"OPTIONS": {"pgbouncer": "yes", "pool": True}}, check_id="E002"),
     Bad("django", "persistent connections", "django.setup", f'{_DB}["CONN_MAX_AGE"]',
-        "pooling doesn't support persistent connections", {"CONN_MAX_AGE": 60},
+        "Pooling doesn't support persistent connections.", {"CONN_MAX_AGE": 60},
         check_id="E001"),
     Bad("django", "port out of range", "django.setup", f'{_DB}["PORT"]',
         'port "99999" is not a port number', {"PORT": "99999"}, check_id="E004"),
@@ -354,7 +354,7 @@ def test_django(
         assert setup.returncode == 1
         last = setup.stderr.strip().splitlines()
         [error] = check_lines(setup.stderr)
-        assert f"({check_id}) {row.setting}: " in error, setup.stderr
+        assert f"({check_id}) " in error and row.setting in error, setup.stderr
         assert row.says in error
         assert "ImproperlyConfigured: django_pgpool's system checks" in "\n".join(last)
         assert PASSWORD not in setup.stderr

@@ -131,7 +131,7 @@ def test_refused_logins_back_off_one_attempt_per_pool(
     """
     position = pg_log.log_position()
     pool = ForkSafePool(
-        pg_log.dsn(user=role, password="wrong"), min_size=4, timeout=TIMEOUT
+        pg_log.dsn(user=role, password="refused-Pw-3"), min_size=4, timeout=TIMEOUT
     )
     try:
         pool.open()
