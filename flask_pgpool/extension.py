@@ -37,6 +37,8 @@ logger = logging.getLogger("pgpool.flask")
 _G_NAME = "_pgpool_connections"
 #: Set on ``g`` when the response is a generator: its end gives them back.
 _G_STREAMING = "_pgpool_streaming"
+#: The request that borrowed them, named in the pool's warnings.
+_G_BORROWER = "_pgpool_borrower"
 
 
 class PgPoolState:
@@ -254,11 +256,17 @@ class PgPool:
 def _borrow(
     state: PgPoolState, bind: str, pool: ForkSafePool
 ) -> psycopg.Connection[Any]:
+    label = g.get(_G_BORROWER)
+    if label is None and has_request_context():
+        # Named in the pool's warnings: a connection held too long
+        # (warn_held_after), a rolled-back write (when it is given back, after
+        # the request context is gone).
+        label = _RequestLabel(request)
+        setattr(g, _G_BORROWER, label)
     try:
         if pool.warn_held_after is None:
             return pool.getconn()
-        label = _RequestLabel(request) if has_request_context() else None
-        with borrower(label):  # named in the warning of warn_held_after
+        with borrower(label):
             return pool.getconn()
     except psycopg.OperationalError as err:
         # PoolTimeout and TooManyRequests are OperationalErrors too. The
@@ -369,7 +377,8 @@ def _keep_for_stream(response: Response) -> Response:
     if isinstance(body, Generator):
         state: PgPoolState = current_app.extensions["pgpool"]
         borrowed: dict[str, psycopg.Connection[Any]] = g.setdefault(_G_NAME, {})
-        response.response = _GiveBackAtEnd(body, partial(_give_back, state, borrowed))
+        give_back = partial(_give_back, state, borrowed, g.get(_G_BORROWER))
+        response.response = _GiveBackAtEnd(body, give_back)
     return response
 
 
@@ -409,11 +418,13 @@ def _return_connections(exc: BaseException | None) -> None:
         return
     borrowed: dict[str, psycopg.Connection[Any]] | None = g.pop(_G_NAME, None)
     if borrowed:
-        _give_back(current_app.extensions["pgpool"], borrowed)
+        _give_back(current_app.extensions["pgpool"], borrowed, g.get(_G_BORROWER))
 
 
 def _give_back(
-    state: PgPoolState, borrowed: dict[str, psycopg.Connection[Any]]
+    state: PgPoolState,
+    borrowed: dict[str, psycopg.Connection[Any]],
+    label: _RequestLabel | None,
 ) -> None:
     """Return *borrowed* connections to their pools; roll back what is left open."""
     while borrowed:
@@ -421,8 +432,10 @@ def _give_back(
         pool = state.pools[bind]
         try:
             # A view that only read left its transaction open: documented,
-            # no warning. The reset rolls it back in its own round trip.
-            pool.putconn(conn, warn_open_transaction=False)
+            # no warning (one that wrote is warned about by the pool). The
+            # reset rolls it back in its own query.
+            with borrower(label):
+                pool.putconn(conn, warn_open_transaction=False)
         except Exception as err:
             logger.warning(
                 "pool %r: a connection could not be given back: %s",

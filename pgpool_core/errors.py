@@ -17,6 +17,7 @@ __all__ = [
     "ConnectFailed",
     "PgPoolError",
     "PoolNotAvailable",
+    "SessionResetFailed",
     "connect_failure",
     "unavailable_reason",
 ]
@@ -40,6 +41,13 @@ class ConfigurationError(PgPoolError, ValueError):
 
 class PoolNotAvailable(PgPoolError):
     """The process has no pool of its own (a forking server's master process)."""
+
+
+class SessionResetFailed(PgPoolError, psycopg.OperationalError):
+    """A returned connection's reset was refused, or not answered in time.
+
+    The pool then discards the connection; borrowers never see this error.
+    """
 
 
 class ConnectFailed(PgPoolError, PoolTimeout):

@@ -1,5 +1,8 @@
 """How long connections stay borrowed, and by whom: the ``warn_held_after`` warning.
 
+The same name is given when a transaction a borrower left open had written
+and was rolled back (see :mod:`pgpool_core.session`).
+
 A connection a request keeps for seconds (a slow stream, a view that sleeps
 between queries, an external call made while holding it) starves the other
 requests of the process. With ``warn_held_after`` set, a pool logs a warning
@@ -18,7 +21,7 @@ from contextvars import ContextVar
 from time import monotonic
 from typing import Any
 
-__all__ = ["Loans", "borrower", "set_borrower"]
+__all__ = ["Loans", "borrower", "current_borrower", "set_borrower"]
 
 logger = logging.getLogger("pgpool.pool")
 
@@ -46,6 +49,11 @@ def set_borrower(label: object | None) -> None:
     For adapters whose requests start and end in separate calls (signals).
     """
     _borrower.set(label)
+
+
+def current_borrower() -> object | None:
+    """Return what borrows connections in this context (see :func:`borrower`)."""
+    return _borrower.get()
 
 
 class Loans:

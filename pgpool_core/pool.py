@@ -5,7 +5,6 @@ from __future__ import annotations
 import itertools
 import logging
 import os
-import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from time import monotonic
@@ -20,7 +19,7 @@ from psycopg_pool.abc import CT
 from . import capacity, green, metrics
 from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
 from .lifecycle import ProcessPools, in_forking_master, is_abandoned
-from .loans import Loans
+from .loans import Loans, current_borrower
 from .options import (
     connect_masked,
     mask_conninfo,
@@ -32,7 +31,7 @@ from .options import (
     validate_pool_options,
 )
 from .process_pool import ProcessPool
-from .session import check_socket, make_reset, snapshot
+from .session import SessionReset, check_socket
 
 __all__ = ["DEFAULT", "ForkSafePool"]
 
@@ -188,14 +187,16 @@ class ForkSafePool(Generic[CT]):
         self._configure = configure
         self._check = check_socket if check is DEFAULT else check
         self._reconnect_failed = reconnect_failed
-        self._fresh: weakref.WeakKeyDictionary[psycopg.Connection[Any], dict[str, Any]]
-        self._fresh = weakref.WeakKeyDictionary()
-        # Ours runs in the returning thread (see ProcessPool._reset_connection);
-        # one given runs in a pool thread, as psycopg_pool runs it.
-        self._session_reset = (
-            make_reset(cast(Any, configure), self._fresh.get, session=not pgbouncer)
-            if reset is DEFAULT
-            else None
+        # Ours is started in the returning thread and settled before the next
+        # use (see pgpool_core.session); with reset=None or a reset of the
+        # user's, it only rolls back, and theirs runs in a pool thread, as
+        # psycopg_pool runs it.
+        self._session = SessionReset(
+            configure,
+            session=reset is DEFAULT and not pgbouncer,
+            restore=reset is DEFAULT,
+            name=self.name,
+            borrower=current_borrower,
         )
         self._reset = None if reset is DEFAULT else reset
         self._loans = Loans(self.name, warn_held_after)
@@ -369,7 +370,7 @@ class ForkSafePool(Generic[CT]):
             configure=self._configure_new,
             check=self._check,
             reset=self._reset,
-            session_reset=self._session_reset,
+            session=self._session,
             returned=self._loans.returned if self.warn_held_after else None,
             name=self.name,
             close_returns=self.close_returns,
@@ -390,7 +391,7 @@ class ForkSafePool(Generic[CT]):
         self._pools.track(conn)
         if self.pgbouncer:
             conn.prepare_threshold = None
-        self._fresh[conn] = snapshot(conn)
+        self._session.adopt(conn)
         if self._configure is not None:
             self._configure(conn)
             status = conn.pgconn.transaction_status

@@ -5,9 +5,14 @@ A :class:`~pgpool_core.ForkSafePool` makes one in each process that uses it
 accounting, statistics, check loop, maintenance tasks and log messages, except
 where this module says otherwise:
 
-- the session reset runs in the returning thread, in one round trip that also
-  rolls back an open transaction (:meth:`ProcessPool._reset_connection`, the
-  one place a returned connection is reset);
+- a returned connection's reset (which rolls back an open transaction, in the
+  same query) is sent by the returning thread and not waited for
+  (:meth:`ProcessPool._reset_connection`, the one place a returned connection
+  is reset); the connection goes back to the pool *settling*, and its reset
+  is finished before anything uses it again
+  (:meth:`ProcessPool._check_connection`, the one place a pooled connection
+  is made ready before it is lent, and :meth:`ProcessPool.check_connection`
+  for ``check()``; see :mod:`pgpool_core.session`);
 - an open transaction is rolled back through libpq, keeping psycopg's
   prepared statements;
 - after a mass termination, a connection found dead by the check is followed
@@ -46,9 +51,15 @@ from psycopg_pool.base import AttemptWithBackoff
 from psycopg_pool.pool import AddConnection
 
 from . import metrics
-from .errors import CONNECT_REASONS, UNREACHABLE, ConnectFailed, connect_failure
+from .errors import (
+    CONNECT_REASONS,
+    UNREACHABLE,
+    ConnectFailed,
+    SessionResetFailed,
+    connect_failure,
+)
 from .masking import mask_exception
-from .session import rollback_if_needed
+from .session import SessionReset, is_settling, settle
 
 __all__ = [
     "FORK_CONNECT_WAIT",
@@ -101,10 +112,11 @@ class ProcessPool(ConnectionPool[CT]):
     *owner*
         The object whose pool this is (a ForkSafePool's per-process state):
         ``ForkSafePool.putconn()`` recognises its connections by it.
-    *session_reset*
-        The reset that runs in the returning thread, rolling back an open
-        transaction itself; instead of psycopg_pool's *reset* (which runs in
-        a pool thread, after the rollback).
+    *session*
+        The reset started in the returning thread and settled before the
+        connection is used again (it rolls back an open transaction itself).
+        A *reset* given too runs after it, in a pool thread, as psycopg_pool
+        runs it.
     *returned*
         Called with each connection given back, however it comes (``putconn()``,
         or ``close()`` with ``close_returns``).
@@ -115,12 +127,12 @@ class ProcessPool(ConnectionPool[CT]):
         conninfo: Any = "",
         *,
         owner: object = None,
-        session_reset: Callable[[CT], None] | None = None,
+        session: SessionReset,
         returned: Callable[[CT], None] | None = None,
         **kwargs: Any,
     ) -> None:
         self.owner = owner
-        self._session_reset = session_reset
+        self._session = session
         self._returned = returned
         # Connections given back by a borrower who expects the pool to end
         # their transaction (flask_pgpool's app context): no warning.
@@ -244,7 +256,21 @@ class ProcessPool(ConnectionPool[CT]):
 
     def _check_connection(self, conn: CT) -> None:
         # Overrides psycopg_pool 3.3.3's: the one place a connection taken
-        # from the pool is made ready before it is lent (the check).
+        # from the pool is made ready before it is lent. Its reset is settled
+        # first (a failed one closes it: counted lost and replaced, as
+        # psycopg_pool does with a connection that fails its check), then
+        # the check runs.
+        if is_settling(conn):
+            try:
+                settle(conn)
+            except SessionResetFailed as ex:
+                psycopg_logger.warning("error resetting connection: %s", ex)
+                raise
+            except Exception as ex:
+                # Lost meanwhile (terminated, the server gone): as a check
+                # that fails.
+                psycopg_logger.info("connection failed check: %s", ex)
+                raise
         if not self._check:
             return
         try:
@@ -253,41 +279,56 @@ class ProcessPool(ConnectionPool[CT]):
             psycopg_logger.info("connection failed check: %s", ex)
             raise
 
+    @staticmethod
+    def check_connection(conn: CT) -> None:
+        # Overrides psycopg_pool 3.3.3's, which its check() calls on each
+        # pooled connection: the reset of a settling one is finished first
+        # (a failed one closes it; check() then counts it lost and replaces
+        # it).
+        settle(conn)
+        ConnectionPool.check_connection(conn)
+
     def _reset_connection(self, conn: CT) -> None:
         # Overrides psycopg_pool 3.3.3's: the one place a returned connection
         # is reset (in the returning thread when psycopg_pool has no reset of
         # its own to run, else in a pool thread). The same outcomes and
-        # messages, but an open transaction is rolled back with a ROLLBACK
-        # through libpq (in the session reset's own round trip when there is
-        # one) rather than with conn.rollback(), which would also make psycopg
-        # deallocate its prepared statements.
+        # messages, but the reset (and the rollback of an open transaction,
+        # a ROLLBACK through libpq in the same query rather than
+        # conn.rollback(), which would also make psycopg deallocate its
+        # prepared statements) is sent, not waited for: the connection goes
+        # back settling (see pgpool_core.session).
         status = conn.pgconn.transaction_status
         if status == TransactionStatus.UNKNOWN:
             return  # closed: psycopg_pool discards it
+        if is_settling(conn):
+            return  # never lent since its reset (a waiter gave it back)
         if status == TransactionStatus.ACTIVE:
-            # A query still in flight (an abandoned COPY, a send_query()):
-            # waiting for it could take forever. Close it.
+            # A query of the borrower's still in flight (an abandoned COPY, a
+            # send_query()): waiting for it could take forever. Close it.
             psycopg_logger.warning("closing returned connection: %s", conn)
             self._close_connection(conn)
             return
-        if status != TransactionStatus.IDLE and not self._expected(conn):
+        # An open transaction the borrower did not announce is warned about
+        # now, as psycopg_pool does; an announced one only if it had written
+        # (which its settling finds out: a "rolled back" warning is enough).
+        announced = status != TransactionStatus.IDLE and self._expected(conn)
+        if status != TransactionStatus.IDLE and not announced:
             psycopg_logger.warning("rolling back returned connection: %s", conn)
-        reset = self._session_reset
-        if reset is None:
-            if status != TransactionStatus.IDLE and not self._rollback(conn):
-                return
-            reset = self._reset
-            if not reset:
-                return
         try:
-            reset(conn)
-            status = conn.pgconn.transaction_status
-            if status != TransactionStatus.IDLE:
-                sname = TransactionStatus(status).name
-                raise psycopg.ProgrammingError(
-                    f"connection left in status {sname} by reset function"
-                    f" {reset}: discarded"
-                )
+            self._session.start(conn, warn_write=announced)
+            reset = self._reset
+            if reset:
+                # In a pool thread (psycopg_pool's ReturnConnection task):
+                # nothing to gain from settling later.
+                settle(conn)
+                reset(conn)
+                status = conn.pgconn.transaction_status
+                if status != TransactionStatus.IDLE:
+                    sname = TransactionStatus(status).name
+                    raise psycopg.ProgrammingError(
+                        f"connection left in status {sname} by reset function"
+                        f" {reset}: discarded"
+                    )
         except Exception as ex:
             psycopg_logger.warning("error resetting connection: %s", ex)
             self._close_connection(conn)
@@ -297,21 +338,6 @@ class ProcessPool(ConnectionPool[CT]):
             self._rollback_expected.discard(conn)
             return True
         return False
-
-    def _rollback(self, conn: CT) -> bool:
-        """Roll back *conn*'s transaction; close it if that fails; say if it worked."""
-        try:
-            rollback_if_needed(conn)
-        except Exception as ex:
-            psycopg_logger.warning(
-                "rollback failed: %s: %s. Discarding connection %s",
-                ex.__class__.__name__,
-                ex,
-                conn,
-            )
-            self._close_connection(conn)
-            return False
-        return True
 
     # -- connecting ----------------------------------------------------------
 

@@ -1,38 +1,80 @@
-"""What happens to a connection between two borrowers: liveness check and reset."""
+"""What happens to a connection between two borrowers: the reset, settling, the check.
+
+A returned connection is reset in two halves (:class:`SessionReset`):
+
+- **sent** as it comes back (:meth:`SessionReset.start`, in the returning
+  thread): the transaction left open is rolled back and the session reset in
+  one simple query, written to the socket but not waited for. The connection
+  goes back to the pool *settling*: its reset is in flight.
+- **settled** before anything else uses it (:func:`settle`, when it is next
+  lent, by then long answered): the answer is read (an error, or no answer
+  within :data:`SETTLE_TIMEOUT`, closes the connection), what the answer
+  reports is acted on (a rolled-back write is warned about; prepared
+  statements the client must not keep are deallocated), and the Python side
+  of the connection is made as it was when the pool made it; ``configure``
+  runs again.
+
+So the request that gives a connection back waits for no round trip, and
+everything a borrower can leave on a connection, on the server or on the
+``psycopg.Connection`` object, is undone before the next borrower gets it, or
+the connection is not lent again (see the documentation's "What the reset
+undoes" for the list and what is deliberately kept).
+"""
 
 from __future__ import annotations
 
 import logging
+import operator
 import select
 import weakref
 from collections.abc import Callable
+from time import monotonic
 from typing import Any
 
 import psycopg
+from psycopg.adapt import AdaptersMap
 from psycopg.pq import ConnStatus, ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
 
+from .errors import SessionResetFailed
+
 __all__ = [
     "RESET_SQL",
+    "SETTLE_TIMEOUT",
+    "SessionReset",
     "check_connection",
     "check_socket",
     "check_target_session_attrs",
-    "make_reset",
-    "rollback_if_needed",
-    "run_reset_sql",
+    "is_settling",
+    "settle",
 ]
 
 logger = logging.getLogger("pgpool.session")
+pool_logger = logging.getLogger("pgpool.pool")
 
 #: Undo what a borrower may have changed in the session, as ``DISCARD ALL``
 #: would, but keep the prepared statements psycopg created (``DISCARD ALL``
-#: drops them behind psycopg's back: "prepared statement _pg3_0 does not exist").
+#: drops them behind psycopg's back: "prepared statement _pg3_0 does not
+#: exist"). Sent in one simple query with, as the case may be: a ``ROLLBACK``
+#: first (after a ``SELECT`` of whether the transaction wrote), the session's
+#: prepared statements counted by the ``SELECT``, or ``DEALLOCATE ALL`` last
+#: when psycopg has prepared none of its own.
 RESET_SQL = (
     "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
-    " SELECT pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
+    " SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
 )
 
+#: Seconds a settling connection's reset may take to answer once the
+#: connection is wanted again; then it is closed (and replaced) instead.
+SETTLE_TIMEOUT = 5.0
+
 _POLL_MASK = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
+
+_IDLE = TransactionStatus.IDLE
+_INTRANS = TransactionStatus.INTRANS
+_INERROR = TransactionStatus.INERROR
+_TUPLES_OK = ExecStatus.TUPLES_OK
+_COMMAND_OK = ExecStatus.COMMAND_OK
 
 
 def check_socket(conn: psycopg.Connection[Any]) -> None:
@@ -128,119 +170,484 @@ def _conninfo_value(conn: psycopg.Connection[Any], keyword: bytes) -> str:
     return ""
 
 
-def rollback_if_needed(conn: psycopg.Connection[Any]) -> None:
-    """Roll back a transaction the borrower left open.
+# -- the query ---------------------------------------------------------------------
 
-    With a ``ROLLBACK`` through libpq rather than ``conn.rollback()``, which
-    would also make psycopg forget its prepared statements and deallocate
-    them all (the server keeps them through a rollback): a request that only
-    read would otherwise never reuse one. In pipeline mode, psycopg's own.
-    """
-    if _rollback_prefix(conn):
-        _exec(conn, b"ROLLBACK", "rollback")
+# Before the ROLLBACK of an open transaction: did it write? (An xid is assigned
+# by the first write: DML, DDL, a temporary table.) Read when it settles.
+_WROTE = b"SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL; ROLLBACK; "
+_ROLLBACK = b"ROLLBACK; "
 
+_RESET_HEAD = (
+    b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
+    b" SELECT pg_catalog.pg_advisory_unlock_all()"
+)
+_RESET_TAIL = b"; DISCARD TEMP; DISCARD SEQUENCES"
+# The session's prepared statements, counted in the reset's own SELECT: the
+# user's (SQL PREPARE) and the protocol-level ones (psycopg's).
+_COUNT_PREPARED = (
+    b", count(*) FILTER (WHERE from_sql), count(*) FILTER (WHERE NOT from_sql)"
+)
+_FROM_PREPARED = b" FROM pg_catalog.pg_prepared_statement()"
+# The temporary relations DISCARD TEMP is about to drop (through pg_depend's
+# index, not a scan of pg_class), asked only after a loan in which psycopg
+# prepared statements: one may depend on them.
+_TEMP_NAMES = (
+    b", (SELECT pg_catalog.string_agg(c.relname::text, E'\\n')"
+    b" FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid"
+    b" WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
+    b" AND d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass"
+    b" AND d.refobjid = pg_catalog.pg_my_temp_schema())"
+)
 
-_RESET_SQL_BYTES = RESET_SQL.encode()
+# The two usual queries after the ROLLBACK, if any: psycopg has statements of
+# its own (counted), or none (every one dropped).
+_RESET_COUNTED = _RESET_HEAD + _COUNT_PREPARED + _FROM_PREPARED + _RESET_TAIL
+_RESET_UNPREPARED = _RESET_HEAD + _RESET_TAIL + b"; DEALLOCATE ALL"
 
-
-def run_reset_sql(conn: psycopg.Connection[Any]) -> None:
-    """Run RESET_SQL on *conn* in one round trip; raise if the server refused it.
-
-    Through libpq's ``PQexec`` (which releases the GIL while it waits) rather
-    than ``conn.execute()``: no cursor and no switch to autocommit and back,
-    a third of the client's CPU per reset, and the reset runs after every
-    request. A simple query's statements run as one implicit transaction,
-    committed at its end, whatever psycopg's ``autocommit`` says; none of
-    them touches psycopg's prepared statements.
-
-    A transaction left open (or failed) is rolled back in the same round trip:
-    ``ROLLBACK`` leads the query (see :func:`rollback_if_needed`).
-    """
-    _exec(conn, _rollback_prefix(conn) + _RESET_SQL_BYTES, "session reset")
-
-
-def _rollback_prefix(conn: psycopg.Connection[Any]) -> bytes:
-    """Return ``b"ROLLBACK; "`` if *conn* has a transaction to end, else ``b""``.
-
-    In pipeline mode psycopg must leave the pipeline itself: its
-    ``rollback()`` runs here, and nothing is left for libpq to roll back.
-    """
-    pgconn = conn.pgconn
-    if pgconn.transaction_status not in (
-        TransactionStatus.INTRANS,
-        TransactionStatus.INERROR,
-    ):
-        return b""
-    logger.debug("rolling back the transaction left open on %s", conn)
-    if pgconn.pipeline_status != PipelineStatus.OFF:
-        conn.rollback()
-        return b""
-    return b"ROLLBACK; "
+# The user's prepared statements only: psycopg's stay.
+_DEALLOCATE_USERS = (
+    b"DO $pgpool$DECLARE s text; BEGIN"
+    b" FOR s IN SELECT name FROM pg_catalog.pg_prepared_statements WHERE from_sql"
+    b" LOOP EXECUTE pg_catalog.format('DEALLOCATE %I', s); END LOOP; END$pgpool$"
+)
 
 
-def _exec(conn: psycopg.Connection[Any], sql: bytes, what: str) -> None:
-    """Run *sql* with libpq's PQexec; raise OperationalError if it failed."""
-    with conn.lock:
-        result = conn.pgconn.exec_(sql)
-    if result.status not in (ExecStatus.COMMAND_OK, ExecStatus.TUPLES_OK):
-        message = (result.error_message or b"").decode("utf-8", "replace").strip()
-        raise psycopg.OperationalError(f"{what} failed: {message}")
+# -- per connection ----------------------------------------------------------------
 
-
-# What a fresh connection's Python side looks like, restored on reset.
-_CONNECTION_ATTRIBUTES = (
+# What a borrower may set on a psycopg.Connection, restored as it was made.
+_ATTRIBUTES = (
     "autocommit",
     "isolation_level",
     "read_only",
     "deferrable",
     "prepare_threshold",
+    "prepared_max",
     "row_factory",
     "cursor_factory",
+    "server_cursor_factory",
 )
+_get_attributes = operator.attrgetter(*_ATTRIBUTES)
 
 
-def snapshot(conn: psycopg.Connection[Any]) -> dict[str, Any]:
-    """Return the attributes of *conn* that a borrower may change."""
-    return {name: getattr(conn, name) for name in _CONNECTION_ATTRIBUTES}
+def _adapters_key(adapters: AdaptersMap) -> tuple[object, ...]:
+    """Return what changes, by identity, when anything is registered on *adapters*.
+
+    psycopg's maps are copy-on-write (psycopg/_adapters_map.py): a map made
+    from a template shares its dicts until the first registration, which
+    copies the one it changes. Compared with ``==``, which is an identity
+    check unless one was copied.
+    """
+    return (
+        *adapters._dumpers.values(),
+        *adapters._dumpers_by_oid,
+        *adapters._loaders,
+        adapters.types._registry,
+    )
 
 
-def make_reset(
-    configure: Callable[[psycopg.Connection[Any]], None] | None,
-    fresh: Callable[[psycopg.Connection[Any]], dict[str, Any] | None],
-    *,
-    session: bool = True,
-) -> Callable[[psycopg.Connection[Any]], None]:
-    """Return a reset callback that makes a returned connection look fresh.
+class _Pending:
+    """A reset sent and not read yet: what its answer holds, and for whom."""
 
-    It runs RESET_SQL, restores the connection attributes *fresh* recorded when
-    the connection was made, then runs *configure* again: ``RESET ALL`` undid
-    what it set (Django sets the session time zone and role there).
+    __slots__ = ("sent", "flushed", "wrote", "counts", "temps", "expected", "since")
 
-    With ``session=False`` (behind PgBouncer in transaction mode) it only
-    restores the attributes: the connection is then to PgBouncer, which hands
-    each transaction to any of its server sessions, so there is no session of
-    ours to reset (PgBouncer's ``server_reset_query`` is not run in that mode
-    either), and nothing was undone that *configure* must set again.
+    def __init__(self) -> None:
+        self.sent = False  # a query is in flight
+        self.flushed = True  # all of it written to the socket
+        # A "did it write" row leads the answer (a transaction was rolled back).
+        self.wrote: bool | None = None
+        self.counts = False  # the SELECT counts the session's prepared statements
+        self.temps = False  # ... and names the temporary relations
+        # psycopg's statements the server should have (None: resynchronise).
+        self.expected: int | None = 0
+        # psycopg's statement counter when the loan began, if it prepared since.
+        self.since: int | None = None
+
+
+class _State:
+    """One connection, as its pool made it, and its reset in flight."""
+
+    __slots__ = (
+        "reset",
+        "attributes",
+        "adapters",
+        "adapters_key",
+        "notice_handlers",
+        "notify_handlers",
+        "pgconn_handlers",
+        "prepared_idx",
+        "pending",
+        "borrower",
+        "warn_write",
+        "rolled_back",
+    )
+
+    def __init__(self, reset: SessionReset, conn: psycopg.Connection[Any]) -> None:
+        self.reset = reset
+        self.attributes: tuple[Any, ...] = _get_attributes(conn)
+        # A pristine copy of the connection's map (made now, it also makes the
+        # connection's map copy its dicts before its next change).
+        self.adapters = AdaptersMap(conn.adapters)
+        self.adapters_key = _adapters_key(self.adapters)
+        self.notice_handlers = list(conn._notice_handlers)
+        self.notify_handlers = list(conn._notify_handlers)
+        pgconn = conn.pgconn
+        self.pgconn_handlers = (pgconn.notice_handler, pgconn.notify_handler)
+        # psycopg's prepared statement counter when the current loan began.
+        self.prepared_idx = conn._prepared._prepared_idx
+        self.pending: _Pending | None = None
+        # How the loan ended, and who gave it back (for the warning of a lost
+        # write).
+        self.rolled_back = False
+        self.warn_write = False
+        self.borrower: object = None
+
+
+_states: weakref.WeakKeyDictionary[psycopg.Connection[Any], _State]
+_states = weakref.WeakKeyDictionary()
+
+
+def is_settling(conn: psycopg.Connection[Any]) -> bool:
+    """Return True if *conn*'s reset was started and not settled yet."""
+    state = _states.get(conn)
+    return state is not None and state.pending is not None
+
+
+class SessionReset:
+    """The reset of one pool's connections: how much of it, and ``configure``.
+
+    *session*
+        Reset the server session (:data:`RESET_SQL`) and drop the prepared
+        statements of the borrower's own. False: only roll back what was
+        left open (``reset=None``, a reset function of the user's, and behind
+        PgBouncer in transaction mode, where there is no session of ours).
+    *restore*
+        Make the Python side of the connection as it was made (attributes,
+        adapters, handlers, notifications), then run *configure* again if the
+        session was reset (``RESET ALL`` undid what it set).
+    *name*
+        The pool's name, for the log.
+    *borrower*
+        Return who is giving a connection back (see
+        :func:`pgpool_core.borrower`), named when a rolled-back write is
+        warned about.
     """
 
-    def reset(conn: psycopg.Connection[Any]) -> None:
-        if not session:
-            rollback_if_needed(conn)
-            _restore(conn, fresh(conn))
+    def __init__(
+        self,
+        configure: Callable[[Any], None] | None,
+        *,
+        session: bool,
+        restore: bool,
+        name: str,
+        borrower: Callable[[], object] | None = None,
+    ) -> None:
+        self.configure = configure if session and restore else None
+        self.session = session
+        self.restore = restore
+        self.name = name
+        self._borrower = borrower
+
+    def __repr__(self) -> str:
+        return (
+            f"<{type(self).__name__} {self.name!r} session={self.session}"
+            f" restore={self.restore}>"
+        )
+
+    def adopt(self, conn: psycopg.Connection[Any]) -> None:
+        """Record *conn*, just made, as every later borrower must find it."""
+        _states[conn] = _State(self, conn)
+
+    # -- the returning half --------------------------------------------------------
+
+    def start(self, conn: psycopg.Connection[Any], *, warn_write: bool = False) -> bool:
+        """Send *conn*'s reset without waiting for it; return True if it settles.
+
+        In the returning thread: the query is written (as far as the socket
+        takes it, the rest when it settles) and not waited for. False: nothing
+        to undo (``reset=None`` and no transaction open). With *warn_write*,
+        the transaction it rolls back is warned about, naming the borrower, if
+        it had written (when it settles). Raises (the caller
+        closes the connection) if *conn* holds state that cannot be undone:
+        a ``transaction()`` block, a pipeline or a two-phase transaction still
+        open, a ``notifies()`` generator still running; or if it cannot send.
+        """
+        state = _states.get(conn)
+        if state is None:
+            raise psycopg.ProgrammingError(
+                f"connection not made by pool {self.name!r}: {conn}"
+            )
+        pgconn = conn.pgconn
+        _refuse_unresettable(conn, pgconn)
+        status = pgconn.transaction_status
+        prepared = conn._prepared
+        pending = _Pending()
+        # Prepared by psycopg during the loan: a rollback or DISCARD TEMP may
+        # make those stale (the server would re-plan them, and fail if their
+        # result type changed).
+        if prepared._prepared_idx != state.prepared_idx:
+            pending.since = state.prepared_idx
+        if status == _INTRANS:
+            sql = _WROTE
+            pending.wrote = True
+            if warn_write:
+                state.warn_write = True
+                state.borrower = self._borrower() if self._borrower else None
+        elif status == _INERROR:
+            sql = _ROLLBACK
+        else:
+            sql = b""
+        state.rolled_back = status != _IDLE
+        if self.session:
+            if prepared._names or prepared._to_flush:
+                # Count the statements: the user's are dropped, psycopg's
+                # must all be there.
+                pending.counts = True
+                flush = prepared._to_flush
+                if None in flush:  # psycopg owes a DEALLOCATE ALL: do it
+                    pending.expected = None
+                else:
+                    pending.expected = len(prepared._names) + len(flush)
+                if pending.since is None:
+                    sql += _RESET_COUNTED
+                else:
+                    pending.temps = True
+                    sql += (
+                        _RESET_HEAD
+                        + _COUNT_PREPARED
+                        + _TEMP_NAMES
+                        + _FROM_PREPARED
+                        + _RESET_TAIL
+                    )
+            elif pending.since is None:
+                sql += _RESET_UNPREPARED  # psycopg has none to keep: drop all
+            else:
+                pending.temps = True
+                sql += _RESET_HEAD + _TEMP_NAMES + _RESET_TAIL + b"; DEALLOCATE ALL"
+        elif not sql and not self.restore:
+            return False
+        if sql:
+            with conn.lock:
+                pgconn.send_query(sql)
+                pending.sent = True
+                pending.flushed = pgconn.flush() == 0
+        state.pending = pending
+        return True
+
+
+def _refuse_unresettable(conn: psycopg.Connection[Any], pgconn: Any) -> None:
+    """Raise if *conn* holds client state that its borrower could still act on.
+
+    An open ``transaction()`` block or pipeline, or a two-phase transaction,
+    would later be ended by the old borrower's object on the new borrower's
+    session; a running ``notifies()`` generator would take its notifications.
+    psycopg_pool discards such a connection too (its rollback() refuses).
+    """
+    what = None
+    if conn._num_transactions:
+        what = "a transaction() block"
+    elif conn._pipeline is not None or pgconn.pipeline_status != PipelineStatus.OFF:
+        what = "a pipeline"
+    elif conn._tpc is not None:
+        what = "a two-phase transaction"
+    elif conn._notifies_backlog is None:
+        what = "a notifies() generator"
+    if what is not None:
+        raise psycopg.ProgrammingError(f"returned with {what} still open: discarded")
+
+
+# -- the settling half -----------------------------------------------------------------
+
+
+def settle(conn: psycopg.Connection[Any], timeout: float = SETTLE_TIMEOUT) -> None:
+    """Finish *conn*'s reset, if one is in flight, before anything else uses it.
+
+    Reads the answer (waiting at most *timeout* seconds), acts on it, then
+    makes the connection's Python side as it was made and runs ``configure``
+    again. On any failure the connection is closed and the error raised: it
+    is then discarded as one that failed its check.
+    """
+    state = _states.get(conn)
+    if state is None:
+        return
+    pending = state.pending
+    if pending is None:
+        return
+    state.pending = None
+    try:
+        _settle(conn, state, pending, monotonic() + timeout)
+    except BaseException:
+        conn.close()
+        raise
+
+
+def _settle(
+    conn: psycopg.Connection[Any],
+    state: _State,
+    pending: _Pending,
+    deadline: float,
+) -> None:
+    reset = state.reset
+    pgconn = conn.pgconn
+    # The previous borrower's handlers hear nothing more, not even the reset.
+    if conn._notice_handlers != state.notice_handlers:
+        conn._notice_handlers[:] = state.notice_handlers
+    if conn._notify_handlers != state.notify_handlers:
+        conn._notify_handlers[:] = state.notify_handlers
+    if (pgconn.notice_handler, pgconn.notify_handler) != state.pgconn_handlers:
+        pgconn.notice_handler, pgconn.notify_handler = state.pgconn_handlers
+    with conn.lock:
+        rows = _answer(pgconn, pending, deadline) if pending.sent else []
+        # Notifications that came before UNLISTEN (or ROLLBACK) took effect:
+        # libpq's queue and psycopg's backlog.
+        while pgconn.notifies() is not None:
+            pass
+    backlog = conn._notifies_backlog
+    if backlog:
+        backlog.clear()
+    if pending.sent:
+        _act_on(conn, state, pending, rows)
+    if reset.restore:
+        _restore(conn, state)
+        if reset.configure is not None:
+            reset.configure(conn)
+            status = pgconn.transaction_status
+            if status != _IDLE:
+                raise psycopg.ProgrammingError(
+                    f"connection left in status {TransactionStatus(status).name}"
+                    f" by configure function {reset.configure}: discarded"
+                )
+    state.prepared_idx = conn._prepared._prepared_idx
+
+
+def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
+    """Read the reset's answer; return the rows of its SELECTs, first row each.
+
+    Raise OperationalError if the server refused it or it did not come by
+    *deadline*.
+    """
+    if not pending.flushed:
+        while pgconn.flush():
+            _wait(pgconn.socket, select.POLLOUT, deadline)
+    rows: list[Any] = []
+    error = None
+    while True:
+        pgconn.consume_input()
+        while pgconn.is_busy():
+            _wait(pgconn.socket, select.POLLIN, deadline)
+            pgconn.consume_input()
+        result = pgconn.get_result()
+        if result is None:
+            break
+        status = result.status
+        if status == _TUPLES_OK:
+            rows.append([result.get_value(0, i) for i in range(result.nfields)])
+        elif status != _COMMAND_OK and error is None:
+            error = (result.error_message or b"").decode("utf-8", "replace").strip()
+    if pgconn.status != ConnStatus.OK:
+        raise psycopg.OperationalError(error or "the connection is closed")
+    if error is not None:
+        raise SessionResetFailed(f"session reset failed: {error}")
+    return rows
+
+
+def _wait(fd: int, event: int, deadline: float) -> None:
+    remaining = deadline - monotonic()
+    if remaining > 0:
+        poller = select.poll()
+        poller.register(fd, event | select.POLLERR | select.POLLHUP)
+        if poller.poll(remaining * 1000.0):
             return
-        run_reset_sql(conn)
-        attributes = fresh(conn)
-        if attributes:
-            for name, value in attributes.items():
-                if getattr(conn, name) != value:
-                    setattr(conn, name, value)
-        if configure is not None:
-            configure(conn)
-
-    return reset
+    raise SessionResetFailed(f"session reset not answered within {SETTLE_TIMEOUT} s")
 
 
-def _restore(conn: psycopg.Connection[Any], attributes: dict[str, Any] | None) -> None:
-    for name, value in (attributes or {}).items():
-        if getattr(conn, name) != value:
-            setattr(conn, name, value)
+def _act_on(
+    conn: psycopg.Connection[Any], state: _State, pending: _Pending, rows: list[Any]
+) -> None:
+    """Warn about a lost write; drop prepared statements the client must not keep."""
+    wrote = False
+    if pending.wrote:
+        wrote = rows.pop(0)[0] == b"t"
+        if wrote and state.warn_write:
+            pool_logger.warning(
+                "pool %r: the transaction left open by %s had written; its writes"
+                " were rolled back (commit them: conn.commit() or a"
+                " transaction() block)",
+                state.reset.name,
+                "an unnamed borrower" if state.borrower is None else state.borrower,
+            )
+    state.borrower = None
+    state.warn_write = False
+    if not rows and pending.since is None:
+        return
+    prepared = conn._prepared
+    user = 0
+    mismatch = False
+    temps: list[str] = []
+    if rows:
+        flags = rows[0]
+        column = 1
+        if pending.counts:
+            user, theirs = int(flags[1]), int(flags[2])
+            mismatch = pending.expected is None or theirs != pending.expected
+            column = 3
+        if pending.temps and flags[column]:
+            temps = flags[column].decode("utf-8", "replace").lower().split("\n")
+    stale: list[bytes] = []
+    if pending.since is not None and not mismatch:
+        # Statements psycopg prepared during the loan: planned against what a
+        # rolled-back write (DDL) or a dropped temporary relation defined.
+        ended = wrote or (state.rolled_back and pending.wrote is None)
+        for key, name in list(prepared._names.items()):
+            if _statement_number(name) < pending.since:
+                continue
+            text = key[0].decode("utf-8", "replace").lower()
+            if ended or any(t in text for t in temps):
+                del prepared._names[key]
+                stale.append(name)
+    if mismatch:
+        _deallocate_all(conn)
+        return
+    statements = [b'DEALLOCATE "' + name + b'"' for name in stale]
+    if user:
+        statements.append(_DEALLOCATE_USERS)
+    if statements:
+        try:
+            _exec(conn, b"; ".join(statements))
+        except SessionResetFailed:
+            _deallocate_all(conn)  # no PL/pgSQL here? drop them all
+
+
+def _statement_number(name: bytes) -> int:
+    """Return N of psycopg's statement name ``_pg3_N`` (psycopg/_preparing.py)."""
+    try:
+        return int(name.rpartition(b"_")[2])
+    except ValueError:
+        return 1 << 62  # not psycopg's naming: count it as prepared now
+
+
+def _deallocate_all(conn: psycopg.Connection[Any]) -> None:
+    """Drop every prepared statement, and make psycopg forget its own (as it would)."""
+    _exec(conn, b"DEALLOCATE ALL")
+    prepared = conn._prepared
+    prepared.clear()
+    prepared._to_flush.clear()  # clear() queued the DEALLOCATE ALL just run
+
+
+def _exec(conn: psycopg.Connection[Any], sql: bytes) -> None:
+    """Run *sql* with libpq's PQexec; raise OperationalError if it failed."""
+    with conn.lock:
+        result = conn.pgconn.exec_(sql)
+    if result.status not in (_COMMAND_OK, _TUPLES_OK):
+        message = (result.error_message or b"").decode("utf-8", "replace").strip()
+        raise SessionResetFailed(f"session reset failed: {message}")
+
+
+def _restore(conn: psycopg.Connection[Any], state: _State) -> None:
+    """Make *conn*'s Python side as it was when its pool made it."""
+    if _get_attributes(conn) != state.attributes:
+        for name, value in zip(_ATTRIBUTES, state.attributes, strict=True):
+            if getattr(conn, name) != value:
+                setattr(conn, name, value)
+    adapters = conn._adapters
+    if adapters is None or _adapters_key(adapters) != state.adapters_key:
+        conn._adapters = AdaptersMap(state.adapters)

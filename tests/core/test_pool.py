@@ -141,8 +141,10 @@ def test_an_open_transaction_is_rolled_back_keeping_prepared_statements(
     """
     pool = ForkSafePool(dsn, min_size=1, max_size=1, kwargs={"prepare_threshold": 0})
     try:
+        with pool.connection() as conn:  # prepared, committed
+            assert conn.execute("SELECT %s::int * 2", [1]).fetchone() == (2,)
         conn = pool.getconn()
-        assert conn.execute("SELECT %s::int * 2", [1]).fetchone() == (2,)
+        assert conn.execute("SELECT %s::int * 2", [2]).fetchone() == (4,)
         conn.execute("CREATE TABLE pgpool_left_open (x int)")
         pool.putconn(conn)  # its transaction still open
 
@@ -246,7 +248,11 @@ def test_healthy_checkout_costs_no_round_trip(
     time.sleep(0.3)
     with pool.connection() as conn:
         assert backend(conn) != victim
-    assert full_checks == [victim], "the terminated one was checked, then discarded"
+    # Found out reading the answer of its reset (the termination came after
+    # it), before any check: still no round trip.
+    assert full_checks == [], "the terminated one was discarded unchecked"
+    stats = pool.get_stats()
+    assert stats["connections_lost"] == 1, "counted as a failed check counts it"
 
 
 def test_exhaustion_raises_pool_timeout_naming_the_pool(pool: ForkSafePool) -> None:
