@@ -458,10 +458,11 @@ def _refuse_unresettable(conn: psycopg.Connection[Any], pgconn: Any) -> None:
 # -- the settling half -----------------------------------------------------------------
 
 
-def settle(conn: psycopg.Connection[Any], timeout: float = SETTLE_TIMEOUT) -> None:
+def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     """Finish *conn*'s reset, if one is in flight, before anything else uses it.
 
-    Reads the answer (waiting at most *timeout* seconds), acts on it, then
+    Reads the answer (waiting at most *timeout* seconds, default
+    :data:`SETTLE_TIMEOUT`), acts on it, then
     makes the connection's Python side as it was made and runs ``configure``
     again. On any failure the connection is closed and the error raised: it
     is then discarded as one that failed its check.
@@ -473,6 +474,8 @@ def settle(conn: psycopg.Connection[Any], timeout: float = SETTLE_TIMEOUT) -> No
     if pending is None:
         return
     state.pending = None
+    if timeout is None:
+        timeout = SETTLE_TIMEOUT
     try:
         _settle(conn, state, pending, monotonic() + timeout)
     except BaseException:
@@ -557,7 +560,7 @@ def _wait(fd: int, event: int, deadline: float) -> None:
         poller.register(fd, event | select.POLLERR | select.POLLHUP)
         if poller.poll(remaining * 1000.0):
             return
-    raise SessionResetFailed(f"session reset not answered within {SETTLE_TIMEOUT} s")
+    raise SessionResetFailed("session reset not answered in time")
 
 
 def _act_on(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -165,6 +166,38 @@ def test_writes_without_commit_are_rolled_back(
 
     assert app.test_client().post("/note").status_code == 200
     assert saved(pg_server) == []
+
+
+def test_a_view_that_wrote_without_committing_is_named(
+    make_app: MakeApp, notes: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Its 200 hides a write that was rolled back: the pool says so, naming it.
+
+    Logged when the connection settles (the next checkout), so that a request
+    that wrote nothing waits for no round trip to find out.
+    """
+    caplog.set_level(logging.WARNING)
+    app = make_app(PGPOOL_MIN_SIZE=1, PGPOOL_MAX_SIZE=1)
+
+    @app.post("/forgetful")
+    def forgetful() -> str:
+        pgpool.connection.execute("INSERT INTO flask_notes VALUES ('lost')")
+        return "ok"
+
+    @app.get("/reader")
+    def reader() -> str:
+        pgpool.connection.execute("SELECT count(*) FROM flask_notes")
+        return "ok"
+
+    client = app.test_client()
+    assert client.get("/reader").status_code == 200
+    assert client.post("/forgetful").status_code == 200
+    assert client.get("/reader").status_code == 200
+    assert client.get("/reader").status_code == 200
+    [record] = caplog.records
+    assert record.name == "pgpool.pool"
+    assert "POST /forgetful (endpoint forgetful)" in record.getMessage()
+    assert "rolled back" in record.getMessage()
 
 
 def test_transaction_block_commits(app: Flask, notes: str, pg_server: PgServer) -> None:

@@ -1,0 +1,339 @@
+"""The reset between two borrowers: sent on return, settled before the next use.
+
+The returning borrower waits for no round trip: its connection goes back to
+psycopg_pool's deque *settling*, and the reset's answer is read before anything
+uses it again. These tests hold the reset back on the server (a lock that
+``DISCARD TEMP`` waits for) to catch a connection while it settles.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg_pool import ConnectionPool
+
+from pgpool_core import ForkSafePool, borrower, session
+from pgpool_core.session import is_settling
+from tests.harness.forking import run_in_child
+from tests.harness.postgres import PgServer
+from tests.session_kinds import KINDS, Kind
+
+Connection = psycopg.Connection[Any]
+
+
+@pytest.fixture
+def pool(dsn: str) -> Iterator[ForkSafePool]:
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, name="settle")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def backend(conn: Connection) -> int:
+    return conn.info.backend_pid
+
+
+@contextmanager
+def settling(pool: ForkSafePool, pg_server: PgServer) -> Iterator[Connection]:
+    """Give a connection back; its reset waits (on the server) until the block ends.
+
+    The borrower leaves a temporary table; dropping it writes pg_depend, which
+    an EXCLUSIVE lock held by another (superuser's) session keeps waiting.
+    """
+    conn = pool.getconn()
+    conn.execute("CREATE TEMP TABLE pgpool_settling (x int)")
+    conn.commit()
+    with pg_server.connect() as blocker, blocker.transaction():
+        blocker.execute("LOCK TABLE pg_catalog.pg_depend IN EXCLUSIVE MODE")
+        t0 = time.monotonic()
+        pool.putconn(conn)
+        assert time.monotonic() - t0 < 1.0, "putconn waited for the reset"
+        assert is_settling(conn)
+        assert conn.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
+        assert waiting_for_lock(pg_server, backend(conn))
+        yield conn
+
+
+def waiting_for_lock(pg_server: PgServer, pid: int) -> bool:
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        rows = pg_server.execute(
+            "SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid]
+        )
+        if rows and rows[0][0] == "Lock":
+            return True
+        time.sleep(0.02)
+    return False
+
+
+# -- settling ------------------------------------------------------------------------
+
+
+def test_putconn_does_not_wait_for_the_reset(
+    pool: ForkSafePool, pg_server: PgServer
+) -> None:
+    with settling(pool, pg_server) as conn:
+        # In psycopg_pool's deque, counted as available, as any returned one.
+        assert pool.get_stats()["pool_available"] == 1
+    with pool.connection() as again:
+        assert again is conn and not is_settling(again)
+        row = again.execute("SELECT to_regclass('pg_temp.pgpool_settling')")
+        assert row.fetchone() == (None,)
+
+
+def test_a_waiting_borrower_gets_the_connection_reset(pool: ForkSafePool) -> None:
+    conn = pool.getconn()
+    conn.execute("SET application_name = 'left by A'")
+    conn.commit()
+    seen: list[Any] = []
+
+    def wait_for_it() -> None:
+        with pool.connection() as other:
+            seen.append(other.execute("SHOW application_name").fetchone())
+
+    waiter = threading.Thread(target=wait_for_it)
+    waiter.start()
+    time.sleep(0.3)  # waiting in psycopg_pool's queue
+    pool.putconn(conn)  # handed straight to the waiter, settling
+    waiter.join(5)
+    assert seen == [("",)]
+
+
+def test_a_failed_reset_is_never_lent(
+    pool: ForkSafePool, pg_server: PgServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    with settling(pool, pg_server) as conn:
+        victim = backend(conn)
+        pg_server.execute("SELECT pg_cancel_backend(%s)", [victim])
+    with pool.connection() as again:
+        assert backend(again) != victim
+    assert conn.closed
+    assert pool.get_stats()["connections_lost"] == 1
+    [record] = [r for r in caplog.records if "error resetting" in r.message]
+    assert record.levelno == logging.WARNING
+    assert "canceling statement" in record.message
+
+
+def test_a_reset_not_answered_in_time_is_discarded(
+    pool: ForkSafePool, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(session, "SETTLE_TIMEOUT", 0.5)
+    with settling(pool, pg_server) as conn:
+        t0 = time.monotonic()
+        with pool.connection() as again:
+            assert again is not conn
+            assert again.execute("SELECT 1").fetchone() == (1,)
+        assert 0.5 <= time.monotonic() - t0 < 4
+    assert conn.closed
+    assert pool.get_stats()["connections_lost"] == 1
+
+
+def test_check_settles_first(pool: ForkSafePool, pg_server: PgServer) -> None:
+    with pool.connection() as conn:
+        first = backend(conn)
+    pool.check()  # ConnectionPool.check() on a settling connection
+    stats = pool.get_stats()
+    assert stats.get("connections_lost", 0) == 0
+    assert stats["pool_available"] == 1
+    with pool.connection() as conn:
+        assert backend(conn) == first
+
+    with settling(pool, pg_server) as conn:
+        pg_server.execute("SELECT pg_cancel_backend(%s)", [backend(conn)])
+        pool.check()  # its reset failed: lost, replaced
+    assert conn.closed
+    assert pool.get_stats()["connections_lost"] == 1
+    with pool.connection() as again:
+        assert backend(again) not in (first, 0)
+
+
+def test_drain_and_close_with_settling_connections(
+    pool: ForkSafePool, pg_server: PgServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with settling(pool, pg_server) as conn:
+        pool.drain()
+        assert conn.closed
+    with pool.connection(timeout=3) as fresh:
+        assert fresh is not conn
+    with settling(pool, pg_server) as conn:
+        t0 = time.monotonic()
+        pool.close()
+        assert time.monotonic() - t0 < 2
+        assert conn.closed
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_stats_keep_psycopg_pools_shape(
+    pool: ForkSafePool, pg_server: PgServer, dsn: str
+) -> None:
+    with settling(pool, pg_server):
+        stats = pool.get_stats()
+    with ConnectionPool(dsn, min_size=1, max_size=1) as plain:
+        conn = plain.getconn()  # as settling() borrows
+        conn.execute("CREATE TEMP TABLE pgpool_settling (x int)")
+        conn.commit()
+        plain.putconn(conn)
+        expected = plain.get_stats()
+    assert stats.keys() == expected.keys()
+    assert stats["pool_available"] == stats["pool_size"] == 1
+
+
+def test_a_settling_connection_at_fork_is_abandoned(
+    pool: ForkSafePool, pg_log: PgServer
+) -> None:
+    position = pg_log.log_position()
+    with settling(pool, pg_log) as conn:
+        parent = backend(conn)
+
+        def child() -> int:
+            with pool.connection() as mine:
+                return backend(mine)
+
+        assert run_in_child(child) != parent
+        assert not conn.closed and is_settling(conn)
+    with pool.connection() as again:  # the child touched none of it
+        assert again is conn
+        assert again.execute("SELECT 1").fetchone() == (1,)
+    assert pg_log.bad_mac_lines(position) == []
+
+
+def test_a_query_the_borrower_left_running_is_closed(pool: ForkSafePool) -> None:
+    """Not to be confused with our own reset in flight: that one is waited for."""
+    conn = pool.getconn()
+    conn.pgconn.send_query(b"SELECT pg_sleep(5)")
+    t0 = time.monotonic()
+    pool.putconn(conn)
+    assert time.monotonic() - t0 < 0.5
+    assert conn.closed and not is_settling(conn)
+
+
+@pytest.mark.parametrize(
+    "block",
+    ["transaction", "pipeline", "notifies"],
+)
+def test_client_state_that_cannot_be_undone_is_not_lent(
+    pool: ForkSafePool, block: str
+) -> None:
+    conn = pool.getconn()
+    first = backend(conn)
+    held: list[Any] = []  # the borrower's objects, still alive
+    if block == "transaction":
+        held.append(conn.transaction())
+        held[0].__enter__()
+    elif block == "pipeline":
+        held.append(conn.pipeline())
+        held[0].__enter__()
+    else:
+        notifies = conn.notifies(timeout=0.1)
+        for _ in notifies:  # pragma: no cover - nothing is notified
+            pass
+        conn._notifies_backlog = None  # as while a notifies() generator runs
+    pool.putconn(conn)
+    assert conn.closed
+    with pool.connection() as again:
+        assert backend(again) != first
+
+
+# -- what the reset undoes, kind by kind -------------------------------------------
+
+
+@pytest.mark.parametrize("kind", KINDS, ids=str)
+def test_nothing_of_one_borrower_reaches_the_next(dsn: str, kind: Kind) -> None:
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, name="kinds")
+    try:
+        conn = pool.getconn()
+        first = backend(conn)
+        baseline = kind.see(conn, dsn)
+        pool.putconn(conn)
+
+        conn = pool.getconn()
+        kind.leave(conn, dsn)
+        pool.putconn(conn)
+
+        conn = pool.getconn()
+        assert backend(conn) == first, "the same connection"
+        assert kind.see(conn, dsn) == baseline
+        pool.putconn(conn)
+    finally:
+        pool.close()
+
+
+def test_psycopgs_own_statements_are_kept(pool: ForkSafePool) -> None:
+    """The server keeps them through a rollback, and the reset keeps them."""
+    for _ in range(3):
+        conn = pool.getconn()
+        conn.execute("SELECT %s::int * 3", [1], prepare=True)
+        conn.execute("PREPARE pgpool_users AS SELECT 1")  # dropped, theirs stay
+        pool.putconn(conn, warn_open_transaction=False)
+    with pool.connection() as conn:
+        rows = conn.execute(
+            "SELECT statement, from_sql FROM pg_prepared_statements"
+        ).fetchall()
+        assert rows == [("SELECT $1::int * 3", False)]
+
+
+# -- a write rolled back -----------------------------------------------------------
+
+
+def test_a_rolled_back_write_is_warned_about_naming_the_borrower(
+    pool: ForkSafePool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    with pool.connection() as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS pgpool_writes (x int)")
+
+    conn = pool.getconn()
+    conn.execute("SELECT count(*) FROM pgpool_writes")  # read only: no warning
+    with borrower("GET /count"):
+        pool.putconn(conn, warn_open_transaction=False)
+    conn = pool.getconn()
+    conn.execute("INSERT INTO pgpool_writes VALUES (1)")
+    with borrower("POST /forgot-to-commit"):
+        pool.putconn(conn, warn_open_transaction=False)
+    assert caplog.records == [], "nothing is waited for on return"
+
+    with pool.connection() as conn:  # logged when it settles
+        assert conn.execute("SELECT count(*) FROM pgpool_writes").fetchone() == (0,)
+    [record] = caplog.records
+    assert record.name == "pgpool.pool"
+    assert "POST /forgot-to-commit" in record.message
+    assert "'settle'" in record.message and "rolled back" in record.message
+
+
+def test_an_unannounced_rollback_gets_psycopg_pools_warning_only(
+    pool: ForkSafePool, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    conn = pool.getconn()
+    conn.execute("CREATE TEMP TABLE pgpool_unannounced (x int)")
+    pool.putconn(conn)
+    with pool.connection():
+        pass
+    assert [r.message.split(":")[0] for r in caplog.records] == [
+        "rolling back returned connection"
+    ]
+
+
+def test_reset_none_warns_too(dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING)
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, reset=None, name="no-reset")
+    try:
+        conn = pool.getconn()
+        conn.execute("CREATE TEMP TABLE pgpool_no_reset (x int)")
+        pool.putconn(conn, warn_open_transaction=False)
+        with pool.connection() as conn:
+            row = conn.execute("SELECT to_regclass('pg_temp.pgpool_no_reset')")
+            assert row.fetchone() == (None,)
+    finally:
+        pool.close()
+    [record] = caplog.records
+    assert "an unnamed borrower had written" in record.message
