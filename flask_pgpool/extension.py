@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Generator, Iterator, Mapping
 from functools import partial
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from flask import (
@@ -24,6 +24,7 @@ from psycopg_pool import ConnectionPool
 from pgpool_core import ForkSafePool, borrower
 from pgpool_core.errors import unavailable_reason
 from pgpool_core.health import PoolHealth, check_pool
+from pgpool_core.loans import set_borrower
 
 from .cli import pgpool_cli
 from .config import DEFAULT_BIND, BindConfig, read_config
@@ -37,8 +38,6 @@ logger = logging.getLogger("pgpool.flask")
 _G_NAME = "_pgpool_connections"
 #: Set on ``g`` when the response is a generator: its end gives them back.
 _G_STREAMING = "_pgpool_streaming"
-#: The request that borrowed them, named in the pool's warnings.
-_G_BORROWER = "_pgpool_borrower"
 
 
 class PgPoolState:
@@ -179,7 +178,7 @@ class PgPool:
         """
         state = self._get_state()
         pool = state.pool_for(bind)
-        borrowed: dict[str, psycopg.Connection[Any]] = g.setdefault(_G_NAME, {})
+        borrowed: _Borrowed = g.setdefault(_G_NAME, _Borrowed())
         conn = borrowed.get(bind)
         if conn is not None and not conn.closed:
             return conn
@@ -188,7 +187,11 @@ class PgPool:
             # context gets a new one.
             del borrowed[bind]
             pool.putconn(conn)
-        conn = _borrow(state, bind, pool)
+        if borrowed.label is None and has_request_context():
+            # Named in the pool's warnings (warn_held_after, a rolled-back
+            # write), maybe after the request context is gone.
+            borrowed.label = _RequestLabel(cast(Any, request)._get_current_object())
+        conn = _borrow(state, bind, pool, borrowed.label)
         borrowed[bind] = conn
         return conn
 
@@ -253,16 +256,19 @@ class PgPool:
         return pgpool_health
 
 
+class _Borrowed(dict[str, psycopg.Connection[Any]]):
+    """An app context's connections by bind, and the request that borrowed them."""
+
+    __slots__ = ("label",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.label: _RequestLabel | None = None
+
+
 def _borrow(
-    state: PgPoolState, bind: str, pool: ForkSafePool
+    state: PgPoolState, bind: str, pool: ForkSafePool, label: _RequestLabel | None
 ) -> psycopg.Connection[Any]:
-    label = g.get(_G_BORROWER)
-    if label is None and has_request_context():
-        # Named in the pool's warnings: a connection held too long
-        # (warn_held_after), a rolled-back write (when it is given back, after
-        # the request context is gone).
-        label = _RequestLabel(request)
-        setattr(g, _G_BORROWER, label)
     try:
         if pool.warn_held_after is None:
             return pool.getconn()
@@ -376,9 +382,8 @@ def _keep_for_stream(response: Response) -> Response:
     setattr(g, _G_STREAMING, isinstance(body, Generator))
     if isinstance(body, Generator):
         state: PgPoolState = current_app.extensions["pgpool"]
-        borrowed: dict[str, psycopg.Connection[Any]] = g.setdefault(_G_NAME, {})
-        give_back = partial(_give_back, state, borrowed, g.get(_G_BORROWER))
-        response.response = _GiveBackAtEnd(body, give_back)
+        borrowed: _Borrowed = g.setdefault(_G_NAME, _Borrowed())
+        response.response = _GiveBackAtEnd(body, partial(_give_back, state, borrowed))
     return response
 
 
@@ -416,17 +421,22 @@ def _return_connections(exc: BaseException | None) -> None:
     """Give back the app context's connections, unless a stream still needs them."""
     if g.get(_G_STREAMING):
         return
-    borrowed: dict[str, psycopg.Connection[Any]] | None = g.pop(_G_NAME, None)
+    borrowed: _Borrowed | None = g.pop(_G_NAME, None)
     if borrowed:
-        _give_back(current_app.extensions["pgpool"], borrowed, g.get(_G_BORROWER))
+        _give_back(current_app.extensions["pgpool"], borrowed)
 
 
-def _give_back(
-    state: PgPoolState,
-    borrowed: dict[str, psycopg.Connection[Any]],
-    label: _RequestLabel | None,
-) -> None:
+def _give_back(state: PgPoolState, borrowed: _Borrowed) -> None:
     """Return *borrowed* connections to their pools; roll back what is left open."""
+    # The pool names the request if a transaction it rolls back had written.
+    set_borrower(borrowed.label)
+    try:
+        _give_back_each(state, borrowed)
+    finally:
+        set_borrower(None)
+
+
+def _give_back_each(state: PgPoolState, borrowed: _Borrowed) -> None:
     while borrowed:
         bind, conn = borrowed.popitem()
         pool = state.pools[bind]
@@ -434,8 +444,7 @@ def _give_back(
             # A view that only read left its transaction open: documented,
             # no warning (one that wrote is warned about by the pool). The
             # reset rolls it back in its own query.
-            with borrower(label):
-                pool.putconn(conn, warn_open_transaction=False)
+            pool.putconn(conn, warn_open_transaction=False)
         except Exception as err:
             logger.warning(
                 "pool %r: a connection could not be given back: %s",

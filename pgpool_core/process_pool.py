@@ -59,7 +59,13 @@ from .errors import (
     connect_failure,
 )
 from .masking import mask_exception
-from .session import SessionReset, is_settling, settle
+from .session import (
+    SessionReset,
+    announce_rollback,
+    is_settling,
+    rollback_announced,
+    settle,
+)
 
 __all__ = [
     "FORK_CONNECT_WAIT",
@@ -134,9 +140,6 @@ class ProcessPool(ConnectionPool[CT]):
         self.owner = owner
         self._session = session
         self._returned = returned
-        # Connections given back by a borrower who expects the pool to end
-        # their transaction (flask_pgpool's app context): no warning.
-        self._rollback_expected: weakref.WeakSet[CT] = weakref.WeakSet()
         self._connects = threading.Condition(threading.Lock())
         self._connecting = 0
         # The latest attempt to connect, if it failed and none succeeded since;
@@ -203,8 +206,13 @@ class ProcessPool(ConnectionPool[CT]):
         super().putconn(conn)
 
     def expect_rollback(self, conn: CT) -> None:
-        """Let *conn* come back inside a transaction without a warning."""
-        self._rollback_expected.add(conn)
+        """Let *conn* come back inside a transaction without a warning.
+
+        For a borrower who expects the pool to end its transaction
+        (flask_pgpool's app context); one that had written is still warned
+        about.
+        """
+        announce_rollback(conn)
 
     def record_usage(self, seconds: float) -> None:
         """Count *seconds* of use in ``usage_ms``, as ``connection()`` does."""
@@ -260,17 +268,16 @@ class ProcessPool(ConnectionPool[CT]):
         # first (a failed one closes it: counted lost and replaced, as
         # psycopg_pool does with a connection that fails its check), then
         # the check runs.
-        if is_settling(conn):
-            try:
-                settle(conn)
-            except SessionResetFailed as ex:
-                psycopg_logger.warning("error resetting connection: %s", ex)
-                raise
-            except Exception as ex:
-                # Lost meanwhile (terminated, the server gone): as a check
-                # that fails.
-                psycopg_logger.info("connection failed check: %s", ex)
-                raise
+        try:
+            settle(conn)
+        except SessionResetFailed as ex:
+            psycopg_logger.warning("error resetting connection: %s", ex)
+            raise
+        except Exception as ex:
+            # Lost meanwhile (terminated, the server gone): as a check that
+            # fails.
+            psycopg_logger.info("connection failed check: %s", ex)
+            raise
         if not self._check:
             return
         try:
@@ -300,9 +307,9 @@ class ProcessPool(ConnectionPool[CT]):
         status = conn.pgconn.transaction_status
         if status == TransactionStatus.UNKNOWN:
             return  # closed: psycopg_pool discards it
-        if is_settling(conn):
-            return  # never lent since its reset (a waiter gave it back)
         if status == TransactionStatus.ACTIVE:
+            if is_settling(conn):
+                return  # never lent since its reset (a waiter gave it back)
             # A query of the borrower's still in flight (an abandoned COPY, a
             # send_query()): waiting for it could take forever. Close it.
             psycopg_logger.warning("closing returned connection: %s", conn)
@@ -311,7 +318,7 @@ class ProcessPool(ConnectionPool[CT]):
         # An open transaction the borrower did not announce is warned about
         # now, as psycopg_pool does; an announced one only if it had written
         # (which its settling finds out: a "rolled back" warning is enough).
-        announced = status != TransactionStatus.IDLE and self._expected(conn)
+        announced = rollback_announced(conn)
         if status != TransactionStatus.IDLE and not announced:
             psycopg_logger.warning("rolling back returned connection: %s", conn)
         try:
@@ -332,12 +339,6 @@ class ProcessPool(ConnectionPool[CT]):
         except Exception as ex:
             psycopg_logger.warning("error resetting connection: %s", ex)
             self._close_connection(conn)
-
-    def _expected(self, conn: CT) -> bool:
-        if conn in self._rollback_expected:
-            self._rollback_expected.discard(conn)
-            return True
-        return False
 
     # -- connecting ----------------------------------------------------------
 

@@ -24,9 +24,8 @@ undoes" for the list and what is deliberately kept).
 from __future__ import annotations
 
 import logging
-import operator
+import re
 import select
-import weakref
 from collections.abc import Callable
 from time import monotonic
 from typing import Any
@@ -42,10 +41,12 @@ __all__ = [
     "RESET_SQL",
     "SETTLE_TIMEOUT",
     "SessionReset",
+    "announce_rollback",
     "check_connection",
     "check_socket",
     "check_target_session_attrs",
     "is_settling",
+    "rollback_announced",
     "settle",
 ]
 
@@ -199,10 +200,17 @@ _TEMP_NAMES = (
     b" AND d.refobjid = pg_catalog.pg_my_temp_schema())"
 )
 
-# The two usual queries after the ROLLBACK, if any: psycopg has statements of
-# its own (counted), or none (every one dropped).
+# The usual queries after the ROLLBACK, if any: psycopg has statements of its
+# own (counted if the loan may have added some), or none (every one dropped).
+_RESET_PLAIN = _RESET_HEAD + _RESET_TAIL
 _RESET_COUNTED = _RESET_HEAD + _COUNT_PREPARED + _FROM_PREPARED + _RESET_TAIL
-_RESET_UNPREPARED = _RESET_HEAD + _RESET_TAIL + b"; DEALLOCATE ALL"
+_RESET_UNPREPARED = _RESET_PLAIN + b"; DEALLOCATE ALL"
+
+# A statement whose execution may create or drop prepared statements: once
+# psycopg prepared one on a connection, its statements are always counted.
+_MAY_PREPARE = re.compile(
+    rb"\b(?:PREPARE|DEALLOCATE|EXECUTE|DISCARD)\b|^\s*DO\b", re.IGNORECASE
+)
 
 # The user's prepared statements only: psycopg's stay.
 _DEALLOCATE_USERS = (
@@ -214,7 +222,9 @@ _DEALLOCATE_USERS = (
 
 # -- per connection ----------------------------------------------------------------
 
-# What a borrower may set on a psycopg.Connection, restored as it was made.
+# What a borrower may set on a psycopg.Connection, restored as it was made
+# (through these properties), and compared through what they read: psycopg
+# 3.3's fields, read at every settling without a property call each.
 _ATTRIBUTES = (
     "autocommit",
     "isolation_level",
@@ -226,7 +236,26 @@ _ATTRIBUTES = (
     "cursor_factory",
     "server_cursor_factory",
 )
-_get_attributes = operator.attrgetter(*_ATTRIBUTES)
+
+
+def _attributes(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
+    prepared = conn._prepared
+    return (
+        conn._autocommit,
+        conn._isolation_level,
+        conn._read_only,
+        conn._deferrable,
+        prepared.prepare_threshold,
+        prepared.prepared_max,
+        conn.row_factory,
+        conn.cursor_factory,
+        conn.server_cursor_factory,
+    )
+
+
+# Where a connection's _State is kept: on the connection, as psycopg_pool keeps
+# its own (_pool, _expire_at), so that it goes with it and costs no lookup.
+_STATE = "_pgpool_session"
 
 
 def _adapters_key(adapters: AdaptersMap) -> tuple[object, ...]:
@@ -269,21 +298,26 @@ class _State:
     __slots__ = (
         "reset",
         "attributes",
+        "settable",
         "adapters",
         "adapters_key",
         "notice_handlers",
         "notify_handlers",
         "pgconn_handlers",
         "prepared_idx",
+        "queries_mark",
+        "count_always",
         "pending",
         "borrower",
+        "announced",
         "warn_write",
         "rolled_back",
     )
 
     def __init__(self, reset: SessionReset, conn: psycopg.Connection[Any]) -> None:
         self.reset = reset
-        self.attributes: tuple[Any, ...] = _get_attributes(conn)
+        self.attributes = _attributes(conn)
+        self.settable = tuple(getattr(conn, name) for name in _ATTRIBUTES)
         # A pristine copy of the connection's map (made now, it also makes the
         # connection's map copy its dicts before its next change).
         self.adapters = AdaptersMap(conn.adapters)
@@ -292,24 +326,46 @@ class _State:
         self.notify_handlers = list(conn._notify_handlers)
         pgconn = conn.pgconn
         self.pgconn_handlers = (pgconn.notice_handler, pgconn.notify_handler)
-        # psycopg's prepared statement counter when the current loan began.
+        # psycopg's prepared statement counter and its mark of the queries it
+        # saw (_queries_mark()) when the current loan began.
         self.prepared_idx = conn._prepared._prepared_idx
+        self.queries_mark = _queries_mark(conn._prepared)
+        # Count the session's statements at every reset (see _MAY_PREPARE).
+        self.count_always = False
         self.pending: _Pending | None = None
         # How the loan ended, and who gave it back (for the warning of a lost
         # write).
         self.rolled_back = False
+        self.announced = False  # the borrower expects its rollback
         self.warn_write = False
         self.borrower: object = None
 
 
-_states: weakref.WeakKeyDictionary[psycopg.Connection[Any], _State]
-_states = weakref.WeakKeyDictionary()
+def _state(conn: psycopg.Connection[Any]) -> _State | None:
+    state: _State | None = getattr(conn, _STATE, None)
+    return state
 
 
 def is_settling(conn: psycopg.Connection[Any]) -> bool:
     """Return True if *conn*'s reset was started and not settled yet."""
-    state = _states.get(conn)
+    state = _state(conn)
     return state is not None and state.pending is not None
+
+
+def announce_rollback(conn: psycopg.Connection[Any]) -> None:
+    """Say that *conn* comes back in a transaction its borrower expects rolled back."""
+    state = _state(conn)
+    if state is not None:
+        state.announced = True
+
+
+def rollback_announced(conn: psycopg.Connection[Any]) -> bool:
+    """Return (and forget) whether *conn*'s rollback was announced."""
+    state = _state(conn)
+    if state is None or not state.announced:
+        return False
+    state.announced = False
+    return True
 
 
 class SessionReset:
@@ -355,7 +411,7 @@ class SessionReset:
 
     def adopt(self, conn: psycopg.Connection[Any]) -> None:
         """Record *conn*, just made, as every later borrower must find it."""
-        _states[conn] = _State(self, conn)
+        setattr(conn, _STATE, _State(self, conn))
 
     # -- the returning half --------------------------------------------------------
 
@@ -371,7 +427,7 @@ class SessionReset:
         a ``transaction()`` block, a pipeline or a two-phase transaction still
         open, a ``notifies()`` generator still running; or if it cannot send.
         """
-        state = _states.get(conn)
+        state = _state(conn)
         if state is None:
             raise psycopg.ProgrammingError(
                 f"connection not made by pool {self.name!r}: {conn}"
@@ -398,31 +454,7 @@ class SessionReset:
             sql = b""
         state.rolled_back = status != _IDLE
         if self.session:
-            if prepared._names or prepared._to_flush:
-                # Count the statements: the user's are dropped, psycopg's
-                # must all be there.
-                pending.counts = True
-                flush = prepared._to_flush
-                if None in flush:  # psycopg owes a DEALLOCATE ALL: do it
-                    pending.expected = None
-                else:
-                    pending.expected = len(prepared._names) + len(flush)
-                if pending.since is None:
-                    sql += _RESET_COUNTED
-                else:
-                    pending.temps = True
-                    sql += (
-                        _RESET_HEAD
-                        + _COUNT_PREPARED
-                        + _TEMP_NAMES
-                        + _FROM_PREPARED
-                        + _RESET_TAIL
-                    )
-            elif pending.since is None:
-                sql += _RESET_UNPREPARED  # psycopg has none to keep: drop all
-            else:
-                pending.temps = True
-                sql += _RESET_HEAD + _TEMP_NAMES + _RESET_TAIL + b"; DEALLOCATE ALL"
+            sql += self._session_sql(conn, state, pending)
         elif not sql and not self.restore:
             return False
         if sql:
@@ -432,6 +464,57 @@ class SessionReset:
                 pending.flushed = pgconn.flush() == 0
         state.pending = pending
         return True
+
+    @staticmethod
+    def _session_sql(
+        conn: psycopg.Connection[Any], state: _State, pending: _Pending
+    ) -> bytes:
+        """Return the session reset for *conn*, with what settling must learn."""
+        prepared = conn._prepared
+        pending.temps = pending.since is not None
+        if not (prepared._names or prepared._to_flush):
+            # psycopg has none to keep: drop every one.
+            if pending.temps:
+                return _RESET_HEAD + _TEMP_NAMES + _RESET_TAIL + b"; DEALLOCATE ALL"
+            return _RESET_UNPREPARED
+        # Count the session's statements (the user's are dropped, psycopg's
+        # must all be there) if the loan may have changed them: it ran a
+        # query psycopg did not prepare (a SQL PREPARE or DEALLOCATE is one),
+        # or psycopg prepared one (that may be a PREPARE), or tracks nothing.
+        # Counting reads pg_prepared_statement() (~20 us of server CPU).
+        pending.counts = (
+            state.count_always
+            or pending.temps
+            or prepared.prepare_threshold is None
+            or _queries_mark(prepared) != state.queries_mark
+        )
+        if not pending.counts:
+            return _RESET_PLAIN
+        flush = prepared._to_flush
+        if None in flush:  # psycopg owes a DEALLOCATE ALL: settling does it
+            pending.expected = None
+        else:
+            pending.expected = len(prepared._names) + len(flush)
+        if not pending.temps:
+            return _RESET_COUNTED
+        return (
+            _RESET_HEAD + _COUNT_PREPARED + _TEMP_NAMES + _FROM_PREPARED + _RESET_TAIL
+        )
+
+
+def _queries_mark(prepared: Any) -> object:
+    """Return what changes when psycopg runs a query it has not prepared.
+
+    psycopg's PrepareManager counts each such query in an LRU dict (its key
+    moves to the end, its count grows; psycopg/_preparing.py), unless
+    ``prepare_threshold`` is None. A query it prepares meanwhile leaves it
+    (the statement counter shows that one).
+    """
+    counts = prepared._counts
+    if not counts:
+        return None
+    key = next(reversed(counts))
+    return (len(counts), key, counts[key])
 
 
 def _refuse_unresettable(conn: psycopg.Connection[Any], pgconn: Any) -> None:
@@ -467,7 +550,7 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     again. On any failure the connection is closed and the error raised: it
     is then discarded as one that failed its check.
     """
-    state = _states.get(conn)
+    state = _state(conn)
     if state is None:
         return
     pending = state.pending
@@ -507,7 +590,7 @@ def _settle(
     backlog = conn._notifies_backlog
     if backlog:
         backlog.clear()
-    if pending.sent:
+    if rows or pending.since is not None:
         _act_on(conn, state, pending, rows)
     if reset.restore:
         _restore(conn, state)
@@ -519,7 +602,9 @@ def _settle(
                     f"connection left in status {TransactionStatus(status).name}"
                     f" by configure function {reset.configure}: discarded"
                 )
-    state.prepared_idx = conn._prepared._prepared_idx
+    prepared = conn._prepared
+    state.prepared_idx = prepared._prepared_idx
+    state.queries_mark = _queries_mark(prepared)
 
 
 def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
@@ -533,6 +618,8 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
             _wait(pgconn.socket, select.POLLOUT, deadline)
     rows: list[Any] = []
     error = None
+    # Only these SELECTs' rows are read.
+    want = pending.wrote or pending.counts or pending.temps
     while True:
         pgconn.consume_input()
         while pgconn.is_busy():
@@ -543,7 +630,8 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
             break
         status = result.status
         if status == _TUPLES_OK:
-            rows.append([result.get_value(0, i) for i in range(result.nfields)])
+            if want:
+                rows.append([result.get_value(0, i) for i in range(result.nfields)])
         elif status != _COMMAND_OK and error is None:
             error = (result.error_message or b"").decode("utf-8", "replace").strip()
     if pgconn.status != ConnStatus.OK:
@@ -603,6 +691,8 @@ def _act_on(
         for key, name in list(prepared._names.items()):
             if _statement_number(name) < pending.since:
                 continue
+            if _MAY_PREPARE.search(key[0]):
+                state.count_always = True
             text = key[0].decode("utf-8", "replace").lower()
             if ended or any(t in text for t in temps):
                 del prepared._names[key]
@@ -647,8 +737,8 @@ def _exec(conn: psycopg.Connection[Any], sql: bytes) -> None:
 
 def _restore(conn: psycopg.Connection[Any], state: _State) -> None:
     """Make *conn*'s Python side as it was when its pool made it."""
-    if _get_attributes(conn) != state.attributes:
-        for name, value in zip(_ATTRIBUTES, state.attributes, strict=True):
+    if _attributes(conn) != state.attributes:
+        for name, value in zip(_ATTRIBUTES, state.settable, strict=True):
             if getattr(conn, name) != value:
                 setattr(conn, name, value)
     adapters = conn._adapters

@@ -337,3 +337,58 @@ def test_reset_none_warns_too(dsn: str, caplog: pytest.LogCaptureFixture) -> Non
         pool.close()
     [record] = caplog.records
     assert "an unnamed borrower had written" in record.message
+
+
+def test_a_prepare_in_every_loan_never_finds_its_own(pool: ForkSafePool) -> None:
+    """After five, psycopg prepares the PREPARE itself: still dropped each time."""
+    for _ in range(8):
+        with pool.connection() as conn:
+            conn.execute("SELECT %s::int * 5", [1], prepare=True)
+            conn.execute("PREPARE pgpool_every AS SELECT 1")
+
+
+def test_a_prepare_with_psycopgs_tracking_off_is_dropped(pool: ForkSafePool) -> None:
+    with pool.connection() as conn:
+        conn.execute("SELECT %s::int * 7", [1], prepare=True)
+    with pool.connection() as conn:
+        conn.prepare_threshold = None
+        conn.execute("PREPARE pgpool_untracked AS SELECT 1")
+    with pool.connection() as conn:
+        row = conn.execute(
+            "SELECT name FROM pg_prepared_statements WHERE from_sql"
+        ).fetchall()
+        assert row == []
+
+
+def test_statements_are_counted_only_after_a_loan_that_may_add_some(
+    dsn: str, pg_log: PgServer
+) -> None:
+    """Reading pg_prepared_statement() costs the server ~20 us: not every time.
+
+    Counted after a query psycopg did not prepare (a PREPARE is one), never
+    after a loan that ran only statements psycopg had prepared.
+    """
+    pool = ForkSafePool(
+        dsn,
+        min_size=1,
+        max_size=1,
+        kwargs={"options": "-c log_statement=all", "application_name": "counted"},
+    )
+    query = "SELECT %s::int * 11"
+    try:
+        with pool.connection() as conn:
+            conn.execute(query, [1], prepare=True)  # prepared: counted once
+        pool.check()  # settles it
+        position = pg_log.log_position()
+        for _ in range(3):
+            with pool.connection() as conn:
+                conn.execute(query, [2])  # psycopg's statement: not counted
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")  # not prepared by psycopg: counted
+        pool.check()
+        logged = pg_log.log_since(position)
+    finally:
+        pool.close()
+    resets = [line for line in logged.splitlines() if "DISCARD TEMP" in line]
+    counted = ["pg_prepared_statement()" in line for line in resets]
+    assert counted == [False, False, False, True]
