@@ -33,8 +33,10 @@ def borrower(label: object) -> Iterator[None]:
     """Name what borrows connections in the block (a request, a job).
 
     A connection borrowed in the block and held longer than its pool's
-    ``warn_held_after`` is logged with ``str(label)``, which is only computed
-    then.
+    ``warn_held_after``, or given back in the block with
+    ``warn_open_transaction=False`` inside a transaction that had written
+    (its writes are rolled back), is logged with ``str(label)``, which is
+    only computed then.
     """
     token = _borrower.set(label)
     try:

@@ -73,8 +73,10 @@ class ForkSafePool(Generic[CT]):
     (``keepalives=False`` leaves out all but ``connect_timeout``); a
     ``check`` that costs no round trip on a healthy connection
     (:func:`~pgpool_core.check_socket`; ``check=None`` for none); a ``reset``
-    that undoes session state and re-runs ``configure``, in the returning
-    thread (``reset=None`` for none, as ConnectionPool's default). ``open``
+    that undoes what a borrower left on the session and on the connection
+    object, then re-runs ``configure``: sent by the returning thread and not
+    waited for, finished before the connection is used again (``reset=None``
+    for none but the rollback, as ConnectionPool's default). ``open``
     defaults to open without a DeprecationWarning: nothing connects until
     first use anyway.
 
@@ -491,7 +493,11 @@ class ForkSafePool(Generic[CT]):
         As ``ConnectionPool.putconn()``: one still running a query is closed
         at once; an open transaction is rolled back (logging a warning, as
         psycopg_pool does, unless *warn_open_transaction* is False: for
-        adapters that leave reads uncommitted); then the session is reset.
+        adapters that leave reads uncommitted; then a warning naming the
+        borrower, see :func:`pgpool_core.borrower`, only if it had written);
+        then the session is reset. Neither is waited for: the connection is
+        back in the pool at once, and its reset is finished before it is used
+        again.
         One borrowed before ``close()`` is closed. One inherited from a parent
         process is left alone. ValueError if *conn* is not this pool's.
         """
