@@ -27,11 +27,13 @@ import logging
 import re
 import select
 from collections.abc import Callable
+from selectors import EVENT_READ
 from time import monotonic
 from typing import Any
 
 import psycopg
 from psycopg.adapt import AdaptersMap
+from psycopg.generators import fetch_many
 from psycopg.pq import ConnStatus, ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
 
@@ -74,8 +76,10 @@ _POLL_MASK = select.POLLIN | select.POLLPRI | select.POLLERR | select.POLLHUP
 _IDLE = TransactionStatus.IDLE
 _INTRANS = TransactionStatus.INTRANS
 _INERROR = TransactionStatus.INERROR
-_TUPLES_OK = ExecStatus.TUPLES_OK
-_COMMAND_OK = ExecStatus.COMMAND_OK
+# Plain ints: compared for every result of every reset.
+_TUPLES_OK = int(ExecStatus.TUPLES_OK)
+_COMMAND_OK = int(ExecStatus.COMMAND_OK)
+_CONNECTION_OK = int(ConnStatus.OK)
 
 
 def check_socket(conn: psycopg.Connection[Any]) -> None:
@@ -610,31 +614,35 @@ def _settle(
 def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
     """Read the reset's answer; return the rows of its SELECTs, first row each.
 
-    Raise OperationalError if the server refused it or it did not come by
-    *deadline*.
+    Raise SessionResetFailed if the server refused it or it did not come by
+    *deadline*; OperationalError if the connection was lost.
     """
     if not pending.flushed:
         while pgconn.flush():
             _wait(pgconn.socket, select.POLLOUT, deadline)
+    # psycopg's own reading of a query's results (compiled, with psycopg's
+    # binary package), driven here so that its waits have a deadline. It
+    # waits for nothing when the answer has arrived, which is usual.
+    pgconn.consume_input()  # what has arrived: usually all of it
+    fetching = fetch_many(pgconn)
+    try:
+        next(fetching)
+        while True:
+            _wait(pgconn.socket, select.POLLIN, deadline)
+            fetching.send(EVENT_READ)
+    except StopIteration as done:
+        results = done.value
     rows: list[Any] = []
     error = None
-    # Only these SELECTs' rows are read.
-    want = pending.wrote or pending.counts or pending.temps
-    while True:
-        pgconn.consume_input()
-        while pgconn.is_busy():
-            _wait(pgconn.socket, select.POLLIN, deadline)
-            pgconn.consume_input()
-        result = pgconn.get_result()
-        if result is None:
-            break
+    want = pending.wrote or pending.counts or pending.temps  # rows to read
+    for result in results:
         status = result.status
         if status == _TUPLES_OK:
             if want:
                 rows.append([result.get_value(0, i) for i in range(result.nfields)])
         elif status != _COMMAND_OK and error is None:
             error = (result.error_message or b"").decode("utf-8", "replace").strip()
-    if pgconn.status != ConnStatus.OK:
+    if pgconn.status != _CONNECTION_OK:
         raise psycopg.OperationalError(error or "the connection is closed")
     if error is not None:
         raise SessionResetFailed(f"session reset failed: {error}")
