@@ -248,9 +248,9 @@ def test_healthy_checkout_costs_no_round_trip(
     time.sleep(0.3)
     with pool.connection() as conn:
         assert backend(conn) != victim
-    # Found out reading the answer of its reset (the termination came after
-    # it), before any check: still no round trip.
-    assert full_checks == [], "the terminated one was discarded unchecked"
+    # Found out when its reset's answer is read, or by the check (the server's
+    # message was waiting on the socket): only that one was checked for real.
+    assert full_checks in ([], [victim]), "only the terminated one was checked"
     stats = pool.get_stats()
     assert stats["connections_lost"] == 1, "counted as a failed check counts it"
 
