@@ -93,7 +93,8 @@ def check_pool(pool: ForkSafePool[Any], timeout: float = 1.0) -> PoolHealth:
     except psycopg.Error as err:
         return answer(False, _masked(pool, err))
     finally:
-        # The reset on return ends the transaction, in its own round trip.
+        # The reset on return ends the transaction; the check waits for none
+        # of it (it is read when the connection is next lent).
         pool.putconn(conn, warn_open_transaction=False)
     return answer(True)
 

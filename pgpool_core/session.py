@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import select
+import weakref
 from collections.abc import Callable
 from selectors import EVENT_READ
 from time import monotonic
@@ -619,7 +620,7 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
     """
     if not pending.flushed:
         while pgconn.flush():
-            _wait(pgconn.socket, select.POLLOUT, deadline)
+            _wait(pgconn.socket, deadline, write=True)
     # psycopg's own reading of a query's results (compiled, with psycopg's
     # binary package), driven here so that its waits have a deadline. It
     # waits for nothing when the answer has arrived, which is usual.
@@ -628,7 +629,7 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
     try:
         next(fetching)
         while True:
-            _wait(pgconn.socket, select.POLLIN, deadline)
+            _wait(pgconn.socket, deadline)
             fetching.send(EVENT_READ)
     except StopIteration as done:
         results = done.value
@@ -649,13 +650,20 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
     return rows
 
 
-def _wait(fd: int, event: int, deadline: float) -> None:
+def _wait(fd: int, deadline: float, *, write: bool = False) -> None:
+    """Wait until *fd* can be read (or written); raise if *deadline* passes first."""
     remaining = deadline - monotonic()
     if remaining > 0:
-        poller = select.poll()
-        poller.register(fd, event | select.POLLERR | select.POLLHUP)
-        if poller.poll(remaining * 1000.0):
-            return
+        if hasattr(select, "poll"):
+            poller = select.poll()
+            event = select.POLLOUT if write else select.POLLIN
+            poller.register(fd, event | select.POLLERR | select.POLLHUP)
+            if poller.poll(remaining * 1000.0):
+                return
+        else:  # eventlet's select module: see _readable_now()
+            reading, writing = ([], [fd]) if write else ([fd], [])
+            if any(select.select(reading, writing, [fd], remaining)):
+                return
     raise SessionResetFailed("session reset not answered in time")
 
 
