@@ -56,17 +56,6 @@ __all__ = [
 logger = logging.getLogger("pgpool.session")
 pool_logger = logging.getLogger("pgpool.pool")
 
-#: Undo what a borrower may have changed in the session, as ``DISCARD ALL``
-#: would, but keep the prepared statements psycopg created (``DISCARD ALL``
-#: drops them behind psycopg's back: "prepared statement _pg3_0 does not
-#: exist"). Sent in one simple query with, as the case may be: a ``ROLLBACK``
-#: first (after a ``SELECT`` of whether the transaction wrote), the session's
-#: prepared statements counted by the ``SELECT``, or ``DEALLOCATE ALL`` last
-#: when psycopg has prepared none of its own.
-RESET_SQL = (
-    "CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
-    " SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES"
-)
 
 #: Seconds a settling connection's reset may take to answer once the
 #: connection is wanted again; then it is closed (and replaced) instead.
@@ -178,38 +167,84 @@ def _conninfo_value(conn: psycopg.Connection[Any], keyword: bytes) -> str:
 
 # -- the query ---------------------------------------------------------------------
 
-# Before the ROLLBACK of an open transaction: did it write? (An xid is assigned
-# by the first write: DML, DDL, a temporary table.) Read when it settles.
-_WROTE = b"SELECT pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL; ROLLBACK; "
-_ROLLBACK = b"ROLLBACK; "
-
-_RESET_HEAD = (
-    b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *;"
-    b" SELECT pg_catalog.pg_advisory_unlock_all()"
+_RESET_STATEMENTS = (
+    b"CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; RESET ALL; UNLISTEN *"
 )
-_RESET_TAIL = b"; DISCARD TEMP; DISCARD SEQUENCES"
-# The session's prepared statements, counted in the reset's own SELECT: the
-# user's (SQL PREPARE) and the protocol-level ones (psycopg's).
+_DISCARD = b"DISCARD TEMP; DISCARD SEQUENCES"
+# The reset's one SELECT, the probe, which also says what settling must know.
+_UNLOCK = b"pg_catalog.pg_advisory_unlock_all()"
+# Did the transaction about to be rolled back write? (An xid is assigned by
+# the first write: DML, DDL, a temporary table.) Asked before the ROLLBACK.
+_WROTE = b"pg_catalog.pg_current_xact_id_if_assigned() IS NOT NULL"
+# The session's prepared statements: the user's (SQL PREPARE) and the
+# protocol-level ones (psycopg's).
 _COUNT_PREPARED = (
-    b", count(*) FILTER (WHERE from_sql), count(*) FILTER (WHERE NOT from_sql)"
+    b"count(*) FILTER (WHERE from_sql), count(*) FILTER (WHERE NOT from_sql)"
 )
 _FROM_PREPARED = b" FROM pg_catalog.pg_prepared_statement()"
 # The temporary relations DISCARD TEMP is about to drop (through pg_depend's
 # index, not a scan of pg_class), asked only after a loan in which psycopg
 # prepared statements: one may depend on them.
 _TEMP_NAMES = (
-    b", (SELECT pg_catalog.string_agg(c.relname::text, E'\\n')"
+    b"(SELECT pg_catalog.string_agg(c.relname::text, E'\\n')"
     b" FROM pg_catalog.pg_depend d JOIN pg_catalog.pg_class c ON c.oid = d.objid"
     b" WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass"
     b" AND d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass"
     b" AND d.refobjid = pg_catalog.pg_my_temp_schema())"
 )
 
-# The usual queries after the ROLLBACK, if any: psycopg has statements of its
-# own (counted if the loan may have added some), or none (every one dropped).
-_RESET_PLAIN = _RESET_HEAD + _RESET_TAIL
-_RESET_COUNTED = _RESET_HEAD + _COUNT_PREPARED + _FROM_PREPARED + _RESET_TAIL
-_RESET_UNPREPARED = _RESET_PLAIN + b"; DEALLOCATE ALL"
+#: Undo what a borrower may have changed in the session, as ``DISCARD ALL``
+#: would, but keep the prepared statements psycopg created (``DISCARD ALL``
+#: drops them behind psycopg's back: "prepared statement _pg3_0 does not
+#: exist"). Sent in one simple query with, as the case may be: ``ROLLBACK``
+#: first (after the ``SELECT``, which then also asks whether the open
+#: transaction wrote), the session's prepared statements counted by the
+#: ``SELECT``, and ``DEALLOCATE ALL`` last when psycopg has prepared none of
+#: its own.
+RESET_SQL = (_RESET_STATEMENTS + b"; SELECT " + _UNLOCK + b"; " + _DISCARD).decode()
+
+# The queries made so far, by what they hold (a handful of shapes).
+_queries: dict[tuple[int, bool, bool, bool, bool, bool], bytes] = {}
+
+
+def _query(
+    status: int, session: bool, wrote: bool, counts: bool, temps: bool, drop: bool
+) -> bytes:
+    """Return the reset query for a connection in transaction *status*.
+
+    *session*: reset the session (else only roll back); *wrote*: ask whether
+    the open transaction wrote; *counts*, *temps*: count the prepared
+    statements, name the temporary relations; *drop*: ``DEALLOCATE ALL``.
+    In one transaction the probe runs before the ROLLBACK (one SELECT for
+    all), in a failed one after it, where RESET_SQL has it.
+    """
+    key = (status, session, wrote, counts, temps, drop)
+    query = _queries.get(key)
+    if query is not None:
+        return query
+    columns = [_UNLOCK] if session else []
+    if wrote:
+        columns.append(_WROTE)
+    if counts:
+        columns.append(_COUNT_PREPARED)
+    if temps:
+        columns.append(_TEMP_NAMES)
+    probe = b"SELECT " + b", ".join(columns) + (_FROM_PREPARED if counts else b"")
+    if not session:
+        parts = [probe] if wrote else []
+        if status != _IDLE:
+            parts.append(b"ROLLBACK")
+    elif status == _INTRANS:
+        parts = [probe, b"ROLLBACK", _RESET_STATEMENTS, _DISCARD]
+    else:
+        parts = [_RESET_STATEMENTS, probe, _DISCARD]
+        if status == _INERROR:
+            parts.insert(0, b"ROLLBACK")
+    if drop:
+        parts.append(b"DEALLOCATE ALL")
+    query = _queries[key] = b"; ".join(parts)
+    return query
+
 
 # A statement whose execution may create or drop prepared statements: once
 # psycopg prepared one on a connection, its statements are always counted.
@@ -447,20 +482,24 @@ class SessionReset:
         # result type changed).
         if prepared._prepared_idx != state.prepared_idx:
             pending.since = state.prepared_idx
-        if status == _INTRANS:
-            sql = _WROTE
+        state.rolled_back = status != _IDLE
+        # Whether the transaction wrote: for the warning, and for the
+        # statements psycopg prepared during the loan.
+        if status == _INTRANS and (warn_write or pending.since is not None):
             pending.wrote = True
             if warn_write:
                 state.warn_write = True
                 state.borrower = self._borrower() if self._borrower else None
-        elif status == _INERROR:
-            sql = _ROLLBACK
-        else:
-            sql = b""
-        state.rolled_back = status != _IDLE
         if self.session:
-            sql += self._session_sql(conn, state, pending)
-        elif not sql and not self.restore:
+            drop = self._prepare_counts(conn, state, pending)
+            sql = _query(
+                status, True, bool(pending.wrote), pending.counts, pending.temps, drop
+            )
+        elif status != _IDLE:
+            sql = _query(status, False, bool(pending.wrote), False, False, False)
+        elif self.restore:
+            sql = b""  # restored when it settles: no query
+        else:
             return False
         if sql:
             with conn.lock:
@@ -471,17 +510,14 @@ class SessionReset:
         return True
 
     @staticmethod
-    def _session_sql(
+    def _prepare_counts(
         conn: psycopg.Connection[Any], state: _State, pending: _Pending
-    ) -> bytes:
-        """Return the session reset for *conn*, with what settling must learn."""
+    ) -> bool:
+        """Decide what the probe asks of prepared statements; True: drop them all."""
         prepared = conn._prepared
         pending.temps = pending.since is not None
         if not (prepared._names or prepared._to_flush):
-            # psycopg has none to keep: drop every one.
-            if pending.temps:
-                return _RESET_HEAD + _TEMP_NAMES + _RESET_TAIL + b"; DEALLOCATE ALL"
-            return _RESET_UNPREPARED
+            return True  # psycopg has none to keep: drop every one
         # Count the session's statements (the user's are dropped, psycopg's
         # must all be there) if the loan may have changed them: it ran a
         # query psycopg did not prepare (a SQL PREPARE or DEALLOCATE is one),
@@ -493,18 +529,13 @@ class SessionReset:
             or prepared.prepare_threshold is None
             or _queries_mark(prepared) != state.queries_mark
         )
-        if not pending.counts:
-            return _RESET_PLAIN
-        flush = prepared._to_flush
-        if None in flush:  # psycopg owes a DEALLOCATE ALL: settling does it
-            pending.expected = None
-        else:
-            pending.expected = len(prepared._names) + len(flush)
-        if not pending.temps:
-            return _RESET_COUNTED
-        return (
-            _RESET_HEAD + _COUNT_PREPARED + _TEMP_NAMES + _FROM_PREPARED + _RESET_TAIL
-        )
+        if pending.counts:
+            flush = prepared._to_flush
+            if None in flush:  # psycopg owes a DEALLOCATE ALL: settling does it
+                pending.expected = None
+            else:
+                pending.expected = len(prepared._names) + len(flush)
+        return False
 
 
 def _queries_mark(prepared: Any) -> object:
@@ -671,9 +702,12 @@ def _act_on(
     conn: psycopg.Connection[Any], state: _State, pending: _Pending, rows: list[Any]
 ) -> None:
     """Warn about a lost write; drop prepared statements the client must not keep."""
+    row = rows[0] if rows else ()
+    column = 1 if state.reset.session else 0  # after pg_advisory_unlock_all()
     wrote = False
     if pending.wrote:
-        wrote = rows.pop(0)[0] == b"t"
+        wrote = row[column] == b"t"
+        column += 1
         if wrote and state.warn_write:
             pool_logger.warning(
                 "pool %r: the transaction left open by %s had written; its writes"
@@ -684,21 +718,18 @@ def _act_on(
             )
     state.borrower = None
     state.warn_write = False
-    if not rows and pending.since is None:
+    if not pending.counts and pending.since is None:
         return
     prepared = conn._prepared
     user = 0
     mismatch = False
     temps: list[str] = []
-    if rows:
-        flags = rows[0]
-        column = 1
-        if pending.counts:
-            user, theirs = int(flags[1]), int(flags[2])
-            mismatch = pending.expected is None or theirs != pending.expected
-            column = 3
-        if pending.temps and flags[column]:
-            temps = flags[column].decode("utf-8", "replace").lower().split("\n")
+    if pending.counts:
+        user, theirs = int(row[column]), int(row[column + 1])
+        mismatch = pending.expected is None or theirs != pending.expected
+        column += 2
+    if pending.temps and row[column]:
+        temps = row[column].decode("utf-8", "replace").lower().split("\n")
     stale: list[bytes] = []
     if pending.since is not None and not mismatch:
         # Statements psycopg prepared during the loan: planned against what a
