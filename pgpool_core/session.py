@@ -462,10 +462,11 @@ class SessionReset:
         takes it, the rest when it settles) and not waited for. False: nothing
         to undo (``reset=None`` and no transaction open). With *warn_write*,
         the transaction it rolls back is warned about, naming the borrower, if
-        it had written (when it settles). Raises (the caller
-        closes the connection) if *conn* holds state that cannot be undone:
-        a ``transaction()`` block, a pipeline or a two-phase transaction still
-        open, a ``notifies()`` generator still running; or if it cannot send.
+        it had written (when it settles; with the session reset only).
+        Raises (the caller closes the connection) if *conn* holds state that
+        cannot be undone: a ``transaction()`` block, a pipeline or a two-phase
+        transaction still open, a ``notifies()`` generator still running; or
+        if it cannot send.
         """
         state = _state(conn)
         if state is None:
@@ -483,8 +484,11 @@ class SessionReset:
         if prepared._prepared_idx != state.prepared_idx:
             pending.since = state.prepared_idx
         state.rolled_back = status != _IDLE
-        # Whether the transaction wrote: for the warning, and for the
+        # Whether the transaction wrote: for the warning (which rides on the
+        # session reset's own SELECT: without one, a SELECT of its own would
+        # cost every such return ~10-20 us of server CPU), and for the
         # statements psycopg prepared during the loan.
+        warn_write = warn_write and self.session
         if status == _INTRANS and (warn_write or pending.since is not None):
             pending.wrote = True
             if warn_write:

@@ -323,20 +323,32 @@ def test_an_unannounced_rollback_gets_psycopg_pools_warning_only(
     ]
 
 
-def test_reset_none_warns_too(dsn: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_reset_none_rolls_back_with_a_bare_rollback(
+    dsn: str, pg_log: PgServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No warning there: asking whether it wrote would be a SELECT of its own."""
     caplog.set_level(logging.WARNING)
-    pool = ForkSafePool(dsn, min_size=1, max_size=1, reset=None, name="no-reset")
+    pool = ForkSafePool(
+        dsn,
+        min_size=1,
+        max_size=1,
+        reset=None,
+        kwargs={"options": "-c log_statement=all"},
+    )
     try:
         conn = pool.getconn()
         conn.execute("CREATE TEMP TABLE pgpool_no_reset (x int)")
+        position = pg_log.log_position()
         pool.putconn(conn, warn_open_transaction=False)
         with pool.connection() as conn:
             row = conn.execute("SELECT to_regclass('pg_temp.pgpool_no_reset')")
             assert row.fetchone() == (None,)
+        logged = pg_log.log_since(position)
     finally:
         pool.close()
-    [record] = caplog.records
-    assert "an unnamed borrower had written" in record.message
+    assert caplog.records == []
+    assert "statement: ROLLBACK\n" in logged
+    assert "pg_current_xact_id_if_assigned" not in logged
 
 
 def test_a_prepare_in_every_loan_never_finds_its_own(pool: ForkSafePool) -> None:
