@@ -27,17 +27,17 @@ pool's ``name``; pools of one name in a process are added up):
    SDK collects, at no cost to requests.
 
 ``db.client.connection.count`` also has ``db.client.connection.state``:
-``idle`` (in the pool) or ``used`` (open, and lent, or being checked, reset or
-configured). Their sum is the number of sessions this process holds open on
-the server. ``idle.min`` is ``min_size``; ``idle.max`` and ``max`` are
-``max_size`` (idle connections above ``min_size`` are closed after
-``max_idle``). ``pending_requests`` counts the ``getconn()`` calls waiting.
-``wait_time`` is the time ``getconn()`` took (the check of the connection
-included); ``use_time`` the time from ``getconn()`` returning to the
-connection's return, however it comes back (``putconn()``, the end of a
-``with pool.connection()`` block, ``close()`` with ``close_returns``);
-``create_time`` the time to connect and run ``configure``; ``timeouts`` the
-``getconn()`` calls that raised PoolTimeout.
+``idle`` (in the pool, its reset maybe still in flight) or ``used`` (open, and
+lent, or being checked or configured). Their sum is the number of sessions this
+process holds open on the server. ``idle.min`` is ``min_size``; ``idle.max``
+and ``max`` are ``max_size`` (idle connections above ``min_size`` are closed
+after ``max_idle``). ``pending_requests`` counts the ``getconn()`` calls
+waiting. ``wait_time`` is the time ``getconn()`` took (the check of the
+connection included); ``use_time`` the time from ``getconn()`` returning to the
+connection's return, however it comes back (``putconn()``, the end of a ``with
+pool.connection()`` block, ``close()`` with ``close_returns``); ``create_time``
+the time to connect and run ``configure``; ``timeouts`` the ``getconn()`` calls
+that raised PoolTimeout.
 
 Each worker process reports its own pools: the SDK must be set up in each
 worker, after the fork (:func:`run_in_each_worker`).
