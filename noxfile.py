@@ -49,6 +49,9 @@ def floor_versions(python: str, django: str) -> list[str]:
         "psycopg[binary]==3.3.0",
         # close_returns, which ForkSafePool passes, is new in 3.3.0.
         "psycopg-pool==3.3.0",
+        # The extras the tests import (EXTRAS below), at their floors.
+        "django-health-check==4.8.0",
+        "prometheus-client==0.20.0",
     ]
 
 
@@ -64,6 +67,9 @@ def latest_versions(django: str) -> list[str]:
 
 # pytest and its plugins: pyproject.toml's dependency group (pip 25.1+).
 TEST_GROUP = ["--group", "test"]
+# The extras whose modules tests/django and the metrics tests import
+# (django_pgpool.health, pgpool_core.prometheus).
+EXTRAS = ".[health-check,prometheus]"
 ROW_TESTS = ["tests/core", "tests/flask", "tests/django"]
 ROW_MARKERS = "not servers and not slow"
 
@@ -92,7 +98,7 @@ def _run_row(session: nox.Session, django: str, deps: str) -> None:
     versions = (
         floor_versions(python, django) if deps == "floor" else latest_versions(django)
     )
-    session.install("-e", ".", *versions, *TEST_GROUP)
+    session.install("-e", EXTRAS, *versions, *TEST_GROUP)
     session.run("python", "-m", "pip", "freeze", "--exclude-editable", silent=False)
     args = session.posargs or [*ROW_TESTS, "-m", ROW_MARKERS]
     session.run("python", "-m", "pytest", "-p", "no:cacheprovider", *args)
@@ -132,6 +138,6 @@ def latest(session: nox.Session) -> None:
 @nox.parametrize("python,django", [("3.11", "5.2"), ("3.13", "6")])
 def django_suite(session: nox.Session, django: str) -> None:
     """Django's own suite, Django's backend against ours, the wide module set."""
-    session.install("-e", ".", *latest_versions(django), *TEST_GROUP)
+    session.install("-e", EXTRAS, *latest_versions(django), *TEST_GROUP)
     args = session.posargs or ["--backend", "both", "--modules", "wide"]
     session.run("python", "-m", "tests.django_suite.run", *args)
