@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conformance.plugin.pgpool_allowed import read_allowed
 from tests.conformance.psycopg_pool import (
     TEST_FILES,
     Outcomes,
     compare,
-    read_allowed,
     read_junit,
 )
 
@@ -76,11 +76,16 @@ def test_junit_report_is_read_by_test_id(tmp_path: Path) -> None:
         '<failure message="AssertionError: no&#10;more">trace</failure></testcase>'
         '<testcase classname="tests.pool.test_pool" name="test_skip">'
         '<skipped message="async only" /></testcase>'
+        '<testcase classname="tests.pool.test_pool" name="test_listed">'
+        '<skipped type="pytest.xfail" message="allowed: private" /></testcase>'
         "</testsuite></testsuites>"
     )
     outcomes = read_junit(report)
     assert outcomes.passed == {"tests/pool/test_pool.py::test_ok"}
+    bad = "tests/pool/test_pool_common.py::test_bad[ConnectionPool]"
     assert outcomes.failed == {
-        "tests/pool/test_pool_common.py::test_bad[ConnectionPool]": "AssertionError: no"
+        bad: "AssertionError: no",
+        # A listed failure, reported as xfailed by plugin/pgpool_allowed.py.
+        "tests/pool/test_pool.py::test_listed": "allowed: private",
     }
     assert outcomes.skipped == {"tests/pool/test_pool.py::test_skip"}
