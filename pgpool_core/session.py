@@ -82,18 +82,38 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
     (``ConnectionPool.check_connection``, which closes it if it fails).
 
     A connection made for writes (``target_session_attrs=read-write`` or
-    ``primary``) is refused once its server says it no longer takes them
-    (see :func:`check_target_session_attrs`).
+    ``primary``) is closed once its server says it no longer takes them
+    (see :func:`check_target_session_attrs`), and the error raised: a pool
+    counts it lost and makes a new one, for which libpq picks a server that
+    does (psycopg_pool would put a live connection that fails its check back
+    in the pool, to be refused again at every checkout).
     """
     pgconn = conn.pgconn
     if pgconn.status != ConnStatus.OK:
         raise psycopg.OperationalError("the connection is closed")
-    check_target_session_attrs(conn)
+    try:
+        check_target_session_attrs(conn)
+    except psycopg.OperationalError:
+        _close_lent(conn)
+        raise
     if pgconn.transaction_status != TransactionStatus.IDLE:
         ConnectionPool.check_connection(conn)
         return
     if _readable_now(pgconn.socket):
         ConnectionPool.check_connection(conn)
+
+
+def _close_lent(conn: psycopg.Connection[Any]) -> None:
+    """Close *conn*, lent by a psycopg_pool or not, for real."""
+    # With close_returns (psycopg_pool 3.3), a lent connection's close()
+    # would give it back to its pool: psycopg_pool's _close_connection()
+    # unhooks it first.
+    pool = getattr(conn, "_pool", None)
+    conn._pool = None
+    try:
+        conn.close()
+    finally:
+        conn._pool = pool
 
 
 #: The former name of :func:`check_socket`, kept importable: not to be confused

@@ -116,9 +116,39 @@ def test_a_server_in_recovery_is_not_lent_for_writes(
     with primary.connect(target_session_attrs="read-write") as conn:
         check_socket(conn)
         conn.execute("SET default_transaction_read_only = on")
+        check_target_session_attrs(conn, "primary")  # still not in recovery
         with pytest.raises(psycopg.OperationalError, match="read-only"):
             check_socket(conn)
-        check_target_session_attrs(conn, "primary")  # still not in recovery
+        assert conn.closed  # by check_socket: a pool replaces it
+
+
+def test_a_connection_refused_for_writes_is_replaced(pg_server: PgServer) -> None:
+    """A connection whose server stopped taking writes is closed, not kept.
+
+    Kept, it would be refused at every checkout until max_lifetime, and the
+    pool would never connect again, which is when libpq picks the server
+    that takes writes now. The session says it is read-only here (reset=None
+    leaves the SET in place); a demoted primary says the same of all.
+    """
+    pool = ForkSafePool(
+        pg_server.dsn(target_session_attrs="read-write"),
+        min_size=1,
+        max_size=1,
+        timeout=2,
+        reset=None,
+    )
+    try:
+        with pool.connection() as conn:
+            first = conn.info.backend_pid
+            conn.execute("SET default_transaction_read_only = on")
+        with pool.connection() as conn:
+            conn.execute("CREATE TEMPORARY TABLE written (x int)")
+            second = conn.info.backend_pid
+        stats = pool.get_stats()
+    finally:
+        pool.close()
+    assert second != first
+    assert stats["connections_lost"] == 1
 
 
 def test_a_primary_made_read_only_gets_one_write_per_connection(
