@@ -351,6 +351,17 @@ _REMEMBER_MAX = 4096
 _remembered_lock = threading.Lock()
 
 
+def _new_remembered_lock() -> None:
+    # A child of os.fork() made while a pool thread held the lock would wait
+    # for it forever (uWSGI forks no such thread: no pool thread runs in a
+    # master).
+    global _remembered_lock
+    _remembered_lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_new_remembered_lock)
+
+
 def remember_secrets(
     conninfo: str = "", kwargs: Mapping[str, Any] | None = None
 ) -> None:
@@ -579,6 +590,8 @@ MASKED_LOGGERS = (
     "pgpool.capacity",
     "pgpool.flask",
     "pgpool.django",
+    "pgpool.metrics",
+    "pgpool.green",
 )
 
 _masking_filter = MaskingFilter()

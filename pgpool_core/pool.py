@@ -23,7 +23,6 @@ from .loans import Loans, current_borrower
 from .options import (
     connect_masked,
     mask_conninfo,
-    mask_secrets,
     merge_defaults,
     parse_conninfo,
     remember_kwargs,
@@ -342,19 +341,11 @@ class ForkSafePool(Generic[CT]):
             raise
 
     def _probe(self) -> None:
-        """Make one plain connection and close it; raise psycopg's error, masked."""
-        try:
-            self._connect_unpooled().close()
-        except psycopg.Error as err:
-            conninfo = self.conninfo if isinstance(self.conninfo, str) else ""
-            kwargs = self._kwargs if isinstance(self._kwargs, dict) else {}
-            message = mask_secrets(str(err), conninfo)
-            password = kwargs.get("password")
-            if password:
-                message = message.replace(str(password), "********")
-            if message == str(err):
-                raise
-            raise type(err)(message) from None
+        """Make one plain connection and close it; raise psycopg's error, masked.
+
+        (connect_masked() masks the error in place, keeping its sqlstate.)
+        """
+        self._connect_unpooled().close()
 
     # -- this process's pool -------------------------------------------------------
 
@@ -471,6 +462,8 @@ class ForkSafePool(Generic[CT]):
             try:
                 conn = pool.getconn(timeout)
             except ConnectFailed:
+                if otel is not None:
+                    otel.timed_out(self.name)  # metrics: timeouts, as psycopg_pool
                 raise  # names the pool, and why
             except PoolTimeout:
                 if otel is not None:
