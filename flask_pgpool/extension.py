@@ -24,7 +24,7 @@ from psycopg_pool import ConnectionPool
 from pgpool_core import ForkSafePool, borrower
 from pgpool_core.errors import unavailable_reason
 from pgpool_core.health import PoolHealth, check_pool
-from pgpool_core.loans import set_borrower
+from pgpool_core.loans import current_borrower, set_borrower
 
 from .cli import pgpool_cli
 from .config import DEFAULT_BIND, BindConfig, read_config
@@ -428,12 +428,14 @@ def _return_connections(exc: BaseException | None) -> None:
 
 def _give_back(state: PgPoolState, borrowed: _Borrowed) -> None:
     """Return *borrowed* connections to their pools; roll back what is left open."""
-    # The pool names the request if a transaction it rolls back had written.
+    # The pool names the request if a transaction it rolls back had written;
+    # a label the caller had set (``with borrower(...)``) is kept.
+    previous = current_borrower()
     set_borrower(borrowed.label)
     try:
         _give_back_each(state, borrowed)
     finally:
-        set_borrower(None)
+        set_borrower(previous)
 
 
 def _give_back_each(state: PgPoolState, borrowed: _Borrowed) -> None:

@@ -161,7 +161,9 @@ def pool_stats(pool: ForkSafePool, *, conninfo: str, mask: Mask) -> dict[str, An
     entry["pid"] = os.getpid()
     try:
         pool.putconn(pool.getconn())
-        pool.wait(pool.timeout)
+        # This process's pool's wait(): ForkSafePool.wait() would close the
+        # ForkSafePool itself on a timeout, as ConnectionPool.wait() does.
+        pool.pool.wait(pool.timeout)
     except Exception as err:
         _failed(entry, err, mask)
     stats = pool.stats()

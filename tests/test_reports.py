@@ -107,3 +107,27 @@ def test_django_stats_down_differs_from_up(pg_server: PgServer) -> None:
     assert up["default"]["stats"]["pool_available"] >= 1
     assert down["default"]["stats"].get("pool_available", 0) == 0
     assert down["default"]["stats"].get("connections_errors", 0) >= 1
+
+
+def test_a_stats_report_that_times_out_leaves_the_pool_usable(dsn: str) -> None:
+    """``pgpool stats`` in a running process must not close the app's pool.
+
+    ForkSafePool.wait() closes the pool on a timeout, as ConnectionPool.wait()
+    does; the report waits on this process's pool instead.
+    """
+    from pgpool_core import ForkSafePool
+
+    def slow(conn: Any) -> None:
+        time.sleep(0.5)
+
+    # One worker makes the 4 connections one after the other: 2 s.
+    pool = ForkSafePool(
+        dsn, min_size=4, max_size=4, num_workers=1, timeout=1, configure=slow
+    )
+    try:
+        entry = report.pool_stats(pool, conninfo="masked", mask=str)
+        assert not entry["ok"], entry  # min_size not reached in time
+        with pool.connection(timeout=5) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()

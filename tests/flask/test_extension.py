@@ -413,3 +413,14 @@ def test_stats_and_reprs_hide_the_password(app: Flask, pg_server: PgServer) -> N
     text = repr(stats) + repr(state_of(app)) + repr(pgpool)
     assert pg_server.password not in text
     assert "password=********" in repr(state_of(app))
+
+
+def test_the_callers_borrower_label_survives_the_give_back(app: Flask) -> None:
+    """A job that names itself (``with borrower(...)``) and runs an app context."""
+    from pgpool_core import borrower
+    from pgpool_core.loans import current_borrower
+
+    with borrower("nightly job"):
+        with app.app_context():
+            pgpool.connection.execute("SELECT 1")
+        assert current_borrower() == "nightly job"
