@@ -347,7 +347,11 @@ def _read_file_secrets(
 #: The secrets of every pool made in this process (oldest first, bounded):
 #: psycopg_pool's log records do not say which pool they are about.
 _remembered: dict[str, None] = {}
-_REMEMBER_MAX = 4096
+#: Bounded low: every masking builds the forms of each (encoded, escaped...),
+#: again whenever the set changes, as it does at each connect of a ``kwargs``
+#: callable that hands out a new token (RDS IAM, a vault); the newest are
+#: what a log line about a connection quotes.
+_REMEMBER_MAX = 64
 _remembered_lock = threading.Lock()
 
 
