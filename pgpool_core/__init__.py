@@ -21,7 +21,6 @@ from .options import (
 from .pool import ForkSafePool
 from .session import (
     RESET_SQL,
-    check_connection,
     check_socket,
     check_target_session_attrs,
 )
@@ -35,7 +34,6 @@ __all__ = [
     "PgPoolError",
     "PoolNotAvailable",
     "borrower",
-    "check_connection",
     "check_socket",
     "check_target_session_attrs",
     "mask_conninfo",

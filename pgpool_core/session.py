@@ -45,7 +45,6 @@ __all__ = [
     "SETTLE_TIMEOUT",
     "SessionReset",
     "announce_rollback",
-    "check_connection",
     "check_socket",
     "check_target_session_attrs",
     "is_settling",
@@ -114,11 +113,6 @@ def _close_lent(conn: psycopg.Connection[Any]) -> None:
         conn.close()
     finally:
         conn._pool = pool
-
-
-#: The former name of :func:`check_socket`, kept importable: not to be confused
-#: with ``ForkSafePool.check_connection``, psycopg_pool's round-trip check.
-check_connection = check_socket
 
 
 def _readable_now(fd: int) -> bool:
