@@ -166,10 +166,16 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         ):
             startup = f"{kwargs.get('options') or ''} -c TimeZone={timezone}"
             kwargs["options"] = startup.strip()
+        # The pool outlives this wrapper (one thread's): it configures its
+        # connections with a wrapper of its own that never connects, so as not
+        # to keep the first thread's wrapper alive, and with it the connection
+        # that thread may have left borrowed (Django's pool keeps it).
+        configurer = type(self)(self.settings_dict, self.alias)
         pool = ForkSafePool(
-            kwargs=kwargs, configure=self._configure_connection, **options
+            kwargs=kwargs, configure=configurer._configure_connection, **options
         )
         pool.capacity_command = "manage.py pgpool capacity"
+        pool.used_by = f"Django database alias {self.alias!r}"
         return pool
 
     def close_pool(self) -> None:

@@ -56,8 +56,9 @@ class PgPoolState:
             bind: ForkSafePool(config.conninfo, **config.options)
             for bind, config in binds.items()
         }
-        for pool in self.pools.values():
+        for bind, pool in self.pools.items():
             pool.capacity_command = "flask pgpool capacity"
+            pool.used_by = f"flask_pgpool bind {bind!r}"
         #: Seconds sent in Retry-After with a 503.
         self.retry_after = retry_after
         self._binds = dict(binds)

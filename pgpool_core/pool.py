@@ -167,6 +167,10 @@ class ForkSafePool(Generic[CT]):
         #: The command the capacity warning names (``"flask pgpool capacity"``,
         #: set by the framework packages), or None.
         self.capacity_command: str | None = None
+        #: What lends this pool's connections, as the warning about a loan
+        #: never given back names it (``"Django database alias 'default'"``,
+        #: set by the framework packages before first use), or None.
+        self.used_by: str | None = None
 
         # What can be checked without the network is checked now; the values
         # callables return, when they are called (on each connect).
@@ -365,6 +369,7 @@ class ForkSafePool(Generic[CT]):
             reset=self._reset,
             session=self._session,
             returned=self._loans.returned if self.warn_held_after else None,
+            used_by=self.used_by,
             name=self.name,
             close_returns=self.close_returns,
             timeout=self.timeout,

@@ -26,7 +26,11 @@ where this module says otherwise:
   :class:`~pgpool_core.errors.ConnectFailed`, with the cause, when the next
   attempt to connect fails, or at once while the server refuses the login,
   instead of waiting for its timeout (:meth:`ProcessPool.getconn`);
-- the connects in progress are counted, so that os.fork() can wait for them.
+- the connects in progress are counted, so that os.fork() can wait for them;
+- a connection lent and garbage-collected without being given back (its
+  borrower is gone: a thread that ended with it, say) is counted lost and
+  replaced up to ``min_size``, with a warning naming its borrower
+  (:meth:`ProcessPool._reclaim_lost`).
 
 The private psycopg_pool methods overridden here were read from psycopg_pool
 3.3.3 (``psycopg_pool/pool.py``); each override says so.
@@ -35,7 +39,9 @@ The private psycopg_pool methods overridden here were read from psycopg_pool
 from __future__ import annotations
 
 import copy
+import gc
 import logging
+import os
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -58,6 +64,7 @@ from .errors import (
     SessionResetFailed,
     connect_failure,
 )
+from .loans import Loan, LoanBook
 from .masking import mask_exception
 from .session import (
     SessionReset,
@@ -73,6 +80,8 @@ __all__ = [
     "REFUSED_DELAY_MAX",
     "ProcessPool",
 ]
+
+logger = logging.getLogger("pgpool.pool")
 
 # The messages psycopg_pool logs are logged where it logs them, at its levels.
 psycopg_logger = logging.getLogger("psycopg.pool")
@@ -126,6 +135,9 @@ class ProcessPool(ConnectionPool[CT]):
     *returned*
         Called with each connection given back, however it comes (``putconn()``,
         or ``close()`` with ``close_returns``).
+    *used_by*
+        What lends its connections (``"Django database alias 'default'"``),
+        for the warning about a loan never given back; None: nothing said.
     """
 
     def __init__(
@@ -135,9 +147,14 @@ class ProcessPool(ConnectionPool[CT]):
         owner: object = None,
         session: SessionReset,
         returned: Callable[[CT], None] | None = None,
+        used_by: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.owner = owner
+        self.used_by = used_by
+        self._loans = LoanBook()
+        # The loans of ended threads that survived the last garbage collection.
+        self._collected_ended: frozenset[int] = frozenset()
         self._session = session
         self._returned = returned
         self._connects = threading.Condition(threading.Lock())
@@ -163,11 +180,16 @@ class ProcessPool(ConnectionPool[CT]):
         # while the server refuses the login, the next attempt may be a minute
         # away (REFUSED_DELAY_MAX): the client fails at once
         # (_get_ready_connection). A pool that is merely busy waits as
-        # psycopg_pool's does.
+        # psycopg_pool's does. Loans whose borrower is gone are taken back
+        # first (_reclaim_lost), and each connection lent is noted.
+        if self._loans.lost or not self._pool:
+            self._reclaim_lost()
         try:
-            return super().getconn(timeout)
+            conn = super().getconn(timeout)
         except _NoConnection as ex:
             raise self._connect_failed(ex.failure) from ex.failure.cause
+        self._loans.lend(conn)
+        return conn
 
     def _get_ready_connection(self, timeout: float | None) -> CT | None:
         # Extends psycopg_pool 3.3.3's, called under the pool's lock when a
@@ -199,11 +221,66 @@ class ProcessPool(ConnectionPool[CT]):
         )
 
     def putconn(self, conn: CT) -> None:
+        self._loans.end(conn)
+        if self._loans.lost:
+            self._reclaim_lost()
         if metrics.recorder is not None:  # metrics: use_time, however it comes back
             metrics.recorder.returned(conn, self.name)
         if self._returned is not None:
             self._returned(conn)
         super().putconn(conn)
+
+    def _reclaim_lost(self) -> None:
+        """Take back the loans whose connection was collected while lent.
+
+        Such a connection was closed by the garbage collector (libpq ended its
+        session); the pool still counts it in ``pool_size``, and would lend
+        nothing more once all are lost. Each is counted in
+        ``connections_lost`` and replaced, as psycopg_pool does with a
+        connection it finds broken, while the pool holds fewer than
+        ``min_size`` or clients wait; and logged, naming its borrower, as
+        SQLAlchemy's pool does ("The garbage collector is trying to clean up
+        non-checked-in connection").
+
+        A thread that ended with a connection is often freed only by a full
+        garbage collection (Django's connection wrapper holds reference
+        cycles): when the pool has nothing to lend and loans of ended threads
+        are out that no collection has seen yet, one is run. A loan still
+        referenced (by another thread, say) is never taken back.
+        """
+        lost = self._loans.take_lost()
+        if not lost and not self._pool and self._nconns >= self._max_size:
+            ended = self._loans.borrowers_ended()
+            if ended and not ended <= self._collected_ended:
+                gc.collect()
+                lost = self._loans.take_lost()
+                self._collected_ended = self._loans.borrowers_ended()
+        for loan in lost:
+            self._lost_loan(loan)
+
+    def _lost_loan(self, loan: Loan) -> None:
+        with self._lock:
+            self._stats[self._CONNECTIONS_LOST] += 1
+            self._nconns -= 1
+            replace = not self._closed and (
+                self._nconns < self._min_size or bool(self._waiting)
+            )
+            if replace:
+                self._nconns += 1
+        if replace:
+            self.run_task(AddConnection(self))
+        logger.warning(
+            "pool %r: a connection lent to thread %r%s%s in process %d was"
+            " garbage-collected without being given back; its session is"
+            " closed and the pool counts it lost. Give every connection back"
+            " before its borrower ends (putconn(), a with block, Django's"
+            " connection.close())",
+            self.name,
+            loan.thread.name,
+            f" for {self.used_by}" if self.used_by else "",
+            "" if loan.label is None else f" by {loan.label}",
+            os.getpid(),
+        )
 
     def expect_rollback(self, conn: CT) -> None:
         """Let *conn* come back inside a transaction without a warning.

@@ -1,16 +1,23 @@
-"""Connections still out when their pool is closed, or when the process forks.
+"""Connections still out when their pool is closed, when the process forks, or
+when their borrower is gone without giving them back.
 
 Adapters that keep a borrowed connection across calls (Django's
-DatabaseWrapper) give it back later, maybe after close() or in a child.
+DatabaseWrapper) give it back later, maybe after close() or in a child, or
+never (a thread that ends without closing it).
 """
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import psycopg
 import pytest
+from psycopg_pool import PoolTimeout
 
 from pgpool_core import ForkSafePool, lifecycle
 from tests.harness.forking import FORKS, run_in_child
@@ -113,3 +120,124 @@ def test_child_drops_a_master_connection_closed_before_the_fork(
         return inherited
 
     assert run_in_child(child, fork) is True
+
+
+# -- loans whose borrower is gone --------------------------------------------------
+
+
+def _lost_loan_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "pgpool.pool"
+        and r.levelno == logging.WARNING
+        and "without being given back" in r.getMessage()
+    ]
+
+
+def _borrow_in_thread(pool: ForkSafePool, keep: Callable[[Any], None]) -> str:
+    """Borrow a connection in a thread that ends without giving it back."""
+
+    def borrow() -> None:
+        conn = pool.getconn()
+        conn.execute("SELECT 1")
+        keep(conn)
+
+    thread = threading.Thread(target=borrow, name="borrower-that-forgets")
+    thread.start()
+    thread.join()
+    return thread.name
+
+
+@pytest.fixture
+def lost_pool(dsn: str) -> Iterator[ForkSafePool]:
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=2, name="lost-loans")
+    try:
+        yield pool
+    finally:
+        pool.close()
+
+
+def test_a_dropped_connection_goes_back_to_the_pool(
+    lost_pool: ForkSafePool, caplog: pytest.LogCaptureFixture, pg_server: PgServer
+) -> None:
+    caplog.set_level(logging.INFO, logger="pgpool")
+    thread = _borrow_in_thread(lost_pool, lambda conn: None)  # dropped at once
+
+    with lost_pool.connection(timeout=2) as conn:  # PoolTimeout before the fix
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+    stats = lost_pool.get_stats()
+    assert stats["connections_lost"] == 1
+    assert stats["pool_size"] == 1, "replaced up to min_size"
+    (warning,) = _lost_loan_warnings(caplog)
+    assert f"pool 'lost-loans': a connection lent to thread {thread!r}" in warning
+    assert f"in process {os.getpid()}" in warning
+    assert pg_server.password not in caplog.text
+
+
+def test_a_dead_thread_in_a_reference_cycle_gives_its_connection_back(
+    lost_pool: ForkSafePool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Django's connection wrapper holds reference cycles: after its thread ends,
+    only a full garbage collection frees it, which the pool runs when it has
+    nothing else to lend."""
+    caplog.set_level(logging.WARNING, logger="pgpool")
+    was_enabled = gc.isenabled()
+    gc.disable()  # as if no collection happened to run meanwhile
+    try:
+
+        def keep_in_a_cycle(conn: Any) -> None:
+            cycle: list[Any] = [conn]
+            cycle.append(cycle)
+
+        thread = _borrow_in_thread(lost_pool, keep_in_a_cycle)
+
+        with lost_pool.connection(timeout=2) as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+    assert lost_pool.get_stats()["connections_lost"] == 1
+    (warning,) = _lost_loan_warnings(caplog)
+    assert repr(thread) in warning
+
+
+def test_a_live_loan_of_a_dead_thread_is_never_taken_back(
+    lost_pool: ForkSafePool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connection handed to another thread is in use: its holder gives it back."""
+    caplog.set_level(logging.WARNING, logger="pgpool")
+    handed: list[psycopg.Connection[Any]] = []
+    _borrow_in_thread(lost_pool, handed.append)
+
+    with pytest.raises(PoolTimeout):
+        lost_pool.getconn(timeout=0.5)
+
+    (conn,) = handed
+    assert conn.execute("SELECT 1").fetchone() == (1,), "still usable"
+    lost_pool.putconn(conn)
+    with lost_pool.connection(timeout=2) as again:
+        assert again.execute("SELECT 1").fetchone() == (1,)
+    assert "connections_lost" not in lost_pool.get_stats()
+    assert _lost_loan_warnings(caplog) == []
+
+
+def test_lost_loans_are_replaced_up_to_min_size(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="pgpool")
+    with ForkSafePool(dsn, min_size=1, max_size=3, timeout=2, name="lost-3") as pool:
+        first, second, kept = pool.getconn(), pool.getconn(), pool.getconn()
+        assert pool.get_stats()["pool_size"] == 3
+        del first, second  # collected at once: no reference cycle
+
+        pool.putconn(kept)
+
+        stats = pool.get_stats()
+        assert stats["connections_lost"] == 2
+        assert stats["pool_size"] == 1, "min_size is held by the one given back"
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    assert len(_lost_loan_warnings(caplog)) == 2

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 from unittest import mock
@@ -12,6 +14,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
+from django.db.utils import ConnectionHandler
 from django.test import Client
 
 from django_pgpool.base import DatabaseWrapper
@@ -112,6 +115,54 @@ def test_close_gives_the_connection_back_to_the_pool(make_wrapper: MakeWrapper) 
     assert backend_pid(wrapper) == first
     assert wrapper.pool is not None
     assert wrapper.pool.get_stats()["connections_num"] == 1
+
+
+def test_threads_that_never_close_give_their_connections_back(
+    pg_server: PgServer, django_db_blocker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Threads that use the ORM and end without connection.close() (a thread
+    pool, a background thread): Django without a pool carries on; so does the
+    pool, with a warning for each connection not given back."""
+    caplog.set_level(logging.WARNING, logger="pgpool")
+    alias = "pgpool_threads"
+    # Django's handler: one connection wrapper per thread, as django.db.connections.
+    handler = ConnectionHandler(
+        {
+            "default": {},
+            alias: database_settings(
+                pg_server,
+                OPTIONS={"pool": {"min_size": 1, "max_size": 2, "timeout": 2}},
+            ),
+        }
+    )
+
+    def work() -> None:
+        fetch(handler[alias], "SELECT 1")  # never closed
+
+    with django_db_blocker.unblock():
+        try:
+            threads = [threading.Thread(target=work, name=f"orm-{i}") for i in range(3)]
+            for thread in threads:  # one after another: the third finds none left
+                thread.start()
+                thread.join()
+
+            assert fetch(handler[alias], "SELECT 1") == (1,)
+
+            pool = handler[alias].pool
+            assert pool is not None
+            assert pool.get_stats()["connections_lost"] >= 2
+        finally:
+            handler[alias].close()
+            handler[alias].close_pool()
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "without being given back" in r.getMessage()
+    ]
+    assert all(f"for Django database alias {alias!r}" in w for w in warnings)
+    borrowers = {w.split("thread ")[1].split(" ")[0] for w in warnings}
+    assert {"'orm-0'", "'orm-1'"} <= borrowers <= {"'orm-0'", "'orm-1'", "'orm-2'"}
+    assert pg_server.password not in caplog.text
 
 
 @pytest.mark.parametrize("health_checks", [False, True])
