@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import threading
 from collections.abc import Callable
@@ -89,6 +90,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     # came from (None: not pooled).
     _connection: Any = None
     _lender: ForkSafePool | None = None
+    # The process in which the connection was set (0: none yet).
+    _connection_pid = 0
 
     # Defined by Django's backend; typed here. The pool ignores what it returns.
     _configure_connection: Callable[[psycopg.Connection[Any]], Any]
@@ -119,16 +122,14 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     # -- the pool ------------------------------------------------------------
 
-    def _pool_target(self) -> tuple[Any, ...]:
-        s = self.settings_dict
-        return (s["NAME"], s["USER"], s["HOST"], s["PORT"])
-
     @property
     def pool(self) -> ForkSafePool | None:
         """The alias's ForkSafePool, made on first use; None without OPTIONS["pool"]."""
-        if self.alias == NO_DB_ALIAS or not self.settings_dict["OPTIONS"].get("pool"):
+        s = self.settings_dict
+        if not s["OPTIONS"].get("pool") or self.alias == NO_DB_ALIAS:
             return None
-        target = self._pool_target()
+        # The database it connects to (read several times per request).
+        target = (s["NAME"], s["USER"], s["HOST"], s["PORT"])
         entry = self._fork_safe_pools.get(self.alias)
         if entry is not None and entry.target == target:
             return entry.pool
@@ -296,8 +297,14 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         wraps ``BaseDatabaseWrapper.ensure_connection`` (Django's own tests
         do) then reaches this backend as it reaches Django's.
         """
-        connection, lender = self._connection, self._lender
-        if connection is None or lender is None or not lender.is_inherited(connection):
+        connection = self._connection
+        # Django reads it a dozen times per request: one pid comparison when
+        # it was set in this process, which made or borrowed it here.
+        if connection is None or self._connection_pid == os.getpid():
+            return connection
+        lender = self._lender
+        if lender is None or not lender.is_inherited(connection):
+            self._connection_pid = os.getpid()  # not the parent's: ours now
             return connection
         logger.debug(
             "%s: dropping the connection inherited from the parent process",
@@ -310,6 +317,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     @connection.setter
     def connection(self, value: Any) -> None:
         self._connection = value
+        self._connection_pid = os.getpid()
 
     def _close(self) -> None:
         connection, lender = self.connection, self._lender

@@ -19,20 +19,35 @@ __all__ = ["RequestLabel"]
 
 
 class RequestLabel:
-    """A request, as the warn_held_after warning names it."""
+    """A request, as the warnings name it; read from the request only then."""
 
-    __slots__ = ("method", "path")
+    __slots__ = ("environ", "scope")
 
-    def __init__(self, method: str, path: str) -> None:
-        self.method = method
-        self.path = path
+    def __init__(
+        self, environ: dict[str, Any] | None, scope: dict[str, Any] | None = None
+    ) -> None:
+        self.environ = environ
+        self.scope = scope
+
+    @property
+    def method(self) -> str:
+        if self.environ is not None:
+            return str(self.environ.get("REQUEST_METHOD", "?"))
+        return str((self.scope or {}).get("method", "?"))
+
+    @property
+    def path(self) -> str:
+        if self.environ is not None:
+            return get_path_info(self.environ)
+        return str((self.scope or {}).get("path", ""))
 
     def __str__(self) -> str:
+        method, path = self.method, self.path
         try:
-            view = resolve(self.path).view_name
+            view = resolve(path).view_name
         except Exception:  # no such URL, or no URLconf here
-            return f"{self.method} {self.path}"
-        return f"{self.method} {self.path} (view {view})"
+            return f"{method} {path}"
+        return f"{method} {path} (view {view})"
 
 
 def _request_started(
@@ -41,13 +56,9 @@ def _request_started(
     scope: dict[str, Any] | None = None,
     **kwargs: Any,
 ) -> None:
-    if environ is not None:
-        label = RequestLabel(environ.get("REQUEST_METHOD", "?"), get_path_info(environ))
-    elif scope is not None:
-        label = RequestLabel(scope.get("method", "?"), scope.get("path", ""))
-    else:
+    if environ is None and scope is None:
         return
-    set_borrower(label)
+    set_borrower(RequestLabel(environ, scope))
 
 
 def _request_finished(sender: Any, **kwargs: Any) -> None:

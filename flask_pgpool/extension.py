@@ -293,17 +293,16 @@ def _borrow(
 
 
 class _RequestLabel:
-    """Names a request in a warning, formatted only if one is logged."""
+    """Names a request in a warning, read from the request only if one is logged."""
 
-    __slots__ = ("method", "path", "endpoint")
+    __slots__ = ("request",)
 
     def __init__(self, request: Any) -> None:
-        self.method = request.method
-        self.path = request.path
-        self.endpoint = request.endpoint
+        self.request = request
 
     def __str__(self) -> str:
-        return f"{self.method} {self.path} (endpoint {self.endpoint})"
+        request = self.request
+        return f"{request.method} {request.path} (endpoint {request.endpoint})"
 
 
 def _handled_by_app(err: psycopg.Error) -> bool:
@@ -380,8 +379,8 @@ def _keep_for_stream(response: Response) -> Response:
     context at all. The end of the body is the one end they all share.
     """
     body = response.response
-    setattr(g, _G_STREAMING, isinstance(body, Generator))
     if isinstance(body, Generator):
+        setattr(g, _G_STREAMING, True)
         state: PgPoolState = current_app.extensions["pgpool"]
         borrowed: _Borrowed = g.setdefault(_G_NAME, _Borrowed())
         response.response = _GiveBackAtEnd(body, partial(_give_back, state, borrowed))

@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from time import monotonic
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Loan", "LoanBook", "Loans", "borrower", "current_borrower", "set_borrower"]
 
@@ -95,35 +95,19 @@ class Loans:
 
 
 _current_thread = threading.current_thread
+_ref = weakref.ref
 
 
-class Loan(weakref.ref[Any]):
-    """A connection lent by a pool: a weak reference to it, and who borrowed it.
+class Loan(NamedTuple):
+    """A connection lent by a pool, and who borrowed it."""
 
-    Calls its book back when the connection is garbage-collected (its borrower
-    dropped it without giving it back).
-    """
-
-    __slots__ = ("key", "thread", "label")
-
-    key: int
+    #: A weak reference to the connection, calling back its book when the
+    #: connection is garbage-collected.
+    ref: weakref.ref[Any]
+    #: The thread that borrowed it.
     thread: threading.Thread
+    #: What borrowed it (see :func:`borrower`), or None.
     label: object | None
-
-    def __new__(
-        cls, conn: Any, callback: Any, key: int, thread: threading.Thread, label: Any
-    ) -> Loan:
-        self = super().__new__(cls, conn, callback)
-        self.key = key
-        self.thread = thread
-        self.label = label
-        return self
-
-    def __init__(
-        self, conn: Any, callback: Any, key: int, thread: threading.Thread, label: Any
-    ) -> None:
-        # weakref.ref's __init__ takes (object, callback) only.
-        super().__init__(conn, callback)  # type: ignore[call-arg]
 
 
 class LoanBook:
@@ -132,50 +116,49 @@ class LoanBook:
     A loan is noted when its connection is lent (:meth:`lend`), ended when it
     comes back (:meth:`end`). A connection garbage-collected while lent (its
     borrower, a thread-local Django connection of a thread that ended, say,
-    was collected) is queued in :attr:`lost` by the garbage collector, which
-    may run in any thread, at any allocation, even one made while that
-    thread holds the pool's lock: the callback only appends to a deque (no
-    lock, no I/O). The pool takes them with :meth:`take_lost` when a
-    connection is next borrowed or given back.
+    was collected) has its weak reference queued in :attr:`collected` by the
+    garbage collector, which may run in any thread, at any allocation, even
+    one made while that thread holds the pool's lock: the callback only
+    appends to a deque (no lock, no I/O). The pool takes the loans back with
+    :meth:`take_lost` when a connection is next borrowed or given back.
     """
 
     def __init__(self) -> None:
         self.out: dict[int, Loan] = {}
-        self.lost: deque[Loan] = deque()
-        self._collected = self.lost.append
+        self.collected: deque[weakref.ref[Any]] = deque()
+        self._collected = self.collected.append
 
     def lend(self, conn: Any) -> None:
         """Note that *conn* was lent now, to this thread (and borrower)."""
-        key = id(conn)
-        self.out[key] = Loan(
-            conn, self._collected, key, _current_thread(), _borrower.get()
+        self.out[id(conn)] = Loan(
+            _ref(conn, self._collected), _current_thread(), _borrower.get()
         )
 
-    def end(self, conn: Any) -> Loan | None:
-        """Note that *conn* came back; return its loan (None if unknown)."""
-        return self.out.pop(id(conn), None)
+    def end(self, conn: Any) -> None:
+        """Note that *conn* came back."""
+        self.out.pop(id(conn), None)
 
     def take_lost(self) -> list[Loan]:
         """Return the loans whose connection was collected since the last call."""
-        lost: list[Loan] = []
+        refs: list[weakref.ref[Any]] = []
         while True:
             try:
-                loan = self.lost.popleft()
+                refs.append(self.collected.popleft())
             except IndexError:
                 break
-            # A connection made since may have the same id: its loan stays.
-            if self.out.get(loan.key) is loan:
-                self.out.pop(loan.key, None)
-            lost.append(loan)
+        if not refs:
+            return []
+        # By reference, not by the connection's id: a connection made since
+        # may have the id of one collected. (A dead reference has no hash.)
+        dead = {id(ref) for ref in refs}
+        lost: list[Loan] = []
+        for key, loan in list(self.out.items()):
+            if id(loan.ref) in dead and self.out.pop(key, None) is loan:
+                lost.append(loan)
         return lost
 
     def borrowers_ended(self) -> frozenset[int]:
         """Return the loans (by key) out to threads that ended."""
-        for _ in range(3):
-            try:
-                return frozenset(
-                    key for key, loan in self.out.items() if not loan.thread.is_alive()
-                )
-            except RuntimeError:  # lent or returned meanwhile
-                continue
-        return frozenset()
+        return frozenset(
+            key for key, loan in list(self.out.items()) if not loan.thread.is_alive()
+        )

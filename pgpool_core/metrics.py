@@ -153,22 +153,31 @@ class Recorder:
         """Record the wait of a ``getconn()`` that started at *since* (monotonic)."""
         now = monotonic()
         conn._pgpool_lent_at = now
-        self.wait_time.record(now - since, self.attributes(pool_name))
+        self.wait_time.record(
+            now - since, self._attributes.get(pool_name) or self.attributes(pool_name)
+        )
 
     def returned(self, conn: Any, pool_name: str) -> None:
         """Record how long *conn*, now given back, was used."""
         lent_at = getattr(conn, "_pgpool_lent_at", 0.0)
         if lent_at:
             conn._pgpool_lent_at = 0.0
-            self.use_time.record(monotonic() - lent_at, self.attributes(pool_name))
+            self.use_time.record(
+                monotonic() - lent_at,
+                self._attributes.get(pool_name) or self.attributes(pool_name),
+            )
 
     def timed_out(self, pool_name: str) -> None:
         """Count a ``getconn()`` that raised PoolTimeout."""
-        self.timeouts.add(1, self.attributes(pool_name))
+        self.timeouts.add(
+            1, self._attributes.get(pool_name) or self.attributes(pool_name)
+        )
 
     def connected(self, pool_name: str, seconds: float) -> None:
         """Record a new connection made in *seconds*."""
-        self.create_time.record(seconds, self.attributes(pool_name))
+        self.create_time.record(
+            seconds, self._attributes.get(pool_name) or self.attributes(pool_name)
+        )
 
 
 # -- the asynchronous instruments: read from the pools at collection time -------

@@ -480,7 +480,8 @@ class ForkSafePool(Generic[CT]):
                 ) from None
             if otel is not None:
                 otel.lent(conn, self.name, since)  # metrics: wait_time
-        self._loans.lent(conn)
+        if self.warn_held_after is not None:
+            self._loans.lent(conn)
         return conn
 
     def putconn(
@@ -500,10 +501,20 @@ class ForkSafePool(Generic[CT]):
         process is left alone. ValueError if *conn* is not this pool's.
         """
         pools = self._pools
+        origin = getattr(conn, "_pool", None)
+        if (
+            origin is not None
+            and getattr(origin, "owner", None) is pools
+            and origin.pid == os.getpid()
+        ):
+            # Lent by this process's pool (so not inherited): the usual case.
+            if not warn_open_transaction:
+                origin.expect_rollback(conn)
+            origin.putconn(conn)
+            return
         pools.leave_if_inherited()
         if is_abandoned(conn):
             return  # inherited from the parent: not ours to return or close
-        origin = getattr(conn, "_pool", None)
         if origin is not None and pools.owns(origin):
             if not warn_open_transaction:
                 cast(ProcessPool[Any], origin).expect_rollback(conn)

@@ -151,6 +151,8 @@ class ProcessPool(ConnectionPool[CT]):
         **kwargs: Any,
     ) -> None:
         self.owner = owner
+        #: The process that made it, the only one it serves.
+        self.pid = os.getpid()
         self.used_by = used_by
         self._loans = LoanBook()
         # The loans of ended threads that survived the last garbage collection.
@@ -182,7 +184,7 @@ class ProcessPool(ConnectionPool[CT]):
         # (_get_ready_connection). A pool that is merely busy waits as
         # psycopg_pool's does. Loans whose borrower is gone are taken back
         # first (_reclaim_lost), and each connection lent is noted.
-        if self._loans.lost or not self._pool:
+        if self._loans.collected or not self._pool:
             self._reclaim_lost()
         try:
             conn = super().getconn(timeout)
@@ -222,7 +224,7 @@ class ProcessPool(ConnectionPool[CT]):
 
     def putconn(self, conn: CT) -> None:
         self._loans.end(conn)
-        if self._loans.lost:
+        if self._loans.collected:
             self._reclaim_lost()
         if metrics.recorder is not None:  # metrics: use_time, however it comes back
             metrics.recorder.returned(conn, self.name)

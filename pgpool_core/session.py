@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 import re
 import select
-import weakref
 from collections.abc import Callable
 from selectors import EVENT_READ
 from time import monotonic
@@ -88,17 +87,30 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
     in the pool, to be refused again at every checkout).
     """
     pgconn = conn.pgconn
-    if pgconn.status != ConnStatus.OK:
+    if pgconn.status != _CONNECTION_OK:
         raise psycopg.OperationalError("the connection is closed")
-    try:
-        check_target_session_attrs(conn)
-    except psycopg.OperationalError:
-        _close_lent(conn)
-        raise
-    if pgconn.transaction_status != TransactionStatus.IDLE:
+    attrs = getattr(conn, _TARGET_SESSION_ATTRS, None)
+    if attrs is None or attrs in _WRITABLE:
+        try:
+            check_target_session_attrs(conn)
+        except psycopg.OperationalError:
+            _close_lent(conn)
+            raise
+    if pgconn.transaction_status != _IDLE:
         ConnectionPool.check_connection(conn)
         return
-    if _readable_now(pgconn.socket):
+    poller = getattr(conn, _POLLER, None)
+    if poller is None:
+        if not hasattr(select, "poll"):
+            if _readable_now(pgconn.socket):
+                ConnectionPool.check_connection(conn)
+            return
+        # One per connection (its socket never changes): a check is then
+        # one call.
+        poller = select.poll()
+        poller.register(pgconn.socket, _POLL_MASK)
+        setattr(conn, _POLLER, poller)
+    if poller.poll(0):
         ConnectionPool.check_connection(conn)
 
 
@@ -127,11 +139,13 @@ def _readable_now(fd: int) -> bool:
     return bool(poller.poll(0))
 
 
-# What each connection's target_session_attrs asks for, read once: libpq's
-# PQconninfo() costs more than the rest of the check.
-_target_session_attrs: weakref.WeakKeyDictionary[psycopg.Connection[Any], str] = (
-    weakref.WeakKeyDictionary()
-)
+# What each connection's target_session_attrs asks for, read once (libpq's
+# PQconninfo() costs more than the rest of the check), kept on the connection
+# as psycopg_pool keeps its own (_pool, _expire_at); and the poll object that
+# watches its socket.
+_TARGET_SESSION_ATTRS = "_pgpool_target_session_attrs"
+_WRITABLE = ("read-write", "primary")
+_POLLER = "_pgpool_poller"
 
 
 def check_target_session_attrs(
@@ -149,12 +163,11 @@ def check_target_session_attrs(
     ``PGTARGETSESSIONATTRS``).
     """
     if attrs is None:
-        attrs = _target_session_attrs.get(conn)
+        attrs = getattr(conn, _TARGET_SESSION_ATTRS, None)
         if attrs is None:
-            attrs = _target_session_attrs[conn] = _conninfo_value(
-                conn, b"target_session_attrs"
-            )
-    if attrs not in ("read-write", "primary"):
+            attrs = _conninfo_value(conn, b"target_session_attrs")
+            setattr(conn, _TARGET_SESSION_ATTRS, attrs)
+    if attrs not in _WRITABLE:
         return
     info = conn.info
     if info.parameter_status("in_hot_standby") == "on":
@@ -402,20 +415,20 @@ def _state(conn: psycopg.Connection[Any]) -> _State | None:
 
 def is_settling(conn: psycopg.Connection[Any]) -> bool:
     """Return True if *conn*'s reset was started and not settled yet."""
-    state = _state(conn)
+    state: _State | None = getattr(conn, _STATE, None)
     return state is not None and state.pending is not None
 
 
 def announce_rollback(conn: psycopg.Connection[Any]) -> None:
     """Say that *conn* comes back in a transaction its borrower expects rolled back."""
-    state = _state(conn)
+    state: _State | None = getattr(conn, _STATE, None)
     if state is not None:
         state.announced = True
 
 
 def rollback_announced(conn: psycopg.Connection[Any]) -> bool:
     """Return (and forget) whether *conn*'s rollback was announced."""
-    state = _state(conn)
+    state: _State | None = getattr(conn, _STATE, None)
     if state is None or not state.announced:
         return False
     state.announced = False
@@ -482,7 +495,7 @@ class SessionReset:
         transaction still open, a ``notifies()`` generator still running; or
         if it cannot send.
         """
-        state = _state(conn)
+        state: _State | None = getattr(conn, _STATE, None)
         if state is None:
             raise psycopg.ProgrammingError(
                 f"connection not made by pool {self.name!r}: {conn}"
@@ -604,7 +617,7 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     again. On any failure the connection is closed and the error raised: it
     is then discarded as one that failed its check.
     """
-    state = _state(conn)
+    state: _State | None = getattr(conn, _STATE, None)
     if state is None:
         return
     pending = state.pending
