@@ -419,9 +419,10 @@ class _GiveBackAtEnd:
 
 def _return_connections(exc: BaseException | None) -> None:
     """Give back the app context's connections, unless a stream still needs them."""
-    if g.get(_G_STREAMING):
+    ctx_g = g._get_current_object()  # one lookup of the proxy, not two
+    if ctx_g.get(_G_STREAMING):
         return
-    borrowed: _Borrowed | None = g.pop(_G_NAME, None)
+    borrowed: _Borrowed | None = ctx_g.pop(_G_NAME, None)
     if borrowed:
         _give_back(current_app.extensions["pgpool"], borrowed)
 
@@ -433,23 +434,19 @@ def _give_back(state: PgPoolState, borrowed: _Borrowed) -> None:
     previous = current_borrower()
     set_borrower(borrowed.label)
     try:
-        _give_back_each(state, borrowed)
+        while borrowed:
+            bind, conn = borrowed.popitem()
+            pool = state.pools[bind]
+            try:
+                # A view that only read left its transaction open: documented,
+                # no warning (one that wrote is warned about by the pool). The
+                # reset rolls it back in its own query.
+                pool.putconn(conn, warn_open_transaction=False)
+            except Exception as err:
+                logger.warning(
+                    "pool %r: a connection could not be given back: %s",
+                    pool.name,
+                    state.mask(bind, f"{type(err).__name__}: {err}"),
+                )
     finally:
         set_borrower(previous)
-
-
-def _give_back_each(state: PgPoolState, borrowed: _Borrowed) -> None:
-    while borrowed:
-        bind, conn = borrowed.popitem()
-        pool = state.pools[bind]
-        try:
-            # A view that only read left its transaction open: documented,
-            # no warning (one that wrote is warned about by the pool). The
-            # reset rolls it back in its own query.
-            pool.putconn(conn, warn_open_transaction=False)
-        except Exception as err:
-            logger.warning(
-                "pool %r: a connection could not be given back: %s",
-                pool.name,
-                state.mask(bind, f"{type(err).__name__}: {err}"),
-            )
