@@ -503,6 +503,9 @@ class SessionReset:
         pgconn = conn.pgconn
         _refuse_unresettable(conn, pgconn)
         status = pgconn.transaction_status
+        if status == _IDLE and not self.session and not self.restore:
+            state.rolled_back = False
+            return False  # reset=None and nothing left open: nothing to undo
         prepared = conn._prepared
         pending = _Pending()
         # Prepared by psycopg during the loan: a rollback or DISCARD TEMP may
