@@ -344,12 +344,7 @@ class ProcessPools:
         here = self._here
         if here is None or here.pid != os.getpid():
             return 0
-        for _ in range(3):
-            try:
-                return sum(not conn.closed for conn in list(here.made))
-            except RuntimeError:  # a pool thread added one meanwhile
-                continue
-        return 0
+        return sum(not conn.closed for conn in _snapshot(here.made))
 
     def plain_lent(self) -> int:
         """Return how many plain connections are lent in this process."""
@@ -393,12 +388,7 @@ class ProcessPools:
         if here.pool is not None:
             here.pool.hold_connects(FORK_CONNECT_WAIT)
             self._held = here.pool
-        for _ in range(3):
-            try:
-                self._pinned = list(here.made)
-                break
-            except RuntimeError:  # another thread added one meanwhile
-                continue
+        self._pinned = _snapshot(here.made)
 
     def after_fork(self) -> None:
         """After os.fork(), in parent and child: undo what before_fork() did.
@@ -508,3 +498,13 @@ os.register_at_fork(
     after_in_parent=_end_fork,
     after_in_child=_after_fork_in_child,
 )
+
+
+def _snapshot(made: weakref.WeakSet[Any]) -> list[Any]:
+    """Return the connections of *made* now (empty if it kept changing)."""
+    for _ in range(3):
+        try:
+            return list(made)
+        except RuntimeError:  # a pool thread added one meanwhile
+            continue
+    return []

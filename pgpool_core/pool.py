@@ -12,7 +12,6 @@ from types import TracebackType
 from typing import Any, Generic, cast
 
 import psycopg
-from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.abc import CT
 
@@ -30,7 +29,7 @@ from .options import (
     validate_pool_options,
 )
 from .process_pool import ProcessPool
-from .session import SessionReset, check_socket
+from .session import SessionReset, check_socket, run_configure
 
 __all__ = ["DEFAULT", "ForkSafePool"]
 
@@ -391,13 +390,7 @@ class ForkSafePool(Generic[CT]):
             conn.prepare_threshold = None
         self._session.adopt(conn)
         if self._configure is not None:
-            self._configure(conn)
-            status = conn.pgconn.transaction_status
-            if status != TransactionStatus.IDLE:
-                raise psycopg.ProgrammingError(
-                    f"connection left in status {TransactionStatus(status).name}"
-                    f" by configure function {self._configure}: discarded"
-                )
+            run_configure(conn, self._configure)
         pid = os.getpid()
         if self._limit_checked_in != pid and not self.pgbouncer:
             # Once per process, in the pool's thread that made the connection.
@@ -570,13 +563,7 @@ class ForkSafePool(Generic[CT]):
             conn.prepare_threshold = None
         try:
             if self._configure is not None:
-                self._configure(conn)
-                status = conn.pgconn.transaction_status
-                if status != TransactionStatus.IDLE:
-                    raise psycopg.ProgrammingError(
-                        f"connection left in status {TransactionStatus(status).name}"
-                        f" by configure function {self._configure}: discarded"
-                    )
+                run_configure(conn, self._configure)
         except BaseException:
             conn.close()
             raise

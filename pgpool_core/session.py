@@ -102,7 +102,7 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
     poller = getattr(conn, _POLLER, None)
     if poller is None:
         if not hasattr(select, "poll"):
-            if _readable_now(pgconn.socket):
+            if _selected(pgconn.socket, 0):
                 ConnectionPool.check_connection(conn)
             return
         # One per connection (its socket never changes): a check is then
@@ -127,16 +127,15 @@ def _close_lent(conn: psycopg.Connection[Any]) -> None:
         conn._pool = pool
 
 
-def _readable_now(fd: int) -> bool:
-    """Return True if *fd* has something to read (or an error, an EOF) right now."""
-    # eventlet's patched select module has no poll(); select() is limited to
-    # descriptors below FD_SETSIZE, so poll() where there is one.
-    if not hasattr(select, "poll"):
-        readable, _, failed = select.select([fd], [], [fd], 0)
-        return bool(readable or failed)
-    poller = select.poll()
-    poller.register(fd, _POLL_MASK)
-    return bool(poller.poll(0))
+def _selected(fd: int, seconds: float, *, write: bool = False) -> bool:
+    """Return True if *fd* can be read (or written), or failed, within *seconds*.
+
+    With ``select()``: eventlet's patched select module has no ``poll()``,
+    which is used where there is one (``select()`` is limited to descriptors
+    below FD_SETSIZE).
+    """
+    reading, writing = ([], [fd]) if write else ([fd], [])
+    return any(select.select(reading, writing, [fd], seconds))
 
 
 # What each connection's target_session_attrs asks for, read once (libpq's
@@ -611,6 +610,24 @@ def _refuse_unresettable(conn: psycopg.Connection[Any], pgconn: Any) -> None:
 # -- the settling half -----------------------------------------------------------------
 
 
+def run_configure(
+    conn: psycopg.Connection[Any], configure: Callable[[Any], None]
+) -> None:
+    """Run a pool's *configure* on *conn*; raise if it left a transaction open.
+
+    psycopg_pool's rule for ``configure``: a connection it leaves in a
+    transaction is discarded (ProgrammingError). Run on every new connection
+    and again after each reset (``RESET ALL`` undoes what it set).
+    """
+    configure(conn)
+    status = conn.pgconn.transaction_status
+    if status != _IDLE:
+        raise psycopg.ProgrammingError(
+            f"connection left in status {TransactionStatus(status).name}"
+            f" by configure function {configure}: discarded"
+        )
+
+
 def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     """Finish *conn*'s reset, if one is in flight, before anything else uses it.
 
@@ -665,13 +682,7 @@ def _settle(
     if reset.restore:
         _restore(conn, state)
         if reset.configure is not None:
-            reset.configure(conn)
-            status = pgconn.transaction_status
-            if status != _IDLE:
-                raise psycopg.ProgrammingError(
-                    f"connection left in status {TransactionStatus(status).name}"
-                    f" by configure function {reset.configure}: discarded"
-                )
+            run_configure(conn, reset.configure)
     prepared = conn._prepared
     state.prepared_idx = prepared._prepared_idx
     state.queries_mark = _queries_mark(prepared)
@@ -725,10 +736,8 @@ def _wait(fd: int, deadline: float, *, write: bool = False) -> None:
             poller.register(fd, event | select.POLLERR | select.POLLHUP)
             if poller.poll(remaining * 1000.0):
                 return
-        else:  # eventlet's select module: see _readable_now()
-            reading, writing = ([], [fd]) if write else ([fd], [])
-            if any(select.select(reading, writing, [fd], remaining)):
-                return
+        elif _selected(fd, remaining, write=write):
+            return
     raise SessionResetFailed("session reset not answered in time")
 
 
