@@ -19,13 +19,16 @@ SNIPPETS = {
 }
 
 
-def read_snippet(server: str, framework: str, *, app: str | None = None) -> str:
+def read_snippet(
+    server: str, framework: str, *, app: str | None = None, workers: int | None = None
+) -> str:
     """Return the settings for *server* ("uwsgi", "gunicorn", "postgresql").
 
     *app* is the WSGI application as both servers name it
     (``"shop.wsgi:application"``, ``"app:create_app()"``): it replaces the
     example's (``mysite.wsgi:application`` for Django, ``wsgi:app`` for
-    Flask), which is what the documentation shows.
+    Flask), which is what the documentation shows. *workers* (Django's
+    ``PGPOOL_WORKERS``) replaces the example's 4 worker processes.
     """
     try:
         name = SNIPPETS[(server, framework)]
@@ -35,6 +38,10 @@ def read_snippet(server: str, framework: str, *, app: str | None = None) -> str:
             f"no settings for server {server!r}; choose one of {', '.join(servers)}"
         ) from None
     text = (files(__package__) / name).read_text(encoding="utf-8")
+    if workers is not None:
+        key = {"gunicorn": "workers", "uwsgi": "processes"}.get(server)
+        if key is not None:
+            text = re.sub(rf"^{key} = \d+$", f"{key} = {workers}", text, flags=re.M)
     if app is None:
         return text
     if server == "gunicorn":

@@ -54,6 +54,9 @@ DATABASES = {
     }
 }
 
+if os.environ.get("PGPOOL_APP_WORKERS"):
+    PGPOOL_WORKERS = int(os.environ["PGPOOL_APP_WORKERS"])
+
 if os.environ.get("PGPOOL_APP_REPLICA"):
     DATABASES["replica"] = copy.deepcopy(DATABASES["default"])
     DATABASES["replica"]["TEST"] = {"MIRROR": "default"}

@@ -81,6 +81,23 @@ def test_config_prints_the_tested_settings_for_this_project(
     assert "mysite" not in result.stdout
 
 
+@pytest.mark.parametrize(
+    ("server", "line"), [("uwsgi", "processes = 2"), ("gunicorn", "workers = 2")]
+)
+def test_config_prints_pgpool_workers(
+    app_env: dict[str, str], server: str, line: str
+) -> None:
+    """The printed worker processes are those capacity and check count with."""
+    env = {**app_env, "PGPOOL_APP_WORKERS": "2"}
+    result = run_project(MANAGE, "pgpool", "config", server, env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert line in result.stdout.splitlines()
+    assert result.stdout == read_snippet(
+        server, "django", app="tests.django.wsgi:application", workers=2
+    )
+
+
 def test_unknown_alias_is_an_error(app_env: dict[str, str]) -> None:
     result = run_project(MANAGE, "pgpool", "check", "--database", "other", env=app_env)
     assert result.returncode == 1

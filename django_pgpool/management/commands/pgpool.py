@@ -79,7 +79,12 @@ class Command(BaseCommand):
         action = options["action"]
         if action == "config":
             self.stdout.write(
-                read_snippet(options["server"], "django", app=_wsgi_application()),
+                read_snippet(
+                    options["server"],
+                    "django",
+                    app=_wsgi_application(),
+                    workers=_pgpool_workers(),
+                ),
                 ending="",
             )
             return
@@ -217,6 +222,13 @@ def _wsgi_application() -> str:
             " the settings name it"
         )
     return f"{module}:{name}"
+
+
+def _pgpool_workers() -> int | None:
+    """Return PGPOOL_WORKERS, for the printed settings' worker processes."""
+    if getattr(settings, "PGPOOL_WORKERS", None) is None:
+        return None
+    return conf.workers()
 
 
 def _positive(value: str) -> int:
