@@ -19,7 +19,7 @@ import logging
 import threading
 import weakref
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from time import monotonic
@@ -119,24 +119,44 @@ class LoanBook:
     was collected) has its weak reference queued in :attr:`collected` by the
     garbage collector, which may run in any thread, at any allocation, even
     one made while that thread holds the pool's lock: the callback only
-    appends to a deque (no lock, no I/O). The pool takes the loans back with
-    :meth:`take_lost` when a connection is next borrowed or given back.
+    appends to a deque and wakes the pool (no lock, no I/O). The pool takes
+    the loans back with :meth:`take_lost`, in a worker, and when a connection
+    is next borrowed or given back. The book's own lock, which the callback
+    never takes, keeps a loan and the one lent since at the same id (CPython
+    reuses a freed object's memory) apart.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, wake: Callable[[], None] | None = None) -> None:
         self.out: dict[int, Loan] = {}
         self.collected: deque[weakref.ref[Any]] = deque()
-        self._collected = self.collected.append
+        # Loans of collected connections whose id a connection lent since
+        # took in `out` (CPython reuses the memory of a freed object).
+        self.displaced: deque[Loan] = deque()
+        self._wake = wake
+        self._lock = threading.Lock()
+
+    def _collected(self, ref: weakref.ref[Any]) -> None:
+        # The weak reference's callback: in the garbage collector, in any
+        # thread, maybe while it holds the pool's lock. No lock, no I/O:
+        # wake (the pool's) may only do what a weakref callback may.
+        self.collected.append(ref)
+        if self._wake is not None:
+            self._wake()
 
     def lend(self, conn: Any) -> None:
         """Note that *conn* was lent now, to this thread (and borrower)."""
-        self.out[id(conn)] = Loan(
-            _ref(conn, self._collected), _current_thread(), _borrower.get()
-        )
+        key = id(conn)
+        loan = Loan(_ref(conn, self._collected), _current_thread(), _borrower.get())
+        with self._lock:
+            earlier = self.out.get(key)
+            if earlier is not None and earlier.ref() is None:
+                self.displaced.append(earlier)
+            self.out[key] = loan
 
     def end(self, conn: Any) -> None:
         """Note that *conn* came back."""
-        self.out.pop(id(conn), None)
+        with self._lock:
+            self.out.pop(id(conn), None)
 
     def take_lost(self) -> list[Loan]:
         """Return the loans whose connection was collected since the last call."""
@@ -146,19 +166,22 @@ class LoanBook:
                 refs.append(self.collected.popleft())
             except IndexError:
                 break
-        if not refs:
-            return []
-        # By reference, not by the connection's id: a connection made since
-        # may have the id of one collected. (A dead reference has no hash.)
-        dead = {id(ref) for ref in refs}
-        lost: list[Loan] = []
-        for key, loan in list(self.out.items()):
-            if id(loan.ref) in dead and self.out.pop(key, None) is loan:
-                lost.append(loan)
+        with self._lock:
+            lost = list(self.displaced)
+            self.displaced.clear()
+            if refs:
+                # By reference, not by the connection's id: a connection lent
+                # since may have the id of one collected. (A dead reference
+                # has no hash.)
+                dead = {id(ref) for ref in refs}
+                for key, loan in list(self.out.items()):
+                    if id(loan.ref) in dead:
+                        del self.out[key]
+                        lost.append(loan)
         return lost
 
     def borrowers_ended(self) -> frozenset[int]:
         """Return the loans (by key) out to threads that ended."""
-        return frozenset(
-            key for key, loan in list(self.out.items()) if not loan.thread.is_alive()
-        )
+        with self._lock:
+            loans = list(self.out.items())
+        return frozenset(key for key, loan in loans if not loan.thread.is_alive())

@@ -46,6 +46,7 @@ import threading
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from queue import SimpleQueue
 from time import monotonic, sleep
 from typing import Any
 
@@ -54,7 +55,7 @@ from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.abc import CT
 from psycopg_pool.base import AttemptWithBackoff
-from psycopg_pool.pool import AddConnection
+from psycopg_pool.pool import AddConnection, MaintenanceTask
 
 from . import metrics
 from .errors import (
@@ -101,6 +102,10 @@ REFUSED_DELAY_MAX = 60.0
 
 #: How long os.fork() waits for connections being made by pool threads.
 FORK_CONNECT_WAIT = 2.0
+
+#: Seconds between two looks for loans of ended threads while clients wait
+#: (ProcessPool._watch_ended).
+WATCH_ENDED_INTERVAL = 0.25
 
 
 @dataclass(frozen=True)
@@ -154,7 +159,10 @@ class ProcessPool(ConnectionPool[CT]):
         #: The process that made it, the only one it serves.
         self.pid = os.getpid()
         self.used_by = used_by
-        self._loans = LoanBook()
+        self._loans = LoanBook(wake=self._wake_reclaimer)
+        self._reclaim_task = _ReclaimLost(self)
+        self._watch_task = _WatchEnded(self)
+        self._watching_ended = False
         # The loans of ended threads that survived the last garbage collection.
         self._collected_ended: frozenset[int] = frozenset()
         self._session = session
@@ -199,6 +207,11 @@ class ProcessPool(ConnectionPool[CT]):
         # that has no connection, while the server refuses the login, fails
         # instead (under the lock, so that no attempt fails unseen meanwhile).
         conn = super()._get_ready_connection(timeout)
+        if conn is None and not self._watching_ended and self._loans.out:
+            # The client will wait: while clients wait, a pool worker looks
+            # for loans of threads that ended since (see _watch_ended).
+            self._watching_ended = True
+            self.schedule_task(self._watch_task, WATCH_ENDED_INTERVAL)
         failure = self._failure
         if (
             conn is None
@@ -231,6 +244,35 @@ class ProcessPool(ConnectionPool[CT]):
         if self._returned is not None:
             self._returned(conn)
         super().putconn(conn)
+
+    def _start_workers(self) -> None:
+        # Extends psycopg_pool 3.3.3's (open() made self._tasks a Queue just
+        # before): the workers' queue is a SimpleQueue, whose put() may be
+        # called from a weakref callback, in the garbage collector, even in a
+        # thread inside the queue's own code (queue.Queue's put() takes a
+        # lock that thread may hold): a lost loan wakes a worker, which takes
+        # it back, so that clients already waiting get a new connection.
+        self._tasks = SimpleQueue()  # type: ignore[assignment]
+        super()._start_workers()
+
+    def _wake_reclaimer(self) -> None:
+        # Called from the weakref callback of a lent connection collected:
+        # no lock, no I/O (see LoanBook).
+        if not self._closed and self.pid == os.getpid():
+            self._tasks.put_nowait(self._reclaim_task)
+
+    def _watch_ended(self) -> None:
+        """While clients wait, take back the loans of threads that ended since.
+
+        A thread's connection held in a reference cycle (Django's connection
+        wrapper, Flask's app context) is freed only by a garbage collection,
+        which nothing else may run before the waiting clients' timeout.
+        """
+        self._reclaim_lost()
+        if self._waiting and not self._closed and self._loans.out:
+            self.schedule_task(self._watch_task, WATCH_ENDED_INTERVAL)
+        else:
+            self._watching_ended = False
 
     def _reclaim_lost(self) -> None:
         """Take back the loans whose connection was collected while lent.
@@ -558,3 +600,19 @@ def _detached(exc: BaseException) -> BaseException:
     copied.__cause__ = None
     copied.__context__ = None
     return copied
+
+
+class _ReclaimLost(MaintenanceTask):
+    """Take back the loans whose connection was collected (in a pool worker)."""
+
+    def _run(self, pool: ConnectionPool[Any]) -> None:
+        assert isinstance(pool, ProcessPool)
+        pool._reclaim_lost()
+
+
+class _WatchEnded(MaintenanceTask):
+    """Look for loans of ended threads while clients wait (in a pool worker)."""
+
+    def _run(self, pool: ConnectionPool[Any]) -> None:
+        assert isinstance(pool, ProcessPool)
+        pool._watch_ended()

@@ -13,6 +13,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
+from time import monotonic, sleep
 from typing import Any
 
 import psycopg
@@ -20,6 +21,7 @@ import pytest
 from psycopg_pool import PoolTimeout
 
 from pgpool_core import ForkSafePool, lifecycle
+from pgpool_core.loans import LoanBook
 from tests.harness.forking import FORKS, run_in_child
 from tests.harness.postgres import PgServer
 
@@ -241,3 +243,69 @@ def test_lost_loans_are_replaced_up_to_min_size(
         with pool.connection() as conn:
             assert conn.execute("SELECT 1").fetchone() == (1,)
     assert len(_lost_loan_warnings(caplog)) == 2
+
+
+def test_a_waiting_client_gets_the_place_of_a_lost_loan(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A client already waiting is served when a loan is lost meanwhile.
+
+    The collection wakes a pool worker, which takes the loan back: the
+    client does not wait for someone else's next getconn() or putconn().
+    """
+    caplog.set_level(logging.WARNING, logger="pgpool")
+    with ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, name="lost-wait") as pool:
+        held: list[Any] = [pool.getconn()]
+        got: list[float] = []
+
+        def wait_for_one() -> None:
+            with pool.connection(timeout=5) as conn:
+                conn.execute("SELECT 1")
+            got.append(monotonic())
+
+        waiter = threading.Thread(target=wait_for_one)
+        waiter.start()
+        deadline = monotonic() + 5
+        while not pool.get_stats().get("requests_waiting") and monotonic() < deadline:
+            sleep(0.01)
+        assert pool.get_stats().get("requests_waiting") == 1
+        dropped = monotonic()
+        held.clear()  # the only reference: collected at once
+        waiter.join(10)
+
+    assert got, "the waiting client timed out"
+    assert got[0] - dropped < 2, "served by the worker, not at its timeout"
+    assert len(_lost_loan_warnings(caplog)) == 1
+
+
+class _Borrowed:
+    """Stands for a connection: weakly referable, the same size every time."""
+
+
+def test_a_loan_whose_id_a_new_loan_took_is_still_lost() -> None:
+    """CPython gives a new object the memory, and so the id, of one just freed.
+
+    A connection lent after another was collected may take its place in
+    the book before the pool reads the collection: the collected one's loan
+    must still come back as lost, or the pool would count a connection that
+    is gone for good.
+    """
+    book = LoanBook()
+    for _ in range(1000):
+        first = _Borrowed()
+        book.lend(first)
+        key = id(first)
+        del first
+        second = _Borrowed()
+        if id(second) == key:
+            break
+        book.end(second)
+        book.take_lost()
+    else:
+        pytest.fail("no id was reused: the case cannot be made here")
+    book.lend(second)
+
+    (lost,) = book.take_lost()
+    assert lost.ref() is None
+    assert book.out[id(second)].ref() is second
+    assert book.take_lost() == []
