@@ -38,11 +38,13 @@ def floor_versions(python: str, django: str) -> list[str]:
     recent = python in ("3.12", "3.13")
     return [
         "Django==5.2" if django == "5.2" else "Django==6.0",
-        "Flask==2.3.0",
-        # Flask 2.3.0's own lowest, 2.3.0 (Flask 2.3's test client reads
-        # werkzeug.__version__, which Werkzeug 3.1 removed); on Python 3.12+
-        # the first without ast.Str, whose DeprecationWarning fails the tests.
-        "Werkzeug==2.3.5" if recent else "Werkzeug==2.3.0",
+        # On Python 3.12+, Flask 2.3.3, "Python 3.12 compatibility" (2.3.0
+        # calls pkgutil.get_loader, whose DeprecationWarning fails the tests)
+        # with its own lowest Werkzeug, 2.3.7; else Flask 2.3.0 with its
+        # lowest, 2.3.0 (Flask 2.3's test client reads werkzeug.__version__,
+        # which Werkzeug 3.1 removed).
+        "Flask==2.3.3" if recent else "Flask==2.3.0",
+        "Werkzeug==2.3.7" if recent else "Werkzeug==2.3.0",
         # The core reads the client-side state psycopg 3.3 keeps on a
         # connection (and the messages libpq gives through it) to reset and
         # mask it; 3.3.0 has wheels for every Python listed.
