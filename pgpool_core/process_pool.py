@@ -354,7 +354,7 @@ class ProcessPool(ConnectionPool[CT]):
         while True:
             conn = self._getconn_unchecked(deadline - monotonic())
             try:
-                self._check_connection(conn)
+                self._check_connection(conn, deadline)
             except Exception:
                 dead = conn.closed
                 self._putconn(conn, from_getconn=True)
@@ -383,14 +383,15 @@ class ProcessPool(ConnectionPool[CT]):
             else:
                 sleep(attempt.delay)
 
-    def _check_connection(self, conn: CT) -> None:
+    def _check_connection(self, conn: CT, deadline: float | None = None) -> None:
         # Overrides psycopg_pool 3.3.3's: the one place a connection taken
         # from the pool is made ready before it is lent. Its reset is settled
         # first (a failed one closes it: counted lost and replaced, as
-        # psycopg_pool does with a connection that fails its check), then
-        # the check runs.
+        # psycopg_pool does with a connection that fails its check), waiting
+        # no longer than the client's deadline, then the check runs.
+        timeout = None if deadline is None else max(deadline - monotonic(), 0.0)
         try:
-            settle(conn)
+            settle(conn, timeout)
         except SessionResetFailed as ex:
             psycopg_logger.warning("error resetting connection: %s", ex)
             raise

@@ -631,8 +631,8 @@ def run_configure(
 def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     """Finish *conn*'s reset, if one is in flight, before anything else uses it.
 
-    Reads the answer (waiting at most *timeout* seconds, default
-    :data:`SETTLE_TIMEOUT`), acts on it, then
+    Reads the answer (waiting at most *timeout* seconds, a client's time
+    left, and never more than :data:`SETTLE_TIMEOUT`), acts on it, then
     makes the connection's Python side as it was made and runs ``configure``
     again. On any failure the connection is closed and the error raised: it
     is then discarded as one that failed its check.
@@ -644,7 +644,7 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     if pending is None:
         return
     state.pending = None
-    if timeout is None:
+    if timeout is None or timeout > SETTLE_TIMEOUT:
         timeout = SETTLE_TIMEOUT
     try:
         _settle(conn, state, pending, monotonic() + timeout)

@@ -17,7 +17,7 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgpool_core import ForkSafePool, borrower, session
 from pgpool_core.session import is_settling
@@ -134,6 +134,19 @@ def test_a_reset_not_answered_in_time_is_discarded(
         assert 0.5 <= time.monotonic() - t0 < 4
     assert conn.closed
     assert pool.get_stats()["connections_lost"] == 1
+
+
+def test_a_reset_not_answered_waits_no_longer_than_the_client(
+    pool: ForkSafePool, pg_server: PgServer
+) -> None:
+    """getconn(timeout=...) and the health check's wait bound the settling too."""
+    with settling(pool, pg_server) as conn:
+        t0 = time.monotonic()
+        with pytest.raises(PoolTimeout):
+            pool.getconn(timeout=0.5)
+        waited = time.monotonic() - t0
+    assert waited < 2, f"waited {waited:.1f} s: SETTLE_TIMEOUT, not the client's 0.5 s"
+    assert conn.closed
 
 
 def test_check_settles_first(pool: ForkSafePool, pg_server: PgServer) -> None:
