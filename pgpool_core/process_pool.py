@@ -509,6 +509,10 @@ class ProcessPool(ConnectionPool[CT]):
             conn = super()._connect(timeout)
             if metrics.recorder is not None:
                 metrics.recorder.connected(self.name, monotonic() - since)
+            # Known as made before it stops counting as under way: an
+            # attempt failing meanwhile must not find neither, and fail the
+            # waiting clients (_failed_to_connect).
+            self._connected(conn)
         except Exception as ex:
             self._failed_to_connect(ex)
             raise
@@ -516,7 +520,6 @@ class ProcessPool(ConnectionPool[CT]):
             with self._connects:
                 self._connecting -= 1
                 self._connects.notify_all()
-        self._connected(conn)
         return conn
 
     def _connected(self, conn: CT) -> None:
