@@ -57,7 +57,7 @@ from psycopg_pool.abc import CT
 from psycopg_pool.base import AttemptWithBackoff
 from psycopg_pool.pool import AddConnection, MaintenanceTask
 
-from . import metrics
+from . import green, metrics
 from .errors import (
     CONNECT_REASONS,
     UNREACHABLE,
@@ -163,6 +163,7 @@ class ProcessPool(ConnectionPool[CT]):
         self._reclaim_task = _ReclaimLost(self)
         self._watch_task = _WatchEnded(self)
         self._watching_ended = False
+        self._wakeable = False  # the workers' queue is a SimpleQueue
         # The loans of ended threads that survived the last garbage collection.
         self._collected_ended: frozenset[int] = frozenset()
         self._session = session
@@ -252,13 +253,19 @@ class ProcessPool(ConnectionPool[CT]):
         # thread inside the queue's own code (queue.Queue's put() takes a
         # lock that thread may hold): a lost loan wakes a worker, which takes
         # it back, so that clients already waiting get a new connection.
-        self._tasks = SimpleQueue()  # type: ignore[assignment]
+        # Not under gevent or eventlet: this module's SimpleQueue, imported
+        # before the patch, would block the whole worker; their queues take
+        # locks. There, lost loans are taken back at the next getconn() or
+        # putconn(), and by the watch while clients wait.
+        self._wakeable = green.patched_by() is None
+        if self._wakeable:
+            self._tasks = SimpleQueue()  # type: ignore[assignment]
         super()._start_workers()
 
     def _wake_reclaimer(self) -> None:
         # Called from the weakref callback of a lent connection collected:
         # no lock, no I/O (see LoanBook).
-        if not self._closed and self.pid == os.getpid():
+        if self._wakeable and not self._closed and self.pid == os.getpid():
             self._tasks.put_nowait(self._reclaim_task)
 
     def _watch_ended(self) -> None:
