@@ -488,6 +488,11 @@ class ProcessPool(ConnectionPool[CT]):
                     delay = self._jitter(
                         min(2.0 ** (self._refusals - 1), REFUSED_DELAY_MAX), -0.1, 0.1
                     )
+                    # No later than the chain gives up (reconnect_timeout),
+                    # as psycopg_pool's AttemptWithBackoff.update_delay().
+                    give_up_at = task.attempt.give_up_at if task.attempt else 0.0
+                    if give_up_at > 0.0:
+                        delay = min(delay, max(0.0, give_up_at - monotonic()))
                 else:
                     self._parked.append(task)
                     return
