@@ -9,33 +9,22 @@ the same verdict and reason, the same exit status (0 when usable, 1 when not;
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import time
 from typing import Any
 
 import pytest
 
 from pgpool_core import report
-from tests.conftest import REPO
 from tests.django.support import MANAGE, run_project
+from tests.flask.support import run_flask
 from tests.harness.postgres import PgServer, free_port
-
-FLASK = os.path.join(os.path.dirname(sys.executable), "flask")
 
 
 def run(framework: str, *args: str, dsn: str) -> tuple[int, Any, str]:
     env = {"PGPOOL_APP_DSN": dsn, "DJANGO_SETTINGS_MODULE": "tests.django.settings"}
     if framework == "flask":
-        proc = subprocess.run(
-            [FLASK, "--app", "tests.flask.apps.notes:create_app()", "pgpool", *args],
-            cwd=REPO,
-            env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            stdin=subprocess.DEVNULL,
+        proc = run_flask(
+            "tests.flask.apps.notes:create_app()", "pgpool", *args, env=env
         )
     else:
         proc = run_project(MANAGE, "pgpool", *args, env=env)

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +14,7 @@ from flask import Flask
 from pgpool_core.snippets import read_snippet
 from tests.conftest import REPO
 from tests.flask.conftest import MakeApp
+from tests.flask.support import run_flask
 from tests.harness.postgres import PgServer, free_port
 
 
@@ -178,19 +177,12 @@ def test_config_prints_the_snippet_for_this_app(app: Flask, server: str) -> None
 def test_config_names_the_app_the_flask_command_loads(
     pg_server: PgServer, given: str, printed: str
 ) -> None:
-    proc = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "flask"),
-            "--app",
-            given,
-            "pgpool",
-            "config",
-            "gunicorn",
-        ],
-        cwd=REPO,
-        env={**os.environ, "PGPOOL_APP_DSN": pg_server.dsn()},
-        capture_output=True,
-        text=True,
+    proc = run_flask(
+        given,
+        "pgpool",
+        "config",
+        "gunicorn",
+        env={"PGPOOL_APP_DSN": pg_server.dsn()},
         timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
@@ -205,18 +197,11 @@ def test_config_names_the_choices(app: Flask) -> None:
 
 def test_the_flask_command(pg_server: PgServer) -> None:
     """The real ``flask`` command finds the group on an app made by a factory."""
-    proc = subprocess.run(
-        [
-            os.path.join(os.path.dirname(sys.executable), "flask"),
-            "--app",
-            "tests.flask.apps.notes:create_app()",
-            "pgpool",
-            "check",
-        ],
-        cwd=REPO,
-        env={**os.environ, "PGPOOL_APP_DSN": pg_server.dsn()},
-        capture_output=True,
-        text=True,
+    proc = run_flask(
+        "tests.flask.apps.notes:create_app()",
+        "pgpool",
+        "check",
+        env={"PGPOOL_APP_DSN": pg_server.dsn()},
         timeout=60,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
