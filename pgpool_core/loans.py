@@ -96,6 +96,8 @@ class Loans:
 
 _current_thread = threading.current_thread
 _ref = weakref.ref
+# Where a lent connection carries its loan's weak reference.
+_LOAN = "_pgpool_loan"
 
 
 class Loan(NamedTuple):
@@ -121,19 +123,20 @@ class LoanBook:
     one made while that thread holds the pool's lock: the callback only
     appends to a deque and wakes the pool (no lock, no I/O). The pool takes
     the loans back with :meth:`take_lost`, in a worker, and when a connection
-    is next borrowed or given back. The book's own lock, which the callback
-    never takes, keeps a loan and the one lent since at the same id (CPython
-    reuses a freed object's memory) apart.
+    is next borrowed or given back.
+
+    Loans are kept by their weak reference, which the lent connection also
+    carries while it is out: a collected connection's reference finds its own
+    loan, even when a connection lent since has its id (CPython reuses a
+    freed object's memory), and the book needs no lock (each step is one
+    dict operation). A loan's reference lives as long as the loan: one that
+    ended is freed, and its callback never runs.
     """
 
     def __init__(self, wake: Callable[[], None] | None = None) -> None:
-        self.out: dict[int, Loan] = {}
+        self.out: dict[weakref.ref[Any], Loan] = {}
         self.collected: deque[weakref.ref[Any]] = deque()
-        # Loans of collected connections whose id a connection lent since
-        # took in `out` (CPython reuses the memory of a freed object).
-        self.displaced: deque[Loan] = deque()
         self._wake = wake
-        self._lock = threading.Lock()
 
     def _collected(self, ref: weakref.ref[Any]) -> None:
         # The weak reference's callback: in the garbage collector, in any
@@ -145,43 +148,33 @@ class LoanBook:
 
     def lend(self, conn: Any) -> None:
         """Note that *conn* was lent now, to this thread (and borrower)."""
-        key = id(conn)
-        loan = Loan(_ref(conn, self._collected), _current_thread(), _borrower.get())
-        with self._lock:
-            earlier = self.out.get(key)
-            if earlier is not None and earlier.ref() is None:
-                self.displaced.append(earlier)
-            self.out[key] = loan
+        attrs = conn.__dict__
+        earlier = attrs.get(_LOAN)
+        if earlier is not None:  # lent again without coming back
+            self.out.pop(earlier, None)
+        ref = attrs[_LOAN] = _ref(conn, self._collected)
+        self.out[ref] = Loan(ref, _current_thread(), _borrower.get())
 
     def end(self, conn: Any) -> None:
         """Note that *conn* came back."""
-        with self._lock:
-            self.out.pop(id(conn), None)
+        ref = conn.__dict__.pop(_LOAN, None)
+        if ref is not None:
+            self.out.pop(ref, None)
 
     def take_lost(self) -> list[Loan]:
         """Return the loans whose connection was collected since the last call."""
-        refs: list[weakref.ref[Any]] = []
+        lost: list[Loan] = []
         while True:
             try:
-                refs.append(self.collected.popleft())
+                ref = self.collected.popleft()
             except IndexError:
-                break
-        with self._lock:
-            lost = list(self.displaced)
-            self.displaced.clear()
-            if refs:
-                # By reference, not by the connection's id: a connection lent
-                # since may have the id of one collected. (A dead reference
-                # has no hash.)
-                dead = {id(ref) for ref in refs}
-                for key, loan in list(self.out.items()):
-                    if id(loan.ref) in dead:
-                        del self.out[key]
-                        lost.append(loan)
-        return lost
+                return lost
+            # A dead reference keeps the hash it had when the loan was noted.
+            loan = self.out.pop(ref, None)
+            if loan is not None:
+                lost.append(loan)
 
     def borrowers_ended(self) -> frozenset[int]:
-        """Return the loans (by key) out to threads that ended."""
-        with self._lock:
-            loans = list(self.out.items())
-        return frozenset(key for key, loan in loans if not loan.thread.is_alive())
+        """Return the loans (by the id of their reference) out to threads that ended."""
+        loans = list(self.out.values())
+        return frozenset(id(loan.ref) for loan in loans if not loan.thread.is_alive())

@@ -417,3 +417,57 @@ def test_statements_are_counted_only_after_a_loan_that_may_add_some(
     resets = [line for line in logged.splitlines() if "DISCARD TEMP" in line]
     counted = ["pg_prepared_statement()" in line for line in resets]
     assert counted == [False, False, False, True]
+
+
+def test_an_idle_connection_psycopg_keeps_nothing_on_is_reset_by_discard_all(
+    dsn: str, pg_log: PgServer
+) -> None:
+    """Django's connections (autocommit, prepare_threshold=None): one DISCARD ALL.
+
+    The same reset for about half the server's work; never while a
+    transaction is open (DISCARD ALL cannot run in one) or psycopg keeps
+    prepared statements (DISCARD ALL would drop them behind its back).
+    """
+    pool = ForkSafePool(
+        dsn,
+        min_size=1,
+        max_size=1,
+        kwargs={
+            "options": "-c log_statement=all",
+            "application_name": "discarded",
+            "autocommit": True,
+            "prepare_threshold": None,
+        },
+    )
+    try:
+        pool.check()  # the first connection made, its log written
+        position = pg_log.log_position()
+        with pool.connection() as conn:
+            conn.execute("SET search_path TO pg_catalog")
+            conn.execute("PREPARE pgpool_discarded AS SELECT 1")
+        pool.check()  # settled: each reset logged in turn
+        conn = pool.getconn()
+        path = conn.execute("SHOW search_path").fetchone()
+        prepared = conn.execute("SELECT name FROM pg_prepared_statements")
+        assert (path, prepared.fetchall()) == (('"$user", public',), [])
+        conn.autocommit = False
+        conn.execute("SELECT 1")  # a transaction left open
+        pool.putconn(conn, warn_open_transaction=False)
+        pool.check()
+        with pool.connection() as conn:
+            conn.prepare_threshold = 1  # psycopg now keeps one
+            conn.execute("SELECT %s::int * 13", [1])
+            conn.execute("SELECT %s::int * 13", [1])
+        pool.check()
+        logged = pg_log.log_since(position)
+    finally:
+        pool.close()
+    resets = [
+        line.split("statement: ", 1)[1]
+        for line in logged.splitlines()
+        if "statement: " in line and "DISCARD" in line
+    ]
+    assert len(resets) == 3, resets
+    assert resets[0] == "DISCARD ALL"
+    assert "ROLLBACK; CLOSE ALL;" in resets[1], resets
+    assert "DISCARD TEMP" in resets[2], resets
