@@ -317,7 +317,14 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     @connection.setter
     def connection(self, value: Any) -> None:
         self._connection = value
-        self._connection_pid = os.getpid()
+        if value is not None:  # None is None in every process
+            self._connection_pid = os.getpid()
+
+    def close_if_health_check_failed(self) -> None:
+        # Django's: never with a pool (whose check runs at checkout), which
+        # it finds by reading self.pool; a pooled connection says so sooner.
+        if self._lender is None:
+            super().close_if_health_check_failed()
 
     def _close(self) -> None:
         connection, lender = self.connection, self._lender
