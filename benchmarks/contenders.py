@@ -82,6 +82,11 @@ def flask_app(contender: str, dsn: str) -> Flask:
             row = pgpool.connection.execute(QUERY, (item_id(),)).fetchone()
             return {"body": row[0] if row else None}
 
+        @app.get("/borrow")
+        def borrow() -> dict[str, Any]:
+            pgpool.connection  # borrowed, given back when the app context ends
+            return {"ok": True}
+
     elif contender == "hand_pool":
         # The floor: a plain psycopg_pool made by each worker after the fork
         # (on its first request), no reset, no check.
@@ -103,6 +108,12 @@ def flask_app(contender: str, dsn: str) -> Flask:
             with get_pool().connection() as conn:
                 row = conn.execute(QUERY, (item_id(),)).fetchone()
             return {"body": row[0] if row else None}
+
+        @app.get("/borrow")
+        def borrow() -> dict[str, Any]:
+            with get_pool().connection():
+                pass
+            return {"ok": True}
 
     elif contender == "connect_per_request":
         # What people fall back to: a new TLS connection for every request.

@@ -1,5 +1,8 @@
 """The Django contenders' views: ``/q?id=N`` (one query), ``/health`` (none).
 
+``/borrow/<alias>`` borrows the alias's connection and runs no query (given
+back by ``request_finished``): what the pool and the backend cost alone.
+
 ``/q/<alias>`` queries another database alias of the settings: ``micro.py``
 serves every contender from one process, one alias each.
 """
@@ -23,8 +26,14 @@ def query(request: HttpRequest, alias: str = "default") -> JsonResponse:
     return JsonResponse({"body": row[0] if row else None})
 
 
+def borrow(request: HttpRequest, alias: str) -> JsonResponse:
+    connections[alias].ensure_connection()
+    return JsonResponse({"ok": True})
+
+
 urlpatterns = [
     path("health", health),
     path("q", query),
     path("q/<str:alias>", query),
+    path("borrow/<str:alias>", borrow),
 ]

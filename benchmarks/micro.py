@@ -23,6 +23,13 @@ the postmaster). The difference to the group's baseline is taken within each
 repeat, seconds apart (short loops, many repeats: the machine's speed
 drifts); medians and interquartile ranges over the repeats are printed.
 
+Fork safety alone (``borrow``): the same, with requests that borrow a
+connection and run no query (``/borrow``: Django's ``ensure_connection()``,
+flask_pgpool's ``pgpool.connection``, the hand-written pool's ``with
+pool.connection()``), against the adapters with the reset off: what the pid
+checks, the loan records, the check and the adapters' code cost, without the
+query's I/O, whose timing moves the CPU of a whole request by more than that.
+
 Round trips: the same requests through a TCP proxy that delays each way
 (``tests/harness/delayproxy.py``, 5 ms each way). A round trip the request
 waits for makes it one proxy round trip slower, so ``(delayed - direct wall
@@ -69,6 +76,12 @@ from tests.harness.delayproxy import DelayProxy
 FLASK = ["hand_pool", "flask_pgpool", "flask_pgpool_no_reset"]
 DJANGO = ["django_native_pool", "django_pgpool", "django_pgpool_no_reset"]
 GROUPS = {"flask": FLASK, "django": DJANGO}
+#: Fork safety alone: requests that borrow a connection and run no query, the
+#: reset off (its I/O is not fork safety's), as ``<name>#borrow``.
+BORROW = {
+    "flask": ["hand_pool", "flask_pgpool_no_reset"],
+    "django": ["django_native_pool", "django_pgpool_no_reset"],
+}
 #: Django wants a "default" database: the baseline's.
 ALIAS = {"django_native_pool": "default"}
 
@@ -109,11 +122,16 @@ class Contender:
     """One contender's WSGI callable, called in a thread of its own."""
 
     def __init__(
-        self, name: str, app: Callable[..., Iterable[bytes]], path: str
+        self,
+        name: str,
+        app: Callable[..., Iterable[bytes]],
+        path: str,
+        expect: bytes = b'"item 42"',
     ) -> None:
         self.name = name
         self.app = app
         self.template = _environ(path)
+        self.expect = expect
         self.thread = ThreadPoolExecutor(1, thread_name_prefix=name)
         self.status = ""
 
@@ -157,7 +175,7 @@ class Contender:
 
     def warm_up(self, n: int) -> None:
         body = self.run(lambda: [self.request() for _ in range(n)][-1])
-        if not self.status.startswith("200") or b'"item 42"' not in body:
+        if not self.status.startswith("200") or self.expect not in body:
             raise RuntimeError(f"{self.name}: {self.status} {body[:300]!r}")
 
 
@@ -180,9 +198,17 @@ def make_contenders(dsn: str, delayed_dsn: str) -> dict[str, Contender]:
         alias = ALIAS.get(name, name)
         out[name] = Contender(name, handler, f"/q/{alias}")
         out[f"{name}@delay"] = Contender(name, handler, f"/q/{name}@delay")
+        if name in BORROW["django"]:
+            out[f"{name}#borrow"] = Contender(
+                name, handler, f"/borrow/{alias}", expect=b'"ok"'
+            )
     for name in FLASK:
         out[name] = Contender(name, flask_app(name, dsn), "/q")
         out[f"{name}@delay"] = Contender(name, flask_app(name, delayed_dsn), "/q")
+        if name in BORROW["flask"]:
+            out[f"{name}#borrow"] = Contender(
+                name, out[name].app, "/borrow", expect=b'"ok"'
+            )
     return out
 
 
@@ -202,17 +228,25 @@ def close_contenders(contenders: dict[str, Contender]) -> None:
 
 
 def cost(
-    contenders: dict[str, Contender], cfg: dict[str, Any], postmaster: int | None
+    contenders: dict[str, Contender],
+    cfg: dict[str, Any],
+    postmaster: int | None,
+    groups: dict[str, list[str]] = GROUPS,
+    suffix: str = "",
 ) -> dict[str, Any]:
-    """Each group's contenders, interleaved: best-of loops, differences per repeat."""
+    """Each group's contenders, interleaved: best-of loops, differences per repeat.
+
+    *suffix* picks the contenders' variant (``#borrow``); the results are
+    keyed by the plain names.
+    """
     out: dict[str, Any] = {}
-    for group, names in GROUPS.items():
-        order = random.Random(f"{cfg['seed']} {group}")
+    for group, names in groups.items():
+        order = random.Random(f"{cfg['seed']} {group}{suffix}")
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
         for _ in range(cfg["repeats"]):
             for name in order.sample(names, len(names)):
                 loops = [
-                    contenders[name].loop(cfg["requests"], postmaster)
+                    contenders[name + suffix].loop(cfg["requests"], postmaster)
                     for _ in range(cfg["best_of"])
                 ]
                 runs[name].append({k: min(lp[k] for lp in loops) for k in loops[0]})
@@ -284,9 +318,12 @@ def run(dsn: str, cfg: dict[str, Any], postmaster: int | None) -> dict[str, Any]
         try:
             for name in FLASK + DJANGO:
                 contenders[name].warm_up(200 if cfg["best_of"] > 1 else 20)
+            for name in BORROW["flask"] + BORROW["django"]:
+                contenders[f"{name}#borrow"].warm_up(200 if cfg["best_of"] > 1 else 20)
             result: dict[str, Any] = {
                 "config": cfg,
                 "contenders": cost(contenders, cfg, postmaster),
+                "borrow": cost(contenders, cfg, postmaster, BORROW, "#borrow"),
             }
             # Measured before and after: what the machine runs meanwhile moves it.
             before = added_round_trip(dsn, delayed_dsn, cfg["rt_requests"])

@@ -33,10 +33,13 @@ def _ratio(value: dict[str, float]) -> str:
     return f"{value['median']:.2f} ({value['q1']:.2f}-{value['q3']:.2f})"
 
 
-def _diff(value: dict[str, float]) -> str:
+def _diff(value: dict[str, float], digits: int = 0) -> str:
     if value["q1"] == value["q3"] == 0:
         return "0"  # the baseline
-    return f"{value['median']:+.0f} ({value['q1']:+.0f} {value['q3']:+.0f})"
+    return (
+        f"{value['median']:+.{digits}f}"
+        f" ({value['q1']:+.{digits}f} {value['q3']:+.{digits}f})"
+    )
 
 
 def http_table(group: dict[str, Any]) -> list[str]:
@@ -87,6 +90,18 @@ def table(results: dict[str, Any]) -> str:
                 f" {entry['server_cpu_us']['median']:>6.0f}"
                 f" {trips['waited']:>5.1f} / {trips['started']:.1f}"
             )
+        borrow = micro.get("borrow")
+        if borrow:
+            lines.append(
+                "-- fork safety alone, in one process: requests that borrow a"
+                " connection and run no query, reset off (CPU us per request;"
+                " diff to the baseline in the same round, median (IQR))"
+            )
+            for entry in borrow.values():
+                lines.append(
+                    f"{entry['label']:<34} {entry['cpu_us']['median']:>6.1f}"
+                    f" {_diff(entry['cpu_us_diff'], 1):>17}"
+                )
     if results.get("memory"):
         lines.append("-- uWSGI, Django example, master + 4 workers")
         lines.append(MEMORY_HEADER)

@@ -500,6 +500,8 @@ RATIO_TARGETS = [
 ]
 #: In one process: CPU microseconds per request more than the baseline.
 MICRO_TARGETS = [("django_pgpool", 10.0), ("flask_pgpool", 10.0)]
+#: Fork safety alone (a request that borrows and runs no query, reset off).
+BORROW_TARGETS = [("django_pgpool_no_reset", 10.0), ("flask_pgpool_no_reset", 10.0)]
 
 
 def _judge(
@@ -538,6 +540,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             diff = micro["contenders"][name]["cpu_us_diff"]
             base = micro["contenders"][name]["baseline"]
             target = f"in one process: {name} <= {base} + {goal:g} us CPU"
+            out.append(_judge(target, diff, goal, at_least=False, digits=1))
+        for name, goal in BORROW_TARGETS if micro.get("borrow") else []:
+            diff = micro["borrow"][name]["cpu_us_diff"]
+            base = micro["borrow"][name]["baseline"]
+            target = f"fork safety (no query): {name} <= {base} + {goal:g} us CPU"
             out.append(_judge(target, diff, goal, at_least=False, digits=1))
     memory = {e["name"]: e for e in results.get("memory") or []}
     if memory:
