@@ -84,8 +84,8 @@ def flask_app(contender: str, dsn: str) -> Flask:
 
         @app.get("/borrow")
         def borrow() -> dict[str, Any]:
-            pgpool.connection  # borrowed, given back when the app context ends
-            return {"ok": True}
+            # Borrowed, given back when the app context ends.
+            return {"ok": not pgpool.connection.closed}
 
     elif contender == "hand_pool":
         # The floor: a plain psycopg_pool made by each worker after the fork
