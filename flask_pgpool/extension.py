@@ -13,11 +13,11 @@ from flask import (
     Response,
     current_app,
     g,
-    has_app_context,
     has_request_context,
     jsonify,
     request,
 )
+from flask.globals import app_ctx
 from psycopg.errors import IdleInTransactionSessionTimeout
 from psycopg_pool import ConnectionPool
 
@@ -142,20 +142,30 @@ class PgPool:
     # -- the current app's state ----------------------------------------------
 
     def _get_state(self) -> PgPoolState:
-        if not has_app_context():
+        return self._context()[1]
+
+    def _context(self) -> tuple[Any, PgPoolState]:
+        """Return the current app context's ``g`` and the app's state.
+
+        One lookup of the context, rather than one per proxy (``g``,
+        ``current_app``): this runs in every request that uses a connection.
+        """
+        try:
+            ctx = cast(Any, app_ctx)._get_current_object()
+        except RuntimeError:
             raise RuntimeError(
                 "flask_pgpool: working outside of an application context: use"
                 " the connection in a view, a CLI command or a"
                 " `with app.app_context():` block."
-            )
-        state: PgPoolState | None = current_app.extensions.get("pgpool")
+            ) from None
+        state: PgPoolState | None = ctx.app.extensions.get("pgpool")
         if state is None or state.extension is not self:
             raise RuntimeError(
                 "The current Flask app is not registered with this 'PgPool'"
                 " instance. Did you forget to call 'init_app', or did you create"
                 " multiple 'PgPool' instances?"
             )
-        return state
+        return ctx.g, state
 
     # -- connections -----------------------------------------------------------
 
@@ -177,21 +187,27 @@ class PgPool:
         raises :class:`DatabaseUnavailable`, a 503, unless the app has an error
         handler for the psycopg exception, which then gets it.
         """
-        state = self._get_state()
-        pool = state.pool_for(bind)
-        borrowed: _Borrowed = g.setdefault(_G_NAME, _Borrowed())
+        ctx_g, state = self._context()
+        borrowed: _Borrowed | None = ctx_g.get(_G_NAME)
+        if borrowed is None:
+            borrowed = _Borrowed()
+            setattr(ctx_g, _G_NAME, borrowed)
         conn = borrowed.get(bind)
         if conn is not None and not conn.closed:
             return conn
+        pool = state.pool_for(bind)
         if conn is not None:
             # Closed by the view, or lost with the server: the next use of the
             # context gets a new one.
             del borrowed[bind]
             pool.putconn(conn)
-        if borrowed.label is None and has_request_context():
-            # Named in the pool's warnings (warn_held_after, a rolled-back
-            # write), maybe after the request context is gone.
-            borrowed.label = _RequestLabel(cast(Any, request)._get_current_object())
+        if borrowed.label is None:
+            try:
+                # Named in the pool's warnings (warn_held_after, a rolled-back
+                # write), maybe after the request context is gone.
+                borrowed.label = _RequestLabel(cast(Any, request)._get_current_object())
+            except RuntimeError:
+                pass  # no request: a CLI command, an app context of its own
         conn = _borrow(state, bind, pool, borrowed.label)
         borrowed[bind] = conn
         return conn
@@ -379,6 +395,8 @@ def _keep_for_stream(response: Response) -> Response:
     context at all. The end of the body is the one end they all share.
     """
     body = response.response
+    if type(body) is list:  # Flask's body for str, bytes, dict...: at once
+        return response
     if isinstance(body, Generator):
         setattr(g, _G_STREAMING, True)
         state: PgPoolState = current_app.extensions["pgpool"]
@@ -419,12 +437,13 @@ class _GiveBackAtEnd:
 
 def _return_connections(exc: BaseException | None) -> None:
     """Give back the app context's connections, unless a stream still needs them."""
-    ctx_g = g._get_current_object()  # one lookup of the proxy, not two
+    ctx = cast(Any, app_ctx)._get_current_object()  # one lookup, not one per proxy
+    ctx_g = ctx.g
     if ctx_g.get(_G_STREAMING):
         return
     borrowed: _Borrowed | None = ctx_g.pop(_G_NAME, None)
     if borrowed:
-        _give_back(current_app.extensions["pgpool"], borrowed)
+        _give_back(ctx.app.extensions["pgpool"], borrowed)
 
 
 def _give_back(state: PgPoolState, borrowed: _Borrowed) -> None:
