@@ -24,6 +24,11 @@ MICRO_HEADER = (
     f"{'contender':<34} {'wall':>6} {'diff (IQR)':>17} {'CPU':>6} {'diff (IQR)':>17}"
     f" {'server':>6} {'round trips':>11}"
 )
+BORROW_HEADER = (
+    "-- fork safety alone, in one process: requests that borrow a connection"
+    " and run no query, reset off (CPU us per request; diff to the baseline"
+    " in the same round, median (IQR))"
+)
 MEMORY_HEADER = (
     f"{'mode':<34} {'workers RSS MB':>15} {'PSS MB':>7} {'respawn ms med (min)':>21}"
 )
@@ -92,11 +97,7 @@ def table(results: dict[str, Any]) -> str:
             )
         borrow = micro.get("borrow")
         if borrow:
-            lines.append(
-                "-- fork safety alone, in one process: requests that borrow a"
-                " connection and run no query, reset off (CPU us per request;"
-                " diff to the baseline in the same round, median (IQR))"
-            )
+            lines.append(BORROW_HEADER)
             for entry in borrow.values():
                 lines.append(
                     f"{entry['label']:<34} {entry['cpu_us']['median']:>6.1f}"
