@@ -229,14 +229,6 @@ _TEMP_NAMES = (
 #: its own.
 RESET_SQL = (_RESET_STATEMENTS + b"; SELECT " + _UNLOCK + b"; " + _DISCARD).decode()
 
-# The whole reset when psycopg keeps no prepared statement and no transaction
-# is open (Django's connections: autocommit, prepare_threshold=None): RESET_SQL
-# and DEALLOCATE ALL, and the cached plans (DISCARD PLANS), in the one
-# statement PostgreSQL documents for it (the server runs it in ~35 us here,
-# the eight statements in ~60 us). It cannot run in a transaction block, a
-# multi-statement query included: only alone.
-_DISCARD_ALL = b"DISCARD ALL"
-
 # The queries made so far, by what they hold (a handful of shapes).
 _queries: dict[tuple[int, bool, bool, bool, bool, bool], bytes] = {}
 
@@ -533,20 +525,9 @@ class SessionReset:
                 state.borrower = self._borrower() if self._borrower else None
         if self.session:
             drop = self._prepare_counts(conn, state, pending)
-            if drop and status == _IDLE:
-                # Nothing to ask, and all to drop: the same in one statement,
-                # which costs the server about half as much.
-                pending.temps = False
-                sql = _DISCARD_ALL
-            else:
-                sql = _query(
-                    status,
-                    True,
-                    bool(pending.wrote),
-                    pending.counts,
-                    pending.temps,
-                    drop,
-                )
+            sql = _query(
+                status, True, bool(pending.wrote), pending.counts, pending.temps, drop
+            )
         elif status != _IDLE:
             sql = _query(status, False, bool(pending.wrote), False, False, False)
         elif self.restore:
