@@ -125,16 +125,18 @@ class LoanBook:
     the loans back with :meth:`take_lost`, in a worker, and when a connection
     is next borrowed or given back.
 
-    Loans are kept by their weak reference, which the lent connection also
-    carries while it is out: a collected connection's reference finds its own
-    loan, even when a connection lent since has its id (CPython reuses a
-    freed object's memory), and the book needs no lock (each step is one
-    dict operation). A loan's reference lives as long as the loan: one that
-    ended is freed, and its callback never runs.
+    Loans are kept by the id of their weak reference, which the lent
+    connection also carries while it is out, and which the loan keeps alive
+    (so its id is unique in the book): a collected connection's reference
+    finds its own loan, even when a connection lent since has its id
+    (CPython reuses a freed object's memory), whatever the connection's
+    ``__eq__``; and the book needs no lock (each step is one dict operation).
+    A loan's reference lives as long as the loan: one that ended is freed,
+    and its callback never runs.
     """
 
     def __init__(self, wake: Callable[[], None] | None = None) -> None:
-        self.out: dict[weakref.ref[Any], Loan] = {}
+        self.out: dict[int, Loan] = {}
         self.collected: deque[weakref.ref[Any]] = deque()
         self._wake = wake
 
@@ -151,15 +153,18 @@ class LoanBook:
         attrs = conn.__dict__
         earlier = attrs.get(_LOAN)
         if earlier is not None:  # lent again without coming back
-            self.out.pop(earlier, None)
+            self.out.pop(id(earlier), None)
         ref = attrs[_LOAN] = _ref(conn, self._collected)
-        self.out[ref] = Loan(ref, _current_thread(), _borrower.get())
+        self.out[id(ref)] = Loan(ref, _current_thread(), _borrower.get())
 
     def end(self, conn: Any) -> None:
-        """Note that *conn* came back."""
-        ref = conn.__dict__.pop(_LOAN, None)
-        if ref is not None:
-            self.out.pop(ref, None)
+        """Note that *conn* came back (if this book lent it)."""
+        attrs = conn.__dict__
+        ref = attrs.get(_LOAN)
+        # Another pool's connection (given back to the wrong pool, which
+        # refuses it next) keeps its loan in its own book.
+        if ref is not None and self.out.pop(id(ref), None) is not None:
+            del attrs[_LOAN]
 
     def take_lost(self) -> list[Loan]:
         """Return the loans whose connection was collected since the last call."""
@@ -169,12 +174,15 @@ class LoanBook:
                 ref = self.collected.popleft()
             except IndexError:
                 return lost
-            # A dead reference keeps the hash it had when the loan was noted.
-            loan = self.out.pop(ref, None)
+            loan = self.out.pop(id(ref), None)
             if loan is not None:
                 lost.append(loan)
 
-    def borrowers_ended(self) -> frozenset[int]:
-        """Return the loans (by the id of their reference) out to threads that ended."""
-        loans = list(self.out.values())
-        return frozenset(id(loan.ref) for loan in loans if not loan.thread.is_alive())
+    def borrowers_ended(self) -> dict[int, Loan]:
+        """Return the loans out to threads that ended, by the id of their reference.
+
+        The loans themselves keep their references, and so the ids, from
+        being reused by later loans while the caller holds the result.
+        """
+        loans = list(self.out.items())
+        return {key: loan for key, loan in loans if not loan.thread.is_alive()}

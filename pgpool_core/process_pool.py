@@ -165,7 +165,7 @@ class ProcessPool(ConnectionPool[CT]):
         self._watching_ended = False
         self._wakeable = False  # the workers' queue is a SimpleQueue
         # The loans of ended threads that survived the last garbage collection.
-        self._collected_ended: frozenset[int] = frozenset()
+        self._collected_ended: dict[int, Loan] = {}
         self._session = session
         self._returned = returned
         self._connects = threading.Condition(threading.Lock())
@@ -302,7 +302,7 @@ class ProcessPool(ConnectionPool[CT]):
         lost = self._loans.take_lost()
         if not lost and not self._pool and self._nconns >= self._max_size:
             ended = self._loans.borrowers_ended()
-            if ended and not ended <= self._collected_ended:
+            if ended and not ended.keys() <= self._collected_ended.keys():
                 gc.collect()
                 lost = self._loans.take_lost()
                 self._collected_ended = self._loans.borrowers_ended()

@@ -314,3 +314,38 @@ def test_a_loan_whose_id_a_new_loan_took_is_still_lost() -> None:
     assert lost.ref() is None
     assert [loan.ref() for loan in book.out.values()] == [second]
     assert book.take_lost() == []
+
+
+def test_a_connection_given_to_another_book_keeps_its_loan() -> None:
+    """Given back to the wrong pool (which refuses it), it is still lent by its own."""
+    own, other = LoanBook(), LoanBook()
+    conn = _Borrowed()
+    own.lend(conn)
+    other.end(conn)
+    assert len(own.out) == 1
+    own.end(conn)
+    assert own.out == {}
+    del conn
+    assert own.take_lost() == []
+
+
+class _EqualBorrowed:
+    """Connections of a class whose instances all compare (and hash) equal."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _EqualBorrowed)
+
+    def __hash__(self) -> int:
+        return 1
+
+
+def test_connections_that_compare_equal_have_loans_of_their_own() -> None:
+    book = LoanBook()
+    first, second = _EqualBorrowed(), _EqualBorrowed()
+    book.lend(first)
+    book.lend(second)
+    book.end(first)
+    assert [loan.ref() for loan in book.out.values()] == [second]
+    del second
+    (lost,) = book.take_lost()
+    assert lost.ref() is None
