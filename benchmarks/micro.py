@@ -200,14 +200,14 @@ def make_contenders(dsn: str, delayed_dsn: str) -> dict[str, Contender]:
         out[f"{name}@delay"] = Contender(name, handler, f"/q/{name}@delay")
         if name in BORROW["django"]:
             out[f"{name}#borrow"] = Contender(
-                name, handler, f"/borrow/{alias}", expect=b'"ok"'
+                name, handler, f"/borrow/{alias}", expect=b"true"
             )
     for name in FLASK:
         out[name] = Contender(name, flask_app(name, dsn), "/q")
         out[f"{name}@delay"] = Contender(name, flask_app(name, delayed_dsn), "/q")
         if name in BORROW["flask"]:
             out[f"{name}#borrow"] = Contender(
-                name, out[name].app, "/borrow", expect=b'"ok"'
+                name, out[name].app, "/borrow", expect=b"true"
             )
     return out
 
