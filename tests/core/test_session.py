@@ -411,10 +411,10 @@ def test_statements_are_counted_only_after_a_loan_that_may_add_some(
         with pool.connection() as conn:
             conn.execute("SELECT 1")  # not prepared by psycopg: counted
         pool.check()
-        logged = pg_log.log_since(position)
+        statements = pg_log.statements_since(position)
     finally:
         pool.close()
-    resets = [line for line in logged.splitlines() if "DISCARD TEMP" in line]
+    resets = [statement for statement in statements if "DISCARD TEMP" in statement]
     counted = ["pg_prepared_statement()" in line for line in resets]
     assert counted == [False, False, False, True]
 
@@ -451,13 +451,9 @@ def test_the_reset_keeps_the_servers_cached_plans(dsn: str, pg_log: PgServer) ->
             prepared = conn.execute("SELECT name FROM pg_prepared_statements")
             assert (path, prepared.fetchall()) == (('"$user", public',), [])
         pool.check()
-        logged = pg_log.log_since(position)
+        statements = pg_log.statements_since(position)
     finally:
         pool.close()
-    resets = [
-        line.split("statement: ", 1)[1]
-        for line in logged.splitlines()
-        if "statement: " in line and "DISCARD" in line
-    ]
+    resets = [statement for statement in statements if "DISCARD" in statement]
     assert len(resets) == 2, resets
     assert all("DISCARD TEMP" in r and "DISCARD ALL" not in r for r in resets), resets

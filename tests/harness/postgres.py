@@ -16,6 +16,7 @@ from __future__ import annotations
 import glob
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -34,6 +35,8 @@ PASSWORD = "pgpool-test-Secret-4711"
 USER = "pgpool"
 DBNAME = "pgpool_test"
 BAD_MAC = "bad record mac"
+#: A statement in the server log, as ``log_statement=all`` writes it.
+_STATEMENT = re.compile(r"LOG:  statement: ?(.*)$")
 
 
 def find_bindir() -> Path | None:
@@ -132,6 +135,15 @@ class PgServer:
         with open(self.logfile, "rb") as f:
             f.seek(position)
             return f.read().decode("utf-8", "replace")
+
+    def statements_since(self, position: int) -> list[str]:
+        """Return the statements logged after *position* (``log_statement=all``)."""
+        found = []
+        for line in self.log_since(position).splitlines():
+            match = _STATEMENT.search(line)
+            if match:
+                found.append(match.group(1))
+        return found
 
     def bad_mac_lines(self, position: int) -> list[str]:
         """Return the "bad record mac" lines logged after *position*."""

@@ -8,7 +8,6 @@ same of the core with a framework-less app.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable
 
@@ -35,18 +34,6 @@ pytestmark = [pytest.mark.servers, pytest.mark.parametrize("app", FRAMEWORKS)]
 
 RETRY_AFTER = 7
 
-_STATEMENT = re.compile(r"LOG:  statement: ?(.*)$")
-
-
-def logged_statements(pg: PgServer, position: int) -> list[str]:
-    """Return the statements (log_statement=all) the server logged since *position*."""
-    found = []
-    for line in pg.log_since(position).splitlines():
-        match = _STATEMENT.search(line)
-        if match:
-            found.append(match.group(1))
-    return found
-
 
 def test_terminated_backends(
     serve: Callable[..., RunningServer], pg_log: PgServer, app: str
@@ -68,7 +55,7 @@ def test_terminated_backends(
     outcome.report()
     outcome.assert_no_failure_beyond_in_flight()
     assert len([r for r in result.responses if r.started > window.end]) >= 400
-    statements = logged_statements(pg_log, position)
+    statements = pg_log.statements_since(position)
     assert "SELECT pg_backend_pid()" in statements, "the app's statements are logged"
     checks = [s for s in statements if not s.strip()]
     assert checks == [], f"{len(checks)} empty statements: checkouts cost a round trip"
