@@ -316,10 +316,11 @@ def run(dsn: str, cfg: dict[str, Any], postmaster: int | None) -> dict[str, Any]
         )
         contenders = make_contenders(dsn, delayed_dsn)
         try:
+            warm = 200 if cfg["best_of"] > 1 else 20
             for name in FLASK + DJANGO:
-                contenders[name].warm_up(200 if cfg["best_of"] > 1 else 20)
+                contenders[name].warm_up(warm)
             for name in BORROW["flask"] + BORROW["django"]:
-                contenders[f"{name}#borrow"].warm_up(200 if cfg["best_of"] > 1 else 20)
+                contenders[f"{name}#borrow"].warm_up(warm)
             result: dict[str, Any] = {
                 "config": cfg,
                 "contenders": cost(contenders, cfg, postmaster),

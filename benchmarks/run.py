@@ -534,18 +534,17 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         for key, what in (("rps_ratio", "req/s"), ("cpu_ratio", "CPU/request")):
             target = f"{group}: {name} >= {goal}x {found['baseline']}, {what}"
             out.append(_judge(target, entry[key], goal, at_least=True, digits=3))
-    micro = results.get("micro")
-    if micro:
-        for name, goal in MICRO_TARGETS:
-            diff = micro["contenders"][name]["cpu_us_diff"]
-            base = micro["contenders"][name]["baseline"]
-            target = f"in one process: {name} <= {base} + {goal:g} us CPU"
-            out.append(_judge(target, diff, goal, at_least=False, digits=1))
-        for name, goal in BORROW_TARGETS if micro.get("borrow") else []:
-            diff = micro["borrow"][name]["cpu_us_diff"]
-            base = micro["borrow"][name]["baseline"]
-            target = f"fork safety (no query): {name} <= {base} + {goal:g} us CPU"
-            out.append(_judge(target, diff, goal, at_least=False, digits=1))
+    micro = results.get("micro") or {}
+    for key, goals, what in (
+        ("contenders", MICRO_TARGETS, "in one process"),
+        ("borrow", BORROW_TARGETS, "fork safety (no query)"),
+    ):
+        for name, goal in goals if micro.get(key) else []:
+            entry = micro[key][name]
+            target = f"{what}: {name} <= {entry['baseline']} + {goal:g} us CPU"
+            out.append(
+                _judge(target, entry["cpu_us_diff"], goal, at_least=False, digits=1)
+            )
     memory = {e["name"]: e for e in results.get("memory") or []}
     if memory:
         # PSS splits shared pages among sharers; RSS counts them in every
