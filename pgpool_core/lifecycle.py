@@ -28,6 +28,7 @@ from typing import Any
 
 import psycopg
 
+from . import green
 from .process_pool import FORK_CONNECT_WAIT, ProcessPool
 
 __all__ = [
@@ -84,6 +85,19 @@ def process_lock() -> threading.Lock:
     if lock is None:
         lock = _locks.setdefault(pid, threading.Lock())
     return lock
+
+
+def _forget_unpatched_lock() -> None:
+    # A gunicorn gevent worker abandons its inherited pools in post_fork,
+    # before gevent patches it: the lock made then is a real one, and a
+    # greenlet waiting for it while another holds it (and yields, starting
+    # the pool's threads) blocks the whole worker for good. Once patched, the
+    # next pool creation makes a cooperative one (nothing holds it meanwhile:
+    # the process serves nothing yet).
+    _locks.pop(os.getpid(), None)
+
+
+green.on_patched(_forget_unpatched_lock)
 
 
 def mark_forking_master() -> None:

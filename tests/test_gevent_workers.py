@@ -10,6 +10,8 @@ own, as it does without preload (the baseline: no preload, no hooks).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -85,6 +87,36 @@ def test_gevent_worker_with_the_earlier_hooks(
 ) -> None:
     """A gunicorn.conf.py without post_worker_init works too (no warm-up)."""
     run(serve, pg_server, tmp_path, "flask", "earlier")
+
+
+def test_the_pool_creation_lock_made_before_the_patch_is_not_kept() -> None:
+    """post_fork abandons the inherited pools before gevent patches the worker.
+
+    The lock it makes for creating pools is then a real one: the first
+    requests, side by side, would wait for it as one greenlet held it while
+    starting the pool's threads, and the worker would hang for good (2 of 60
+    requests timed out now and then). After the patch it must be gevent's.
+    """
+    code = (
+        "from pgpool_core import green, lifecycle\n"
+        "before = lifecycle.process_lock()\n"
+        "from gevent import monkey\n"
+        "monkey.patch_all()\n"
+        "green.after_patch()\n"
+        "after = lifecycle.process_lock()\n"
+        "print(type(before).__module__, type(after).__module__)\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    before, after = proc.stdout.split()
+    assert before == "_thread"
+    assert after.startswith("gevent"), proc.stdout
 
 
 def run(
