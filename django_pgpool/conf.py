@@ -181,12 +181,23 @@ def unknown_settings() -> list[tuple[str, str]]:
     return [
         (
             name,
-            f"{name}: unknown setting{did_you_mean(name, SETTINGS)} (the known"
+            f"{name}: unknown setting{_meant(name)} (the known"
             f" ones are: {', '.join(known)})",
         )
         for name in dir(settings)
         if name.startswith("PGPOOL_") and name not in SETTINGS
     ]
+
+
+def _meant(name: str) -> str:
+    """Say which setting *name* may be: a close one, or DATABASES for a URL."""
+    # flask_pgpool's PGPOOL_CONNINFO, or another name for it (PGPOOL_URL).
+    if did_you_mean(name, ["PGPOOL_CONNINFO"]):
+        return (
+            "; django_pgpool reads the connection from DATABASES: NAME, USER,"
+            " PASSWORD, HOST, PORT and OPTIONS"
+        )
+    return did_you_mean(name, SETTINGS)
 
 
 def _setting_of(alias: str, key: str) -> str:
@@ -214,6 +225,15 @@ def connection_params(alias: str, settings_dict: Mapping[str, Any]) -> dict[str,
             entry, alias
         ).get_connection_params()
     except ImproperlyConfigured as err:
+        name = entry.get("NAME")
+        if isinstance(name, str) and ("=" in name or "://" in name):
+            # A URL too long for a name: say what it is, not Django's limit.
+            try:
+                validate_connection(
+                    "", {"dbname": name}, kwarg_setting=lambda k: _setting_of(alias, k)
+                )
+            except ConfigurationError as problem:
+                raise ImproperlyConfigured(str(problem)) from None
         secrets = {"dbname": entry.get("NAME"), "host": entry.get("HOST")}
         raise ImproperlyConfigured(
             f'DATABASES["{alias}"]["NAME"]: '

@@ -190,13 +190,49 @@ def did_you_mean(name: object, known: Iterable[str], *, prefix: str = "") -> str
     """Return ``"; did you mean x?"`` for the known name closest to *name*, or "".
 
     Case-insensitive; *prefix* is put before the name suggested (a Flask or
-    Django setting's ``PGPOOL_``).
+    Django setting's ``PGPOOL_``). Other projects' names for a setting, too
+    far from ours for a close match, are known by name: ``URL``, ``DSN``,
+    ``DATABASE_URI`` ... -> ``CONNINFO``; ``POOL_SIZE`` -> ``MAX_SIZE``.
     """
     if not isinstance(name, str):
         return ""
     by_upper = {k.upper(): k for k in known}
+    # Another project's name (PGPOOL_URL, a DSN), with or without a prefix.
+    bare = name.upper().removeprefix(prefix.upper()).removeprefix("PGPOOL_")
+    meant = _SYNONYMS.get(bare)
+    for candidate in (meant, f"PGPOOL_{meant}") if meant else ():
+        if candidate in by_upper:
+            return f"; did you mean {prefix}{by_upper[candidate]}?"
     close = difflib.get_close_matches(name.upper(), by_upper, n=1)
     return f"; did you mean {prefix}{by_upper[close[0]]}?" if close else ""
+
+
+#: Other projects' names for a setting (SQLAlchemy's URL and URI, a DSN),
+#: upper case, without the prefix -> ours: too far apart for difflib.
+_SYNONYMS = {
+    **dict.fromkeys(
+        (
+            "URL",
+            "URI",
+            "DSN",
+            "DATABASE",
+            "DATABASE_URL",
+            "DATABASE_URI",
+            "DATABASE_DSN",
+            "DB_URL",
+            "DB_URI",
+            "SQLALCHEMY_DATABASE_URI",
+            "CONNECTION_STRING",
+            "CONNSTRING",
+            "CONNINFO_STRING",
+        ),
+        "CONNINFO",
+    ),
+    "POOL_SIZE": "MAX_SIZE",
+    "SIZE": "MAX_SIZE",
+    "OPTIONS": "KWARGS",
+    "CONNECT_ARGS": "KWARGS",
+}
 
 
 def parse_conninfo(conninfo: str, *, setting: str = "conninfo") -> dict[str, Any]:
@@ -237,11 +273,27 @@ def parse_conninfo(conninfo: str, *, setting: str = "conninfo") -> dict[str, Any
 
 
 def _explain_parse_error(conninfo: str, message: str) -> str:
+    scheme = _OTHER_SCHEME.match(conninfo)
+    if scheme is not None:
+        if scheme.group(0).lower().startswith("postgres"):
+            return (
+                f'the URL\'s scheme "{scheme.group(0)}" is SQLAlchemy\'s, with a'
+                ' driver libpq does not read: write "postgresql://"'
+            )
+        return (
+            f'the URL\'s scheme "{scheme.group(0)}" is not PostgreSQL\'s: libpq'
+            ' reads "postgresql://" and "postgres://" URLs'
+        )
     if conninfo.startswith(("postgresql://", "postgres://")):
         return _explain_url_error(conninfo, message)
     return _explain_keyword_error(conninfo) or (
         "libpq cannot parse it (its message is not shown: it may quote a password)"
     )
+
+
+#: A URL's scheme that libpq does not read ("postgresql+psycopg://", "mysql://"):
+#: letters, digits, "+", "-", "." before "://" at the start (RFC 3986).
+_OTHER_SCHEME = re.compile(r"(?!postgres(?:ql)?://)[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _setting_name(name: str) -> str:
@@ -565,6 +617,12 @@ def _host_problem(host: str) -> str | None:
         return None
     except ValueError:
         pass
+    with_port = re.fullmatch(r"(.+):(\d+)", host)
+    if with_port is not None and _host_problem(with_port.group(1)) is None:
+        return (
+            f'host "{host}" ends with a port number: write the host alone and'
+            f" {with_port.group(2)} as the port (port=, or Django's PORT)"
+        )
     if not _HOST_NAME.fullmatch(host) or len(host) > 253:
         return f'host "{host}" cannot be a host name or an IP address'
     if host.rstrip(".").lower().rsplit(".", 1)[-1] == "invalid":

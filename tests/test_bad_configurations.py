@@ -134,6 +134,20 @@ FLASK_ROWS = [
         "a number of seconds", {"PGPOOL_TIMEOUT": "5"}),
     Bad("flask", "retry_after 0", "init_app", "PGPOOL_RETRY_AFTER",
         "a whole number of seconds >= 1", {"PGPOOL_RETRY_AFTER": 0}),
+    # Issue 26: newcomers' mistakes, each message naming the fix.
+    Bad("flask", "PGPOOL_URL", "init_app", "PGPOOL_URL",
+        "did you mean PGPOOL_CONNINFO?", {"PGPOOL_URL": GOOD}),
+    Bad("flask", "PGPOOL_DSN", "init_app", "PGPOOL_DSN",
+        "did you mean PGPOOL_CONNINFO?", {"PGPOOL_DSN": GOOD}),
+    Bad("flask", "PGPOOL_DATABASE_URI", "init_app", "PGPOOL_DATABASE_URI",
+        "did you mean PGPOOL_CONNINFO?", {"PGPOOL_DATABASE_URI": GOOD}),
+    Bad("flask", "SQLAlchemy URL", "init_app", "PGPOOL_CONNINFO",
+        'scheme "postgresql+psycopg://" is SQLAlchemy\'s, with a driver libpq does'
+        ' not read: write "postgresql://"',
+        {"PGPOOL_CONNINFO": f"postgresql+psycopg://app:{PASSWORD}@db/appdb"}),
+    Bad("flask", "port in the host", "init_app", f"{_K}['host']",
+        'host "127.0.0.1:27200" ends with a port number: write the host alone and'
+        " 27200 as the port", {_K: {"host": "127.0.0.1:27200"}}),
     Bad("flask", "wrong password", "check command", "default",
         "password authentication failed", dsn={"password": "wrong-Pw"}),
     Bad("flask", "no such database", "check command", "default",
@@ -195,6 +209,18 @@ DJANGO_ROWS = [
         check_id="E003"),
     Bad("django", "PGPOOL_ setting typo", "django.setup", "PGPOOL_RETRY_AFTR",
         "did you mean PGPOOL_RETRY_AFTER?", settings={"PGPOOL_RETRY_AFTR": 30},
+        check_id="E005"),
+    # Issue 26: newcomers' mistakes, each message naming the fix.
+    Bad("django", "URL longer than a NAME", "django.setup", f'{_DB}["NAME"]',
+        "a connection string written as the database name",
+        {"NAME": f"postgresql://app:{PASSWORD}@db.example.com:5432/appdb"
+                 "?sslmode=require"}, check_id="E004"),
+    Bad("django", "port in HOST", "django.setup", f'{_DB}["HOST"]',
+        'host "127.0.0.1:27200" ends with a port number: write the host alone and'
+        " 27200 as the port", {"HOST": "127.0.0.1:27200"}, check_id="E004"),
+    Bad("django", "PGPOOL_URL", "django.setup", "PGPOOL_URL",
+        "django_pgpool reads the connection from DATABASES",
+        settings={"PGPOOL_URL": f"postgresql://app:{PASSWORD}@db/appdb"},
         check_id="E005"),
     Bad("django", "wrong password", "check command", "default",
         "the database refused the login", dsn={"password": "wrong-Pw"},
