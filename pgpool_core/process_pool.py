@@ -31,6 +31,11 @@ where this module says otherwise:
   borrower is gone: a thread that ended with it, say) is counted lost and
   replaced up to ``min_size``, with a warning naming its borrower
   (:meth:`ProcessPool._reclaim_lost`).
+- while it cannot connect, the pool logs one line when the failures start
+  (``error connecting in 'name': <libpq's reason>``), one every
+  :data:`OUTAGE_REPORT_INTERVAL` while they last and one when it connects
+  again, at WARNING on ``pgpool.pool``, instead of psycopg_pool's line for
+  each failed attempt (:meth:`ProcessPool._report_failure`).
 
 The private psycopg_pool methods overridden here were read from psycopg_pool
 3.3.3 (``psycopg_pool/pool.py``); each override says so.
@@ -77,6 +82,7 @@ from .session import (
 
 __all__ = [
     "FORK_CONNECT_WAIT",
+    "OUTAGE_REPORT_INTERVAL",
     "RECONNECT_DELAY_MAX",
     "REFUSED_DELAY_MAX",
     "ProcessPool",
@@ -103,6 +109,14 @@ REFUSED_DELAY_MAX = 60.0
 #: How long os.fork() waits for connections being made by pool threads.
 FORK_CONNECT_WAIT = 2.0
 
+#: Seconds between two log lines of a pool that still cannot connect. One
+#: line for each failed attempt, as psycopg_pool logs them, is 16 a second
+#: from 4 workers with min_size 4, each of two lines (libpq's message).
+OUTAGE_REPORT_INTERVAL = 60.0
+
+#: psycopg_pool's line for each failed attempt (psycopg_pool/pool.py 3.3.3).
+_CONNECT_ERROR_MESSAGE = "error connecting in %r: %s"
+
 #: Seconds between two looks for loans of ended threads while clients wait
 #: (ProcessPool._watch_ended).
 WATCH_ENDED_INTERVAL = 0.25
@@ -114,6 +128,42 @@ class _Failure:
 
     cause: BaseException  # masked, without traceback: safe to show
     kind: str
+
+
+@dataclass
+class _Outage:
+    """A pool's failures to connect since it last connected, for its log lines."""
+
+    since: float
+    kind: str
+    reported_at: float
+    failed: int = 0
+
+
+class _ReportedByThePool(logging.Filter):
+    """Drop psycopg_pool's line for an attempt a ProcessPool reports itself.
+
+    Installed on the ``psycopg.pool`` logger: psycopg_pool logs each failed
+    attempt to connect right after ``_connect()`` raised, in the same thread,
+    which :meth:`ProcessPool._failed_to_connect` marks. Other pools' lines
+    (a plain ConnectionPool's) pass.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.marked = threading.local()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        name = getattr(self.marked, "pool", None)
+        if name is None or record.msg != _CONNECT_ERROR_MESSAGE:
+            return True
+        self.marked.pool = None
+        args = record.args
+        return not (isinstance(args, tuple) and args and args[0] == name)
+
+
+_reported_by_the_pool = _ReportedByThePool()
+psycopg_logger.addFilter(_reported_by_the_pool)
 
 
 class _NoConnection(Exception):
@@ -179,6 +229,8 @@ class ProcessPool(ConnectionPool[CT]):
         self._probe: AttemptWithBackoff | None = None
         self._parked: list[AddConnection] = []
         self._refusals = 0
+        # The failures since the last connect, for the log (_report_failure).
+        self._outage: _Outage | None = None
         super().__init__(conninfo, **{**kwargs, "open": False})
 
     # -- lending -------------------------------------------------------------
@@ -516,6 +568,7 @@ class ProcessPool(ConnectionPool[CT]):
         # their outcome, and records how long they take.
         with self._connects:
             self._connecting += 1
+        _reported_by_the_pool.marked.pool = None
         try:
             since = monotonic()  # metrics: create_time, configure included
             conn = super()._connect(timeout)
@@ -541,6 +594,14 @@ class ProcessPool(ConnectionPool[CT]):
             self._refusals = 0
             self._probe = None
             parked, self._parked = self._parked, []
+            outage, self._outage = self._outage, None
+        if outage is not None:
+            logger.warning(
+                "connected again in %r after %.0f s (%d attempts failed)",
+                self.name,
+                monotonic() - outage.since,
+                outage.failed,
+            )
         for task in parked:
             self.run_task(task)
 
@@ -572,6 +633,45 @@ class ProcessPool(ConnectionPool[CT]):
             self.run_task(task)
         for pos in waiting:
             pos.fail(_NoConnection(failure))
+        self._report_failure(failure)
+
+    def _report_failure(self, failure: _Failure) -> None:
+        """Log the failure if it starts an outage (or changes its kind), or
+        :data:`OUTAGE_REPORT_INTERVAL` after the last line; count it.
+
+        psycopg_pool's own line for it, which follows, is dropped
+        (:class:`_ReportedByThePool`): one line per pool per change of state,
+        whatever ``min_size`` and however often the attempts are retried.
+        """
+        now = monotonic()
+        with self._lock:
+            outage = self._outage
+            started = outage is None or outage.kind != failure.kind
+            if outage is None:
+                outage = self._outage = _Outage(now, failure.kind, now)
+            outage.failed += 1
+            due = now - outage.reported_at >= OUTAGE_REPORT_INTERVAL
+            if started or due:
+                outage.kind, outage.reported_at = failure.kind, now
+            failed, since = outage.failed, outage.since
+        _reported_by_the_pool.marked.pool = self.name
+        reason = " ".join(str(failure.cause).split())
+        if started:
+            logger.warning(
+                "error connecting in %r: %s (retrying; logged again every %.0f s"
+                " until it connects)",
+                self.name,
+                reason,
+                OUTAGE_REPORT_INTERVAL,
+            )
+        elif due:
+            logger.warning(
+                "still cannot connect in %r after %.0f s (%d attempts failed): %s",
+                self.name,
+                now - since,
+                failed,
+                reason,
+            )
 
     def hold_connects(self, timeout: float) -> None:
         """Wait up to *timeout* until no connection is being made; start none.

@@ -10,6 +10,8 @@ server's log); an outage is retried at least every second.
 
 from __future__ import annotations
 
+import logging
+import re
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +20,7 @@ import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
-from pgpool_core import ConnectFailed, ForkSafePool
+from pgpool_core import ConnectFailed, ForkSafePool, process_pool
 from pgpool_core.errors import (
     REFUSED,
     SETTINGS,
@@ -27,6 +29,7 @@ from pgpool_core.errors import (
     connect_failure,
     unavailable_reason,
 )
+from tests.harness.delayproxy import DelayProxy
 from tests.harness.postgres import PgServer, free_port
 
 #: The pools' timeout: no test may come near it.
@@ -254,3 +257,48 @@ def test_the_pool_fills_once_the_login_is_accepted(
 )
 def test_what_a_failed_connect_means(error: BaseException, kind: str) -> None:
     assert connect_failure(error) == kind
+
+
+def test_an_outage_is_logged_once_per_change_of_state(
+    pg_server: PgServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 26: 64 two-line entries in ~4 s from 4 workers, before.
+
+    While nothing listens on its port, a pool of min_size 4 logs one line when
+    its attempts start failing and one each OUTAGE_REPORT_INTERVAL (1 s here),
+    none of psycopg_pool's line per attempt; then one when it connects again.
+    """
+    monkeypatch.setattr(process_pool, "OUTAGE_REPORT_INTERVAL", 1.0)
+    caplog.set_level(logging.INFO, logger="psycopg.pool")
+    caplog.set_level(logging.INFO, logger="pgpool.pool")
+    port = free_port()
+    pool = ForkSafePool(
+        pg_server.dsn(port=port), min_size=4, timeout=TIMEOUT, name="outage"
+    )
+    try:
+        pool.open()
+        time.sleep(3.5)
+        down = [r for r in caplog.records if r.levelno >= logging.WARNING]
+        attempts = pool.get_stats()["connections_errors"]
+        assert attempts >= 12, "each missing connection retried every second"
+        messages = [r.getMessage() for r in down]
+        assert messages[0].startswith("error connecting in 'outage': ")
+        assert "Connection refused" in messages[0]
+        assert "\n" not in messages[0]
+        still = messages[1:]
+        assert 2 <= len(still) <= 4, messages
+        assert all(m.startswith("still cannot connect in 'outage' after ") for m in still)
+        assert all(r.name == "pgpool.pool" for r in down)
+        caplog.clear()
+        with DelayProxy(pg_server.port, 0.0, port=port):
+            pool.wait(TIMEOUT)
+            back = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            assert len(back) == 1, back
+            assert re.fullmatch(
+                r"connected again in 'outage' after \d+ s \(\d+ attempts failed\)",
+                back[0],
+            )
+    finally:
+        pool.close()

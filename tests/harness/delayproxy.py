@@ -219,6 +219,8 @@ def main() -> None:
 class DelayProxy:
     """127.0.0.1:``port`` forwards to *target_host*:*target_port*, *delay* s each way.
 
+    *port* 0: a free port, then in ``port``.
+
     Its own process, in its own process group, stopped by :meth:`close` (a
     context manager); ``stats()`` returns what it counted so far: connections,
     flights (round trips the clients started), chunks and bytes each way.
@@ -227,7 +229,11 @@ class DelayProxy:
     host = "127.0.0.1"
 
     def __init__(
-        self, target_port: int, delay: float, target_host: str = "127.0.0.1"
+        self,
+        target_port: int,
+        delay: float,
+        target_host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.delay = delay
         self.proc = subprocess.Popen(
@@ -238,6 +244,7 @@ class DelayProxy:
                 str(target_port),
                 repr(delay),
                 f"--target-host={target_host}",
+                f"--port={port}",
             ],
             cwd=REPO,
             stdin=subprocess.PIPE,
