@@ -13,7 +13,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo, prepare_import
 
 from pgpool_core import capacity, report
-from pgpool_core.snippets import read_snippet
+from pgpool_core.snippets import read_snippet, settings_output
 
 if TYPE_CHECKING:
     from .extension import PgPoolState
@@ -21,12 +21,21 @@ if TYPE_CHECKING:
 __all__ = ["pgpool_cli"]
 
 pgpool_cli = AppGroup(
-    "pgpool", help="The app's PostgreSQL pools (flask_pgpool).", no_args_is_help=True
+    "pgpool",
+    help="The app's PostgreSQL pools (flask_pgpool). Each command loads the app"
+    " as the flask command finds it: give it with --app (flask --app wsgi"
+    " pgpool check) or FLASK_APP, else flask looks for wsgi.py or app.py here.",
+    no_args_is_help=True,
 )
 
 
 def _state() -> PgPoolState:
-    state: PgPoolState = current_app.extensions["pgpool"]
+    state: PgPoolState | None = current_app.extensions.get("pgpool")
+    if state is None:
+        raise click.UsageError(
+            f"the app {current_app.name!r} does not use flask_pgpool: call"
+            " pgpool.init_app(app) where the app is made (pgpool = PgPool())"
+        )
     return state
 
 
@@ -36,8 +45,8 @@ def check_command(as_json: bool) -> None:
     """Connect to each database; print its server, TLS use and round-trip time.
 
     Exits with status 1, saying why (libpq's reason), if a database cannot be
-    reached or refuses the login. The same report as ``manage.py pgpool
-    check`` (:mod:`pgpool_core.report`).
+    reached or refuses the login. The same report as Django's "manage.py
+    pgpool check".
     """
     state = _state()
     found = capacity.server_workers()
@@ -65,10 +74,10 @@ def stats_command() -> None:
     """Open this process's pools and print their statistics as JSON.
 
     The numbers are this command's own pools (each worker has its own: serve
-    ``pgpool.stats()`` from a view to see those). Exits with status 1 if a
+    pgpool.stats() from a view to see those). Exits with status 1 if a
     database cannot be reached or refuses the login (at once), or its pool
-    cannot get ``min_size`` connections within its timeout. The same report
-    as ``manage.py pgpool stats`` (:mod:`pgpool_core.report`).
+    cannot get min_size connections within its timeout. The same report as
+    Django's "manage.py pgpool stats".
     """
     state = _state()
     result = {
@@ -148,17 +157,37 @@ def capacity_command(hosts: int, workers: int | None, celery: int) -> None:
         raise SystemExit(1)
 
 
-@pgpool_cli.command("config")
+@pgpool_cli.command("config", with_appcontext=False)
 @click.argument("server", type=click.Choice(["uwsgi", "gunicorn"]))
-def config_command(server: str) -> None:
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, writable=True),
+    default=None,
+    help="Write the settings into this file instead of standard output.",
+)
+@click.pass_context
+def config_command(ctx: click.Context, server: str, output: str | None) -> None:
     """Print the tested settings for SERVER (uwsgi or gunicorn), for this app.
 
-    They load the app as the ``flask`` command found it (``--app`` or
-    ``FLASK_APP``, else ``wsgi.py`` or ``app.py``): ``module:name``, or
-    ``module:create_app()`` for a factory. Start the server in the directory
-    the ``flask`` command runs in.
+    They load the app as the flask command found it (--app or FLASK_APP,
+    else wsgi.py or app.py): "module:name", or "module:create_app()" for a
+    factory. Start the server in the directory the flask command runs in.
+    Only the settings go to standard output, whatever the app prints while
+    it loads (that goes to standard error): redirect it into
+    gunicorn.conf.py or uwsgi.ini.
     """
-    click.echo(read_snippet(server, "flask", app=_app_import_path()), nl=False)
+    with settings_output() as out:
+        if current_app:
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        else:
+            app = ctx.ensure_object(ScriptInfo).load_app()
+        with app.app_context():
+            text = read_snippet(server, "flask", app=_app_import_path())
+        if output is None:
+            out.write(text)
+    if output is not None:
+        Path(output).write_text(text, encoding="utf-8")
 
 
 def _app_import_path() -> str:

@@ -8,6 +8,13 @@ with them, from the project's directory, as the snippets say: it serves a
 view that queries the database. Before, both commands printed the
 documentation's app (``mysite.wsgi:application``, ``wsgi:app``), which does
 not exist in such a project.
+
+Issue 26: the apps print while they load (as a start-up query's result in
+``wsgi.py`` would), at import and in the factory, through ``print()`` and
+straight to file descriptor 1: ``flask pgpool config ... > gunicorn.conf.py``
+kept those lines in the file, a SyntaxError at start. Only the settings go
+to standard output now; Django's settings.py runs before any command, so its
+lines are kept out by ``--output``.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ def health(request):
         return JsonResponse({"db": cursor.fetchone()[0]})
 """
 
+#: What the apps print while they load (never in the printed settings).
+LOADING = "loading: the start-up query returned 1"
+
 FLASK_PACKAGE = """
 import os
 
@@ -46,10 +56,12 @@ from flask import Flask
 
 from flask_pgpool import PgPool
 
+print("__LOADING__")
 pgpool = PgPool()
 
 
 def create_app():
+    os.write(1, b"__LOADING__ (fd 1)\\n")
     app = Flask(__name__)
     app.config["PGPOOL_CONNINFO"] = os.environ["SHOP_DSN"]
     app.config["PGPOOL_MIN_SIZE"] = 1
@@ -60,7 +72,7 @@ def create_app():
         return {"db": pgpool.connection.execute("SELECT 1").fetchone()[0]}
 
     return app
-"""
+""".replace("__LOADING__", LOADING)
 
 
 def environment(pg: PgServer) -> dict[str, str]:
@@ -101,7 +113,10 @@ DATABASES = {{
     }}
 }}
 """
+    text += f"\nprint({LOADING!r})\n"
     settings.write_text(text)
+    wsgi = project / "shop" / "wsgi.py"
+    wsgi.write_text(f"print({LOADING!r})\n{wsgi.read_text()}")
     (project / "shop" / "views.py").write_text(SHOP_VIEW)
     urls = project / "shop" / "urls.py"
     urls.write_text(
@@ -123,15 +138,22 @@ def flask_project(tmp_path: Path) -> Path:
 
 
 def printed(project: Path, framework: str, server: str, env: dict[str, str]) -> str:
+    """The settings as a user saves them: ``> file`` for Flask, Django's --output."""
+    output = project / "printed.txt"
     if framework == "django":
         cmd = [sys.executable, "manage.py", "pgpool", "config", server]
+        cmd += ["--output", output.name]
     else:
         cmd = [str(BIN / "flask"), "--app", "shopapp", "pgpool", "config", server]
     result = subprocess.run(
         cmd, cwd=project, env=env, capture_output=True, text=True, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    return result.stdout
+    text = output.read_text() if framework == "django" else result.stdout
+    # What the app printed while it loaded went elsewhere.
+    assert LOADING in result.stdout + result.stderr
+    assert LOADING not in text
+    return text
 
 
 @pytest.fixture

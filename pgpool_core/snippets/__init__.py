@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.resources import files
+from typing import TextIO
 
-__all__ = ["SNIPPETS", "read_snippet"]
+__all__ = ["SNIPPETS", "read_snippet", "settings_output"]
 
 #: Snippet name -> file name, per server and framework.
 SNIPPETS = {
@@ -51,3 +56,44 @@ def read_snippet(
         line = f"module = {app}"
         return re.sub(r"^module = .*$", lambda _: line, text, flags=re.M)
     return text
+
+
+@contextmanager
+def settings_output(stream: TextIO | None = None) -> Iterator[TextIO]:
+    """Send everything printed meanwhile to stderr; yield where the settings go.
+
+    For ``flask pgpool config`` and ``manage.py pgpool config``, whose output
+    is redirected into ``gunicorn.conf.py`` or ``uwsgi.ini``: an app that
+    prints while it loads (a start-up query's result in ``wsgi.py``) would
+    put its lines into the file. *stream* (default ``sys.stdout``) is where
+    the settings go; inside the block ``sys.stdout`` is ``sys.stderr`` and,
+    when *stream* is a file descriptor (a shell's ``>``), so is that
+    descriptor, for what C code or a subprocess writes. The yielded stream
+    writes to the original output. Both are put back at the end.
+    """
+    target = sys.stdout if stream is None else stream
+    saved_stdout = sys.stdout
+    try:
+        fd = target.fileno()
+        err_fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        fd = err_fd = -1  # not a file (a test runner's buffer)
+    target.flush()
+    sys.stdout = sys.stderr
+    if fd < 0:
+        try:
+            yield target
+        finally:
+            sys.stdout = saved_stdout
+        return
+    copy = os.dup(fd)
+    os.dup2(err_fd, fd)
+    output = open(copy, "w", encoding=getattr(target, "encoding", None) or "utf-8")
+    try:
+        yield output
+    finally:
+        output.flush()
+        sys.stdout.flush()
+        os.dup2(copy, fd)
+        output.close()
+        sys.stdout = saved_stdout

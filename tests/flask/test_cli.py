@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from flask import Flask
 from pgpool_core.snippets import read_snippet
 from tests.conftest import REPO
 from tests.flask.conftest import MakeApp
-from tests.flask.support import run_flask
+from tests.flask.support import FLASK, run_flask
 from tests.harness.postgres import PgServer, free_port
 
 
@@ -193,6 +194,50 @@ def test_config_names_the_choices(app: Flask) -> None:
     result = run(app, "config", "waitress")
     assert result.exit_code == 2
     assert "'uwsgi', 'gunicorn'" in result.output
+
+
+@pytest.mark.parametrize("command", ["", "check", "stats", "capacity", "config"])
+def test_the_help_is_plain_text(app: Flask, command: str) -> None:
+    """Issue 26: --help showed the docstrings' reST (``flask``, :mod:)."""
+    result = run(app, *command.split(), "--help")
+    assert result.exit_code == 0, result.output
+    for markup in ("``", ":mod:", ":func:", ":class:", ":doc:"):
+        assert markup not in result.output
+
+
+def test_without_the_app_the_command_says_how_to_name_it(tmp_path: Path) -> None:
+    """Issue 26: it read as "No such command 'pgpool'", as if not installed."""
+    env = {k: v for k, v in os.environ.items() if k != "FLASK_APP"}
+    for args in (["check"], ["config", "gunicorn"]):
+        proc = subprocess.run(
+            [FLASK, "pgpool", *args],
+            cwd=tmp_path,  # no wsgi.py, no app.py
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2
+        assert "No such command" not in proc.stderr
+        assert "--app" in proc.stderr and "FLASK_APP" in proc.stderr, proc.stderr
+    help_text = subprocess.run(
+        [FLASK, "pgpool", "--help"], cwd=tmp_path, env=env,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert help_text.returncode == 0
+    assert "--app" in help_text.stdout
+
+
+def test_an_app_without_the_extension_says_so(tmp_path: Path) -> None:
+    (tmp_path / "app.py").write_text("from flask import Flask\napp = Flask('plain')\n")
+    proc = subprocess.run(
+        [FLASK, "pgpool", "check"], cwd=tmp_path, env=dict(os.environ),
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    assert "'plain' does not use flask_pgpool: call pgpool.init_app(app)" in (
+        proc.stderr
+    )
 
 
 def test_the_flask_command(pg_server: PgServer) -> None:

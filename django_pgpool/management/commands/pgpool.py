@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -9,7 +11,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
 from pgpool_core import capacity, mask_conninfo, report
-from pgpool_core.snippets import read_snippet
+from pgpool_core.snippets import read_snippet, settings_output
 
 from ... import conf
 from ...base import DatabaseWrapper
@@ -74,19 +76,30 @@ class Command(BaseCommand):
             "config", help="Print the uWSGI or gunicorn settings for a Django app."
         )
         config.add_argument("server", choices=["uwsgi", "gunicorn"])
+        config.add_argument(
+            "-o",
+            "--output",
+            metavar="FILE",
+            help="Write the settings into FILE instead of standard output (which"
+            " also holds what settings.py or an AppConfig.ready() prints).",
+        )
 
     def handle(self, *args: Any, **options: Any) -> None:
         action = options["action"]
         if action == "config":
-            self.stdout.write(
-                read_snippet(
+            # Only the settings on standard output, whatever runs meanwhile
+            # prints (settings.py and ready() ran before: --output for those).
+            with settings_output(getattr(self.stdout, "_out", sys.stdout)) as out:
+                text = read_snippet(
                     options["server"],
                     "django",
                     app=_wsgi_application(),
                     workers=_pgpool_workers(),
-                ),
-                ending="",
-            )
+                )
+                if options.get("output") is None:
+                    out.write(text)
+            if options.get("output") is not None:
+                Path(options["output"]).write_text(text, encoding="utf-8")
             return
         wrappers = self._wrappers(options.get("databases"))
         if action == "check":
