@@ -4,9 +4,9 @@
 # groups) there, with Django 5.2 LTS; then it runs the Django tests again with
 # Django 6 on Python 3.12 (test-django6), the Celery tests with the oldest
 # Celery the package supports (test-celery-floor), psycopg_pool's own tests
-# (conformance), Django's own tests with django_pgpool (test-django-suite), and
-# the oldest and newest supported versions of everything (test-matrix: nox's
-# floor and latest rows).
+# (test-conformance: `make conformance` if their kit is there), Django's own
+# tests with django_pgpool (test-django-suite), and the oldest and newest
+# supported versions of everything (test-matrix: nox's floor and latest rows).
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -33,7 +33,8 @@ STAMP_DEMO := $(VENV)/.installed-demo
 EXTRAS := binary,flask,django,uwsgi,gunicorn,celery,opentelemetry,prometheus,health-check
 
 .PHONY: test lint docs pytest test-django6 test-celery-floor conformance \
-	test-django-suite test-matrix install clean demo bench bench-quick
+	test-conformance test-django-suite test-matrix install clean demo bench \
+	bench-quick
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,9 +79,15 @@ docs: $(STAMP)
 # psycopg_pool's own pool tests against ForkSafePool, compared with the list
 # of allowed failures (tests/conformance/). psycopg's files live outside the
 # repository: PGPOOL_CONFORMANCE_KIT, else shared/conformance/psycopg-pool
-# beside the checkout or beside one of its parent folders.
+# beside the checkout or beside one of its parent folders. Without the kit it
+# fails, saying so.
 conformance: $(STAMP)
 	$(BIN)/python -m tests.conformance.psycopg_pool
+
+# The same in `make test`: without the kit (a fresh clone) it says they were
+# not run and passes, except under CI=true.
+test-conformance: $(STAMP)
+	$(BIN)/python -m tests.conformance.psycopg_pool --if-present
 
 # The Celery tests with the oldest Celery of the celery extra (5.3).
 test-celery-floor: $(STAMP_CELERY_FLOOR)
@@ -99,8 +106,8 @@ test-django-suite: $(STAMP)
 test-matrix: $(STAMP)
 	$(BIN)/nox --reuse-existing-virtualenvs --sessions floor latest
 
-test: lint docs pytest test-django6 test-celery-floor conformance test-django-suite \
-	test-matrix
+test: lint docs pytest test-django6 test-celery-floor test-conformance \
+	test-django-suite test-matrix
 
 clean:
 	rm -rf $(VENV) $(VENV_DJANGO6) $(VENV_CELERY_FLOOR) .nox build dist *.egg-info \

@@ -11,6 +11,7 @@ from tests.conformance.psycopg_pool import (
     TEST_FILES,
     Outcomes,
     compare,
+    main,
     read_junit,
 )
 
@@ -89,3 +90,21 @@ def test_junit_report_is_read_by_test_id(tmp_path: Path) -> None:
         "tests/pool/test_pool.py::test_listed": "allowed: private",
     }
     assert outcomes.skipped == {"tests/pool/test_pool.py::test_skip"}
+
+
+def test_without_the_kit_the_run_fails_saying_so(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Issue 26: `make conformance` printed "skipped" and passed, running nothing."""
+    monkeypatch.setenv("PGPOOL_CONFORMANCE_KIT", str(tmp_path))  # no kit there
+    monkeypatch.delenv("CI", raising=False)
+    assert main([]) == 1
+    assert "error: psycopg_pool's own pool tests were not run" in capsys.readouterr().err
+    # make test's run (a fresh clone has no kit): says so, passes...
+    assert main(["--if-present"]) == 0
+    assert "note: psycopg_pool's own pool tests were not run" in capsys.readouterr().err
+    # ...but not on CI.
+    monkeypatch.setenv("CI", "true")
+    assert main(["--if-present"]) == 1
