@@ -53,6 +53,14 @@ def test_readme_first_screen_is_install_and_both_quick_starts() -> None:
     assert 'pip install ".[binary,flask]"' in first_screen
     assert "pgpool.init_app(app)" in first_screen
     assert '"ENGINE": "django_pgpool"' in first_screen
+    # Issue 26: a newcomer's two commands, what they need and how long they take.
+    assert re.search(r"^    make demo +# .*~70 s", first_screen, re.MULTILINE)
+    assert re.search(r"^    make test +# .*~20 min", first_screen, re.MULTILINE)
+    assert "apt-get install postgresql build-essential python3-dev" in first_screen
+    assert "pgbouncer" in first_screen and "Python 3.12" in first_screen
+    assert re.search(r'pip install "\.\[binary,flask,(gunicorn|uwsgi)\]"', README)
+    # A command that may run nothing is not offered to a newcomer.
+    assert "make conformance" not in README
 
 
 def test_readme_has_no_relative_links_or_images() -> None:

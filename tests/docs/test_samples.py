@@ -592,6 +592,8 @@ def check_shell(found: Sample, request: pytest.FixtureRequest) -> None:
         if prompted and not line.startswith("$ "):
             continue  # the output of the command above
         words = shlex.split(line.removeprefix("$ "), comments=True)
+        if ">" in words:  # the output redirected into a file
+            words = words[: words.index(">")]
         if words:
             assert words[0] in COMMANDS, f"no check for the command {line!r}"
             COMMANDS[words[0]](words[1:])
