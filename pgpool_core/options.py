@@ -277,11 +277,11 @@ def _explain_parse_error(conninfo: str, message: str) -> str:
     if scheme is not None:
         if scheme.group(0).lower().startswith("postgres"):
             return (
-                f'the URL\'s scheme "{scheme.group(0)}" is SQLAlchemy\'s, with a'
+                f"the URL's scheme \"{scheme.group(0)}\" is SQLAlchemy's, with a"
                 ' driver libpq does not read: write "postgresql://"'
             )
         return (
-            f'the URL\'s scheme "{scheme.group(0)}" is not PostgreSQL\'s: libpq'
+            f"the URL's scheme \"{scheme.group(0)}\" is not PostgreSQL's: libpq"
             ' reads "postgresql://" and "postgres://" URLs'
         )
     if conninfo.startswith(("postgresql://", "postgres://")):

@@ -2,7 +2,7 @@
 
 Usage (from the repository root, with the project's environment)::
 
-    python -m tests.conformance.psycopg_pool [--stock] [--if-present] [-- PYTEST_ARGS...]
+    python -m tests.conformance.psycopg_pool [--stock] [--if-present] [-- ARGS...]
 
 psycopg's tests live outside the repository (they are psycopg's files, kept
 beside the project, never copied into it): ``PGPOOL_CONFORMANCE_KIT`` names
@@ -170,8 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--if-present",
         action="store_true",
-        help="without the kit, say the tests were not run and pass (not under"
-        " CI=true)",
+        help="without the kit, say the tests were not run and pass (not under CI=true)",
     )
     parser.add_argument("pytest_args", nargs="*", help="more arguments for pytest")
     options = parser.parse_args(argv)

@@ -101,7 +101,9 @@ def test_without_the_kit_the_run_fails_saying_so(
     monkeypatch.setenv("PGPOOL_CONFORMANCE_KIT", str(tmp_path))  # no kit there
     monkeypatch.delenv("CI", raising=False)
     assert main([]) == 1
-    assert "error: psycopg_pool's own pool tests were not run" in capsys.readouterr().err
+    assert (
+        "error: psycopg_pool's own pool tests were not run" in capsys.readouterr().err
+    )
     # make test's run (a fresh clone has no kit): says so, passes...
     assert main(["--if-present"]) == 0
     assert "note: psycopg_pool's own pool tests were not run" in capsys.readouterr().err

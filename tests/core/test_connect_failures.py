@@ -289,12 +289,16 @@ def test_an_outage_is_logged_once_per_change_of_state(
         assert "\n" not in messages[0]
         still = messages[1:]
         assert 2 <= len(still) <= 4, messages
-        assert all(m.startswith("still cannot connect in 'outage' after ") for m in still)
+        assert all(
+            m.startswith("still cannot connect in 'outage' after ") for m in still
+        )
         assert all(r.name == "pgpool.pool" for r in down)
         caplog.clear()
         with DelayProxy(pg_server.port, 0.0, port=port):
             pool.wait(TIMEOUT)
-            back = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+            back = [
+                r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+            ]
             assert len(back) == 1, back
             assert re.fullmatch(
                 r"connected again in 'outage' after \d+ s \(\d+ attempts failed\)",
