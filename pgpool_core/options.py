@@ -275,6 +275,11 @@ def parse_conninfo(conninfo: str, *, setting: str = "conninfo") -> dict[str, Any
 def _explain_parse_error(conninfo: str, message: str) -> str:
     scheme = _OTHER_SCHEME.match(conninfo)
     if scheme is not None:
+        if libpq.URL_PREFIX.fullmatch(scheme.group(0)):
+            return (
+                f"the URL's scheme \"{scheme.group(0)}\" is read in lower case"
+                ' only: write "postgresql://"'
+            )
         if scheme.group(0).lower().startswith("postgres"):
             return (
                 f"the URL's scheme \"{scheme.group(0)}\" is SQLAlchemy's, with a"

@@ -88,6 +88,23 @@ def test_conninfo_of_the_wrong_type() -> None:
         ForkSafePool(42)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("conninfo", "says"),
+    [
+        (f"postgresql+psycopg://u:{SECRET}@db/app", "is SQLAlchemy's, with a driver"),
+        (f"postgres+psycopg2://u:{SECRET}@db/app", 'write "postgresql://"'),
+        (f"POSTGRESQL://u:{SECRET}@db/app", "is read in lower case only"),
+        (f"mysql://u:{SECRET}@db/app", 'scheme "mysql://" is not PostgreSQL\'s'),
+    ],
+)
+def test_a_url_of_another_scheme_says_so(conninfo: str, says: str) -> None:
+    """Issue 26: "a word without '=' at the start" before."""
+    with pytest.raises(ConfigurationError) as info:
+        ForkSafePool(conninfo)
+    assert says in str(info.value)
+    assert SECRET not in str(info.value)
+
+
 def test_parse_conninfo_accepts_urls() -> None:
     assert parse_conninfo("postgresql://u@db:5433/app?sslmode=require") == {
         "user": "u",
