@@ -277,7 +277,7 @@ def _explain_parse_error(conninfo: str, message: str) -> str:
     if scheme is not None:
         if libpq.URL_PREFIX.fullmatch(scheme.group(0)):
             return (
-                f"the URL's scheme \"{scheme.group(0)}\" is read in lower case"
+                f'the URL\'s scheme "{scheme.group(0)}" is read in lower case'
                 ' only: write "postgresql://"'
             )
         if scheme.group(0).lower().startswith("postgres"):
