@@ -8,7 +8,13 @@ from typing import Any
 
 from pgpool_core import POOL_OPTIONS, ConfigurationError, validate_pool_options
 from pgpool_core.masking import mask_conninfo, mask_exception, mask_secrets
-from pgpool_core.options import did_you_mean, parse_conninfo, validate_connection
+from pgpool_core.options import (
+    RETRY_AFTER_WHY,
+    did_you_mean,
+    parse_conninfo,
+    seconds_over_bound,
+    validate_connection,
+)
 
 __all__ = [
     "DEFAULT_BIND",
@@ -116,6 +122,9 @@ def read_config(config: Mapping[str, Any], app_name: str) -> Config:
             "expected a whole number of seconds >= 1,"
             f" got {type(retry_after).__name__} {retry_after!r}",
         )
+    too_large = seconds_over_bound(retry_after, RETRY_AFTER_WHY)
+    if too_large is not None:
+        raise ConfigurationError("PGPOOL_RETRY_AFTER", too_large)
     return Config(binds=binds, retry_after=retry_after)
 
 
