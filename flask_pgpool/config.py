@@ -7,7 +7,12 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgpool_core import POOL_OPTIONS, ConfigurationError, validate_pool_options
-from pgpool_core.masking import mask_conninfo, mask_exception, mask_secrets
+from pgpool_core.masking import (
+    ConnectionParams,
+    mask_conninfo,
+    mask_exception,
+    mask_secrets,
+)
 from pgpool_core.options import (
     RETRY_AFTER_WHY,
     did_you_mean,
@@ -48,12 +53,26 @@ SETTINGS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BindConfig:
-    """One database: its conninfo and the ForkSafePool options set for it."""
+    """One database: its conninfo and the ForkSafePool options set for it.
+
+    Its repr masks the secrets of both, as every output does
+    (:func:`pgpool_core.masking.mask_secrets`).
+    """
 
     conninfo: str | Callable[[], str]
     options: dict[str, Any]
+
+    def __repr__(self) -> str:
+        options = dict(self.options)
+        kwargs = options.get("kwargs")
+        if isinstance(kwargs, Mapping):
+            options["kwargs"] = ConnectionParams(kwargs)  # password: "********"
+        return self.mask(
+            f"{type(self).__name__}(conninfo={self.masked_conninfo()!r},"
+            f" options={options!r})"
+        )
 
     def masked_conninfo(self) -> str:
         """Return the conninfo with the password masked."""

@@ -73,6 +73,12 @@ class Setting(NamedTuple):
     name: str
     raw: str  # the value as written, without its quotes, escapes kept
 
+    def __repr__(self) -> str:
+        from .masking import MASK, SECRET_KEYWORDS, mask_secrets  # imports this
+
+        raw = MASK if self.name in SECRET_KEYWORDS else self.raw
+        return mask_secrets(f"{type(self).__name__}(name={self.name!r}, raw={raw!r})")
+
 
 def read_keyword_syntax(text: str) -> tuple[list[Setting], tuple[str, str] | None]:
     """Read key=value *text* as libpq does (fe-connect.c, conninfo_parse).
