@@ -21,7 +21,6 @@ import inspect
 import json
 import logging
 import os
-import pkgutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -470,23 +469,42 @@ PACKAGES = ("pgpool_core", "flask_pgpool", "django_pgpool")
 SSL_SECRET = "Sweep-Ssl-Secret-4417"
 
 
+# Run in a fresh interpreter: importing pgpool_core.gunicorn marks the process
+# that imports it as a forking master.
+_CLASSES = """
+import importlib, json, pkgutil, sys
+
+found = {}
+for package in sys.argv[1:]:
+    root = importlib.import_module(package)
+    names = [i.name for i in pkgutil.walk_packages(root.__path__, package + ".")]
+    for name in [package, *names]:
+        # issubclass(type(obj)...): isinstance() would set up Django's settings.
+        stack = list(vars(importlib.import_module(name)).values())
+        while stack:
+            obj = stack.pop()
+            if issubclass(type(obj), type) and obj.__module__ == name:
+                if obj.__qualname__ not in found.setdefault(name, []):
+                    found[name].append(obj.__qualname__)
+                    stack.extend(vars(obj).values())
+print(json.dumps(found))
+"""
+#: Modules whose import changes this process: they must hold no class.
+_IMPORT_CHANGES_THE_PROCESS = {"pgpool_core.gunicorn": "marks a forking master"}
+
+
 def package_types() -> dict[str, type]:
     """Every class defined in the packages' modules (nested ones too), by name."""
+    listed = run_project("-c", _CLASSES, *PACKAGES, env={})
+    assert listed.returncode == 0, listed.stderr
     found: dict[str, type] = {}
-    for package in PACKAGES:
-        root = importlib.import_module(package)
-        modules = [package] + [
-            info.name for info in pkgutil.walk_packages(root.__path__, f"{package}.")
-        ]
-        for name in modules:
-            stack = list(vars(importlib.import_module(name)).values())
-            while stack:
-                obj = stack.pop()
-                if isinstance(obj, type) and obj.__module__ == name:
-                    key = f"{name}.{obj.__qualname__}"
-                    if key not in found:
-                        found[key] = obj
-                        stack.extend(vars(obj).values())
+    for module, qualnames in json.loads(listed.stdout).items():
+        assert module not in _IMPORT_CHANGES_THE_PROCESS, (module, qualnames)
+        for qualname in qualnames:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            found[f"{module}.{qualname}"] = obj
     return found
 
 
