@@ -140,7 +140,7 @@ _SECONDS_OPTIONS = (
 # Why each bound, and what to set instead: the rest of the error's message.
 _SIZE_REASON = (
     "PostgreSQL's highest max_connections: no server takes more",
-    "set at most 262143, and keep workers x max_size under the server's"
+    f"set at most {SIZE_MAX}, and keep workers x max_size under the server's"
     " max_connections (the capacity command does the sum)",
 )
 _BOUND_REASONS = {
@@ -475,7 +475,7 @@ PSYCOPG_CONNECT_ARGS = frozenset(
 )
 
 # libpq settings whose value is an integer (parse_int_param in fe-connect.c,
-# into a C int: a larger one fails at connect); all but connect_timeout
+# into a C int, refusing one out of its range); all but connect_timeout
 # (<= 0: no timeout) must be >= 0, or the socket option fails at connect.
 _INT_MAX = 2**31 - 1
 _INTEGER_SETTINGS = {
