@@ -2,7 +2,8 @@
 
 E001  CONN_MAX_AGE is not 0 on a pooled alias.
 E002  OPTIONS["pool"] is not True or a dict of valid pool options.
-E003  PGPOOL_RETRY_AFTER or PGPOOL_WORKERS is not an integer >= 1.
+E003  PGPOOL_RETRY_AFTER or PGPOOL_WORKERS is not an integer >= 1, or
+      PGPOOL_RETRY_AFTER is over its bound (a year of seconds).
 E004  a connection setting that cannot work, found without the network: a
       port out of range, a connection string written in HOST or NAME, an
       unknown OPTIONS key, a value libpq refuses, a missing certificate file.

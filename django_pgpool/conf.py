@@ -12,7 +12,12 @@ from django.core.exceptions import ImproperlyConfigured
 
 from pgpool_core import ConfigurationError, capacity, validate_pool_options
 from pgpool_core.masking import mask_secrets
-from pgpool_core.options import did_you_mean, validate_connection
+from pgpool_core.options import (
+    RETRY_AFTER_WHY,
+    did_you_mean,
+    seconds_over_bound,
+    validate_connection,
+)
 
 __all__ = [
     "ENGINE",
@@ -138,7 +143,11 @@ def _positive_int(name: str, value: Any) -> int:
 def retry_after() -> int:
     """Return ``PGPOOL_RETRY_AFTER``: the seconds a 503 answer asks clients to wait."""
     value = getattr(settings, "PGPOOL_RETRY_AFTER", RETRY_AFTER_DEFAULT)
-    return _positive_int("PGPOOL_RETRY_AFTER", value)
+    seconds = _positive_int("PGPOOL_RETRY_AFTER", value)
+    too_large = seconds_over_bound(seconds, RETRY_AFTER_WHY)
+    if too_large is not None:
+        raise ImproperlyConfigured(f"PGPOOL_RETRY_AFTER: {too_large}")
+    return seconds
 
 
 def workers() -> int | None:

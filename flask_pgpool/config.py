@@ -7,8 +7,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from pgpool_core import POOL_OPTIONS, ConfigurationError, validate_pool_options
-from pgpool_core.masking import mask_conninfo, mask_exception, mask_secrets
-from pgpool_core.options import did_you_mean, parse_conninfo, validate_connection
+from pgpool_core.masking import (
+    ConnectionParams,
+    mask_conninfo,
+    mask_exception,
+    mask_secrets,
+)
+from pgpool_core.options import (
+    RETRY_AFTER_WHY,
+    did_you_mean,
+    parse_conninfo,
+    seconds_over_bound,
+    validate_connection,
+)
 
 __all__ = [
     "DEFAULT_BIND",
@@ -42,12 +53,26 @@ SETTINGS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, repr=False)
 class BindConfig:
-    """One database: its conninfo and the ForkSafePool options set for it."""
+    """One database: its conninfo and the ForkSafePool options set for it.
+
+    Its repr masks the secrets of both, as every output does
+    (:func:`pgpool_core.masking.mask_secrets`).
+    """
 
     conninfo: str | Callable[[], str]
     options: dict[str, Any]
+
+    def __repr__(self) -> str:
+        options = dict(self.options)
+        kwargs = options.get("kwargs")
+        if isinstance(kwargs, Mapping):
+            options["kwargs"] = ConnectionParams(kwargs)  # password: "********"
+        return self.mask(
+            f"{type(self).__name__}(conninfo={self.masked_conninfo()!r},"
+            f" options={options!r})"
+        )
 
     def masked_conninfo(self) -> str:
         """Return the conninfo with the password masked."""
@@ -116,6 +141,9 @@ def read_config(config: Mapping[str, Any], app_name: str) -> Config:
             "expected a whole number of seconds >= 1,"
             f" got {type(retry_after).__name__} {retry_after!r}",
         )
+    too_large = seconds_over_bound(retry_after, RETRY_AFTER_WHY)
+    if too_large is not None:
+        raise ConfigurationError("PGPOOL_RETRY_AFTER", too_large)
     return Config(binds=binds, retry_after=retry_after)
 
 

@@ -8,7 +8,9 @@ errors quote: the validation (:mod:`pgpool_core.options`) and the masking
 from __future__ import annotations
 
 import functools
+import os
 import re
+from collections.abc import Iterable
 from typing import NamedTuple
 from urllib.parse import unquote
 
@@ -19,6 +21,7 @@ __all__ = [
     "PARSE_ERROR_QUOTES",
     "URL_PREFIX",
     "Setting",
+    "environment_variables",
     "keyword_value",
     "keywords",
     "parse_error_token",
@@ -37,11 +40,44 @@ def keywords() -> frozenset[str]:
     return frozenset(opt.keyword.decode() for opt in pq.Conninfo.get_defaults())
 
 
+@functools.lru_cache(maxsize=1)
+def _variables() -> dict[str, str]:
+    return {
+        opt.keyword.decode(): opt.envvar.decode()
+        for opt in pq.Conninfo.get_defaults()
+        if opt.envvar
+    }
+
+
+def environment_variables(
+    settings: Iterable[str] | None = None,
+) -> dict[str, tuple[str, str]]:
+    """The settings libpq would read from the environment: {setting: (variable, value)}.
+
+    Those of *settings* (default: all) whose variable (``PGPORT`` for
+    ``port``...) is set, as libpq's defaults name them; a setting given in
+    the conninfo or the keyword arguments wins over its variable.
+    """
+    variables = _variables()
+    found: dict[str, tuple[str, str]] = {}
+    for setting in variables if settings is None else settings:
+        variable = variables.get(setting)
+        if variable is not None and variable in os.environ:
+            found[setting] = (variable, os.environ[variable])
+    return found
+
+
 class Setting(NamedTuple):
     """A setting of a key=value conninfo, as written."""
 
     name: str
     raw: str  # the value as written, without its quotes, escapes kept
+
+    def __repr__(self) -> str:
+        from .masking import MASK, SECRET_KEYWORDS, mask_secrets  # imports this
+
+        raw = MASK if self.name in SECRET_KEYWORDS else self.raw
+        return mask_secrets(f"{type(self).__name__}(name={self.name!r}, raw={raw!r})")
 
 
 def read_keyword_syntax(text: str) -> tuple[list[Setting], tuple[str, str] | None]:

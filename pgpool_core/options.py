@@ -11,6 +11,8 @@ import inspect
 import ipaddress
 import os
 import re
+import sys
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from numbers import Real
 from typing import Any, get_origin
@@ -39,7 +41,12 @@ __all__ = [
     "PSYCOPG_CONNECT_ARGS",
     "ConnectionParams",
     "MASK",
+    "MAX_WAITING_MAX",
+    "NUM_WORKERS_MAX",
     "POOL_OPTIONS",
+    "RETRY_AFTER_WHY",
+    "SECONDS_MAX",
+    "SIZE_MAX",
     "SECRET_KEYWORDS",
     "MaskingFilter",
     "connect_masked",
@@ -51,6 +58,7 @@ __all__ = [
     "remember_kwargs",
     "remember_secrets",
     "did_you_mean",
+    "seconds_over_bound",
     "validate_connection",
     "validate_pool_options",
 ]
@@ -95,6 +103,81 @@ POOL_OPTIONS = frozenset(
         "pgbouncer",
     }
 )
+
+
+#: The highest value of each number an option takes (docs/configuration.rst,
+#: "Numbers and their bounds"); validate_pool_options refuses one above.
+#:
+#: Seconds (``timeout``, ``max_lifetime``, ``max_idle``,
+#: ``reconnect_timeout``, ``warn_held_after``, Flask's and Django's
+#: ``PGPOOL_RETRY_AFTER``): a year. psycopg_pool waits on threading locks and
+#: events, whose waits raise OverflowError above ``threading.TIMEOUT_MAX``
+#: (~292 years on 64-bit Linux, 49.7 days on Windows, the bound there):
+#: infinity or 1e308 fails every getconn() that waits and kills the pool's
+#: scheduler thread.
+SECONDS_MAX = min(365 * 24 * 3600, int(threading.TIMEOUT_MAX))
+#: ``min_size``, ``max_size``: PostgreSQL's MAX_BACKENDS (2^18 - 1), the
+#: highest ``max_connections`` a server can have; the server's own is
+#: compared with the pool's size at its first connect
+#: (:mod:`pgpool_core.capacity`).
+SIZE_MAX = 262_143
+#: ``num_workers``: threads each process starts for each pool (8 MiB of
+#: address space each, with the default stack size). They only open, check
+#: and close connections (psycopg_pool's default is 3); 10**9 of them fail
+#: with "can't start new thread" after starting thousands.
+NUM_WORKERS_MAX = 100
+#: ``max_waiting``: requests that may wait at once; 0 means no limit, which
+#: a million, more threads or greenlets than a process holds, amounts to.
+MAX_WAITING_MAX = 1_000_000
+
+_SECONDS_OPTIONS = (
+    "timeout",
+    "max_lifetime",
+    "max_idle",
+    "reconnect_timeout",
+    "warn_held_after",
+)
+# Why each bound, and what to set instead: the rest of the error's message.
+_SIZE_REASON = (
+    "PostgreSQL's highest max_connections: no server takes more",
+    f"set at most {SIZE_MAX}, and keep workers x max_size under the server's"
+    " max_connections (the capacity command does the sum)",
+)
+_BOUND_REASONS = {
+    "min_size": _SIZE_REASON,
+    "max_size": _SIZE_REASON,
+    "num_workers": (
+        "each is a thread in every process, and they only open, check and close"
+        " connections: psycopg_pool's default is 3",
+        f"set at most {NUM_WORKERS_MAX}",
+    ),
+    "max_waiting": (
+        "more requests than a process holds threads or greenlets",
+        f"set at most {MAX_WAITING_MAX}, or 0 for no limit",
+    ),
+}
+
+
+#: Why a ``Retry-After`` (``PGPOOL_RETRY_AFTER``) has the bound of the
+#: options' seconds, for :func:`seconds_over_bound`.
+RETRY_AFTER_WHY = "a client that waits it out sleeps in a wait that overflows"
+_POOL_WAITS = "the pool waits in Python's thread waits, which overflow"
+
+
+def seconds_over_bound(value: float, why: str = _POOL_WAITS) -> str | None:
+    """Why *value*, a number of seconds > 0, is too large for an option, or None.
+
+    Above :data:`SECONDS_MAX`: the message (to follow the setting's name)
+    gives the value, the bound, *why* (what overflows above
+    ``threading.TIMEOUT_MAX``), and the fix.
+    """
+    if value <= SECONDS_MAX:
+        return None
+    return (
+        f"got {value!r}, over the bound of {SECONDS_MAX} seconds"
+        f" ({SECONDS_MAX // 86400} days: {why} above threading.TIMEOUT_MAX);"
+        f" set a finite number of seconds <= {SECONDS_MAX}"
+    )
 
 
 def _is_int(value: object) -> bool:
@@ -158,6 +241,7 @@ def validate_pool_options(
     held = options.get("warn_held_after")
     if held is not None and not (_is_number(held) and held > 0):
         raise bad("warn_held_after", "a number of seconds > 0 or None")
+    _check_bounds(options, setting)
     for key in ("configure", "check", "reset", "reconnect_failed"):
         if options.get(key) is not None and not callable(options[key]):
             raise bad(key, "a callable or None")
@@ -181,6 +265,28 @@ def validate_pool_options(
             setting("connection_class"),
             f"expected a subclass of psycopg.Connection, got {cls!r}",
         )
+
+
+def _check_bounds(options: Mapping[str, Any], setting: Callable[[str], str]) -> None:
+    """Refuse a number over its bound (types and lower bounds are checked)."""
+    for key, maximum in (
+        ("min_size", SIZE_MAX),
+        ("max_size", SIZE_MAX),
+        ("num_workers", NUM_WORKERS_MAX),
+        ("max_waiting", MAX_WAITING_MAX),
+    ):
+        value = options.get(key)
+        if value is not None and value > maximum:
+            why, fix = _BOUND_REASONS[key]
+            raise ConfigurationError(
+                setting(key),
+                f"got {value!r}, over the bound of {maximum} ({why}); {fix}",
+            )
+    for key in _SECONDS_OPTIONS:
+        value = options.get(key)
+        problem = None if value is None else seconds_over_bound(value)
+        if problem is not None:
+            raise ConfigurationError(setting(key), problem)
 
 
 # -- conninfo ---------------------------------------------------------------------
@@ -425,9 +531,10 @@ PSYCOPG_CONNECT_ARGS = frozenset(
     if parameter.kind is inspect.Parameter.KEYWORD_ONLY
 )
 
-# libpq settings whose value is an integer (parse_int_param in fe-connect.c);
-# all but connect_timeout (<= 0: no timeout) must be >= 0, or the socket
-# option fails at connect.
+# libpq settings whose value is an integer (parse_int_param in fe-connect.c,
+# into a C int, refusing one out of its range); all but connect_timeout
+# (<= 0: no timeout) must be >= 0, or the socket option fails at connect.
+_INT_MAX = 2**31 - 1
 _INTEGER_SETTINGS = {
     "connect_timeout": False,
     "keepalives": True,
@@ -438,6 +545,16 @@ _INTEGER_SETTINGS = {
     "sslcompression": True,
     "sslsni": True,
     "gssdelegation": True,
+}
+# Linux's bounds of the TCP options libpq sets from these (MAX_TCP_KEEPIDLE,
+# MAX_TCP_KEEPINTVL, MAX_TCP_KEEPCNT in include/net/tcp.h): out of them,
+# every TCP connect fails ("setsockopt(TCP_KEEPIDLE) failed: Invalid
+# argument"). libpq sets them only with keepalives on, and not on Unix
+# sockets.
+_LINUX_TCP_BOUNDS = {
+    "keepalives_idle": (1, 32767, "TCP_KEEPIDLE"),
+    "keepalives_interval": (1, 32767, "TCP_KEEPINTVL"),
+    "keepalives_count": (1, 127, "TCP_KEEPCNT"),
 }
 # Files libpq reads: a path that does not exist is ignored by libpq (no
 # client certificate, no CRL), or refused at connect (sslrootcert with
@@ -589,22 +706,65 @@ def _check_values(params: dict[str, str], where: dict[str, str]) -> None:
                 f"{len(addresses)} addresses for {len(hosts)} hosts: give as many"
                 " hostaddr values as host names, in the same order",
             )
-    for key, non_negative in _INTEGER_SETTINGS.items():
-        value = params.get(key)
-        if value is None or key not in libpq.keywords():
-            continue
-        text = value.strip(libpq.C_SPACE)
-        if not re.fullmatch(r"[-+]?\d+", text) or (non_negative and int(text) < 0):
-            expected = "an integer >= 0" if non_negative else "an integer"
-            raise ConfigurationError(
-                where[key], f"{key}: expected {expected}, got {value!r}"
-            )
+    _check_integers(params, where, hosts)
     tls = params.get("sslmode") != "disable"
     for key in _FILE_SETTINGS:
         problem = _file_problem(key, params.get(key, ""), tls)
         if problem:
             raise ConfigurationError(where[key], problem)
     _ask_libpq(params, where, len(hosts))
+
+
+def _check_integers(
+    params: dict[str, str], where: dict[str, str], hosts: list[str]
+) -> None:
+    """Check the integer settings, and those the environment sets (PG*)."""
+    values: dict[str, tuple[str, str, str | None]] = {
+        key: (params[key], where[key], None)
+        for key in _INTEGER_SETTINGS
+        if key in params
+    }
+    unset = [key for key in _INTEGER_SETTINGS if key not in params]
+    for key, (name, value) in libpq.environment_variables(unset).items():
+        values[key] = (value, name, name)
+    numbers: dict[str, int] = {}
+    for key, (value, setting, variable) in values.items():
+        if key not in libpq.keywords():
+            continue
+        non_negative = _INTEGER_SETTINGS[key]
+        expected = "an integer >= 0" if non_negative else "an integer"
+        fix = (
+            f"; set the environment variable {variable} to {expected} or unset it"
+            if variable
+            else ""
+        )
+        text = value.strip(libpq.C_SPACE)
+        if not re.fullmatch(r"[-+]?\d+", text) or (non_negative and int(text) < 0):
+            raise ConfigurationError(
+                setting, f"{key}: expected {expected}, got {value!r}{fix}"
+            )
+        if not -_INT_MAX - 1 <= int(text) <= _INT_MAX:
+            raise ConfigurationError(
+                setting,
+                f"{key}: got {value!r}, out of the range of a C int, which libpq"
+                f" reads it into ({-_INT_MAX - 1} to {_INT_MAX})"
+                + (fix or "; set one within it"),
+            )
+        numbers[key] = int(text)
+    tcp = numbers.get("keepalives", 1) != 0 and not (
+        hosts and all(h.strip(libpq.C_SPACE).startswith(("/", "@")) for h in hosts)
+    )
+    if not (tcp and sys.platform.startswith("linux")):
+        return
+    for key, (lowest, highest, option) in _LINUX_TCP_BOUNDS.items():
+        if key in numbers and not lowest <= numbers[key] <= highest:
+            raise ConfigurationError(
+                values[key][1],
+                f"{key}: got {values[key][0]!r}, out of Linux's bounds for"
+                f" {option}, {lowest} to {highest}: every TCP connect would fail"
+                f' ("setsockopt({option}) failed: Invalid argument"); set {lowest}'
+                f" to {highest}",
+            )
 
 
 def _host_problem(host: str) -> str | None:
@@ -666,9 +826,21 @@ def _ask_libpq(params: dict[str, str], where: dict[str, str], hosts: int) -> Non
     if not _LIBPQ_REFUSES.match(message):
         return
     key = _setting_in(message, where)
+    from_environment = libpq.environment_variables(
+        k for k in libpq.keywords() if k not in where
+    )
+    variable_key = None if key else _setting_in(message, from_environment)
+    about = key or variable_key
     hint = ""
-    if key in _VALUES and message.startswith("invalid"):
-        hint = f" ({key} is one of {_VALUES[key]})"
+    if about is not None and about in _VALUES and message.startswith("invalid"):
+        hint = f" ({about} is one of {_VALUES[about]})"
+    if variable_key is not None:
+        variable = from_environment[variable_key][0]
+        raise ConfigurationError(
+            variable,
+            f"libpq refuses {variable_key}, which this environment variable sets:"
+            f" {message}{hint}; fix or unset it",
+        )
     if key is None:
         raise ConfigurationError(
             next(iter(where.values()), "conninfo"),
@@ -678,7 +850,7 @@ def _ask_libpq(params: dict[str, str], where: dict[str, str], hosts: int) -> Non
     raise ConfigurationError(where[key], f"libpq refuses {key}: {message}{hint}")
 
 
-def _setting_in(message: str, where: Mapping[str, str]) -> str | None:
+def _setting_in(message: str, where: Mapping[str, object]) -> str | None:
     """The setting (one given) that libpq's *message* is about, the first named."""
     named = re.search(r'connection option "(\w+)"', message)
     if named and named.group(1) in where:

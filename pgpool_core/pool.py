@@ -247,6 +247,9 @@ class ForkSafePool(Generic[CT]):
         return checked
 
     def __repr__(self) -> str:
+        if "_pools" not in vars(self):
+            # One whose settings were refused, as a traceback's locals show it.
+            return f"<{type(self).__name__} (not made: its settings were refused)>"
         if self._closed:
             status = "closed"
         elif self._pools.has_pool():

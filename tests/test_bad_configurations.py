@@ -240,6 +240,68 @@ ROWS = [
     for row in (*FLASK_ROWS, *DJANGO_ROWS)
 ]
 
+# -- each number's bound (issue 27, case 37) ---------------------------------------
+# Accepted before, then broken at use: OverflowError in each getconn() that
+# waits (a 500), the scheduler thread dead, threads started until the OS
+# refused, the server's connection slots exhausted.
+
+_OVER = "over the bound of"
+_BINDS_REPORTS = "PGPOOL_BINDS['reports']"
+
+FLASK_BOUND_ROWS = [
+    Bad("flask", "timeout infinite", "init_app", "PGPOOL_TIMEOUT",
+        f"got inf, {_OVER} 31536000 seconds", {"PGPOOL_TIMEOUT": float("inf")}),
+    Bad("flask", "timeout NaN", "init_app", "PGPOOL_TIMEOUT",
+        "a number of seconds > 0, got float nan", {"PGPOOL_TIMEOUT": float("nan")}),
+    Bad("flask", "max_idle 1e308", "init_app", "PGPOOL_MAX_IDLE",
+        f"{_OVER} 31536000 seconds", {"PGPOOL_MAX_IDLE": 1e308}),
+    Bad("flask", "max_lifetime of a bind infinite", "init_app",
+        f"{_BINDS_REPORTS}['max_lifetime']", f"{_OVER} 31536000 seconds",
+        {"PGPOOL_BINDS": {"reports": {"conninfo": GOOD,
+                                      "max_lifetime": float("inf")}}}),
+    Bad("flask", "num_workers 10**9", "init_app", "PGPOOL_NUM_WORKERS",
+        f"{_OVER} 100 (each is a thread", {"PGPOOL_NUM_WORKERS": 10**9}),
+    Bad("flask", "num_workers True", "init_app", "PGPOOL_NUM_WORKERS",
+        "an integer >= 1, got bool True", {"PGPOOL_NUM_WORKERS": True}),
+    Bad("flask", "min_size 10**18", "init_app", "PGPOOL_MIN_SIZE",
+        f"{_OVER} 262143 (PostgreSQL's highest max_connections",
+        {"PGPOOL_MIN_SIZE": 10**18, "PGPOOL_MAX_SIZE": 10**18}),
+    Bad("flask", "max_waiting 10**30", "init_app", "PGPOOL_MAX_WAITING",
+        "or 0 for no limit", {"PGPOOL_MAX_WAITING": 10**30}),
+    Bad("flask", "retry_after 10**30", "init_app", "PGPOOL_RETRY_AFTER",
+        f"{_OVER} 31536000 seconds", {"PGPOOL_RETRY_AFTER": 10**30}),
+    Bad("flask", "keepalives_count over Linux's bound", "init_app",
+        f"{_K}['keepalives_count']", "TCP_KEEPCNT, 1 to 127",
+        {_K: {"keepalives_count": 128}}),
+    Bad("flask", "tcp_user_timeout over a C int", "init_app",
+        "PGPOOL_CONNINFO", "out of the range of a C int",
+        {"PGPOOL_CONNINFO": f"{GOOD} tcp_user_timeout=9999999999"}),
+]  # fmt: skip
+
+DJANGO_BOUND_ROWS = [
+    Bad("django", "timeout 1e308", "django.setup", f'{_POOL}["timeout"]',
+        f"{_OVER} 31536000 seconds", {"OPTIONS": {"pool": {"timeout": 1e308}}},
+        check_id="E002"),
+    Bad("django", "min_size 10**18", "django.setup", f'{_POOL}["min_size"]',
+        f"{_OVER} 262143",
+        {"OPTIONS": {"pool": {"min_size": 10**18, "max_size": 10**18}}},
+        check_id="E002"),
+    Bad("django", "num_workers 10**9", "django.setup", f'{_POOL}["num_workers"]',
+        f"{_OVER} 100", {"OPTIONS": {"pool": {"num_workers": 10**9}}},
+        check_id="E002"),
+    Bad("django", "retry_after 10**30", "django.setup", "PGPOOL_RETRY_AFTER",
+        f"{_OVER} 31536000 seconds", settings={"PGPOOL_RETRY_AFTER": 10**30},
+        check_id="E003"),
+    Bad("django", "keepalives_idle 0", "django.setup",
+        f'{_DB}["OPTIONS"]["keepalives_idle"]', "TCP_KEEPIDLE, 1 to 32767",
+        {"OPTIONS": {"keepalives_idle": 0, "pool": True}}, check_id="E004"),
+]  # fmt: skip
+
+ROWS += [
+    pytest.param(row, id=f"{row.framework}-{row.where}-{row.label}")
+    for row in (*FLASK_BOUND_ROWS, *DJANGO_BOUND_ROWS)
+]
+
 
 def test_the_table_has_at_least_30_rows_in_both_frameworks() -> None:
     assert len(ROWS) >= 30

@@ -15,6 +15,9 @@ its log line, the commands' text and JSON, the system check E006).
 
 from __future__ import annotations
 
+import gc
+import importlib
+import inspect
 import json
 import logging
 import os
@@ -26,20 +29,33 @@ from urllib.parse import quote
 
 import psycopg
 import pytest
+import werkzeug
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from flask import Flask
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from opentelemetry import metrics as otel_metrics
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from django_pgpool.base import DatabaseWrapper
 from django_pgpool.checks import check_databases
 from django_pgpool.management.commands.pgpool import _masked_dsn
 from flask_pgpool import PgPool
-from pgpool_core import ConfigurationError, ConnectFailed, ForkSafePool, masking
+from flask_pgpool.config import read_config
+from pgpool_core import (
+    ConfigurationError,
+    ConnectFailed,
+    ForkSafePool,
+    capacity,
+    health,
+    libpq,
+    masking,
+)
 from pgpool_core.options import mask_conninfo, mask_secrets, parse_conninfo
-from tests.django.support import load_alias, run_project
+from pgpool_core.process_pool import ProcessPool
+from tests.django.support import database_settings, load_alias, run_project
 from tests.harness.postgres import PgServer
 
 #: Examples per run (PGPOOL_SECRETS_EXAMPLES for a longer hunt).
@@ -443,3 +459,242 @@ def test_wrong_password_in_the_auth_error_logs_and_cli(
     everything = "\n".join(outputs)
     assert leaks(wrong, everything, public="") == []
     assert encoded(wrong) not in everything
+
+
+# -- every type's repr (issue 27, case 40) -----------------------------------------
+
+#: The packages whose every class is swept.
+PACKAGES = ("pgpool_core", "flask_pgpool", "django_pgpool")
+#: A second secret, in kwargs: libpq sends an sslpassword only to decrypt a key.
+SSL_SECRET = "Sweep-Ssl-Secret-4417"
+
+
+# Run in a fresh interpreter: importing pgpool_core.gunicorn marks the process
+# that imports it as a forking master.
+_CLASSES = """
+import importlib, json, pkgutil, sys
+
+found = {}
+for package in sys.argv[1:]:
+    root = importlib.import_module(package)
+    names = [i.name for i in pkgutil.walk_packages(root.__path__, package + ".")]
+    for name in [package, *names]:
+        # issubclass(type(obj)...): isinstance() would set up Django's settings.
+        stack = list(vars(importlib.import_module(name)).values())
+        while stack:
+            obj = stack.pop()
+            if issubclass(type(obj), type) and obj.__module__ == name:
+                if obj.__qualname__ not in found.setdefault(name, []):
+                    found[name].append(obj.__qualname__)
+                    stack.extend(vars(obj).values())
+print(json.dumps(found))
+"""
+#: Modules whose import changes this process: they must hold no class.
+_IMPORT_CHANGES_THE_PROCESS = {"pgpool_core.gunicorn": "marks a forking master"}
+
+
+def package_types() -> dict[str, type]:
+    """Every class defined in the packages' modules (nested ones too), by name."""
+    listed = run_project("-c", _CLASSES, *PACKAGES, env={})
+    assert listed.returncode == 0, listed.stderr
+    found: dict[str, type] = {}
+    for module, qualnames in json.loads(listed.stdout).items():
+        assert module not in _IMPORT_CHANGES_THE_PROCESS, (module, qualnames)
+        for qualname in qualnames:
+            obj: Any = importlib.import_module(module)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+            found[f"{module}.{qualname}"] = obj
+    return found
+
+
+def secret_forms(*secrets: str) -> list[str]:
+    return [form for s in secrets for form in (s, encoded(s), repr(s)[1:-1])]
+
+
+def test_every_types_repr_hides_the_password(
+    pg_server: PgServer, tmp_path: Any, django_db_blocker: Any
+) -> None:
+    """Case 40: repr() and str() of an instance of each class of the packages.
+
+    A world of live objects made with password-bearing configurations (a
+    pool that lends, one refused the login, Flask binds, a Django alias,
+    their errors and checks) is swept with the garbage collector; a class
+    with no live instance there is made from its arguments' names. Each
+    class must be swept: a new one needs its arguments named here.
+    """
+    password = pg_server.password
+    url = (
+        f"postgresql://{pg_server.user}:{encoded(password)}@{pg_server.host}:"
+        f"{pg_server.port}/{pg_server.dbname}?sslmode=require"
+    )
+    dsn = pg_server.dsn()
+    kwargs = {"sslpassword": SSL_SECRET}
+    world: list[Any] = []  # kept alive until swept
+    closing: list[Callable[[], Any]] = []
+    types = package_types()
+    wanted = set(types.values())
+    # What earlier tests left (closed pools...) is swept too, but a repr of
+    # theirs that raises is theirs: only this test's objects must not.
+    earlier = [obj for obj in gc.get_objects() if type(obj) in wanted]
+    try:
+        with django_db_blocker.unblock():
+            build_world(world, closing, pg_server, url, dsn, kwargs, tmp_path)
+        seen: dict[type, list[Any]] = {}
+        for obj in [*gc.get_objects(), *world]:
+            if type(obj) in wanted:
+                seen.setdefault(type(obj), []).append(obj)
+        arguments = sweep_arguments(world, url, kwargs, pg_server, tmp_path)
+        unbuilt: dict[str, str] = {}
+        for name, cls in types.items():
+            if cls not in seen:
+                try:
+                    seen[cls] = [build(cls, arguments)]
+                except LookupError as err:
+                    unbuilt[name] = str(err)
+        assert unbuilt == {}, "name these arguments in sweep_arguments()"
+        forms = secret_forms(password, SSL_SECRET)
+        earlier_ids = {id(obj) for obj in earlier}
+        leaked: dict[str, str] = {}
+        for cls, objs in seen.items():
+            for obj in objs:
+                try:
+                    text = f"{obj!r} {obj}"
+                except Exception:
+                    if id(obj) in earlier_ids:
+                        continue
+                    raise
+                if any(form in text for form in forms):
+                    leaked[f"{cls.__module__}.{cls.__qualname__}"] = text
+        assert leaked == {}
+        assert {f"{c.__module__}.{c.__qualname__}" for c in seen} >= set(types)
+        assert len(types) >= 40, sorted(types)
+    finally:
+        with django_db_blocker.unblock():
+            for close in reversed(closing):
+                close()
+
+
+def build_world(
+    world: list[Any],
+    closing: list[Callable[[], Any]],
+    pg: PgServer,
+    url: str,
+    dsn: str,
+    kwargs: dict[str, Any],
+    tmp_path: Any,
+) -> None:
+    """Live objects of the packages, made and used with passwords."""
+    # A pool that lends (one connection kept out), one refused the login.
+    pool = ForkSafePool(url, kwargs=kwargs, name="sweep", min_size=1, max_size=2)
+    closing.append(pool.close)
+    with pool.connection() as conn:
+        conn.execute("SELECT 1")
+    world += [pool, pool.getconn(), pool.pool, health.check_pool(pool)]
+    world.append(capacity.read_server_limit(world[1]))
+    wrong = pg.dsn(password="Wr0ng-Sweep-Secret", connect_timeout=2)
+    refused = ForkSafePool(wrong, name="refused", min_size=1, timeout=2)
+    closing.append(refused.close)
+    with pytest.raises(ConnectFailed) as failed:
+        refused.getconn()
+    world += [refused, refused.pool, failed.value, health.check_pool(refused)]
+    with pytest.raises(ConfigurationError) as bad:
+        ForkSafePool(f"{dsn} sslmode=bogus", kwargs=kwargs)
+    world.append(bad.value)
+    world += libpq.read_keyword_syntax(dsn)[0]
+
+    # Flask: a URL and a bind with kwargs, a request, the configuration read.
+    app = Flask("sweep")
+    app.config.update(
+        PGPOOL_CONNINFO=url,
+        PGPOOL_KWARGS=kwargs,
+        PGPOOL_MIN_SIZE=1,
+        PGPOOL_BINDS={"reports": {"conninfo": dsn, "kwargs": kwargs, "min_size": 1}},
+    )
+    extension = PgPool(app)
+    state = app.extensions["pgpool"]
+    closing += [bind.close for bind in state.pools.values()]
+    held: list[Any] = []
+
+    @app.get("/q")
+    def query() -> str:
+        row = extension.connection.execute("SELECT 1").fetchone()
+        # What lives during a request only.
+        held.extend(
+            obj
+            for obj in gc.get_objects()
+            if str(getattr(type(obj), "__module__", "")).startswith("flask_pgpool")
+        )
+        return str(row)
+
+    assert app.test_client().get("/q").status_code == 200
+    world += [app, extension, state, *held, read_config(app.config, app.name)]
+
+    # Django: an alias connected, its pool, checks, health check, command.
+    wrapper = load_alias(
+        database_settings(pg, PASSWORD=pg.password, OPTIONS={**kwargs})
+    )
+    wrapper.ensure_connection()
+    closing.append(wrapper.close)
+    closing.append(lambda: wrapper.pool.close())
+    world += [wrapper, wrapper.creation, wrapper.pool, wrapper.get_connection_params()]
+    world += list(DatabaseWrapper._fork_safe_pools.values())
+
+
+def sweep_arguments(
+    world: list[Any], url: str, kwargs: dict[str, Any], pg: PgServer, tmp_path: Any
+) -> dict[str, Any]:
+    """What a class with no live instance is made with, by argument name."""
+    of_type = {type(obj): obj for obj in world}
+    environ = {
+        "REQUEST_METHOD": "GET",
+        "PATH_INFO": "/q",
+        "QUERY_STRING": "",
+        "SERVER_NAME": "sweep",
+        "SERVER_PORT": "80",
+        "wsgi.url_scheme": "http",
+    }
+    return {
+        # Configurations: with the passwords.
+        "conninfo": url,
+        "kwargs": kwargs,
+        "settings_dict": database_settings(pg, OPTIONS=kwargs),
+        # Errors: the messages the packages make.
+        "message": str(of_type[ConnectFailed]),
+        "cause": of_type[ConnectFailed].__cause__,
+        "kind": "refused",
+        "bind": "default",
+        "retry_after": 5,
+        "reason": str(of_type[ConnectFailed]),
+        # The rest.
+        "pool": of_type[ProcessPool],
+        "meter": otel_metrics.get_meter("sweep"),
+        "path": str(tmp_path),
+        "request": werkzeug.Request(environ),
+        "environ": environ,
+        "body": iter(()),
+        "give_back": lambda: None,
+        "get_response": lambda request: None,
+        "max_connections": 100,
+        "superuser_reserved": 3,
+        "max_size": 4,
+    }
+
+
+def build(cls: type, arguments: dict[str, Any]) -> object:
+    """An instance of *cls*, each of its arguments taken by name from *arguments*."""
+    try:
+        signature = inspect.signature(cls)
+    except ValueError:
+        signature = inspect.Signature()
+    given: dict[str, Any] = {}
+    for name, parameter in signature.parameters.items():
+        if parameter.kind in (parameter.VAR_POSITIONAL, parameter.VAR_KEYWORD):
+            continue
+        if name in arguments:
+            given[name] = arguments[name]
+        elif parameter.default is parameter.empty:
+            raise LookupError(f"no value for its argument {name!r}")
+    if issubclass(cls, BaseException) and not given:
+        return cls(arguments["message"])
+    return cls(**given)

@@ -1,14 +1,29 @@
-"""Option validation, keepalive defaults and password masking (no server needed)."""
+"""Option validation, keepalive defaults and password masking (no server needed).
+
+But one test: a pool at every bound, which works against the server.
+"""
 
 from __future__ import annotations
 
+import math
+import sys
+import threading
+import time
 from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from pgpool_core import ConfigurationError, ForkSafePool
-from pgpool_core.options import mask_conninfo, merge_defaults, parse_conninfo
+from pgpool_core.options import (
+    MAX_WAITING_MAX,
+    NUM_WORKERS_MAX,
+    SECONDS_MAX,
+    SIZE_MAX,
+    mask_conninfo,
+    merge_defaults,
+    parse_conninfo,
+)
 
 SECRET = "s3cr3t-pw"
 
@@ -172,3 +187,173 @@ def test_bad_kwargs_error_does_not_show_the_value() -> None:
     assert info.value.setting == "kwargs"
     assert "got list" in str(info.value)
     assert SECRET not in str(info.value)
+
+
+# -- each number's bound (issue 27, case 37) ---------------------------------------
+
+_SECONDS = f"over the bound of {SECONDS_MAX} seconds (365 days"
+
+
+@pytest.mark.parametrize(
+    ("options", "setting", "fragment"),
+    [
+        # OverflowError in every getconn() that waits, before.
+        ({"timeout": math.inf}, "timeout", _SECONDS),
+        ({"timeout": 1e308}, "timeout", _SECONDS),
+        ({"timeout": 10**18}, "timeout", _SECONDS),
+        ({"timeout": SECONDS_MAX + 0.5}, "timeout", _SECONDS),
+        ({"timeout": math.nan}, "timeout", "seconds > 0, got float nan"),
+        ({"timeout": True}, "timeout", "seconds > 0, got bool True"),
+        # The scheduler thread died, before.
+        ({"max_idle": math.inf}, "max_idle", _SECONDS),
+        ({"max_idle": math.nan}, "max_idle", "seconds > 0"),
+        ({"max_lifetime": 1e308}, "max_lifetime", _SECONDS),
+        ({"reconnect_timeout": math.inf}, "reconnect_timeout", _SECONDS),
+        ({"warn_held_after": math.inf}, "warn_held_after", _SECONDS),
+        ({"warn_held_after": math.nan}, "warn_held_after", "seconds > 0"),
+        # "can't start new thread" after 13-20 s, before.
+        ({"num_workers": 10**9}, "num_workers", "over the bound of 100"),
+        (
+            {"num_workers": NUM_WORKERS_MAX + 1},
+            "num_workers",
+            f"over the bound of {NUM_WORKERS_MAX} (each is a thread",
+        ),
+        ({"num_workers": True}, "num_workers", "integer >= 1"),
+        # The server exhausted, every request a 500, before.
+        (
+            {"min_size": 10**18, "max_size": 10**18},
+            "min_size",
+            "over the bound of 262143 (PostgreSQL's highest max_connections",
+        ),
+        ({"min_size": SIZE_MAX + 1}, "min_size", "set at most 262143"),
+        ({"min_size": 1, "max_size": SIZE_MAX + 1}, "max_size", "at most 262143"),
+        ({"max_waiting": 10**30}, "max_waiting", "or 0 for no limit"),
+        ({"max_waiting": MAX_WAITING_MAX + 1}, "max_waiting", "at most 1000000"),
+        ({"max_waiting": False}, "max_waiting", "integer >= 0"),
+    ],
+)
+def test_a_number_over_its_bound_is_refused_naming_the_bound(
+    options: dict[str, Any], setting: str, fragment: str
+) -> None:
+    with pytest.raises(ConfigurationError) as info:
+        ForkSafePool("host=localhost", **options)
+    assert info.value.setting == setting
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_resize_over_the_bound_is_refused() -> None:
+    pool = ForkSafePool("host=localhost", min_size=1, open=False)
+    with pytest.raises(ConfigurationError, match="min_size: got 262144, over"):
+        pool.resize(SIZE_MAX + 1)
+    assert pool.min_size == 1
+
+
+def test_a_pool_at_every_bound_works(dsn: str) -> None:
+    """The bounds are below what breaks: a wait, the scheduler, the workers."""
+    died: list[str] = []
+    previous = threading.excepthook
+    threading.excepthook = lambda args: died.append(f"{args.thread}: {args.exc_value}")
+    pool = ForkSafePool(
+        dsn,
+        min_size=1,
+        max_size=1,
+        timeout=SECONDS_MAX,
+        max_idle=SECONDS_MAX,
+        max_lifetime=SECONDS_MAX,
+        reconnect_timeout=SECONDS_MAX,
+        warn_held_after=SECONDS_MAX,
+        num_workers=NUM_WORKERS_MAX,
+        max_waiting=MAX_WAITING_MAX,
+    )
+    try:
+        held = pool.getconn()
+        got: list[Any] = []
+        waiter = threading.Thread(target=lambda: got.append(pool.getconn()))
+        waiter.start()  # waits, for up to the pool's timeout: a year
+        time.sleep(0.3)
+        assert waiter.is_alive() and not got
+        pool.putconn(held)
+        waiter.join(10)
+        assert got, "the waiter got the connection given back"
+        pool.putconn(got[0])
+        time.sleep(0.5)  # the scheduler's first task (max_idle's) runs
+    finally:
+        pool.close()
+        threading.excepthook = previous
+    assert died == []
+    # And at the bound of SIZE_MAX, a pool that is not used is made.
+    ForkSafePool(dsn, min_size=SIZE_MAX, open=False)
+
+
+# -- libpq's numbers, given or from the environment (cases 37, 38) -----------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "setting", "fragment"),
+    [
+        # libpq reads them into a C int: a larger one fails at connect.
+        (
+            {"tcp_user_timeout": 2**31},
+            "tcp_user_timeout",
+            "out of the range of a C int",
+        ),
+        ({"keepalives": 10**11}, "keepalives", "(-2147483648 to 2147483647)"),
+        # Linux refuses the socket options: every TCP connect fails.
+        ({"keepalives_idle": 0}, "keepalives_idle", "TCP_KEEPIDLE, 1 to 32767"),
+        ({"keepalives_idle": 32768}, "keepalives_idle", "TCP_KEEPIDLE, 1 to 32767"),
+        ({"keepalives_interval": 0}, "keepalives_interval", "TCP_KEEPINTVL"),
+        ({"keepalives_count": 128}, "keepalives_count", "TCP_KEEPCNT, 1 to 127"),
+        ({"connect_timeout": True}, "connect_timeout", "expected an integer"),
+    ],
+)
+def test_a_libpq_number_out_of_its_bounds_is_refused(
+    kwargs: dict[str, Any], setting: str, fragment: str
+) -> None:
+    if "TCP_" in fragment and not sys.platform.startswith("linux"):
+        pytest.skip("Linux's bounds")
+    with pytest.raises(ConfigurationError) as info:
+        ForkSafePool("host=db", kwargs=kwargs)
+    assert info.value.setting == f"kwargs[{setting!r}]"
+    assert fragment in str(info.value), str(info.value)
+
+
+def test_the_keepalive_bounds_apply_only_where_libpq_sets_them() -> None:
+    ForkSafePool("host=db keepalives=0", kwargs={"keepalives_idle": 0})
+    ForkSafePool("host=/run/postgresql", kwargs={"keepalives_count": 0})
+    ForkSafePool("host=db", kwargs={"keepalives_idle": 32767, "connect_timeout": -1})
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "fragment"),
+    [
+        # Case 38: accepted, then ProgrammingError at the first connect.
+        ("PGCONNECT_TIMEOUT", "abc", "connect_timeout: expected an integer, got 'abc'"),
+        ("PGCONNECT_TIMEOUT", "", "expected an integer, got ''"),
+        ("PGCONNECT_TIMEOUT", "99999999999", "out of the range of a C int"),
+        ("PGSSLSNI", "yes", "sslsni: expected an integer >= 0"),
+        # Refused before, naming the conninfo.
+        ("PGPORT", "abc", "libpq refuses port, which this environment variable sets"),
+        ("PGPORT", "99999", 'invalid port number: "99999"'),
+        ("PGSSLMODE", "bogus", "(sslmode is one of disable, allow"),
+    ],
+)
+def test_a_bad_libpq_environment_variable_is_named(
+    variable: str, value: str, fragment: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigurationError) as info:
+        ForkSafePool(f"host=db password={SECRET}")
+    assert info.value.setting == variable
+    assert fragment in str(info.value), str(info.value)
+    assert str(info.value).endswith("or unset it")
+    assert SECRET not in str(info.value)
+
+
+def test_a_setting_given_wins_over_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "abc")
+    monkeypatch.setenv("PGPORT", "abc")
+    ForkSafePool("host=db port=5432", kwargs={"connect_timeout": 5})
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", " 7 ")
+    ForkSafePool("host=db port=5432")
