@@ -41,6 +41,7 @@ __all__ = [
     "all_pools",
     "close_all",
     "close_in_master",
+    "drop",
     "in_forking_master",
     "is_abandoned",
     "mark_forking_master",
@@ -201,8 +202,9 @@ class ProcessPools:
     *owner* is the ForkSafePool (referenced weakly, for :func:`release`).
     *make_pool* returns a new, unopened :class:`ProcessPool` whose ``owner`` is
     this object; :meth:`current` opens it, with the stop signals blocked in
-    its threads. While :attr:`enabled` is False (its ForkSafePool closed) the
-    server hooks make no pool.
+    its threads. While :attr:`enabled` is False (its ForkSafePool closed), or
+    :attr:`warm` is (its ForkSafePool dropped by an adapter, see
+    :func:`drop`), the server hooks make no pool.
 
     A parent's pool and connections are found out by the pid check on every
     access and abandoned, never closed (see :func:`abandon_connection`).
@@ -214,6 +216,9 @@ class ProcessPools:
         self.owner = weakref.ref(owner)
         self.name = name
         self.enabled = True
+        # False once an adapter dropped the ForkSafePool (see drop()), in
+        # this process and those forked from it, until it is used again.
+        self.warm = True
         self._make_pool = make_pool
         self._here: _Process | None = None
         # The parent whose pool was abandoned here, until a fresh one is made.
@@ -242,6 +247,7 @@ class ProcessPools:
             return self._current_locked()
 
     def _current_locked(self) -> ProcessPool[Any] | None:
+        self.warm = True  # used: its pool serves, warm it up again
         here = self._record_locked()
         if here.pool is not None:
             if not here.pool._closed:
@@ -296,8 +302,9 @@ class ProcessPools:
         return getattr(pool, "owner", None) is self
 
     def warm_up(self) -> None:
-        """Make this process's pool now, unless disabled or in a forking master."""
-        if self.enabled:
+        """Make this process's pool now, unless disabled, dropped or in a
+        forking master."""
+        if self.enabled and self.warm:
             self.current()
 
     def release(self, timeout: float = 5.0) -> None:
@@ -430,7 +437,10 @@ def after_fork_in_child() -> None:
 
 
 def warm_up_all() -> None:
-    """Make every open ForkSafePool's pool in this process; connections come later."""
+    """Make every open ForkSafePool's pool in this process; connections come later.
+
+    Not those an adapter dropped (see :func:`drop`): only pools that will serve.
+    """
     for pools in all_pools():
         try:
             pools.warm_up()
@@ -448,13 +458,31 @@ def warm_up_all() -> None:
 def release(pool: object, timeout: float = 5.0) -> None:
     """Close this process's pool of *pool* (a ForkSafePool); leave *pool* open.
 
-    Not ``ForkSafePool.close()``, which closes it for good: what an adapter
-    does when its framework closes a pool it will use again (Django's
-    ``close_pool()``), or a command before it exits. Inherited pools are
-    abandoned, never closed; the next use makes a fresh pool.
+    Not ``ForkSafePool.close()``, which closes it for good: what a command
+    does before it exits (an adapter whose framework drops the pool uses
+    :func:`drop`). Inherited pools are abandoned, never closed; the next use
+    makes a fresh pool.
     """
     for pools in all_pools():
         if pools.owner() is pool:
+            pools.release(timeout)
+
+
+def drop(pool: object, timeout: float = 5.0) -> None:
+    """Close this process's pool of *pool* (a ForkSafePool) and stop warming it up.
+
+    What an adapter does when its framework drops *pool* and makes another
+    for its next use (Django's ``close_pool()``, which Celery's Django fixup
+    calls in the worker's main process; a test database replacing the
+    alias's). As :func:`release`, and then the server hooks
+    (:func:`warm_up_all`) make no pool for it, in this process or in those it
+    forks later: each worker would hold ``min_size`` sessions that nothing
+    borrows, beside the pool that serves. Borrowing from it again undoes
+    that; giving back a connection does not.
+    """
+    for pools in all_pools():
+        if pools.owner() is pool:
+            pools.warm = False
             pools.release(timeout)
 
 
