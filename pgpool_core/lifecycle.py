@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -179,7 +180,7 @@ def is_abandoned(obj: Any) -> bool:
 class _Process:
     """What a ProcessPools holds in one process."""
 
-    __slots__ = ("pid", "pool", "stopped", "made", "plain")
+    __slots__ = ("pid", "pool", "stopped", "made", "plain", "select")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -194,6 +195,9 @@ class _Process:
         self.made: weakref.WeakSet[Connection] = weakref.WeakSet()
         # The plain connections lent while this process was a forking master.
         self.plain: weakref.WeakSet[Connection] = weakref.WeakSet()
+        # select.select when the pool was made: gevent and eventlet replace
+        # it when they patch, and a pool made before is unfit for greenlets.
+        self.select: object = select.select
 
 
 class ProcessPools:
@@ -235,14 +239,25 @@ class ProcessPools:
     # -- this process's pool ---------------------------------------------------
 
     def current(self) -> ProcessPool[Any] | None:
-        """Return this process's pool, made on first use; None in a forking master."""
+        """Return this process's pool, made on first use; None in a forking master.
+
+        A pool made before gevent or eventlet patched this process (its
+        threads real ones, psycopg's waits blocking every greenlet) is
+        replaced by one made after the patch: whether the process is patched
+        is decided at use, not when a server hook ran (uWSGI's gevent loop
+        engine patches each worker after its postfork hooks).
+        """
         here = self._here
         if here is not None and here.pid == os.getpid():
             pool = here.pool
             # psycopg_pool 3.3.3's flag: a pool whose wait() timed out closed
             # itself (so did its ForkSafePool, unless waited on directly).
-            if pool is not None and not pool._closed:
+            # select.select is what gevent and eventlet replace when they patch.
+            if pool is not None and not pool._closed and here.select is select.select:
                 return pool
+        # Before this process's lock is taken: a lock made before the patch
+        # blocks every greenlet (see pgpool_core.green).
+        green.after_patch()
         with process_lock():
             return self._current_locked()
 
@@ -250,11 +265,22 @@ class ProcessPools:
         self.warm = True  # used: its pool serves, warm it up again
         here = self._record_locked()
         if here.pool is not None:
-            if not here.pool._closed:
+            if not here.pool._closed and here.select is select.select:
                 return here.pool  # another thread made it while we waited
+            if not here.pool._closed:
+                pool_logger.info(
+                    "pool %r: made in process %d before it was monkey-patched;"
+                    " replaced",
+                    self.name,
+                    here.pid,
+                )
+                with stop_signals_blocked():
+                    here.pool.close(EXIT_CLOSE_TIMEOUT)
             here.pool, here.stopped = None, here.pool
-        if in_forking_master():
+        if in_forking_master() or green.patch_pending():
+            # Plain connections until the fork, or the patch.
             return None
+        here.select = select.select
         pool = self._make_pool()
         with stop_signals_blocked():
             pool.open()
