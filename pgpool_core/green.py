@@ -151,10 +151,7 @@ def after_gevent_patch(then: Callable[[], None] | None = None) -> None:
     # iterating over its subscribers then)
 
     def on_event(event: object) -> None:
-        if (
-            isinstance(event, events.GeventDidPatchAllEvent)
-            and os.getpid() in pending
-        ):
+        if isinstance(event, events.GeventDidPatchAllEvent) and os.getpid() in pending:
             pending.clear()
             after_patch()
             if then is not None:

@@ -204,22 +204,22 @@ def run(
     assert "Traceback" not in server.output(), server.output()[-3000:]
 
 
-# -- uWSGI's gevent loop engine ------------------------------------------------------
+# -- every server that patches, timed against time.sleep -------------------------------
 
 GREENLETS = 16  # requests at once, each running a 1 s query or a 1 s time.sleep
 NAP = 1.0
-POOL_MAX = 8  # per worker: 2 workers run all 16 queries at once
+POOL_MAX = 12  # per worker: 2 workers run all 16 queries at once, even split 12/4
 
 #: The app, with a route that sleeps without the database (the control).
-UWSGI_ENTRY_POINTS = {
+GREEN_ENTRY_POINTS = {
     "flask": """\
 from tests.flask.apps.notes import create_app, pgpool
 
-flask_app = create_app(PGPOOL_MIN_SIZE={max}, PGPOOL_MAX_SIZE={max})
-with flask_app.app_context():  # a query before the fork
+inner = create_app(PGPOOL_MIN_SIZE={max}, PGPOOL_MAX_SIZE={max})
+with inner.app_context():  # a query before the fork
     pgpool.connection.execute("SELECT 1")
 """,
-    "django": "from tests.django.wsgi import application as flask_app\n",
+    "django": "from tests.django.wsgi import application as inner\n",
 }
 
 WITH_NAP = """\
@@ -228,44 +228,60 @@ import json, os, time
 
 def app(environ, start_response):
     if environ["PATH_INFO"] != "/nap":
-        return flask_app(environ, start_response)
+        return inner(environ, start_response)
     time.sleep(float(environ["QUERY_STRING"].partition("=")[2]))
     start_response("200 OK", [("Content-Type", "application/json")])
     return [json.dumps({{"pid": os.getpid()}}).encode()]
 """
 
 #: Added to the shipped uwsgi.ini: the gevent loop engine, patching each worker.
-GEVENT_LOOP = f"""
+UWSGI_GEVENT_LOOP = f"""
 gevent = {GREENLETS}
 gevent-monkey-patch = true
 """
 
 
 @pytest.mark.parametrize(
-    ("framework", "lazy_apps"),
-    [("flask", False), ("django", False), ("flask", True)],
+    ("server", "green", "framework", "lazy_apps"),
+    [
+        ("uwsgi", "gevent", "flask", False),
+        ("uwsgi", "gevent", "django", False),
+        ("uwsgi", "gevent", "flask", True),
+        ("gunicorn", "gevent", "flask", False),
+        ("gunicorn", "gevent", "django", False),
+    ],
 )
-def test_uwsgi_gevent_loop_runs_queries_as_fast_as_the_control(
+def test_green_server_runs_queries_as_fast_as_the_control(
     serve: Callable[..., RunningServer],
     pg_server: PgServer,
     tmp_path: Path,
+    server: str,
+    green: str,
     framework: str,
     lazy_apps: bool,
 ) -> None:
-    """uWSGI's gevent loop engine patches each worker after its postfork hooks.
+    """Each server that monkey-patches its workers, with its shipped settings.
 
-    Before, psycopg kept the waits it chose at import, and the warm-up's pool
-    real threads: one query held the whole worker (16 queries of 1 s took
-    8 s on 2 workers). The queries must take about as long as the same
-    number of ``time.sleep(1)`` in the same server. With ``lazy-apps`` each
-    worker imports the app, and makes its pool, before its patch (and the
-    first worker runs no postfork hook): that pool is replaced at first use.
+    uWSGI's gevent loop engine patches each worker after its postfork hooks,
+    gunicorn's gevent worker after ``post_fork`` (gunicorn 25 dropped its
+    eventlet worker). Before,
+    under uWSGI psycopg kept the waits it chose at import, and the warm-up's
+    pool real threads: one query held the whole worker (16 queries of 1 s
+    took 8 s on 2 workers). The queries must take about as long as the same
+    number of ``time.sleep(1)`` in the same server. With uWSGI's
+    ``lazy-apps`` each worker imports the app before its patch (and the
+    first one runs no postfork hook).
     """
-    source = UWSGI_ENTRY_POINTS[framework] + WITH_NAP
+    source = GREEN_ENTRY_POINTS[framework] + WITH_NAP
     (tmp_path / "wsgi.py").write_text(source.format(max=POOL_MAX))
-    ini = read_snippet("uwsgi", framework, app="wsgi:app", workers=WORKERS)
-    config = tmp_path / "uwsgi.ini"
-    config.write_text(ini + GEVENT_LOOP)
+    config = tmp_path / ("uwsgi.ini" if server == "uwsgi" else "gunicorn.conf.py")
+    settings = read_snippet(server, framework, app="wsgi:app", workers=WORKERS)
+    extra_args: list[str] = []
+    if server == "uwsgi":
+        settings += UWSGI_GEVENT_LOOP
+    else:
+        extra_args = ["--worker-class", green]
+    config.write_text(settings)
     env: dict[str, Any] = {
         "PGPOOL_APP_DSN": pg_server.dsn(),
         "PGPOOL_APP_POOL_MIN": str(POOL_MAX),
@@ -274,14 +290,19 @@ def test_uwsgi_gevent_loop_runs_queries_as_fast_as_the_control(
     }
     if framework == "django":
         env["DJANGO_SETTINGS_MODULE"] = "tests.django.settings"
-    server = serve(
-        "uwsgi", "", cwd=tmp_path, config=config, env=env, lazy_apps=lazy_apps
+    running = serve(
+        server,
+        "",
+        cwd=tmp_path,
+        config=config,
+        env=env,
+        lazy_apps=lazy_apps,
+        extra_args=extra_args,
     )
-    assert "gevent loop engine" in server.output(), server.output()[-3000:]
 
     def timed(path: str) -> tuple[float, Any]:
         started = time.monotonic()
-        result = run_load(server.port, [path] * GREENLETS, concurrency=GREENLETS)
+        result = run_load(running.port, [path] * GREENLETS, concurrency=GREENLETS)
         wall = time.monotonic() - started
         assert result.failures == [], result.summary()
         return wall, result
@@ -293,12 +314,13 @@ def test_uwsgi_gevent_loop_runs_queries_as_fast_as_the_control(
     bodies = result.bodies()
     serial = GREENLETS / WORKERS * NAP  # one query at a time per worker
     print(
-        f"uWSGI gevent loop, {framework}{', lazy-apps' * lazy_apps}: {GREENLETS} x time.sleep({NAP})"
-        f" {control:.1f} s, {GREENLETS} x pg_sleep({NAP}) {wall:.1f} s"
-        f" (one at a time per worker: {serial:.0f} s); at most"
-        f" {most_at_once(bodies)} queries at once in a worker"
+        f"{server} {green}, {framework}{', lazy-apps' * lazy_apps}:"
+        f" {GREENLETS} x time.sleep({NAP}) {control:.1f} s,"
+        f" {GREENLETS} x pg_sleep({NAP}) {wall:.1f} s (one at a time per worker:"
+        f" {serial:.0f} s); at most {most_at_once(bodies)} queries at once in a"
+        " worker"
     )
     assert wall < control + serial / 2, result.summary()
     assert most_at_once(bodies) >= 2
     assert shared_while_running(bodies) == []
-    assert "Traceback" not in server.output(), server.output()[-3000:]
+    assert "Traceback" not in running.output(), running.output()[-3000:]
