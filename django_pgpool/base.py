@@ -201,7 +201,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         if entry is not None:
             # Not a ForkSafePool.close(): a wrapper of another thread may
             # still hold it, and use it again.
-            lifecycle.release(entry.pool)
+            lifecycle.drop(entry.pool)
 
     def close_pools_on(self, name: str) -> None:
         """Close every pool on database *name*, of any alias, and this thread's
@@ -216,7 +216,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         close_connections_on(name)
         for alias, entry in list(self._fork_safe_pools.items()):
             if entry.target[0] == name and self._fork_safe_pools.pop(alias, None):
-                lifecycle.release(entry.pool)  # as _close_alias_pool()
+                lifecycle.drop(entry.pool)  # as _close_alias_pool()
 
     # -- the connection ------------------------------------------------------
     #

@@ -12,7 +12,11 @@ request the worker serves. eventlet is never detected by psycopg.
 
 :func:`after_patch` redoes that choice in a patched process, and runs what
 adapters registered with :func:`on_patched` (``django_pgpool`` gives each
-greenlet its own Django connections there). The server hooks call it.
+greenlet its own Django connections there). The server hooks call it when the
+patch happens (gunicorn's, uWSGI's with its gevent loop engine, Celery's);
+the pools call it too, before they make this process's pool, and replace one
+made before the patch (``pgpool_core.lifecycle.ProcessPools.current()``), for
+a patch that no hook saw.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = [
     "after_gevent_patch",
     "after_patch",
     "on_patched",
+    "patch_pending",
     "patched_by",
     "use_cooperative_wait",
 ]
@@ -53,6 +58,26 @@ def patched_by() -> str | None:
     if eventlet_patcher is not None and eventlet_patcher.is_monkey_patched("select"):
         return "eventlet"
     return None
+
+
+def patch_pending() -> bool:
+    """Return True in a process that its server will patch later, not patched yet.
+
+    That is a worker of uWSGI's gevent loop engine with ``gevent-monkey-patch``
+    (``gevent-early-monkey-patch`` patches before the app is imported): uWSGI
+    patches it as its loop starts, after the app (with ``lazy-apps``) and the
+    postfork hooks ran. A pool made before would keep real threads and
+    blocking waits.
+    """
+    uwsgi: Any = sys.modules.get("uwsgi")
+    if uwsgi is None:
+        return False
+    try:
+        options = uwsgi.opt
+    except AttributeError:  # pragma: no cover - not uWSGI's module
+        return False
+    pending = options.get("gevent") and options.get("gevent-monkey-patch")
+    return bool(pending) and patched_by() is None
 
 
 def use_cooperative_wait() -> bool:
@@ -111,16 +136,25 @@ def after_patch() -> None:
         callback()
 
 
-def after_gevent_patch() -> None:
-    """Run :func:`after_patch` as soon as gevent's ``patch_all()`` is done here.
+def after_gevent_patch(then: Callable[[], None] | None = None) -> None:
+    """Run :func:`after_patch`, then *then*, as soon as gevent's ``patch_all()``
+    is done here.
 
     For a process that gevent will patch later (a gunicorn gevent worker at
-    ``post_fork``); gevent announces the end of its patching with an event.
+    ``post_fork``, a worker of uWSGI's gevent loop engine at ``postfork``);
+    gevent announces the end of its patching with an event. *then* runs once,
+    in the patching process (the server hooks' warm-up).
     """
     from gevent import events
 
+    pending = [os.getpid()]  # emptied once run (not unsubscribed: gevent is
+    # iterating over its subscribers then)
+
     def on_event(event: object) -> None:
-        if isinstance(event, events.GeventDidPatchAllEvent):
+        if isinstance(event, events.GeventDidPatchAllEvent) and os.getpid() in pending:
+            pending.clear()
             after_patch()
+            if then is not None:
+                then()
 
     events.subscribers.append(on_event)

@@ -19,6 +19,7 @@ import atexit
 import contextlib
 import logging
 import os
+import select
 import signal
 import sys
 import threading
@@ -41,6 +42,7 @@ __all__ = [
     "all_pools",
     "close_all",
     "close_in_master",
+    "drop",
     "in_forking_master",
     "is_abandoned",
     "mark_forking_master",
@@ -178,7 +180,7 @@ def is_abandoned(obj: Any) -> bool:
 class _Process:
     """What a ProcessPools holds in one process."""
 
-    __slots__ = ("pid", "pool", "stopped", "made", "plain")
+    __slots__ = ("pid", "pool", "stopped", "made", "plain", "select")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
@@ -193,6 +195,9 @@ class _Process:
         self.made: weakref.WeakSet[Connection] = weakref.WeakSet()
         # The plain connections lent while this process was a forking master.
         self.plain: weakref.WeakSet[Connection] = weakref.WeakSet()
+        # select.select when the pool was made: gevent and eventlet replace
+        # it when they patch, and a pool made before is unfit for greenlets.
+        self.select: object = select.select
 
 
 class ProcessPools:
@@ -201,8 +206,9 @@ class ProcessPools:
     *owner* is the ForkSafePool (referenced weakly, for :func:`release`).
     *make_pool* returns a new, unopened :class:`ProcessPool` whose ``owner`` is
     this object; :meth:`current` opens it, with the stop signals blocked in
-    its threads. While :attr:`enabled` is False (its ForkSafePool closed) the
-    server hooks make no pool.
+    its threads. While :attr:`enabled` is False (its ForkSafePool closed), or
+    :attr:`warm` is (its ForkSafePool dropped by an adapter, see
+    :func:`drop`), the server hooks make no pool.
 
     A parent's pool and connections are found out by the pid check on every
     access and abandoned, never closed (see :func:`abandon_connection`).
@@ -214,6 +220,9 @@ class ProcessPools:
         self.owner = weakref.ref(owner)
         self.name = name
         self.enabled = True
+        # False once an adapter dropped the ForkSafePool (see drop()), in
+        # this process and those forked from it, until it is used again.
+        self.warm = True
         self._make_pool = make_pool
         self._here: _Process | None = None
         # The parent whose pool was abandoned here, until a fresh one is made.
@@ -230,25 +239,48 @@ class ProcessPools:
     # -- this process's pool ---------------------------------------------------
 
     def current(self) -> ProcessPool[Any] | None:
-        """Return this process's pool, made on first use; None in a forking master."""
+        """Return this process's pool, made on first use; None in a forking master.
+
+        A pool made before gevent or eventlet patched this process (its
+        threads real ones, psycopg's waits blocking every greenlet) is
+        replaced by one made after the patch: whether the process is patched
+        is decided at use, not when a server hook ran (uWSGI's gevent loop
+        engine patches each worker after its postfork hooks).
+        """
         here = self._here
         if here is not None and here.pid == os.getpid():
             pool = here.pool
             # psycopg_pool 3.3.3's flag: a pool whose wait() timed out closed
             # itself (so did its ForkSafePool, unless waited on directly).
-            if pool is not None and not pool._closed:
+            # select.select is what gevent and eventlet replace when they patch.
+            if pool is not None and not pool._closed and here.select is select.select:
                 return pool
+        # Before this process's lock is taken: a lock made before the patch
+        # blocks every greenlet (see pgpool_core.green).
+        green.after_patch()
         with process_lock():
             return self._current_locked()
 
     def _current_locked(self) -> ProcessPool[Any] | None:
+        self.warm = True  # used: its pool serves, warm it up again
         here = self._record_locked()
         if here.pool is not None:
-            if not here.pool._closed:
+            if not here.pool._closed and here.select is select.select:
                 return here.pool  # another thread made it while we waited
+            if not here.pool._closed:
+                pool_logger.info(
+                    "pool %r: made in process %d before it was monkey-patched;"
+                    " replaced",
+                    self.name,
+                    here.pid,
+                )
+                with stop_signals_blocked():
+                    here.pool.close(EXIT_CLOSE_TIMEOUT)
             here.pool, here.stopped = None, here.pool
-        if in_forking_master():
+        if in_forking_master() or green.patch_pending():
+            # Plain connections until the fork, or the patch.
             return None
+        here.select = select.select
         pool = self._make_pool()
         with stop_signals_blocked():
             pool.open()
@@ -296,8 +328,9 @@ class ProcessPools:
         return getattr(pool, "owner", None) is self
 
     def warm_up(self) -> None:
-        """Make this process's pool now, unless disabled or in a forking master."""
-        if self.enabled:
+        """Make this process's pool now, unless disabled, dropped or in a
+        forking master."""
+        if self.enabled and self.warm:
             self.current()
 
     def release(self, timeout: float = 5.0) -> None:
@@ -430,7 +463,10 @@ def after_fork_in_child() -> None:
 
 
 def warm_up_all() -> None:
-    """Make every open ForkSafePool's pool in this process; connections come later."""
+    """Make every open ForkSafePool's pool in this process; connections come later.
+
+    Not those an adapter dropped (see :func:`drop`): only pools that will serve.
+    """
     for pools in all_pools():
         try:
             pools.warm_up()
@@ -448,13 +484,31 @@ def warm_up_all() -> None:
 def release(pool: object, timeout: float = 5.0) -> None:
     """Close this process's pool of *pool* (a ForkSafePool); leave *pool* open.
 
-    Not ``ForkSafePool.close()``, which closes it for good: what an adapter
-    does when its framework closes a pool it will use again (Django's
-    ``close_pool()``), or a command before it exits. Inherited pools are
-    abandoned, never closed; the next use makes a fresh pool.
+    Not ``ForkSafePool.close()``, which closes it for good: what a command
+    does before it exits (an adapter whose framework drops the pool uses
+    :func:`drop`). Inherited pools are abandoned, never closed; the next use
+    makes a fresh pool.
     """
     for pools in all_pools():
         if pools.owner() is pool:
+            pools.release(timeout)
+
+
+def drop(pool: object, timeout: float = 5.0) -> None:
+    """Close this process's pool of *pool* (a ForkSafePool) and stop warming it up.
+
+    What an adapter does when its framework drops *pool* and makes another
+    for its next use (Django's ``close_pool()``, which Celery's Django fixup
+    calls in the worker's main process; a test database replacing the
+    alias's). As :func:`release`, and then the server hooks
+    (:func:`warm_up_all`) make no pool for it, in this process or in those it
+    forks later: each worker would hold ``min_size`` sessions that nothing
+    borrows, beside the pool that serves. Borrowing from it again undoes
+    that; giving back a connection does not.
+    """
+    for pools in all_pools():
+        if pools.owner() is pool:
+            pools.warm = False
             pools.release(timeout)
 
 

@@ -10,6 +10,7 @@ own, as it does without preload (the baseline: no preload, no hooks).
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -119,6 +120,48 @@ def test_the_pool_creation_lock_made_before_the_patch_is_not_kept() -> None:
     assert after.startswith("gevent"), proc.stdout
 
 
+def test_a_pool_made_before_a_patch_no_hook_saw_is_replaced_at_use(dsn: str) -> None:
+    """A process patched late by code no hook knows: decided at use, not at hook time.
+
+    Its pool, made before the patch, has real threads and psycopg's blocking
+    waits: 8 greenlets each running a 0.5 s query took 4 s. At its next use
+    the process is found patched, and a fresh pool serves them side by side.
+    """
+    code = (
+        "import os, time\n"
+        "from pgpool_core import ForkSafePool\n"
+        "pool = ForkSafePool(os.environ['DSN'], min_size=1, max_size=8)\n"
+        "with pool.connection() as conn:\n"
+        "    conn.execute('SELECT 1')\n"
+        "before = pool.pool\n"
+        "from gevent import monkey\n"
+        "monkey.patch_all()\n"
+        "import gevent, psycopg.waiting\n"
+        "def one():\n"
+        "    with pool.connection() as conn:\n"
+        "        conn.execute('SELECT pg_sleep(0.5)')\n"
+        "started = time.monotonic()\n"
+        "gevent.joinall([gevent.spawn(one) for _ in range(8)], raise_error=True)\n"
+        "wall = time.monotonic() - started\n"
+        "print(pool.pool is before, psycopg.waiting.wait.__name__, round(wall, 2))\n"
+        "pool.close()\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=REPO,
+        env={**os.environ, "DSN": dsn},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)
+    same, wait, wall = proc.stdout.split()
+    assert same == "False"
+    assert wait == "wait_poll"
+    assert float(wall) < 2.0  # 8 x 0.5 s one at a time: 4 s
+
+
 def run(
     serve: Callable[..., RunningServer],
     pg: PgServer,
@@ -159,3 +202,128 @@ def run(
     # ...each on a connection of its own.
     assert shared_while_running(bodies) == []
     assert "Traceback" not in server.output(), server.output()[-3000:]
+
+
+# -- every server that patches, timed against time.sleep -------------------------------
+
+GREENLETS = 16  # requests at once, each running a 1 s query or a 1 s time.sleep
+NAP = 1.0
+POOL_MAX = 12  # per worker: 2 workers run all 16 queries at once, even split 12/4
+
+#: The app, with a route that sleeps without the database (the control).
+GREEN_ENTRY_POINTS = {
+    "flask": """\
+from tests.flask.apps.notes import create_app, pgpool
+
+inner = create_app(PGPOOL_MIN_SIZE={max}, PGPOOL_MAX_SIZE={max})
+with inner.app_context():  # a query before the fork
+    pgpool.connection.execute("SELECT 1")
+""",
+    "django": "from tests.django.wsgi import application as inner\n",
+}
+
+WITH_NAP = """\
+import json, os, time
+
+
+def app(environ, start_response):
+    if environ["PATH_INFO"] != "/nap":
+        return inner(environ, start_response)
+    time.sleep(float(environ["QUERY_STRING"].partition("=")[2]))
+    start_response("200 OK", [("Content-Type", "application/json")])
+    return [json.dumps({{"pid": os.getpid()}}).encode()]
+"""
+
+#: Added to the shipped uwsgi.ini: the gevent loop engine, patching each worker.
+UWSGI_GEVENT_LOOP = f"""
+gevent = {GREENLETS}
+gevent-monkey-patch = true
+"""
+
+
+@pytest.mark.parametrize(
+    ("server", "green", "framework", "lazy_apps"),
+    [
+        ("uwsgi", "gevent", "flask", False),
+        ("uwsgi", "gevent", "django", False),
+        ("uwsgi", "gevent", "flask", True),
+        ("gunicorn", "gevent", "flask", False),
+        ("gunicorn", "gevent", "django", False),
+    ],
+)
+def test_green_server_runs_queries_as_fast_as_the_control(
+    serve: Callable[..., RunningServer],
+    pg_server: PgServer,
+    tmp_path: Path,
+    server: str,
+    green: str,
+    framework: str,
+    lazy_apps: bool,
+) -> None:
+    """Each server that monkey-patches its workers, with its shipped settings.
+
+    uWSGI's gevent loop engine patches each worker after its postfork hooks,
+    gunicorn's gevent worker after ``post_fork`` (gunicorn 25 dropped its
+    eventlet worker). Before,
+    under uWSGI psycopg kept the waits it chose at import, and the warm-up's
+    pool real threads: one query held the whole worker (16 queries of 1 s
+    took 8 s on 2 workers). The queries must take about as long as the same
+    number of ``time.sleep(1)`` in the same server. With uWSGI's
+    ``lazy-apps`` each worker imports the app before its patch (and the
+    first one runs no postfork hook).
+    """
+    source = GREEN_ENTRY_POINTS[framework] + WITH_NAP
+    (tmp_path / "wsgi.py").write_text(source.format(max=POOL_MAX))
+    config = tmp_path / ("uwsgi.ini" if server == "uwsgi" else "gunicorn.conf.py")
+    settings = read_snippet(server, framework, app="wsgi:app", workers=WORKERS)
+    extra_args: list[str] = []
+    if server == "uwsgi":
+        settings += UWSGI_GEVENT_LOOP
+    else:
+        extra_args = ["--worker-class", green]
+    config.write_text(settings)
+    env: dict[str, Any] = {
+        "PGPOOL_APP_DSN": pg_server.dsn(),
+        "PGPOOL_APP_POOL_MIN": str(POOL_MAX),
+        "PGPOOL_APP_POOL_MAX": str(POOL_MAX),
+        "PYTHONPATH": str(REPO),
+    }
+    if framework == "django":
+        env["DJANGO_SETTINGS_MODULE"] = "tests.django.settings"
+    running = serve(
+        server,
+        "",
+        cwd=tmp_path,
+        config=config,
+        env=env,
+        lazy_apps=lazy_apps,
+        extra_args=extra_args,
+    )
+
+    if server == "uwsgi":
+        assert "running gevent loop engine" in running.output(), running.output()
+
+    def timed(path: str) -> tuple[float, Any]:
+        started = time.monotonic()
+        result = run_load(running.port, [path] * GREENLETS, concurrency=GREENLETS)
+        wall = time.monotonic() - started
+        assert result.failures == [], result.summary()
+        return wall, result
+
+    timed("/hold?seconds=0")  # every worker's pool filled
+    control, _ = timed(f"/nap?seconds={NAP}")
+    wall, result = timed(f"/hold?seconds={NAP}")
+
+    bodies = result.bodies()
+    serial = GREENLETS / WORKERS * NAP  # one query at a time per worker
+    print(
+        f"{server} {green}, {framework}{', lazy-apps' * lazy_apps}:"
+        f" {GREENLETS} x time.sleep({NAP}) {control:.1f} s,"
+        f" {GREENLETS} x pg_sleep({NAP}) {wall:.1f} s (one at a time per worker:"
+        f" {serial:.0f} s); at most {most_at_once(bodies)} queries at once in a"
+        " worker"
+    )
+    assert wall < control + serial / 2, result.summary()
+    assert most_at_once(bodies) >= 2
+    assert shared_while_running(bodies) == []
+    assert "Traceback" not in running.output(), running.output()[-3000:]

@@ -20,7 +20,7 @@ from typing import Any
 from celery import Celery, signals
 from psycopg.conninfo import make_conninfo
 
-from tests.celery.config import SLEEP_TASK, TASK, celery_config
+from tests.celery.config import NAP_TASK, SLEEP_TASK, TASK, celery_config
 
 MODE = os.environ.get("PGPOOL_APP_MODE", "forksafe")
 DSN = os.environ["PGPOOL_APP_DSN"]
@@ -77,6 +77,13 @@ def sleep(seconds: float) -> dict[str, Any]:
         ended = time.time()
     assert row is not None
     return {"pid": os.getpid(), "backend": row[0], "started": started, "ended": ended}
+
+
+@app.task(name=NAP_TASK)
+def nap(seconds: float) -> dict[str, Any]:
+    """Sleep *seconds* without the database (time.sleep, patched or not)."""
+    time.sleep(seconds)
+    return {"pid": os.getpid()}
 
 
 # Connected after pgpool_core.celery's receivers, so they run after them.

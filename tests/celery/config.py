@@ -13,6 +13,8 @@ from typing import Any
 TASK = "pgpool_test.backend_pid"
 #: A task that holds a connection in a query (tests/celery/app.py).
 SLEEP_TASK = "pgpool_test.sleep"
+#: A task that sleeps without the database: the control of SLEEP_TASK's timing.
+NAP_TASK = "pgpool_test.nap"
 #: The task of the Django project's worker (tests/celery/django_app.py).
 DJANGO_TASK = "pgpool_test.django_session"
 

@@ -28,6 +28,17 @@ app.conf.update(celery_config(BASE))
 # poll between two tasks (2 s each with Celery 5.3's filesystem transport).
 app.conf.worker_prefetch_multiplier = 10
 
+if os.environ.get("PGPOOL_QUERY_AT_IMPORT"):
+    # A query in the worker's main process as it starts (what an
+    # AppConfig.ready() check or a schedule read from the database does):
+    # Celery's Django fixup then drops the alias's pool there.
+    import django
+    from django.db import connection
+
+    django.setup()
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT 1")
+
 
 @app.task(name=DJANGO_TASK)
 def django_session() -> dict[str, Any]:

@@ -9,6 +9,7 @@ run with the installed Celery; ``make test`` runs them with Celery's floor too
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -89,3 +90,79 @@ def test_child_keeps_its_pool_across_tasks(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
         [APPLICATION],
     ) == [(0,)]
+
+
+def backends_held(pg: PgServer) -> int:
+    """Return how many sessions of the app the server holds now."""
+    rows = pg.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+        [APPLICATION],
+    )
+    return int(rows[0][0])
+
+
+def start_importing_worker(
+    pg: PgServer, base: Path, concurrency: int, *extra_args: str
+) -> CeleryWorker:
+    """A prefork worker whose main process queries as the project is imported."""
+    env = {
+        "PGPOOL_APP_DSN": pg.dsn(application_name=APPLICATION),
+        "PGPOOL_APP_POOL_MIN": str(POOL_SIZE),
+        "PGPOOL_APP_POOL_MAX": str(POOL_SIZE),
+        "PGPOOL_CELERY_DIR": str(base),
+        "PGPOOL_QUERY_AT_IMPORT": "1",
+    }
+    return start_worker(
+        "tests.celery.django_app",
+        cwd=REPO,
+        env=env,
+        concurrency=concurrency,
+        extra_args=extra_args,
+    )
+
+
+def test_import_time_query_leaves_no_unused_pool(
+    client: Celery, pg_log: PgServer, base: Path
+) -> None:
+    """Only the children's pools that serve hold sessions.
+
+    Celery's Django fixup calls ``close_pool()`` in the worker's main
+    process, which drops the pool the import-time query made. Each child
+    warmed that dropped pool all the same: ``min_size`` sessions that nothing
+    borrowed, beside the pool the alias makes at the first task (8 backends
+    for 2 children of max_size 2).
+    """
+    worker = start_importing_worker(pg_log, base, 2)
+    try:
+        bodies = run_tasks(client, TASKS, timeout=30)
+        expected = len({body["pid"] for body in bodies}) * POOL_SIZE
+        deadline = time.monotonic() + 10
+        while backends_held(pg_log) < expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(0.5)  # time enough for an unused pool to connect too
+        held = backends_held(pg_log)
+    finally:
+        worker.stop()
+    print(f"import-time query, 2 children: {held} backends held, {expected} serve")
+    assert held == expected
+
+
+def test_recycled_children_log_in_only_for_the_pool_that_serves(
+    client: Celery, pg_log: PgServer, base: Path
+) -> None:
+    """With ``--max-tasks-per-child=1``, each child logs in ``min_size`` times.
+
+    Twice that when each one also warmed the pool dropped in the main process.
+    """
+    tasks = 3
+    position = pg_log.log_position()
+    worker = start_importing_worker(pg_log, base, 1, "--max-tasks-per-child", "1")
+    try:
+        bodies = run_tasks(client, tasks, timeout=60)
+    finally:
+        worker.stop()
+    opened = sessions_opened(pg_log, position)
+    print(f"{tasks} one-task children: {opened} TLS sessions opened")
+    assert len({body["pid"] for body in bodies}) == tasks
+    # The main process's import-time pool, then one pool per child.
+    assert opened <= POOL_SIZE * (1 + tasks)

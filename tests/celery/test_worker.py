@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from celery import Celery
 
-from tests.celery.config import SLEEP_TASK, TASK
+from tests.celery.config import NAP_TASK, SLEEP_TASK, TASK
 from tests.conftest import REPO
 from tests.harness.celery_worker import CeleryWorker, start_worker
 from tests.harness.forking import fork_problems
@@ -237,14 +237,29 @@ def test_green_pools_run_queries_side_by_side(
     pg_log: PgServer,
     pool: str,
 ) -> None:
-    """Celery patches before the app imports psycopg, which only notices gevent."""
+    """Celery patches before the app imports psycopg, which only notices gevent.
+
+    8 tasks of 0.5 s on 4 greenlets take about as long with a query
+    (``pg_sleep``) as without (``time.sleep``), not 8 x 0.5 s.
+    """
     worker = start_celery(pg_log, "forksafe", pool=pool)
 
-    results = [client.send_task(SLEEP_TASK, args=[0.5]) for _ in range(8)]
-    bodies = [result.get(timeout=60) for result in results]
+    def timed(task: str, seconds: float) -> tuple[float, list[dict[str, Any]]]:
+        started = time.monotonic()
+        results = [client.send_task(task, args=[seconds]) for _ in range(8)]
+        bodies = [result.get(timeout=60) for result in results]
+        return time.monotonic() - started, bodies
+
+    timed(SLEEP_TASK, 0)  # the pool filled
+    control, _ = timed(NAP_TASK, 0.5)
+    wall, bodies = timed(SLEEP_TASK, 0.5)
 
     most = most_at_once(bodies)
-    print(f"celery -P {pool}: at most {most} queries at once")
+    print(
+        f"celery -P {pool}: 8 x time.sleep(0.5) {control:.1f} s,"
+        f" 8 x pg_sleep(0.5) {wall:.1f} s; at most {most} queries at once"
+    )
     assert {body["pid"] for body in bodies} == {worker.pid}
+    assert wall < control + 8 * 0.5 / 2  # one at a time: 4 s
     assert most >= 2, bodies
     assert shared_while_running(bodies) == []

@@ -298,6 +298,25 @@ def test_release_leaves_the_pool_open(pool: ForkSafePool) -> None:
         assert backend(conn) != first
 
 
+def test_a_dropped_pool_is_not_warmed_up(pool: ForkSafePool) -> None:
+    """What Django's close_pool() does: the server hooks warm only pools that serve.
+
+    Until it is borrowed from again.
+    """
+    (pools,) = [p for p in lifecycle.all_pools() if p.owner() is pool]
+    with pool.connection():
+        pass
+    lifecycle.drop(pool)
+    assert not pool.closed
+    pools.warm_up()  # what warm_up_all() does for each pool
+    assert not pool.process_pool_open
+    with pool.connection():
+        pass
+    lifecycle.release(pool)
+    pools.warm_up()
+    assert pool.process_pool_open
+
+
 def test_pool_threads_block_stop_signals(pool: ForkSafePool) -> None:
     pool.open(wait=True)
     threads = [t for t in threading.enumerate() if t.name.startswith("t-")]
