@@ -18,6 +18,9 @@ where this module says otherwise:
 - after a mass termination, a connection found dead by the check is followed
   at once by the next idle one, a bounded number of times, before
   psycopg_pool's backoff (:meth:`ProcessPool._getconn_with_check_loop`);
+- a connection past ``max_lifetime`` is not lent: it is closed and replaced
+  when it is taken from the pool, not only when it is given back
+  (:meth:`ProcessPool._expired`);
 - a connect that fails because the server cannot be reached is retried at
   least every :data:`RECONNECT_DELAY_MAX`; one the server refuses (a wrong
   password) is retried by one attempt at a time, after a growing delay up to
@@ -349,7 +352,7 @@ class ProcessPool(ConnectionPool[CT]):
 
     def _getconn_with_check_loop(self, deadline: float) -> CT:
         # Overrides psycopg_pool 3.3.3's loop of the same name; the same but
-        # for `at_once`. psycopg_pool retries once at once, then backs off
+        # for `at_once` and for an expired connection, replaced (_expired). psycopg_pool retries once at once, then backs off
         # (1 s, 2 s...): after a mass termination (a failover, an idle
         # timeout) requests would wait seconds behind the dead idle
         # connections. A connection found dead (closed by its check) is
@@ -360,6 +363,8 @@ class ProcessPool(ConnectionPool[CT]):
         at_once: int | None = None
         while True:
             conn = self._getconn_unchecked(deadline - monotonic())
+            if self._expired(conn):
+                continue  # replaced; the next idle one, or the new one
             try:
                 self._check_connection(conn, deadline)
             except Exception:
@@ -389,6 +394,25 @@ class ProcessPool(ConnectionPool[CT]):
                 raise PoolTimeout()
             else:
                 sleep(attempt.delay)
+
+    def _expired(self, conn: CT) -> bool:
+        """Close and replace *conn* if it is past ``max_lifetime``; say if it was.
+
+        psycopg_pool 3.3.3 looks at a connection's age (its ``_expire_at``,
+        ``max_lifetime`` with up to 5 % less at random) only when it is given
+        back (``_return_connection``) or in ``check()``: a pool that sat idle
+        for hours would lend connections many times older than
+        ``max_lifetime`` (psycopg#1018), just when a credential rotation, a
+        failover or a DNS change should have been picked up. Here an expired
+        one is also refused before it is lent, without a round trip, and
+        replaced as psycopg_pool replaces an expired one given back.
+        """
+        if conn._expire_at > monotonic():
+            return False
+        psycopg_logger.info("discarding expired connection %s", conn)
+        self._close_connection(conn)
+        self.run_task(AddConnection(self))
+        return True
 
     def _check_connection(self, conn: CT, deadline: float | None = None) -> None:
         # Overrides psycopg_pool 3.3.3's: the one place a connection taken
