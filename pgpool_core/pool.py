@@ -552,6 +552,19 @@ class ForkSafePool(Generic[CT]):
         """
         return self._connect_unpooled()
 
+    def masked_conninfo(self) -> str:
+        """Return what this pool gives libpq for each connection, secrets masked.
+
+        Its conninfo with its kwargs merged and the defaults it adds
+        (``connect_timeout``, the keepalives): ``key=value`` pairs, a
+        password shown as ``********``. A conninfo or kwargs callable is
+        called, as it is for each connect. For the ``check`` commands, so that
+        a refused login shows what was really sent.
+        """
+        conninfo = self._conninfo() if callable(self._conninfo) else self._conninfo
+        kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
+        return mask_conninfo(conninfo, kwargs)
+
     def _connect_unpooled(self) -> CT:
         # A forking master gets a plain connection: a pool would start threads
         # there, and the master is about to fork.

@@ -352,7 +352,8 @@ class ProcessPool(ConnectionPool[CT]):
 
     def _getconn_with_check_loop(self, deadline: float) -> CT:
         # Overrides psycopg_pool 3.3.3's loop of the same name; the same but
-        # for `at_once` and for an expired connection, replaced (_expired). psycopg_pool retries once at once, then backs off
+        # for `at_once` and for an expired connection, replaced (_expired).
+        # psycopg_pool retries once at once, then backs off
         # (1 s, 2 s...): after a mass termination (a failover, an idle
         # timeout) requests would wait seconds behind the dead idle
         # connections. A connection found dead (closed by its check) is
