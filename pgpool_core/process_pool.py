@@ -30,6 +30,13 @@ where this module says otherwise:
   attempt to connect fails, or at once while the server refuses the login,
   instead of waiting for its timeout (:meth:`ProcessPool.getconn`);
 - the connects in progress are counted, so that os.fork() can wait for them;
+- at open, one connection is made first, the rest of ``min_size`` once it is
+  made, and only as many as this process's share of the server allows
+  (*start_share*); a connect refused because the server has no slot left
+  (SQLSTATE 53300) is not retried while the pool has a connection
+  (:meth:`ProcessPool._start_initial_tasks`, :meth:`ProcessPool.schedule_task`):
+  every worker of a server warms up at the same moment, and the first ones
+  must not take every slot;
 - a connection lent and garbage-collected without being given back (its
   borrower is gone: a thread that ended with it, say) is counted lost and
   replaced up to ``min_size``, with a warning naming its borrower
@@ -67,6 +74,7 @@ from .errors import (
     ConnectFailed,
     SessionResetFailed,
     connect_failure,
+    server_full,
 )
 from .loans import Loan, LoanBook
 from .masking import mask_exception
@@ -117,6 +125,7 @@ class _Failure:
 
     cause: BaseException  # masked, without traceback: safe to show
     kind: str
+    full: bool = False  # the server had no connection slot left (53300)
 
 
 class _NoConnection(Exception):
@@ -146,6 +155,11 @@ class ProcessPool(ConnectionPool[CT]):
     *used_by*
         What lends its connections (``"Django database alias 'default'"``),
         for the warning about a loan never given back; None: nothing said.
+    *start_share*
+        Called with the pool's first connection (configured, not yet in the
+        pool): how many connections to make at start, if fewer than
+        ``min_size`` (None: ``min_size``). The pool then keeps that many
+        (its ``pool_min``) and grows up to ``max_size`` while clients wait.
     """
 
     def __init__(
@@ -156,6 +170,7 @@ class ProcessPool(ConnectionPool[CT]):
         session: SessionReset,
         returned: Callable[[CT], None] | None = None,
         used_by: str | None = None,
+        start_share: Callable[[CT], int | None] | None = None,
         **kwargs: Any,
     ) -> None:
         self.owner = owner
@@ -182,6 +197,10 @@ class ProcessPool(ConnectionPool[CT]):
         self._probe: AttemptWithBackoff | None = None
         self._parked: list[AddConnection] = []
         self._refusals = 0
+        self._start_share = start_share
+        # The connections of min_size not started at open (made once the
+        # first is); None once the first connection was made.
+        self._deferred: int | None = 0
         super().__init__(conninfo, **{**kwargs, "open": False})
 
     # -- lending -------------------------------------------------------------
@@ -496,13 +515,61 @@ class ProcessPool(ConnectionPool[CT]):
 
     # -- connecting ----------------------------------------------------------
 
+    def _start_initial_tasks(self) -> None:
+        # Extends psycopg_pool 3.3.3's (called by open(), under the pool's
+        # lock), which starts min_size connects at once: one first, the
+        # others once it is made (_start_rest). The workers of a server all
+        # warm up at the same moment: against a tight max_connections, the
+        # first ones would otherwise take every slot before the last ones
+        # have any.
+        self._deferred = max(self._nconns - 1, 0)
+        self._nconns -= self._deferred
+        super()._start_initial_tasks()
+
+    def _start_rest(self, conn: CT) -> None:
+        """After the pool's first connection *conn*: start the rest of min_size.
+
+        As many as this process's share of the server allows
+        (``start_share``); with fewer than ``min_size``, that many are kept
+        (``pool_min``) and more are made only while clients wait.
+        """
+        with self._lock:
+            deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return
+        share = None
+        if self._start_share is not None:
+            try:
+                share = self._start_share(conn)
+            except Exception as ex:  # never fails a connect
+                logger.debug("pool %r: no share known: %s", self.name, ex)
+        with self._lock:
+            if share is not None and share < self._min_size:
+                self._min_size = max(share, 1)
+                logger.info(
+                    "pool %r: making %d connection(s) at start in process %d,"
+                    " its share of the server's",
+                    self.name,
+                    self._min_size,
+                    self.pid,
+                )
+            count = max(min(deferred, self._min_size - self._nconns), 0)
+            self._nconns += count
+        for _ in range(count):
+            self.run_task(AddConnection(self))
+
     def schedule_task(self, task: Any, delay: float) -> None:
         # Extends psycopg_pool 3.3.3's: the next attempt of a chain of failed
         # connects (an AddConnection) comes within RECONNECT_DELAY_MAX while
         # the server cannot be reached. While it refuses the login, one chain
         # (the probe) retries after a delay that doubles up to
-        # REFUSED_DELAY_MAX; the others park until it succeeds.
+        # REFUSED_DELAY_MAX; the others park until it succeeds. While it has
+        # no slot left (53300), a pool that has a connection does not retry
+        # (_give_up_full): the next slot freed may be the only one a process
+        # without any can get.
         if isinstance(task, AddConnection):
+            if self._give_up_full(task):
+                return
             with self._lock:
                 failure = self._failure
                 if failure is None or failure.kind == UNREACHABLE:
@@ -522,6 +589,29 @@ class ProcessPool(ConnectionPool[CT]):
                     self._parked.append(task)
                     return
         super().schedule_task(task, delay)
+
+    def _give_up_full(self, task: AddConnection) -> bool:
+        """Drop *task*, a connect the server refused for want of a slot, if
+        the pool has a connection; keep what it has as its ``pool_min``."""
+        with self._lock:
+            failure = self._failure
+            if failure is None or not failure.full or not self._has_connection():
+                return False
+            self._nconns -= 1
+            if task.growing and self._growing:
+                self._growing = False
+            self._min_size = max(min(self._min_size, self._nconns), 1)
+            if self._pool_full_event and len(self._pool) >= self._min_size:
+                self._pool_full_event.set()  # wait(): this is all there is
+            kept = self._nconns
+        logger.info(
+            "pool %r: the server has no connection slot left; keeping %d"
+            " connection(s) in process %d, more only while clients wait",
+            self.name,
+            kept,
+            self.pid,
+        )
+        return True
 
     def reconnect_failed(self) -> None:
         # Extends psycopg_pool 3.3.3's, called when a chain of attempts gives
@@ -550,6 +640,8 @@ class ProcessPool(ConnectionPool[CT]):
             # attempt failing meanwhile must not find neither, and fail the
             # waiting clients (_failed_to_connect).
             self._connected(conn)
+            if self._deferred is not None:
+                self._start_rest(conn)
         except Exception as ex:
             self._failed_to_connect(ex)
             raise
@@ -578,7 +670,7 @@ class ProcessPool(ConnectionPool[CT]):
         conninfo = self.conninfo if isinstance(self.conninfo, str) else None
         kwargs = self.kwargs if isinstance(self.kwargs, Mapping) else None
         mask_exception(ex, conninfo, kwargs)  # psycopg_pool logs it next
-        failure = _Failure(_detached(ex), connect_failure(ex))
+        failure = _Failure(_detached(ex), connect_failure(ex), server_full(ex))
         waiting: list[Any] = []
         parked: list[AddConnection] = []
         with self._lock:
