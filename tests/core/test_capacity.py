@@ -214,8 +214,7 @@ def test_the_plan_says_which_workers_would_starve() -> None:
     crowd = capacity.Plan(max_size=1, min_size=1, workers=30)
     assert crowd.start_share(limit) == 1
     assert crowd.starving(limit) == (
-        "13 of the 30 worker(s) will get no connection while the others hold"
-        " one each"
+        "13 of the 30 worker(s) will get no connection while the others hold one each"
     )
     fits = capacity.Plan(max_size=8, min_size=2, workers=8)
     assert (fits.start_share(limit), fits.starving(limit)) == (None, None)
