@@ -98,7 +98,7 @@ class ForkSafePool(Generic[CT]):
     workers' ``min_size`` would not all fit, only its share of the server's
     connections (at least one), the rest while its requests wait; and it
     stops growing, rather than retrying, while the server has no slot left
-    and it has a connection (see :class:`~pgpool_core.process_pool.ProcessPool`).
+    and it has a connection (docs: Scaling, "A tight max_connections").
     """
 
     def __init__(
