@@ -600,9 +600,9 @@ class ProcessPool(ConnectionPool[CT]):
             self._nconns -= 1
             if task.growing and self._growing:
                 self._growing = False
+            # Not made again to reach min_size; wait() still fails (the
+            # server could not give min_size).
             self._min_size = max(min(self._min_size, self._nconns), 1)
-            if self._pool_full_event and len(self._pool) >= self._min_size:
-                self._pool_full_event.set()  # wait(): this is all there is
             kept = self._nconns
         logger.info(
             "pool %r: the server has no connection slot left; keeping %d"
