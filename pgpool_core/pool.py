@@ -93,10 +93,10 @@ class ForkSafePool(Generic[CT]):
     On the first connection a process makes, the pool reads the server's
     ``max_connections`` and logs one warning if the host's worker processes
     (known under uWSGI, gunicorn or ``WEB_CONCURRENCY``) x ``max_size`` exceed
-    it (see :mod:`pgpool_core.capacity`). A process pool makes one
+    it (see :mod:`pgpool_core.capacity`). There, a process pool makes one
     connection first and the rest of ``min_size`` once it is made; when the
     workers' ``min_size`` would not all fit, only its share of the server's
-    connections (at least one), the rest while its requests wait; and it
+    connections (at least one), the rest while its requests wait. A pool
     stops growing, rather than retrying, while the server has no slot left
     and it has a connection (docs: Scaling, "A tight max_connections").
     """
@@ -372,6 +372,8 @@ class ForkSafePool(Generic[CT]):
             max_size=self.max_size,
             configure=self._configure_new,
             start_share=self._start_share,
+            # A server's worker (their count known): all warm up at once.
+            first_alone=not self.pgbouncer and capacity.server_workers() is not None,
             check=self._check,
             reset=self._reset,
             session=self._session,

@@ -30,13 +30,13 @@ where this module says otherwise:
   attempt to connect fails, or at once while the server refuses the login,
   instead of waiting for its timeout (:meth:`ProcessPool.getconn`);
 - the connects in progress are counted, so that os.fork() can wait for them;
-- at open, one connection is made first, the rest of ``min_size`` once it is
-  made, and only as many as this process's share of the server allows
-  (*start_share*); a connect refused because the server has no slot left
-  (SQLSTATE 53300) is not retried while the pool has a connection
-  (:meth:`ProcessPool._start_initial_tasks`, :meth:`ProcessPool.schedule_task`):
-  every worker of a server warms up at the same moment, and the first ones
-  must not take every slot;
+- at open in a server's worker (*first_alone*), one connection is made
+  first, the rest of ``min_size`` once it is made; only as many as this
+  process's share of the server allows (*start_share*); a connect refused
+  because the server has no slot left (SQLSTATE 53300) is not retried while
+  the pool has a connection (:meth:`ProcessPool._start_initial_tasks`,
+  :meth:`ProcessPool.schedule_task`): every worker of a server warms up at
+  the same moment, and the first ones must not take every slot;
 - a connection lent and garbage-collected without being given back (its
   borrower is gone: a thread that ended with it, say) is counted lost and
   replaced up to ``min_size``, with a warning naming its borrower
@@ -160,6 +160,10 @@ class ProcessPool(ConnectionPool[CT]):
         pool): how many connections to make at start, if fewer than
         ``min_size`` (None: ``min_size``). The pool then keeps that many
         (its ``pool_min``) and grows up to ``max_size`` while clients wait.
+    *first_alone*
+        Make one connection first at open, the rest once it is made (a
+        worker of a server whose workers all open their pools at once);
+        else all of ``min_size`` at once, as psycopg_pool does.
     """
 
     def __init__(
@@ -171,6 +175,7 @@ class ProcessPool(ConnectionPool[CT]):
         returned: Callable[[CT], None] | None = None,
         used_by: str | None = None,
         start_share: Callable[[CT], int | None] | None = None,
+        first_alone: bool = False,
         **kwargs: Any,
     ) -> None:
         self.owner = owner
@@ -198,6 +203,7 @@ class ProcessPool(ConnectionPool[CT]):
         self._parked: list[AddConnection] = []
         self._refusals = 0
         self._start_share = start_share
+        self._first_alone = first_alone
         # The connections of min_size not started at open (made once the
         # first is); None once the first connection was made.
         self._deferred: int | None = 0
@@ -517,13 +523,14 @@ class ProcessPool(ConnectionPool[CT]):
 
     def _start_initial_tasks(self) -> None:
         # Extends psycopg_pool 3.3.3's (called by open(), under the pool's
-        # lock), which starts min_size connects at once: one first, the
-        # others once it is made (_start_rest). The workers of a server all
-        # warm up at the same moment: against a tight max_connections, the
-        # first ones would otherwise take every slot before the last ones
-        # have any.
-        self._deferred = max(self._nconns - 1, 0)
-        self._nconns -= self._deferred
+        # lock), which starts min_size connects at once: with first_alone,
+        # one first, the others once it is made (_start_rest). The workers
+        # of a server all warm up at the same moment: against a tight
+        # max_connections, the first ones would otherwise take every slot
+        # before the last ones have any.
+        if self._first_alone:
+            self._deferred = max(self._nconns - 1, 0)
+            self._nconns -= self._deferred
         super()._start_initial_tasks()
 
     def _start_rest(self, conn: CT) -> None:
@@ -536,7 +543,7 @@ class ProcessPool(ConnectionPool[CT]):
         with self._lock:
             deferred, self._deferred = self._deferred, None
         if deferred is None:
-            return
+            return  # not the first connection
         share = None
         if self._start_share is not None:
             try:

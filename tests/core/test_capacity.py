@@ -273,7 +273,7 @@ def test_a_full_server_stops_the_growth_not_the_pool(
     Retrying every second, it would take the next slot freed, which may be
     the only one a worker without any connection can get.
     """
-    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")  # a server's worker: one first
     pool = ForkSafePool(limited_role, min_size=4, max_size=4, name="full")
     try:
         with pool.connection() as conn:
@@ -283,7 +283,9 @@ def test_a_full_server_stops_the_growth_not_the_pool(
             assert time.monotonic() < deadline, pool.get_stats()
             time.sleep(0.05)
         stats = pool.get_stats()
-        assert (stats["pool_min"], stats["pool_size"]) == (2, 2), stats
+        # Two, or one if the two others started at once and each counted
+        # the other (PostgreSQL counts a role's sessions as each starts).
+        assert stats["pool_min"] == stats["pool_size"] in (1, 2), stats
         time.sleep(1.5)  # psycopg_pool would retry within a second
         assert pool.get_stats()["connections_num"] == stats["connections_num"]
         with pool.connection() as conn:
