@@ -154,19 +154,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         kwargs = self.get_connection_params()
         # As in Django: made in autocommit, which Django then sets as it wants.
         kwargs["autocommit"] = True
-        # Django's time zone as the session's own default (a startup option),
-        # so that RESET ALL in the reset returns to it: Django's configure
-        # then finds it set, instead of sending SET TIME ZONE after every
-        # request when the server's default differs ("Etc/UTC" is not "UTC").
-        # Not behind PgBouncer, which refuses startup options it doesn't know.
-        timezone = self.timezone_name
-        if (
-            timezone
-            and not any(c.isspace() or c == "\\" for c in timezone)
-            and not self.settings_dict["OPTIONS"].get("pgbouncer")
-        ):
-            startup = f"{kwargs.get('options') or ''} -c TimeZone={timezone}"
-            kwargs["options"] = startup.strip()
+        # Only the user's startup parameters, as Django sends: poolers refuse
+        # others (PgBouncer, Neon's: "unsupported startup parameter:
+        # options"). Django's time zone is set by its configure, after each
+        # connect and after each reset (RESET ALL returns to the server's).
         # The pool outlives this wrapper (one thread's): it configures its
         # connections with a wrapper of its own that never connects, so as not
         # to keep the first thread's wrapper alive, and with it the connection

@@ -197,8 +197,42 @@ class Plan:
 
     def largest_max_size(self, limit: ServerLimit) -> int:
         """The largest max_size that fits, 0 if even 1 does not."""
-        processes = self.hosts * (self.workers + self.celery)
-        return max(limit.available // processes, 0)
+        return max(limit.available // self.processes, 0)
+
+    @property
+    def processes(self) -> int:
+        return self.hosts * (self.workers + self.celery)
+
+    def start_share(self, limit: ServerLimit) -> int | None:
+        """How many connections each process should make at start, or None: all.
+
+        None when every process's ``min_size`` fits; else the server's
+        connections shared among the processes (at least 1), so that the
+        first to start do not take every slot.
+        """
+        if self.processes * self.min_size <= limit.available:
+            return None
+        return max(limit.available // self.processes, 1)
+
+    def starving(self, limit: ServerLimit) -> str | None:
+        """Say which processes would get no connection at start; None if none would."""
+        share = self.start_share(limit)
+        if share is None:
+            return None
+        available, processes = limit.available, self.processes
+        if processes > available:
+            return (
+                f"{processes - available} of the {processes} worker(s) will get"
+                f" no connection while the others hold one each"
+            )
+        first = -(-available // self.min_size)  # they take every slot
+        return (
+            f"with min_size {self.min_size} each, the first {first} worker(s) to"
+            f" start would take all {available} connections and the last"
+            f" {processes - first} worker(s) would get no connection: each"
+            f" connects {share} ({available} // {processes}) at start, more only"
+            " while its requests wait"
+        )
 
     def advice(self, limit: ServerLimit) -> list[str]:
         """What to change so that the worst case fits; [] if it does."""
@@ -231,13 +265,18 @@ def warn_if_over(
     *,
     min_size: int = 0,
     command: str | None = None,
-) -> None:
+) -> int | None:
     """Log one warning if this host's worst case exceeds the server's limit.
 
     Called once per process, on the pool's first connection; never raises.
-    The warning says what to change (:meth:`Plan.advice`), and names
+    The warning says what to change (:meth:`Plan.advice`), which workers
+    would get no connection at start (:meth:`Plan.starving`), and names
     *command* (the framework's ``pgpool capacity`` command) for the sum over
     several hosts.
+
+    Returns how many connections this process should make at start
+    (:meth:`Plan.start_share`): None for ``min_size``, when every worker's
+    ``min_size`` fits or the worker count or the limit is unknown.
     """
     try:
         limit = read_server_limit(conn)
@@ -245,24 +284,29 @@ def warn_if_over(
         plan = Plan(
             max_size=max_size, min_size=min_size, workers=found[0] if found else 1
         )
+        share = plan.start_share(limit) if found else None
         if plan.fits(limit):
-            return
+            return share
         workers = f"{plan.workers} worker(s) ({found[1]})" if found else "1 process"
         also = f"; `{command}` sums the hosts" if command else ""
+        starving = plan.starving(limit) if found else None
         logger.warning(
             "pool %r in process %d: %s x max_size %d = %d connections from this"
-            " host at worst, more than the server allows (%s); to fit, %s%s",
+            " host at worst, more than the server allows (%s)%s; to fit, %s%s",
             pool_name,
             os.getpid(),
             workers,
             max_size,
             plan.total,
             limit.describe(),
+            f"; {starving}" if starving else "",
             "; ".join(plan.advice(limit)),
             also,
         )
+        return share
     except Exception as err:
         logger.debug("pool %r: could not read the server's limit: %s", pool_name, err)
+        return None
 
 
 def report(

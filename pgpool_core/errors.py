@@ -19,6 +19,7 @@ __all__ = [
     "PoolNotAvailable",
     "SessionResetFailed",
     "connect_failure",
+    "server_full",
     "unavailable_reason",
 ]
 
@@ -144,6 +145,29 @@ def connect_failure(exc: BaseException) -> str:
     # A conninfo or kwargs callable that failed or returned a bad value, a
     # configure function that raised.
     return SETTINGS
+
+
+# PostgreSQL's messages of SQLSTATE 53300 at login (postmaster.c,
+# postinit.c): the server, or the role's CONNECTION LIMIT, has no slot left.
+_SERVER_FULL = re.compile(
+    r"too many clients already|too many connections for"
+    r"|remaining connection slots are reserved",
+    re.IGNORECASE,
+)
+
+
+def server_full(exc: BaseException) -> bool:
+    """Return True if a failed connect means the server has no connection slot left.
+
+    SQLSTATE 53300 (``too_many_connections``): ``max_connections`` reached
+    (less the reserved slots), or the role's or database's ``CONNECTION
+    LIMIT``. At login psycopg has only libpq's message, which is matched.
+    """
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    if exc.sqlstate is not None:
+        return exc.sqlstate == "53300"
+    return _SERVER_FULL.search(str(exc)) is not None
 
 
 # -- which errors are "not now" ----------------------------------------------------

@@ -93,7 +93,12 @@ class ForkSafePool(Generic[CT]):
     On the first connection a process makes, the pool reads the server's
     ``max_connections`` and logs one warning if the host's worker processes
     (known under uWSGI, gunicorn or ``WEB_CONCURRENCY``) x ``max_size`` exceed
-    it (see :mod:`pgpool_core.capacity`).
+    it (see :mod:`pgpool_core.capacity`). There, a process pool makes one
+    connection first and the rest of ``min_size`` once it is made; when the
+    workers' ``min_size`` would not all fit, only its share of the server's
+    connections (at least one), the rest while its requests wait. A pool
+    stops growing, rather than retrying, while the server has no slot left
+    and it has a connection (docs: Scaling, "A tight max_connections").
     """
 
     def __init__(
@@ -206,6 +211,8 @@ class ForkSafePool(Generic[CT]):
         self._loans = Loans(self.name, warn_held_after)
         # The process whose first connection was checked against the server's limit.
         self._limit_checked_in: int | None = None
+        # What the check found: how many connections to make at start there.
+        self._start_share_here: int | None = None
         # Open or closed as ConnectionPool is, for every process: each makes
         # its own pool while this is open.
         self._opened = open is not False
@@ -367,6 +374,9 @@ class ForkSafePool(Generic[CT]):
             min_size=self.min_size,
             max_size=self.max_size,
             configure=self._configure_new,
+            start_share=self._start_share,
+            # A server's worker (their count known): all warm up at once.
+            first_alone=not self.pgbouncer and capacity.server_workers() is not None,
             check=self._check,
             reset=self._reset,
             session=self._session,
@@ -394,17 +404,29 @@ class ForkSafePool(Generic[CT]):
         self._session.adopt(conn)
         if self._configure is not None:
             run_configure(conn, self._configure)
+
+    def _start_share(self, conn: CT) -> int | None:
+        """On a process pool's first connection: how many to make at start.
+
+        Reads the server's limit (in the pool's thread that made *conn*) and
+        warns, once per process, if this host's workers may open more (see
+        :func:`pgpool_core.capacity.warn_if_over`). None: ``min_size``.
+        """
+        if self.pgbouncer:
+            return None  # PgBouncer bounds what the server sees
         pid = os.getpid()
-        if self._limit_checked_in != pid and not self.pgbouncer:
-            # Once per process, in the pool's thread that made the connection.
-            self._limit_checked_in = pid
-            capacity.warn_if_over(
+        if self._limit_checked_in != pid:
+            # Once per process: a pool made again here (after a release)
+            # reuses it.
+            self._start_share_here = capacity.warn_if_over(
                 self.name,
                 self.max_size,
                 conn,
                 min_size=self.min_size,
                 command=self.capacity_command,
             )
+            self._limit_checked_in = pid
+        return self._start_share_here
 
     @property
     def pool(self) -> ConnectionPool[CT]:
@@ -554,6 +576,19 @@ class ForkSafePool(Generic[CT]):
         matters more than waiting for the pool: the caller closes it.
         """
         return self._connect_unpooled()
+
+    def masked_conninfo(self) -> str:
+        """Return what this pool gives libpq for each connection, secrets masked.
+
+        Its conninfo with its kwargs merged and the defaults it adds
+        (``connect_timeout``, the keepalives): ``key=value`` pairs, a
+        password shown as ``********``. A conninfo or kwargs callable is
+        called, as it is for each connect. For the ``check`` commands, so that
+        a refused login shows what was really sent.
+        """
+        conninfo = self._conninfo() if callable(self._conninfo) else self._conninfo
+        kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
+        return mask_conninfo(conninfo, kwargs)
 
     def _connect_unpooled(self) -> CT:
         # A forking master gets a plain connection: a pool would start threads

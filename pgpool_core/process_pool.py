@@ -18,6 +18,9 @@ where this module says otherwise:
 - after a mass termination, a connection found dead by the check is followed
   at once by the next idle one, a bounded number of times, before
   psycopg_pool's backoff (:meth:`ProcessPool._getconn_with_check_loop`);
+- a connection past ``max_lifetime`` is not lent: it is closed and replaced
+  when it is taken from the pool, not only when it is given back
+  (:meth:`ProcessPool._expired`);
 - a connect that fails because the server cannot be reached is retried at
   least every :data:`RECONNECT_DELAY_MAX`; one the server refuses (a wrong
   password) is retried by one attempt at a time, after a growing delay up to
@@ -27,6 +30,13 @@ where this module says otherwise:
   attempt to connect fails, or at once while the server refuses the login,
   instead of waiting for its timeout (:meth:`ProcessPool.getconn`);
 - the connects in progress are counted, so that os.fork() can wait for them;
+- at open in a server's worker (*first_alone*), one connection is made
+  first, the rest of ``min_size`` once it is made; only as many as this
+  process's share of the server allows (*start_share*); a connect refused
+  because the server has no slot left (SQLSTATE 53300) is not retried while
+  the pool has a connection (:meth:`ProcessPool._start_initial_tasks`,
+  :meth:`ProcessPool.schedule_task`): every worker of a server warms up at
+  the same moment, and the first ones must not take every slot;
 - a connection lent and garbage-collected without being given back (its
   borrower is gone: a thread that ended with it, say) is counted lost and
   replaced up to ``min_size``, with a warning naming its borrower
@@ -69,6 +79,7 @@ from .errors import (
     ConnectFailed,
     SessionResetFailed,
     connect_failure,
+    server_full,
 )
 from .loans import Loan, LoanBook
 from .masking import mask_exception
@@ -128,6 +139,7 @@ class _Failure:
 
     cause: BaseException  # masked, without traceback: safe to show
     kind: str
+    full: bool = False  # the server had no connection slot left (53300)
 
 
 @dataclass
@@ -193,6 +205,15 @@ class ProcessPool(ConnectionPool[CT]):
     *used_by*
         What lends its connections (``"Django database alias 'default'"``),
         for the warning about a loan never given back; None: nothing said.
+    *start_share*
+        Called with the pool's first connection (configured, not yet in the
+        pool): how many connections to make at start, if fewer than
+        ``min_size`` (None: ``min_size``). The pool then keeps that many
+        (its ``pool_min``) and grows up to ``max_size`` while clients wait.
+    *first_alone*
+        Make one connection first at open, the rest once it is made (a
+        worker of a server whose workers all open their pools at once);
+        else all of ``min_size`` at once, as psycopg_pool does.
     """
 
     def __init__(
@@ -203,6 +224,8 @@ class ProcessPool(ConnectionPool[CT]):
         session: SessionReset,
         returned: Callable[[CT], None] | None = None,
         used_by: str | None = None,
+        start_share: Callable[[CT], int | None] | None = None,
+        first_alone: bool = False,
         **kwargs: Any,
     ) -> None:
         self.owner = owner
@@ -231,6 +254,11 @@ class ProcessPool(ConnectionPool[CT]):
         self._refusals = 0
         # The failures since the last connect, for the log (_report_failure).
         self._outage: _Outage | None = None
+        self._start_share = start_share
+        self._first_alone = first_alone
+        # The connections of min_size not started at open (made once the
+        # first is); None once the first connection was made.
+        self._deferred: int | None = 0
         super().__init__(conninfo, **{**kwargs, "open": False})
 
     # -- lending -------------------------------------------------------------
@@ -401,7 +429,8 @@ class ProcessPool(ConnectionPool[CT]):
 
     def _getconn_with_check_loop(self, deadline: float) -> CT:
         # Overrides psycopg_pool 3.3.3's loop of the same name; the same but
-        # for `at_once`. psycopg_pool retries once at once, then backs off
+        # for `at_once` and for an expired connection, replaced (_expired).
+        # psycopg_pool retries once at once, then backs off
         # (1 s, 2 s...): after a mass termination (a failover, an idle
         # timeout) requests would wait seconds behind the dead idle
         # connections. A connection found dead (closed by its check) is
@@ -412,6 +441,8 @@ class ProcessPool(ConnectionPool[CT]):
         at_once: int | None = None
         while True:
             conn = self._getconn_unchecked(deadline - monotonic())
+            if self._expired(conn):
+                continue  # replaced; the next idle one, or the new one
             try:
                 self._check_connection(conn, deadline)
             except Exception:
@@ -441,6 +472,25 @@ class ProcessPool(ConnectionPool[CT]):
                 raise PoolTimeout()
             else:
                 sleep(attempt.delay)
+
+    def _expired(self, conn: CT) -> bool:
+        """Close and replace *conn* if it is past ``max_lifetime``; say if it was.
+
+        psycopg_pool 3.3.3 looks at a connection's age (its ``_expire_at``,
+        ``max_lifetime`` with up to 5 % less at random) only when it is given
+        back (``_return_connection``) or in ``check()``: a pool that sat idle
+        for hours would lend connections many times older than
+        ``max_lifetime`` (psycopg#1018), just when a credential rotation, a
+        failover or a DNS change should have been picked up. Here an expired
+        one is also refused before it is lent, without a round trip, and
+        replaced as psycopg_pool replaces an expired one given back.
+        """
+        if conn._expire_at > monotonic():
+            return False
+        psycopg_logger.info("discarding expired connection %s", conn)
+        self._close_connection(conn)
+        self.run_task(AddConnection(self))
+        return True
 
     def _check_connection(self, conn: CT, deadline: float | None = None) -> None:
         # Overrides psycopg_pool 3.3.3's: the one place a connection taken
@@ -523,13 +573,62 @@ class ProcessPool(ConnectionPool[CT]):
 
     # -- connecting ----------------------------------------------------------
 
+    def _start_initial_tasks(self) -> None:
+        # Extends psycopg_pool 3.3.3's (called by open(), under the pool's
+        # lock), which starts min_size connects at once: with first_alone,
+        # one first, the others once it is made (_start_rest). The workers
+        # of a server all warm up at the same moment: against a tight
+        # max_connections, the first ones would otherwise take every slot
+        # before the last ones have any.
+        if self._first_alone:
+            self._deferred = max(self._nconns - 1, 0)
+            self._nconns -= self._deferred
+        super()._start_initial_tasks()
+
+    def _start_rest(self, conn: CT) -> None:
+        """After the pool's first connection *conn*: start the rest of min_size.
+
+        As many as this process's share of the server allows
+        (``start_share``); with fewer than ``min_size``, that many are kept
+        (``pool_min``) and more are made only while clients wait.
+        """
+        with self._lock:
+            deferred, self._deferred = self._deferred, None
+        if deferred is None:
+            return  # not the first connection
+        share = None
+        if self._start_share is not None:
+            try:
+                share = self._start_share(conn)
+            except Exception as ex:  # never fails a connect
+                logger.debug("pool %r: no share known: %s", self.name, ex)
+        with self._lock:
+            if share is not None and share < self._min_size:
+                self._min_size = max(share, 1)
+                logger.info(
+                    "pool %r: making %d connection(s) at start in process %d,"
+                    " its share of the server's",
+                    self.name,
+                    self._min_size,
+                    self.pid,
+                )
+            count = max(min(deferred, self._min_size - self._nconns), 0)
+            self._nconns += count
+        for _ in range(count):
+            self.run_task(AddConnection(self))
+
     def schedule_task(self, task: Any, delay: float) -> None:
         # Extends psycopg_pool 3.3.3's: the next attempt of a chain of failed
         # connects (an AddConnection) comes within RECONNECT_DELAY_MAX while
         # the server cannot be reached. While it refuses the login, one chain
         # (the probe) retries after a delay that doubles up to
-        # REFUSED_DELAY_MAX; the others park until it succeeds.
+        # REFUSED_DELAY_MAX; the others park until it succeeds. While it has
+        # no slot left (53300), a pool that has a connection does not retry
+        # (_give_up_full): the next slot freed may be the only one a process
+        # without any can get.
         if isinstance(task, AddConnection):
+            if self._give_up_full(task):
+                return
             with self._lock:
                 failure = self._failure
                 if failure is None or failure.kind == UNREACHABLE:
@@ -549,6 +648,29 @@ class ProcessPool(ConnectionPool[CT]):
                     self._parked.append(task)
                     return
         super().schedule_task(task, delay)
+
+    def _give_up_full(self, task: AddConnection) -> bool:
+        """Drop *task*, a connect the server refused for want of a slot, if
+        the pool has a connection; keep what it has as its ``pool_min``."""
+        with self._lock:
+            failure = self._failure
+            if failure is None or not failure.full or not self._has_connection():
+                return False
+            self._nconns -= 1
+            if task.growing and self._growing:
+                self._growing = False
+            # Not made again to reach min_size; wait() still fails (the
+            # server could not give min_size).
+            self._min_size = max(min(self._min_size, self._nconns), 1)
+            kept = self._nconns
+        logger.info(
+            "pool %r: the server has no connection slot left; keeping %d"
+            " connection(s) in process %d, more only while clients wait",
+            self.name,
+            kept,
+            self.pid,
+        )
+        return True
 
     def reconnect_failed(self) -> None:
         # Extends psycopg_pool 3.3.3's, called when a chain of attempts gives
@@ -578,6 +700,8 @@ class ProcessPool(ConnectionPool[CT]):
             # attempt failing meanwhile must not find neither, and fail the
             # waiting clients (_failed_to_connect).
             self._connected(conn)
+            if self._deferred is not None:
+                self._start_rest(conn)
         except Exception as ex:
             self._failed_to_connect(ex)
             raise
@@ -614,7 +738,7 @@ class ProcessPool(ConnectionPool[CT]):
         conninfo = self.conninfo if isinstance(self.conninfo, str) else None
         kwargs = self.kwargs if isinstance(self.kwargs, Mapping) else None
         mask_exception(ex, conninfo, kwargs)  # psycopg_pool logs it next
-        failure = _Failure(_detached(ex), connect_failure(ex))
+        failure = _Failure(_detached(ex), connect_failure(ex), server_full(ex))
         waiting: list[Any] = []
         parked: list[AddConnection] = []
         with self._lock:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -199,3 +200,95 @@ def test_each_worker_warns_once_at_start(
     assert sorted(int(pid) for pid in warned) == sorted(set(map(int, warned)))
     assert result.worker_pids() <= set(map(int, warned))
     assert server.proc.pid not in set(map(int, warned))
+
+
+def test_the_plan_says_which_workers_would_starve() -> None:
+    limit = capacity.ServerLimit(max_connections=20, superuser_reserved=3)
+    plan = capacity.Plan(max_size=4, min_size=4, workers=8)
+    assert plan.start_share(limit) == 2
+    assert plan.starving(limit) == (
+        "with min_size 4 each, the first 5 worker(s) to start would take all 17"
+        " connections and the last 3 worker(s) would get no connection: each"
+        " connects 2 (17 // 8) at start, more only while its requests wait"
+    )
+    crowd = capacity.Plan(max_size=1, min_size=1, workers=30)
+    assert crowd.start_share(limit) == 1
+    assert crowd.starving(limit) == (
+        "13 of the 30 worker(s) will get no connection while the others hold one each"
+    )
+    fits = capacity.Plan(max_size=8, min_size=2, workers=8)
+    assert (fits.start_share(limit), fits.starving(limit)) == (None, None)
+
+
+def test_a_worker_makes_its_share_at_start_and_grows_on_demand(
+    pg_server: PgServer,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("WEB_CONCURRENCY", "100")  # 100 x min_size 4 > 297
+    [(available,)] = pg_server.execute(
+        "SELECT current_setting('max_connections')::int"
+        " - current_setting('superuser_reserved_connections')::int"
+    )
+    share = available // 100
+    pool = ForkSafePool(pg_server.dsn(), min_size=4, max_size=4, name="share")
+    try:
+        pool.wait(timeout=10)
+        stats = pool.get_stats()
+        assert (stats["pool_min"], stats["pool_size"]) == (share, share), stats
+        # Requests that wait make it grow, up to max_size.
+        held = [pool.getconn() for _ in range(share + 1)]
+        assert pool.get_stats()["pool_size"] == share + 1
+        for conn in held:
+            pool.putconn(conn)
+    finally:
+        pool.close()
+    [message] = _warnings(caplog)
+    assert "worker(s) would get no connection: each connects" in message
+
+
+@pytest.fixture
+def limited_role(pg_server: PgServer) -> Iterator[str]:
+    """A role whose CONNECTION LIMIT is 2: its logins past that get 53300."""
+    pg_server.execute("DROP ROLE IF EXISTS pgpool_limited")
+    pg_server.execute(
+        "CREATE ROLE pgpool_limited LOGIN PASSWORD 'limited-Secret-1'"
+        " CONNECTION LIMIT 2"
+    )
+    try:
+        yield pg_server.dsn(user="pgpool_limited", password="limited-Secret-1")
+    finally:
+        pg_server.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE usename = 'pgpool_limited'"
+        )
+        pg_server.execute("DROP ROLE IF EXISTS pgpool_limited")
+
+
+def test_a_full_server_stops_the_growth_not_the_pool(
+    limited_role: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No slot left: a pool with connections keeps them and stops asking.
+
+    Retrying every second, it would take the next slot freed, which may be
+    the only one a worker without any connection can get.
+    """
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")  # a server's worker: one first
+    pool = ForkSafePool(limited_role, min_size=4, max_size=4, name="full")
+    try:
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+        deadline = time.monotonic() + 10
+        while pool.get_stats()["pool_size"] > 2:  # the refused ones given up
+            assert time.monotonic() < deadline, pool.get_stats()
+            time.sleep(0.05)
+        stats = pool.get_stats()
+        # Two, or one if the two others started at once and each counted
+        # the other (PostgreSQL counts a role's sessions as each starts).
+        assert stats["pool_min"] == stats["pool_size"] in (1, 2), stats
+        time.sleep(1.5)  # psycopg_pool would retry within a second
+        assert pool.get_stats()["connections_num"] == stats["connections_num"]
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()

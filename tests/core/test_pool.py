@@ -224,6 +224,28 @@ def test_terminated_connections_are_replaced_at_once(
         pool.close()
 
 
+def test_an_idle_pool_lends_no_connection_older_than_max_lifetime(dsn: str) -> None:
+    """psycopg_pool (psycopg#1018) looks at the age only when a connection
+    comes back: after a quiet spell it would lend these two, 3 x older."""
+    pool = ForkSafePool(dsn, min_size=2, max_size=2, max_lifetime=0.5, name="life")
+    try:
+        pool.wait()
+        with pool.connection() as a, pool.connection() as b:
+            first = {backend(a), backend(b)}
+        time.sleep(1.5)  # idle: nothing given back meanwhile
+        for _ in range(2):
+            with pool.connection() as conn:
+                age = conn.execute(
+                    "SELECT extract(epoch FROM now() - backend_start)"
+                    " FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+                ).fetchone()
+                assert backend(conn) not in first
+                assert age is not None and float(age[0]) < 0.5, age
+        assert pool.get_stats().get("connections_lost", 0) == 0
+    finally:
+        pool.close()
+
+
 def test_healthy_checkout_costs_no_round_trip(
     pool: ForkSafePool, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -35,6 +35,9 @@ def test_check_fails_with_the_reason_and_no_password(pg_server: PgServer) -> Non
     assert "): the database cannot be reached: OperationalError:" in result.stderr
     assert "Connection refused" in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
+    # What the pool sent, its own defaults too.
+    assert "connect_timeout=10" in result.stderr
+    assert "keepalives=1" in result.stderr
 
 
 def test_check_fails_on_a_bad_password_without_showing_it(

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.harness.forking import fork_problems
-from tests.harness.postgres import PgServer
+from tests.harness.postgres import PgServer, start_cluster, stop_cluster
 from tests.harness.servers import RunningServer, ServerNotAnswering, run_load
 from tests.test_fork_servers import CONCURRENCY, HOOKS, REQUESTS
 
@@ -155,3 +155,43 @@ def test_djangos_own_pool_is_caught(
 
     print(f"django {setup} with Django's own pool: {result.summary()}")
     assert fork_problems(result, pg_log, position, parent=server.proc.pid) != []
+
+
+@pytest.fixture(scope="module")
+def tight_server() -> Iterator[PgServer]:
+    """A throwaway cluster with max_connections 20: 17 for a role like the app's."""
+    server = start_cluster(max_connections="20")
+    try:
+        server.execute(f"CREATE ROLE app LOGIN PASSWORD '{TIGHT_PASSWORD}'")
+        yield server
+    finally:
+        stop_cluster(server)
+
+
+TIGHT_PASSWORD = "app-secret-1"
+
+
+@pytest.mark.parametrize("setup", ["uwsgi-hook", "gunicorn-hooks"])
+def test_every_worker_answers_under_a_tight_max_connections(
+    serve: Callable[..., RunningServer], tight_server: PgServer, setup: str
+) -> None:
+    """8 workers x min_size = max_size 4 (32) against 17 slots, warmed at fork.
+
+    Each worker's pool connected min_size at once: the first workers took
+    every slot and the last ones answered only 503 ("too many clients").
+    """
+    env = {
+        "PGPOOL_APP_DSN": tight_server.dsn(user="app", password=TIGHT_PASSWORD),
+        "DJANGO_SETTINGS_MODULE": "tests.django.settings",
+        "PGPOOL_APP_POOL_MIN": "4",
+        "PGPOOL_APP_POOL_MAX": "4",
+    }
+    server = serve_project(serve, setup, env, workers=8)
+
+    result = run_load(server.port, ["/query"] * 400, concurrency=16)
+
+    print(f"django {setup}, 8 workers, 17 slots: {result.summary()}")
+    assert len(result.worker_pids()) == 8, result.summary()
+    assert result.failures == [], result.summary()
+    output = server.output()
+    assert "worker(s) would get no connection" in output, output[-2000:]

@@ -10,6 +10,7 @@ urlpatterns = [
     path("health", views.health),
     path("query", views.query),
     path("state", views.state),
+    path("time-zone", views.time_zone),
     path("hold", views.hold),
     path("items", views.items),
     path("idle-in-transaction", views.idle_in_transaction),

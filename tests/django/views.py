@@ -48,6 +48,19 @@ def state(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"pid": os.getpid(), "backend": _backend(), "seen": seen})
 
 
+def time_zone(request: HttpRequest) -> JsonResponse:
+    """Report the session's time zone and marker, then change both (a reset undoes)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT current_setting('TimeZone'), current_setting('pgpool.marker', true)"
+        )
+        zone, marker = cursor.fetchone()
+        cursor.execute("SET TIME ZONE 'America/Chicago'")
+        cursor.execute("SELECT set_config('pgpool.marker', 'leaked', false)")
+    seen = {"time_zone": zone, "marker": marker or None}
+    return JsonResponse({"pid": os.getpid(), "backend": _backend(), "seen": seen})
+
+
 def hold(request: HttpRequest) -> JsonResponse:
     """Keep a connection busy for ?seconds=; say when (pool exhaustion, gevent)."""
     with connection.cursor() as cursor:  # borrowed by now, maybe after a wait

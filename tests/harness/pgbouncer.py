@@ -1,4 +1,4 @@
-"""A throwaway PgBouncer in transaction mode in front of the test server.
+"""A throwaway PgBouncer (transaction mode unless told) in front of the test server.
 
 Started from the OS package's ``pgbouncer`` binary with a generated ini, in its
 own process group (through ``runuser -u postgres --`` when the tests run as
@@ -105,8 +105,19 @@ def _quote(value: str) -> str:
     return '"' + value.replace('"', '""') + '"'
 
 
-def start_pgbouncer(server: PgServer, binary: str) -> PgBouncer:
-    """Start PgBouncer in transaction mode before *server*; return once it answers."""
+def start_pgbouncer(
+    server: PgServer,
+    binary: str,
+    *,
+    pool_mode: str = "transaction",
+    database: str = "",
+) -> PgBouncer:
+    """Start PgBouncer before *server*; return once it answers.
+
+    *pool_mode*: PgBouncer's (``transaction``, or ``session``, its default);
+    *database*: more parameters of its ``[databases]`` entry
+    (``"timezone=Asia/Tokyo"``: the server sessions' own default).
+    """
     as_postgres = os.geteuid() == 0
     root = Path(tempfile.mkdtemp(prefix="pgpool-pgbouncer-"))
     _make_certificate(root)
@@ -118,7 +129,7 @@ def start_pgbouncer(server: PgServer, binary: str) -> PgBouncer:
         "listen_addr": "127.0.0.1",
         "listen_port": str(port),
         "unix_socket_dir": "",
-        "pool_mode": "transaction",
+        "pool_mode": pool_mode,
         "default_pool_size": str(POOL_SIZE),
         "max_client_conn": "500",
         "auth_type": "scram-sha-256",
@@ -133,7 +144,7 @@ def start_pgbouncer(server: PgServer, binary: str) -> PgBouncer:
     }
     lines = [
         "[databases]",
-        f"* = host={server.host} port={server.port}",
+        f"* = host={server.host} port={server.port} {database}".rstrip(),
         "[pgbouncer]",
         *(f"{key} = {value}" for key, value in settings.items()),
     ]

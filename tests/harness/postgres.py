@@ -220,12 +220,14 @@ def _make_certificate(directory: Path) -> None:
     )
 
 
-def start_cluster(*, plain_loopback: bool = False) -> PgServer:
+def start_cluster(*, plain_loopback: bool = False, **overrides: str) -> PgServer:
     """Make, configure and start a throwaway cluster; return it running.
 
     With *plain_loopback*, connections without TLS from 127.0.0.1 are
     accepted too: only for psycopg_pool's own suite, whose TCP proxy (pproxy)
     connects with ``sslmode=disable``. The project's tests keep the default.
+    *overrides*: postgresql.conf settings, by name, quoted as needed
+    (``max_connections="20"``).
     """
     bindir = find_bindir()
     if bindir is None:
@@ -274,6 +276,7 @@ def start_cluster(*, plain_loopback: bool = False) -> PgServer:
         "synchronous_commit": "off",
         "full_page_writes": "off",
         "shared_buffers": "32MB",
+        **overrides,
     }
     with open(datadir / "postgresql.conf", "a") as conf:
         # The settings the documentation recommends, so that they are known to load.

@@ -1,4 +1,4 @@
-"""The PgBouncer fixture: one PgBouncer in transaction mode for these tests."""
+"""The PgBouncer fixtures: one in transaction mode, one in session mode."""
 
 from __future__ import annotations
 
@@ -15,16 +15,44 @@ from tests.harness.pgbouncer import (
 )
 from tests.harness.postgres import PgServer
 
+#: The time zone of session_pgbouncer's server sessions: not Django's (UTC),
+#: so that only the app's own SET makes a session Django's.
+SESSION_TIME_ZONE = "Asia/Tokyo"
 
-@pytest.fixture(scope="session")
-def pgbouncer(pg_server: PgServer) -> Iterator[PgBouncer]:
-    """PgBouncer (transaction mode, TLS on both sides) in front of pg_server."""
+
+def _binary() -> str:
     binary = find_pgbouncer()
     if binary is None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"CI=true but {INSTALL_HINT} (.ci/run installs it)")
         pytest.skip(INSTALL_HINT)
-    bouncer = start_pgbouncer(pg_server, binary)
+    return binary
+
+
+@pytest.fixture(scope="session")
+def pgbouncer(pg_server: PgServer) -> Iterator[PgBouncer]:
+    """PgBouncer (transaction mode, TLS on both sides) in front of pg_server."""
+    bouncer = start_pgbouncer(pg_server, _binary())
+    try:
+        yield bouncer
+    finally:
+        bouncer.stop()
+
+
+@pytest.fixture(scope="session")
+def session_pgbouncer(pg_server: PgServer) -> Iterator[PgBouncer]:
+    """PgBouncer in session mode (its default), TLS on both sides.
+
+    Its server sessions start in :data:`SESSION_TIME_ZONE` (``RESET ALL``
+    returns them there). Like any PgBouncer, it refuses startup parameters
+    it does not know (``options``).
+    """
+    bouncer = start_pgbouncer(
+        pg_server,
+        _binary(),
+        pool_mode="session",
+        database=f"timezone={SESSION_TIME_ZONE}",
+    )
     try:
         yield bouncer
     finally:

@@ -252,4 +252,8 @@ def _positive(value: str) -> int:
 
 
 def _masked_dsn(wrapper: DatabaseWrapper) -> str:
+    pool = wrapper.pool
+    if pool is not None:
+        # What the pool really sends: its own defaults too.
+        return wrapper.mask(pool.masked_conninfo())
     return wrapper.mask(mask_conninfo("", wrapper.get_connection_params()))
