@@ -401,7 +401,6 @@ class ForkSafePool(Generic[CT]):
         self._session.adopt(conn)
         if self._configure is not None:
             run_configure(conn, self._configure)
-            self._session.configured(conn)
         pid = os.getpid()
         if self._limit_checked_in != pid and not self.pgbouncer:
             # Once per process, in the pool's thread that made the connection.
@@ -413,6 +412,9 @@ class ForkSafePool(Generic[CT]):
                 min_size=self.min_size,
                 command=self.capacity_command,
             )
+        # As configure left it: what it (and the check above) ran is not a
+        # borrower's.
+        self._session.configured(conn)
 
     @property
     def pool(self) -> ConnectionPool[CT]:

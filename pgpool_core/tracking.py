@@ -184,8 +184,8 @@ CHANGED = "_pgpool_changed"
 _VOUCHED = "_pgpool_vouched"
 _WROTE = "_pgpool_wrote"  # ... a statement that writes data directly
 
-_connection_classes: dict[type, type] = {}
-_cursor_classes: dict[type, type | None] = {}
+_connection_classes: dict[type[Any], type[Any]] = {}
+_cursor_classes: dict[type[Any], type[Any] | None] = {}
 
 
 def watch(conn: psycopg.Connection[Any]) -> None:
@@ -195,10 +195,10 @@ def watch(conn: psycopg.Connection[Any]) -> None:
     adds the two methods described in the module's docstring.
     """
     cls = type(conn)
+    if getattr(cls, "_pgpool_watched", False):
+        return
     watched = _connection_classes.get(cls)
     if watched is None:
-        if getattr(cls, "_pgpool_watched", False):
-            return
         watched = _connection_classes[cls] = _watched_connection_class(cls)
     conn.__class__ = watched
     take_changed(conn)
@@ -218,7 +218,7 @@ def take_changed(conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
     return changed, wrote
 
 
-def _same_names(cls: type, base: type) -> type:
+def _same_names(cls: type[Any], base: type[Any]) -> type[Any]:
     # Reprs, error messages and type names stay those of the user's class.
     cls.__name__ = base.__name__
     cls.__qualname__ = base.__qualname__
@@ -226,28 +226,39 @@ def _same_names(cls: type, base: type) -> type:
     return cls
 
 
-def _watched_connection_class(base: type) -> type:
+# Called for every statement: the base classes' methods are looked up once,
+# the flags are plain attributes (no super(), no __dict__ lookups).
+
+
+def _watched_connection_class(base: type[Any]) -> type[Any]:
+    base_cursor = base.cursor
+    base_start = base._start_query
+    cursors = _cursor_classes
+
     class Watched(base):  # type: ignore[misc]
         _pgpool_watched = True
+        # The flags (see take_changed()), set on the instance.
+        _pgpool_vouched = False
+        _pgpool_changed = False
+        _pgpool_wrote = False
 
         def cursor(self, *args: Any, **kwargs: Any) -> Any:
-            cur = super().cursor(*args, **kwargs)
-            cls = type(cur)
-            watched = _cursor_classes.get(cls, _MISSING)
+            cur = base_cursor(self, *args, **kwargs)
+            cls = cur.__class__
+            watched = cursors.get(cls, _MISSING)
             if watched is _MISSING:
-                watched = _cursor_classes[cls] = _watched_cursor_class(cls)
+                watched = cursors[cls] = _watched_cursor_class(cls)
             if watched is not None:
                 cur.__class__ = watched
             return cur
 
         def _start_query(self) -> Any:
             # Every statement a cursor starts, whatever made the cursor.
-            d = self.__dict__
-            if d[_VOUCHED]:
-                d[_VOUCHED] = False
+            if self._pgpool_vouched:
+                self._pgpool_vouched = False
             else:
-                d[CHANGED] = True
-            return super()._start_query()
+                self._pgpool_changed = True
+            return base_start(self)
 
     return _same_names(Watched, base)
 
@@ -255,7 +266,7 @@ def _watched_connection_class(base: type) -> type:
 _MISSING: Any = object()
 
 
-def _watched_cursor_class(base: type) -> type | None:
+def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
     """Return the subclass of cursor class *base* that classifies statements.
 
     None for a server cursor (every statement it starts counts as changing)
@@ -263,6 +274,9 @@ def _watched_cursor_class(base: type) -> type | None:
     """
     if issubclass(base, psycopg.ServerCursor) or not issubclass(base, psycopg.Cursor):
         return None
+    base_start = base._start_query
+    base_copy = base._start_copy_gen
+    seen = _seen
 
     class Watched(base):  # type: ignore[misc]
         __slots__ = ()
@@ -270,24 +284,25 @@ def _watched_cursor_class(base: type) -> type | None:
         def _start_query(self, query: Any = None) -> Any:
             # execute(), executemany(), stream(); copy() gives no query here.
             if query is not None and not self._closed:
-                kind = statement_kind(query, self)
+                kind = seen.get(query) if type(query) is str else None
+                if kind is None:
+                    kind = statement_kind(query, self)
                 if kind != CHANGES:
-                    d = self._conn.__dict__
-                    d[_VOUCHED] = True
+                    conn = self._conn
+                    conn._pgpool_vouched = True
                     if kind:
-                        d[_WROTE] = True
-            return super()._start_query(query)
+                        conn._pgpool_wrote = True
+            return base_start(self, query)
 
         def _start_copy_gen(self, statement: Any, params: Any = None) -> Any:
             conn = self._conn
             if not conn._pipeline and not self._closed:
                 kind = statement_kind(statement, self)
                 if kind != CHANGES:
-                    d = conn.__dict__
-                    d[_VOUCHED] = True
+                    conn._pgpool_vouched = True
                     if kind:
-                        d[_WROTE] = True
-            return super()._start_copy_gen(statement, params)
+                        conn._pgpool_wrote = True
+            return base_copy(self, statement, params)
 
     try:
         # The layout must allow changing an instance's class.
