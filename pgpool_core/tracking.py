@@ -35,8 +35,8 @@ __all__ = ["changes_session", "take_changed", "watch"]
 # write data, or change the session (everything else).
 READS, WRITES, CHANGES = 0, 1, 2
 
-# The statements that read or write data only, or control the transaction:
-# their first word. Anything else may change the session (SET, RESET,
+# The statements that read or write data only (SHOW reads a setting), or
+# control the transaction: their first word. Anything else may change the session (SET, RESET,
 # PREPARE, DEALLOCATE, LISTEN, DECLARE, CREATE TEMP, DISCARD, LOAD, DO,
 # CALL, ...), or is not recognised: both count as changing.
 _PLAIN = frozenset(
@@ -50,6 +50,7 @@ _PLAIN = frozenset(
         "TABLE",
         "WITH",
         "COPY",
+        "SHOW",
         "BEGIN",
         "START",
         "COMMIT",
@@ -106,7 +107,7 @@ def changes_session(query: object, context: Any = None) -> bool:
     cursor or connection). Anything else counts as changing. False only for
     text whose every statement is plain data access (``SELECT``,
     ``INSERT``, ``UPDATE``, ``DELETE``, ``MERGE``, ``VALUES``, ``TABLE``,
-    ``WITH``, ``COPY``) or transaction control (``BEGIN``, ``START``,
+    ``WITH``, ``COPY``, ``SHOW``) or transaction control (``BEGIN``, ``START``,
     ``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``, ``RELEASE``, ``END``,
     ``ABORT``), that calls none of the functions known to change the session
     (``set_config``, the session advisory locks, ``setseed``, ``nextval``,

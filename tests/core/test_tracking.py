@@ -148,6 +148,7 @@ PLAIN: list[Loan] = [
         " WHEN NOT MATCHED THEN INSERT (a) VALUES (v.a)"
     ),
     _run("VALUES (1), (2)"),
+    _run("SHOW search_path"),
     _run(f"TABLE {TABLE}"),
     _run("WITH x AS (SELECT 1 AS a) SELECT a FROM x"),
     _run("SELECT current_setting('search_path'), count(*) FROM pg_class"),
@@ -178,7 +179,7 @@ CHANGING: list[Loan] = [
     _run("DISCARD TEMP"),
     _run("LOAD 'plpgsql'"),
     _run("DO $$BEGIN PERFORM 1; END$$"),
-    _run("SHOW search_path"),  # not recognised
+    _run("NOTIFY pgpool_channel"),  # not recognised
     _run("SELECT set_config('pgpool.marker', 'x', false)"),
     _run("SELECT pg_catalog.pg_advisory_lock(4712)"),
     _run("SELECT pg_advisory_lock_shared(4712)"),
