@@ -36,9 +36,9 @@ __all__ = ["changes_session", "take_changed", "watch"]
 READS, WRITES, CHANGES = 0, 1, 2
 
 # The statements that read or write data only (SHOW reads a setting), or
-# control the transaction: their first word. Anything else may change the session (SET, RESET,
-# PREPARE, DEALLOCATE, LISTEN, DECLARE, CREATE TEMP, DISCARD, LOAD, DO,
-# CALL, ...), or is not recognised: both count as changing.
+# control the transaction: their first word. Anything else may change the
+# session (SET, RESET, PREPARE, DEALLOCATE, LISTEN, DECLARE, CREATE TEMP,
+# DISCARD, LOAD, DO, CALL, ...), or is not recognised: both count as changing.
 _PLAIN = frozenset(
     (
         "SELECT",
@@ -113,7 +113,8 @@ def changes_session(query: object, context: Any = None) -> bool:
     (``set_config``, the session advisory locks, ``setseed``, ``nextval``,
     ``setval``, dblink's connections) and makes no table with ``SELECT ...
     INTO``; leading whitespace, comments and parentheses are skipped. About
-    0.2 us for a text seen before, 1-3 us for a new one.
+    0.4 us for a text seen before (the last 2048 are remembered), 4-6 us for
+    a new one of 200 characters.
     """
     return statement_kind(query, context) == CHANGES
 
