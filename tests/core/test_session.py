@@ -457,7 +457,8 @@ def test_the_reset_keeps_the_servers_cached_plans(dsn: str, pg_log: PgServer) ->
     finally:
         pool.close()
     resets = [statement for statement in statements if "DISCARD" in statement]
-    assert len(resets) == 2, resets
+    # The second loan ran only plain statements: no session reset after it.
+    assert len(resets) == 1, resets
     assert all("DISCARD TEMP" in r and "DISCARD ALL" not in r for r in resets), resets
 
 
