@@ -130,6 +130,18 @@ def _client_cursor_factory(conn: Connection) -> None:
     conn.execute("SELECT %s", [1])
 
 
+def _pipeline(conn: Connection) -> None:
+    with conn.pipeline():
+        conn.execute("SELECT 1")
+        conn.execute(f"INSERT INTO {TABLE} (a) VALUES (%s)", [4])
+
+
+def _pipeline_set(conn: Connection) -> None:
+    with conn.pipeline():
+        conn.execute("SELECT 1")
+        conn.execute("SET search_path TO pg_catalog")
+
+
 def _error_left(conn: Connection) -> None:
     with pytest.raises(psycopg.errors.DivisionByZero):
         conn.execute("SELECT 1 / 0")
@@ -160,6 +172,7 @@ PLAIN: list[Loan] = [
     _transaction_block,
     _sql_control,
     _client_cursor_factory,
+    _pipeline,
     _error_left,
 ]
 
@@ -193,6 +206,7 @@ CHANGING: list[Loan] = [
     _run(sql.SQL("SET search_path TO {}").format(sql.Identifier("pg_catalog"))),
     _server_cursor,
     _direct_cursor,
+    _pipeline_set,
 ]
 
 
@@ -224,6 +238,34 @@ def test_reset_none_never_resets(
 ) -> None:
     pool = make_pool(reset=None)
     assert resets_sent(pool, pg_log, _run("SET search_path TO pg_catalog")) == 0
+
+
+@pytest.mark.parametrize(
+    ("options", "seen"),
+    [({}, "42"), ({"reset": "always"}, "")],
+    ids=["default", "always"],
+)
+def test_only_always_undoes_what_a_function_changed(
+    make_pool: Callable[..., ForkSafePool],
+    pg_server: PgServer,
+    options: dict[str, Any],
+    seen: str,
+) -> None:
+    """A row-level-security helper that calls set_config(..., false) itself.
+
+    The statement is plain (a SELECT of the app's function): the client
+    cannot see what the function does. The docs' table says so.
+    """
+    pg_server.execute(
+        "CREATE OR REPLACE FUNCTION pgpool_set_tenant(t text) RETURNS text"
+        " LANGUAGE sql AS $$ SELECT set_config('app.tenant', t, false) $$"
+    )
+    pool = make_pool(**options)
+    with pool.connection() as conn:
+        conn.execute("SELECT pgpool_set_tenant('42')")
+    with pool.connection() as conn:
+        row = conn.execute("SELECT current_setting('app.tenant', true)").fetchone()
+    assert row == (seen,)
 
 
 def test_a_plain_loan_keeps_what_configure_set(
