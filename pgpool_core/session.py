@@ -4,7 +4,10 @@ A returned connection is reset in two halves (:class:`SessionReset`):
 
 - **sent** as it comes back (:meth:`SessionReset.start`, in the returning
   thread): the transaction left open is rolled back and the session reset in
-  one simple query, written to the socket but not waited for. The connection
+  one simple query, written to the socket but not waited for (by default the
+  session only after a loan that may have changed it, as
+  :mod:`pgpool_core.tracking` tells; with ``reset="always"`` after every
+  loan). The connection
   goes back to the pool *settling*: its reset is in flight.
 - **settled** before anything else uses it (:func:`settle`, when it is next
   lent, by then long answered): the answer is read (an error, or no answer
