@@ -62,12 +62,13 @@ _PLAIN = frozenset(
     )
 )
 # Whitespace, comments and opening parentheses before a statement's first
-# word. A nested block comment ends the match early: then no word follows,
-# and the statement counts as changing.
-_FIRST_WORD = re.compile(
-    r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*(?:[^*]|\*(?!/))*\*/|\()*([A-Za-z]+)"
-)
-_NOTHING = re.compile(r"(?:\s+|--[^\n]*(?:\n|\Z)|/\*(?:[^*]|\*(?!/))*\*/|;)*\Z")
+# word. A block comment that holds a "/*" (PostgreSQL nests them) is not
+# skipped: then no word follows, and the statement counts as changing.
+# (Each alternative starts with its own character, and none repeats inside
+# the repetition: the match takes linear time, whatever the text.)
+_SKIPPED = r"\s|--[^\n]*(?:\n|\Z)|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/"
+_FIRST_WORD = re.compile(rf"(?:{_SKIPPED}|\()*([A-Za-z]+)")
+_NOTHING = re.compile(rf"(?:{_SKIPPED}|;)*\Z")
 # Functions that change the session, as PostgreSQL's documentation lists
 # them, by the start of their name, lower case: set_config() (a GUC until
 # the session ends, unless is_local); the session-level advisory locks

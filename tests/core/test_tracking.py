@@ -10,6 +10,7 @@ after every loan.
 
 from __future__ import annotations
 
+import time
 import timeit
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -202,6 +203,8 @@ CHANGING: list[Loan] = [
     _run("SELECT setval('pgpool_tracked_seq', 7)"),
     _run("SELECT 1; SET search_path TO pg_catalog"),
     _run("/* SELECT */ SET search_path TO pg_catalog"),
+    _run("/* /* nested */ SELECT 1 */ SET search_path TO pg_catalog"),
+    _run("-- SELECT\nSET search_path TO pg_catalog"),
     _run(b"SET search_path TO pg_catalog"),
     _run(sql.SQL("SET search_path TO {}").format(sql.Identifier("pg_catalog"))),
     _server_cursor,
@@ -326,3 +329,13 @@ def test_the_classifier_costs_about_a_microsecond() -> None:
     assert not changes_session(query)
     seconds = timeit.timeit(lambda: changes_session(query), number=10_000)
     assert seconds / 10_000 < 50e-6
+
+
+@pytest.mark.parametrize(
+    "text", [" " * 100_000 + "$", "/*" + " " * 100_000, "(" * 100_000 + "$"]
+)
+def test_the_classifier_takes_linear_time(text: str) -> None:
+    """Not seconds: no pattern backtracks over a long run of whitespace."""
+    t0 = time.perf_counter()
+    assert changes_session(text)
+    assert time.perf_counter() - t0 < 1.0
