@@ -95,9 +95,11 @@ _INTO = re.compile(r"\binto\b")
 _WRITING = frozenset(("INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "WITH"))
 
 # Texts classified so far (an app runs the same few hundred), and what they
-# were found to be. Emptied when full.
+# were found to be. Emptied when full; long texts (a bulk INSERT's) are not
+# kept.
 _seen: dict[str | bytes, int] = {}
 _SEEN_MAX = 2048
+_SEEN_LONGEST = 8192
 
 
 def changes_session(query: object, context: Any = None) -> bool:
@@ -114,8 +116,8 @@ def changes_session(query: object, context: Any = None) -> bool:
     (``set_config``, the session advisory locks, ``setseed``, ``nextval``,
     ``setval``, dblink's connections) and makes no table with ``SELECT ...
     INTO``; leading whitespace, comments and parentheses are skipped. About
-    0.4 us for a text seen before (the last 2048 are remembered), 4-6 us for
-    a new one of 200 characters.
+    0.4 us for a text seen before (up to 2048 texts of up to 8192 characters
+    are remembered), 4-6 us for a new one of 200 characters.
     """
     return statement_kind(query, context) == CHANGES
 
@@ -145,9 +147,10 @@ def statement_kind(query: object, context: Any = None) -> int:
                 found = CHANGES
         else:
             found = _classify(text)
-        if len(_seen) >= _SEEN_MAX:
-            _seen.clear()
-        _seen[text] = found
+        if len(text) <= _SEEN_LONGEST:
+            if len(_seen) >= _SEEN_MAX:
+                _seen.clear()
+            _seen[text] = found
     return found
 
 
