@@ -319,7 +319,7 @@ def test_an_unknown_reset_word_is_refused(dsn: str, value: str) -> None:
     assert '"always"' in str(info.value)
 
 
-def test_the_classifier_costs_about_a_microsecond() -> None:
+def test_the_classifier_is_cheap() -> None:
     """Not minutes: the figures are in the documentation (timed with timeit)."""
     query = (
         'SELECT "app_item"."id", "app_item"."name", "app_item"."price" FROM'
