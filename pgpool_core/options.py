@@ -243,8 +243,21 @@ def validate_pool_options(
         raise bad("warn_held_after", "a number of seconds > 0 or None")
     _check_bounds(options, setting)
     for key in ("configure", "check", "reset", "reconnect_failed"):
-        if options.get(key) is not None and not callable(options[key]):
-            raise bad(key, "a callable or None")
+        if key == "reset" and isinstance(options.get(key), str):
+            if options[key] != "always":
+                raise ConfigurationError(
+                    setting(key),
+                    f'unknown reset {options[key]!r}: expected "always" (reset'
+                    " the session after every loan), None (roll back only) or a"
+                    " callable; leave it unset for the default",
+                )
+        elif options.get(key) is not None and not callable(options[key]):
+            raise bad(
+                key,
+                'a callable, None or "always"'
+                if key == "reset"
+                else "a callable or None",
+            )
     for key in ("close_returns", "keepalives", "pgbouncer"):
         if key in options and not isinstance(options[key], bool):
             raise bad(key, "True or False")

@@ -31,7 +31,7 @@ from .options import (
 from .process_pool import ProcessPool
 from .session import SessionReset, check_socket, run_configure
 
-__all__ = ["DEFAULT", "ForkSafePool"]
+__all__ = ["ALWAYS", "DEFAULT", "ForkSafePool"]
 
 logger = logging.getLogger("pgpool.pool")
 
@@ -43,6 +43,10 @@ class _Default:
 
 #: Stands for "the package's default" where None already means "none".
 DEFAULT: Any = _Default()
+
+#: ``reset="always"``: reset the server session after every loan, not only
+#: after one that may have changed it (the default).
+ALWAYS = "always"
 
 _counter = itertools.count(1)
 
@@ -71,10 +75,13 @@ class ForkSafePool(Generic[CT]):
     (``keepalives=False`` leaves out all but ``connect_timeout``); a
     ``check`` that costs no round trip on a healthy connection
     (:func:`~pgpool_core.check_socket`; ``check=None`` for none); a ``reset``
-    that undoes what a borrower left on the session and on the connection
-    object, then re-runs ``configure``: sent by the returning thread and not
-    waited for, finished before the connection is used again (``reset=None``
-    for none but the rollback, as ConnectionPool's default). ``open``
+    that undoes what a borrower left on the connection object and, after a
+    loan that ran something able to change the session (decided on the
+    client, see :mod:`pgpool_core.tracking`), on the session, then re-runs
+    ``configure``: sent by the returning thread and not waited for, finished
+    before the connection is used again (``reset="always"`` resets the
+    session after every loan; ``reset=None`` does nothing but the rollback,
+    as ConnectionPool's default). ``open``
     defaults to open without a DeprecationWarning: nothing connects until
     first use anyway.
 
@@ -113,7 +120,7 @@ class ForkSafePool(Generic[CT]):
         open: bool | None = None,
         configure: Callable[[CT], None] | None = None,
         check: Callable[[CT], None] | None = DEFAULT,
-        reset: Callable[[CT], None] | None = DEFAULT,
+        reset: Callable[[CT], None] | str | None = DEFAULT,
         close_returns: bool = False,
         timeout: float = 30.0,
         max_waiting: int = 0,
@@ -197,17 +204,20 @@ class ForkSafePool(Generic[CT]):
         self._check = check_socket if check is DEFAULT else check
         self._reconnect_failed = reconnect_failed
         # Ours is started in the returning thread and settled before the next
-        # use (see pgpool_core.session); with reset=None or a reset of the
-        # user's, it only rolls back, and theirs runs in a pool thread, as
-        # psycopg_pool runs it.
+        # use (see pgpool_core.session): by default it resets the session
+        # only after a loan that may have changed it, with "always" after
+        # every loan; with reset=None or a reset of the user's, it only rolls
+        # back, and theirs runs in a pool thread, as psycopg_pool runs it.
+        ours = reset is DEFAULT or reset == ALWAYS
         self._session = SessionReset(
             configure,
-            session=reset is DEFAULT and not pgbouncer,
-            restore=reset is DEFAULT,
+            session=ours and not pgbouncer,
+            restore=ours,
             name=self.name,
             borrower=current_borrower,
+            tracked=reset is DEFAULT,
         )
-        self._reset = None if reset is DEFAULT else reset
+        self._reset = None if ours else reset
         self._loans = Loans(self.name, warn_held_after)
         # The process whose first connection was checked against the server's limit.
         self._limit_checked_in: int | None = None
@@ -404,6 +414,8 @@ class ForkSafePool(Generic[CT]):
         self._session.adopt(conn)
         if self._configure is not None:
             run_configure(conn, self._configure)
+        # As configure left it: what it ran is not a borrower's.
+        self._session.configured(conn)
 
     def _start_share(self, conn: CT) -> int | None:
         """On a process pool's first connection: how many to make at start.
@@ -426,6 +438,8 @@ class ForkSafePool(Generic[CT]):
                 command=self.capacity_command,
             )
             self._limit_checked_in = pid
+            # What the check ran is not the first borrower's.
+            self._session.configured(conn)
         return self._start_share_here
 
     @property

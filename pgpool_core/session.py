@@ -4,7 +4,10 @@ A returned connection is reset in two halves (:class:`SessionReset`):
 
 - **sent** as it comes back (:meth:`SessionReset.start`, in the returning
   thread): the transaction left open is rolled back and the session reset in
-  one simple query, written to the socket but not waited for. The connection
+  one simple query, written to the socket but not waited for (by default the
+  session only after a loan that may have changed it, as
+  :mod:`pgpool_core.tracking` tells; with ``reset="always"`` after every
+  loan). The connection
   goes back to the pool *settling*: its reset is in flight.
 - **settled** before anything else uses it (:func:`settle`, when it is next
   lent, by then long answered): the answer is read (an error, or no answer
@@ -38,6 +41,7 @@ from psycopg.pq import ConnStatus, ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from .errors import SessionResetFailed
+from .tracking import take_changed, watch
 
 __all__ = [
     "RESET_SQL",
@@ -343,9 +347,19 @@ def _adapters_key(adapters: AdaptersMap) -> tuple[object, ...]:
 class _Pending:
     """A reset sent and not read yet: what its answer holds, and for whom."""
 
-    __slots__ = ("sent", "flushed", "wrote", "counts", "temps", "expected", "since")
+    __slots__ = (
+        "session",
+        "sent",
+        "flushed",
+        "wrote",
+        "counts",
+        "temps",
+        "expected",
+        "since",
+    )
 
     def __init__(self) -> None:
+        self.session = False  # the query resets the session
         self.sent = False  # a query is in flight
         self.flushed = True  # all of it written to the socket
         # A "did it write" row leads the answer (a transaction was rolled back).
@@ -358,11 +372,10 @@ class _Pending:
         self.since: int | None = None
 
 
-class _State:
-    """One connection, as its pool made it, and its reset in flight."""
+class _Snapshot:
+    """The Python side of a connection at one time, as a restore makes it again."""
 
     __slots__ = (
-        "reset",
         "attributes",
         "settable",
         "adapters",
@@ -370,6 +383,50 @@ class _State:
         "notice_handlers",
         "notify_handlers",
         "pgconn_handlers",
+        "names",
+        "size",
+        "user",
+    )
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self.attributes = _attributes(conn)
+        self.settable = tuple(getattr(conn, name) for name in _ATTRIBUTES)
+        # A pristine copy of the connection's map (made now, it also makes the
+        # connection's map copy its dicts before its next change).
+        self.adapters = AdaptersMap(conn.adapters)
+        self.adapters_key = _adapters_key(self.adapters)
+        self.notice_handlers = list(conn._notice_handlers)
+        self.notify_handlers = list(conn._notify_handlers)
+        pgconn = conn.pgconn
+        self.pgconn_handlers = (pgconn.notice_handler, pgconn.notify_handler)
+        # The instance's own attributes: their names, how many, and the
+        # values of the public ones psycopg does not have (set by configure
+        # or by a connection class of the user's).
+        d = conn.__dict__
+        self.names = frozenset(d)
+        self.size = len(d)
+        self.user = {
+            name: value
+            for name, value in d.items()
+            if not name.startswith("_") and name not in _PSYCOPGS
+        }
+
+
+_MISSING = object()
+
+# The public names in a psycopg.Connection's __dict__.
+_PSYCOPGS = frozenset(
+    ("pgconn", "lock", "cursor_factory", "server_cursor_factory", "row_factory")
+)
+
+
+class _State:
+    """One connection, as its pool made it, and its reset in flight."""
+
+    __slots__ = (
+        "reset",
+        "made",
+        "configured",
         "prepared_idx",
         "queries_mark",
         "count_always",
@@ -382,16 +439,9 @@ class _State:
 
     def __init__(self, reset: SessionReset, conn: psycopg.Connection[Any]) -> None:
         self.reset = reset
-        self.attributes = _attributes(conn)
-        self.settable = tuple(getattr(conn, name) for name in _ATTRIBUTES)
-        # A pristine copy of the connection's map (made now, it also makes the
-        # connection's map copy its dicts before its next change).
-        self.adapters = AdaptersMap(conn.adapters)
-        self.adapters_key = _adapters_key(self.adapters)
-        self.notice_handlers = list(conn._notice_handlers)
-        self.notify_handlers = list(conn._notify_handlers)
-        pgconn = conn.pgconn
-        self.pgconn_handlers = (pgconn.notice_handler, pgconn.notify_handler)
+        # As the pool made it, before configure; as configure left it (the
+        # same until the pool says configure ran: SessionReset.configured()).
+        self.made = self.configured = _Snapshot(conn)
         # psycopg's prepared statement counter and its mark of the queries it
         # saw (_queries_mark()) when the current loan began.
         self.prepared_idx = conn._prepared._prepared_idx
@@ -442,6 +492,11 @@ class SessionReset:
         statements of the borrower's own. False: only roll back what was
         left open (``reset=None``, a reset function of the user's, and behind
         PgBouncer in transaction mode, where there is no session of ours).
+    *tracked*
+        With *session*: reset the session only after a loan that ran
+        something able to change it (the default ``reset``; see
+        :mod:`pgpool_core.tracking`). False: after every loan
+        (``reset="always"``).
     *restore*
         Make the Python side of the connection as it was made (attributes,
         adapters, handlers, notifications), then run *configure* again if the
@@ -462,9 +517,11 @@ class SessionReset:
         restore: bool,
         name: str,
         borrower: Callable[[], object] | None = None,
+        tracked: bool = False,
     ) -> None:
         self.configure = configure if session and restore else None
         self.session = session
+        self.tracked = tracked and session and restore
         self.restore = restore
         self.name = name
         self._borrower = borrower
@@ -472,12 +529,26 @@ class SessionReset:
     def __repr__(self) -> str:
         return (
             f"<{type(self).__name__} {self.name!r} session={self.session}"
-            f" restore={self.restore}>"
+            f" tracked={self.tracked} restore={self.restore}>"
         )
 
     def adopt(self, conn: psycopg.Connection[Any]) -> None:
-        """Record *conn*, just made, as every later borrower must find it."""
+        """Record *conn*, just made, as every later borrower must find it.
+
+        Before ``configure`` runs; :meth:`configured` after.
+        """
+        if self.tracked:
+            watch(conn)
         setattr(conn, _STATE, _State(self, conn))
+
+    def configured(self, conn: psycopg.Connection[Any]) -> None:
+        """Record *conn* as ``configure`` left it: a loan that did not change
+        the session gets it back so, without running ``configure`` again."""
+        state: _State | None = getattr(conn, _STATE, None)
+        if state is not None:
+            state.configured = _Snapshot(conn)
+        if self.tracked:
+            take_changed(conn)  # configure's statements are not a loan's
 
     # -- the returning half --------------------------------------------------------
 
@@ -505,8 +576,17 @@ class SessionReset:
         if status == _IDLE and not self.session and not self.restore:
             state.rolled_back = False
             return False  # reset=None and nothing left open: nothing to undo
+        # The default (tracked) resets the session only after a loan that
+        # may have changed it.
+        # (And warns about a rolled-back write only after one that ran a
+        # statement that writes: the question would cost the server 10-20 us.)
+        if self.tracked:
+            session, wrote = take_changed(conn)
+        else:
+            session, wrote = self.session, True
         prepared = conn._prepared
         pending = _Pending()
+        pending.session = session
         # Prepared by psycopg during the loan: a rollback or DISCARD TEMP may
         # make those stale (the server would re-plan them, and fail if their
         # result type changed).
@@ -517,13 +597,13 @@ class SessionReset:
         # session reset's own SELECT: without one, a SELECT of its own would
         # cost every such return ~10-20 us of server CPU), and for the
         # statements psycopg prepared during the loan.
-        warn_write = warn_write and self.session
+        warn_write = warn_write and self.session and (session or wrote)
         if status == _INTRANS and (warn_write or pending.since is not None):
             pending.wrote = True
             if warn_write:
                 state.warn_write = True
                 state.borrower = self._borrower() if self._borrower else None
-        if self.session:
+        if session:
             drop = self._prepare_counts(conn, state, pending)
             sql = _query(
                 status, True, bool(pending.wrote), pending.counts, pending.temps, drop
@@ -661,13 +741,16 @@ def _settle(
 ) -> None:
     reset = state.reset
     pgconn = conn.pgconn
+    # After a session reset, as the pool made it (configure runs again: RESET
+    # ALL undid what it set); else as configure left it.
+    snapshot = state.made if pending.session else state.configured
     # The previous borrower's handlers hear nothing more, not even the reset.
-    if conn._notice_handlers != state.notice_handlers:
-        conn._notice_handlers[:] = state.notice_handlers
-    if conn._notify_handlers != state.notify_handlers:
-        conn._notify_handlers[:] = state.notify_handlers
-    if (pgconn.notice_handler, pgconn.notify_handler) != state.pgconn_handlers:
-        pgconn.notice_handler, pgconn.notify_handler = state.pgconn_handlers
+    if conn._notice_handlers != snapshot.notice_handlers:
+        conn._notice_handlers[:] = snapshot.notice_handlers
+    if conn._notify_handlers != snapshot.notify_handlers:
+        conn._notify_handlers[:] = snapshot.notify_handlers
+    if (pgconn.notice_handler, pgconn.notify_handler) != snapshot.pgconn_handlers:
+        pgconn.notice_handler, pgconn.notify_handler = snapshot.pgconn_handlers
     with conn.lock:
         rows = _answer(pgconn, pending, deadline) if pending.sent else []
         # Notifications that came before UNLISTEN (or ROLLBACK) took effect:
@@ -680,9 +763,11 @@ def _settle(
     if rows or pending.since is not None:
         _act_on(conn, state, pending, rows)
     if reset.restore:
-        _restore(conn, state)
-        if reset.configure is not None:
+        _restore(conn, snapshot, state.configured)
+        if pending.session and reset.configure is not None:
             run_configure(conn, reset.configure)
+    if reset.tracked:
+        take_changed(conn)  # what configure ran is not the next loan's
     prepared = conn._prepared
     state.prepared_idx = prepared._prepared_idx
     state.queries_mark = _queries_mark(prepared)
@@ -746,7 +831,7 @@ def _act_on(
 ) -> None:
     """Warn about a lost write; drop prepared statements the client must not keep."""
     row = rows[0] if rows else ()
-    column = 1 if state.reset.session else 0  # after pg_advisory_unlock_all()
+    column = 1 if pending.session else 0  # after pg_advisory_unlock_all()
     wrote = False
     if pending.wrote:
         wrote = row[column] == b"t"
@@ -825,12 +910,32 @@ def _exec(conn: psycopg.Connection[Any], sql: bytes) -> None:
         raise SessionResetFailed(f"session reset failed: {message}")
 
 
-def _restore(conn: psycopg.Connection[Any], state: _State) -> None:
-    """Make *conn*'s Python side as it was when its pool made it."""
-    if _attributes(conn) != state.attributes:
-        for name, value in zip(_ATTRIBUTES, state.settable, strict=True):
+def _restore(
+    conn: psycopg.Connection[Any], snapshot: _Snapshot, configured: _Snapshot
+) -> None:
+    """Make *conn*'s Python side as it was in *snapshot*.
+
+    The attributes a borrower added to the instance (``conn.tenant_id =
+    42``) are removed, and those configure set are given their values again
+    (as *configured* has them): public names only, the ones starting with an
+    underscore are psycopg's, psycopg_pool's and ours.
+    """
+    if _attributes(conn) != snapshot.attributes:
+        for name, value in zip(_ATTRIBUTES, snapshot.settable, strict=True):
             if getattr(conn, name) != value:
                 setattr(conn, name, value)
     adapters = conn._adapters
-    if adapters is None or _adapters_key(adapters) != state.adapters_key:
-        conn._adapters = AdaptersMap(state.adapters)
+    if adapters is None or _adapters_key(adapters) != snapshot.adapters_key:
+        conn._adapters = AdaptersMap(snapshot.adapters)
+    d = conn.__dict__
+    if len(d) != configured.size:
+        names = configured.names
+        for name in [n for n in d if n not in names and not n.startswith("_")]:
+            del d[name]
+        # Ours and the libraries' added since (a poller, psycopg_pool's
+        # marks): compared by size only from now on.
+        configured.names = frozenset(d)
+        configured.size = len(d)
+    for name, value in configured.user.items():
+        if d.get(name, _MISSING) is not value:
+            d[name] = value

@@ -147,6 +147,14 @@ def _see_attributes(conn: Connection, dsn: str) -> list[Any]:
     ]
 
 
+def _leave_user_attribute(conn: Connection, dsn: str) -> None:
+    conn.tenant_id = 42  # type: ignore[attr-defined]
+
+
+def _see_user_attribute(conn: Connection, dsn: str) -> Any:
+    return getattr(conn, "tenant_id", "not set")
+
+
 def _leave_user_prepare(conn: Connection, dsn: str) -> None:
     conn.execute("PREPARE pgpool_kind_stmt AS SELECT 1")
     conn.commit()
@@ -232,6 +240,11 @@ KINDS = [
     Kind("notice and notify handlers", _leave_handlers, _see_handlers),
     Kind("adapters and types registered", _leave_adapters, _see_adapters),
     Kind("connection attributes and factories", _leave_attributes, _see_attributes),
+    Kind(
+        "an attribute of the user's on the connection",
+        _leave_user_attribute,
+        _see_user_attribute,
+    ),
     Kind("a user's PREPARE", _leave_user_prepare, _see_user_prepare),
     Kind(
         "a user's PREPARE beside psycopg's statements",

@@ -261,6 +261,31 @@ def test_session_state_is_reset_between_borrowers(make_wrapper: MakeWrapper) -> 
     assert state == ("", '"$user", public', "", None, 0)
 
 
+@pytest.mark.parametrize(("pool", "sent"), [({}, 0), ({"reset": "always"}, 2)])
+def test_pool_reset_always_resets_after_every_request(
+    make_wrapper: MakeWrapper, pg_log: PgServer, pool: dict[str, Any], sent: int
+) -> None:
+    """By default a request of plain statements sends no session reset."""
+    wrapper = make_wrapper(
+        OPTIONS={
+            "pool": {"min_size": 1, "max_size": 1, "timeout": 5, **pool},
+            "options": "-c log_statement=all",
+        }
+    )
+    backend_pid(wrapper)
+    wrapper.close()
+    assert wrapper.pool is not None
+    wrapper.pool.check()  # settled
+    position = pg_log.log_position()
+    for _ in range(2):
+        assert fetch(wrapper, "SELECT 1") == (1,)
+        wrapper.close()
+    wrapper.pool.check()
+    statements = pg_log.statements_since(position)
+    assert statements.count("SELECT 1") == 2
+    assert sum("DISCARD SEQUENCES" in s for s in statements) == sent
+
+
 @pytest.fixture(scope="session")
 def app_role(pg_server: PgServer) -> str:
     pg_server.execute(

@@ -14,6 +14,7 @@ from flask.testing import FlaskClient
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from flask_pgpool import PgPool, PgPoolState
+from pgpool_core import ConfigurationError
 from tests.flask.apps.notes import pgpool
 from tests.flask.conftest import MakeApp
 from tests.harness.postgres import PgServer, free_port
@@ -274,6 +275,35 @@ def test_session_probe_sees_state_when_reset_is_off(make_app: MakeApp) -> None:
     assert first is not None and second is not None
     assert second["backend"] == first["backend"]
     assert second["leaked"] == ["setting 'left behind'", "temp table"]
+
+
+@pytest.mark.parametrize(("reset", "sent"), [(None, 0), ("always", 2)])
+def test_pgpool_reset_always_resets_after_every_request(
+    make_app: MakeApp, pg_log: PgServer, reset: str | None, sent: int
+) -> None:
+    """By default a request of plain statements sends no session reset."""
+    config: dict[str, Any] = {} if reset is None else {"PGPOOL_RESET": reset}
+    app = make_app(
+        PGPOOL_MIN_SIZE=1,
+        PGPOOL_MAX_SIZE=1,
+        PGPOOL_KWARGS={"options": "-c log_statement=all"},
+        **config,
+    )
+    pool = state_of(app).pools["default"]
+    pool.check()  # made
+    position = pg_log.log_position()
+    for _ in range(2):
+        with app.app_context():
+            pgpool.connection.execute("SELECT 1")
+    pool.check()  # settled
+    statements = pg_log.statements_since(position)
+    assert statements.count("SELECT 1") == 2
+    assert sum("DISCARD SEQUENCES" in s for s in statements) == sent
+
+
+def test_a_bad_pgpool_reset_word_names_the_setting(make_app: MakeApp) -> None:
+    with pytest.raises(ConfigurationError, match="PGPOOL_RESET: unknown reset"):
+        make_app(PGPOOL_RESET="alway")
 
 
 # -- streamed responses ------------------------------------------------------------

@@ -1,0 +1,319 @@
+"""Which loans may have changed the server session: the default reset follows those.
+
+The default ``reset`` (``pgpool_core.session``) sends
+:data:`pgpool_core.RESET_SQL` only after a loan that ran something able to
+change the session. That is decided here, on the client, as each statement
+starts, by :func:`changes_session`: what is not plain data access or
+transaction control, what calls a function known to change the session,
+and whatever cannot be read counts as changing. Unsure means reset.
+
+How a connection is watched: its class is made a subclass of its own
+(``watch()``) whose ``cursor()`` makes each cursor it returns one of a
+subclass of the cursor's own class too. Such a cursor classifies each
+statement as it starts it (``execute``, ``executemany``, ``stream``,
+``copy``) and, if plain, *vouches* for it; every statement any cursor starts
+on the connection goes through the connection's ``_start_query()``, which
+marks the connection changed when nobody vouched for the statement: a server
+cursor, a cursor made directly (``psycopg.Cursor(conn)``), one the subclass
+could not be made for. Statements sent through ``conn.pgconn`` (libpq)
+directly are not seen (seeing them would cost every statement 0.5-3 us:
+psycopg itself reads ``conn.pgconn`` 5 to 14 times a statement), nor what a
+server function changes: those need ``reset="always"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+__all__ = ["changes_session", "take_changed", "watch"]
+
+# What a statement is, by what it may do: read (or control the transaction),
+# write data, or change the session (everything else).
+READS, WRITES, CHANGES = 0, 1, 2
+
+# The statements that read or write data only (SHOW reads a setting), or
+# control the transaction: their first word. Anything else may change the
+# session (SET, RESET, PREPARE, DEALLOCATE, LISTEN, DECLARE, CREATE TEMP,
+# DISCARD, LOAD, DO, CALL, ...), or is not recognised: both count as changing.
+_PLAIN = frozenset(
+    (
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "MERGE",
+        "VALUES",
+        "TABLE",
+        "WITH",
+        "COPY",
+        "SHOW",
+        "BEGIN",
+        "START",
+        "COMMIT",
+        "ROLLBACK",
+        "SAVEPOINT",
+        "RELEASE",
+        "END",
+        "ABORT",
+    )
+)
+# Whitespace, comments and opening parentheses before a statement's first
+# word. A block comment that holds a "/*" (PostgreSQL nests them) is not
+# skipped: then no word follows, and the statement counts as changing.
+# (Each alternative starts with its own character, and none repeats inside
+# the repetition: the match takes linear time, whatever the text.)
+_SKIPPED = r"\s|--[^\n]*(?:\n|\Z)|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/"
+_FIRST_WORD = re.compile(rf"(?:{_SKIPPED}|\()*([A-Za-z]+)")
+_NOTHING = re.compile(rf"(?:{_SKIPPED}|;)*\Z")
+# Functions that change the session, as PostgreSQL's documentation lists
+# them, by the start of their name, lower case: set_config() (a GUC until
+# the session ends, unless is_local); the session-level advisory locks
+# (pg_advisory_lock, pg_advisory_lock_shared, pg_try_advisory_lock*) and
+# their unlocking; setseed() (random()'s sequence); nextval() and setval()
+# (what currval() and lastval() return); dblink's named connections and
+# cursors. Matched anywhere in the text (a string literal too: unsure means
+# reset), only if the text has a "(": no call without one.
+_FUNCTIONS = (
+    "set_config",
+    "pg_advisory_lock",
+    "pg_advisory_unlock",
+    "pg_try_advisory_lock",
+    "setseed",
+    "nextval",
+    "setval",
+    "dblink_connect",
+    "dblink_open",
+)
+# SELECT ... INTO makes a table (temporary or not).
+_INTO = re.compile(r"\binto\b")
+# Plain statements that write (a data-modifying WITH too), for the warning
+# about a transaction left open that had written (see SessionReset.start()).
+_WRITING = frozenset(("INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "WITH"))
+
+# Texts classified so far (an app runs the same few hundred), and what they
+# were found to be. Emptied when full; long texts (a bulk INSERT's) are not
+# kept.
+_seen: dict[str | bytes, int] = {}
+_SEEN_MAX = 2048
+_SEEN_LONGEST = 8192
+
+
+def changes_session(query: object, context: Any = None) -> bool:
+    """Return True if running *query* may change the server session.
+
+    *query* is what a cursor is given: a ``str``, ``bytes``, or a
+    :mod:`psycopg.sql` ``Composable`` (made into its text with *context*, a
+    cursor or connection). Anything else counts as changing. False only for
+    text whose every statement is plain data access (``SELECT``,
+    ``INSERT``, ``UPDATE``, ``DELETE``, ``MERGE``, ``VALUES``, ``TABLE``,
+    ``WITH``, ``COPY``, ``SHOW``) or transaction control (``BEGIN``, ``START``,
+    ``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``, ``RELEASE``, ``END``,
+    ``ABORT``), that calls none of the functions known to change the session
+    (``set_config``, the session advisory locks, ``setseed``, ``nextval``,
+    ``setval``, dblink's connections) and makes no table with ``SELECT ...
+    INTO``; leading whitespace, comments and parentheses are skipped. About
+    0.4 us for a text seen before (up to 2048 texts of up to 8192 characters
+    are remembered), 4-6 us for a new one of 200 characters.
+    """
+    return statement_kind(query, context) == CHANGES
+
+
+def statement_kind(query: object, context: Any = None) -> int:
+    """Return :data:`CHANGES`, :data:`WRITES` or :data:`READS` for *query*.
+
+    As :func:`changes_session`; WRITES for plain text that may write data
+    directly (``INSERT``, ``UPDATE``, ``DELETE``, ``MERGE``, ``COPY``, or
+    ``WITH``).
+    """
+    if isinstance(query, str | bytes):
+        text: str | bytes = query
+    elif isinstance(query, sql.Composable):
+        try:
+            text = query.as_bytes(context)
+        except Exception:
+            return CHANGES
+    else:
+        return CHANGES
+    found = _seen.get(text)
+    if found is None:
+        if isinstance(text, bytes):
+            try:
+                found = _classify(text.decode())
+            except UnicodeDecodeError:
+                found = CHANGES
+        else:
+            found = _classify(text)
+        if len(text) <= _SEEN_LONGEST:
+            if len(_seen) >= _SEEN_MAX:
+                _seen.clear()
+            _seen[text] = found
+    return found
+
+
+def _classify(text: str) -> int:
+    if ";" in text:
+        statements = [part for part in text.split(";") if not _NOTHING.match(part)]
+        if not statements:
+            return READS  # empty: psycopg_pool's check sends ""
+        if len(statements) > 1:
+            return max(_classify(part) for part in statements)
+        text = statements[0]
+    match = _FIRST_WORD.match(text)
+    if match is None:
+        # "" changes nothing; a text that starts with no word is unknown.
+        return READS if _NOTHING.match(text) else CHANGES
+    first = match.group(1).upper()
+    if first not in _PLAIN:
+        return CHANGES
+    lowered: str | None = None
+    if "(" in text:
+        lowered = text.lower()
+        if any(name in lowered for name in _FUNCTIONS):
+            return CHANGES
+    if first == "SELECT" or first == "WITH":
+        if lowered is None:
+            lowered = text.lower()
+        if "into" in lowered and _INTO.search(lowered):
+            return CHANGES
+    return WRITES if first in _WRITING else READS
+
+
+# -- watching a connection -------------------------------------------------------
+
+# On a watched connection: the loan ran something that may have changed the
+# session; a cursor of ours vouched for the statement about to start.
+CHANGED = "_pgpool_changed"
+_VOUCHED = "_pgpool_vouched"
+_WROTE = "_pgpool_wrote"  # ... a statement that writes data directly
+
+_connection_classes: dict[type[Any], type[Any]] = {}
+_cursor_classes: dict[type[Any], type[Any] | None] = {}
+
+
+def watch(conn: psycopg.Connection[Any]) -> None:
+    """Make *conn* tell :func:`take_changed` whether a loan may have changed it.
+
+    Its class becomes a subclass of its own (cached, by the same name), which
+    adds the two methods described in the module's docstring.
+    """
+    cls = type(conn)
+    if getattr(cls, "_pgpool_watched", False):
+        return
+    watched = _connection_classes.get(cls)
+    if watched is None:
+        watched = _connection_classes[cls] = _watched_connection_class(cls)
+    conn.__class__ = watched
+    take_changed(conn)
+
+
+def take_changed(conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
+    """Return whether *conn* ran something that may have changed its session,
+    and whether it ran a statement that writes data directly.
+
+    And start again: the next call answers for what runs after this one.
+    ``(True, True)`` for a connection that is not watched (:func:`watch`).
+    """
+    d = conn.__dict__
+    changed: bool = d.get(CHANGED, True)
+    wrote: bool = d.get(_WROTE, True)
+    d[CHANGED] = d[_VOUCHED] = d[_WROTE] = False
+    return changed, wrote
+
+
+def _same_names(cls: type[Any], base: type[Any]) -> type[Any]:
+    # Reprs, error messages and type names stay those of the user's class.
+    cls.__name__ = base.__name__
+    cls.__qualname__ = base.__qualname__
+    cls.__module__ = base.__module__
+    return cls
+
+
+# Called for every statement: the base classes' methods are looked up once,
+# the flags are plain attributes (no super(), no __dict__ lookups).
+
+
+def _watched_connection_class(base: type[Any]) -> type[Any]:
+    base_cursor = base.cursor
+    base_start = base._start_query
+    cursors = _cursor_classes
+
+    class Watched(base):  # type: ignore[misc]
+        _pgpool_watched = True
+        # The flags (see take_changed()), set on the instance.
+        _pgpool_vouched = False
+        _pgpool_changed = False
+        _pgpool_wrote = False
+
+        def cursor(self, *args: Any, **kwargs: Any) -> Any:
+            cur = base_cursor(self, *args, **kwargs)
+            cls = cur.__class__
+            watched = cursors.get(cls, _MISSING)
+            if watched is _MISSING:
+                watched = cursors[cls] = _watched_cursor_class(cls)
+            if watched is not None:
+                cur.__class__ = watched
+            return cur
+
+        def _start_query(self) -> Any:
+            # Every statement a cursor starts, whatever made the cursor.
+            if self._pgpool_vouched:
+                self._pgpool_vouched = False
+            else:
+                self._pgpool_changed = True
+            return base_start(self)
+
+    return _same_names(Watched, base)
+
+
+_MISSING: Any = object()
+
+
+def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
+    """Return the subclass of cursor class *base* that classifies statements.
+
+    None for a server cursor (every statement it starts counts as changing)
+    or a class whose instances cannot change class.
+    """
+    if issubclass(base, psycopg.ServerCursor) or not issubclass(base, psycopg.Cursor):
+        return None
+    base_start = base._start_query
+    base_copy = base._start_copy_gen
+    seen = _seen
+
+    class Watched(base):  # type: ignore[misc]
+        __slots__ = ()
+
+        def _start_query(self, query: Any = None) -> Any:
+            # execute(), executemany(), stream(); copy() gives no query here.
+            if query is not None and not self._closed:
+                kind = seen.get(query) if type(query) is str else None
+                if kind is None:
+                    kind = statement_kind(query, self)
+                if kind != CHANGES:
+                    conn = self._conn
+                    conn._pgpool_vouched = True
+                    if kind:
+                        conn._pgpool_wrote = True
+            return base_start(self, query)
+
+        def _start_copy_gen(self, statement: Any, params: Any = None) -> Any:
+            conn = self._conn
+            if not conn._pipeline and not self._closed:
+                kind = statement_kind(statement, self)
+                if kind != CHANGES:
+                    conn._pgpool_vouched = True
+                    if kind:
+                        conn._pgpool_wrote = True
+            return base_copy(self, statement, params)
+
+    try:
+        # The layout must allow changing an instance's class.
+        probe = object.__new__(base)
+        probe.__class__ = Watched
+    except TypeError:
+        return None
+    return _same_names(Watched, base)
