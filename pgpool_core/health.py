@@ -7,8 +7,10 @@ be had that soon (every connection lent, or the pool cannot connect), one
 plain connection is made and closed, bounded by ``connect_timeout`` (10 s by
 default): a busy pool on a live server is healthy, a server that refuses
 connections is unhealthy at once, one that does not answer after
-``connect_timeout``. A connection that the server stops answering while lent
-is bounded by ``tcp_user_timeout`` (30 s by default).
+``connect_timeout``. The ``SELECT 1`` waits no longer than what is left of
+*timeout* (at least half of it): a connection that stops answering (a path
+that forwards nothing any more, which the pool's check cannot see) makes the
+pool unhealthy within about *timeout*, and is closed.
 
 The adapters answer from it: ``flask_pgpool.PgPool.health_view()`` and
 ``django_pgpool.health.PoolHealthCheck`` (django-health-check).
@@ -25,6 +27,7 @@ import psycopg
 from psycopg_pool import PoolTimeout, TooManyRequests
 
 from .options import mask_secrets
+from .socket_timeout import bounded
 
 if TYPE_CHECKING:
     from .pool import ForkSafePool
@@ -65,7 +68,9 @@ def check_pool(pool: ForkSafePool[Any], timeout: float = 1.0) -> PoolHealth:
     Healthy: a connection borrowed within *timeout* seconds answered ``SELECT
     1``; or, when none could be borrowed that soon, a new plain connection
     could be made (the pool is busy). Never raises for the database's
-    errors, which are the answer (passwords masked).
+    errors, which are the answer (passwords masked). ``SELECT 1`` gets what
+    is left of *timeout*, at least half of it: unanswered by then, the
+    connection is closed and the pool unhealthy.
     """
     start = monotonic()
     stats: dict[str, Any] = {}
@@ -88,8 +93,10 @@ def check_pool(pool: ForkSafePool[Any], timeout: float = 1.0) -> PoolHealth:
         return answer(True, "busy")
     except psycopg.Error as err:  # a forking master's plain connection
         return answer(False, _masked(pool, err))
+    left = max(timeout - (monotonic() - start), timeout / 2)
     try:
-        conn.execute("SELECT 1")
+        with bounded(conn, left, "the health check's timeout"):
+            conn.execute("SELECT 1")
     except psycopg.Error as err:
         return answer(False, _masked(pool, err))
     finally:

@@ -30,6 +30,7 @@ from .options import (
 )
 from .process_pool import ProcessPool
 from .session import SessionReset, check_socket, run_configure
+from .socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits
 
 __all__ = ["DEFAULT", "ForkSafePool"]
 
@@ -78,6 +79,15 @@ class ForkSafePool(Generic[CT]):
     defaults to open without a DeprecationWarning: nothing connects until
     first use anyway.
 
+    ``socket_timeout`` (seconds, default
+    :data:`~pgpool_core.socket_timeout.SOCKET_TIMEOUT_DEFAULT`, 45; None: no
+    bound) is the longest any of the pool's connections waits on its socket
+    with nothing from the server: then the connection is closed and the
+    query raises :class:`~pgpool_core.errors.SocketTimeout`, a
+    ``psycopg.OperationalError`` (see :mod:`pgpool_core.socket_timeout`).
+    libpq has no such bound; keepalives and ``tcp_user_timeout`` miss a path
+    whose peer still acknowledges but forwards nothing.
+
     ``warn_held_after`` (seconds, default None: off) logs a warning when a
     connection comes back after being borrowed for longer, naming what
     borrowed it (see :func:`pgpool_core.borrower`).
@@ -120,6 +130,7 @@ class ForkSafePool(Generic[CT]):
         keepalives: bool = True,
         warn_held_after: float | None = None,
         pgbouncer: bool = False,
+        socket_timeout: float | None = SOCKET_TIMEOUT_DEFAULT,
     ) -> None:
         options: dict[str, Any] = {
             "kwargs": kwargs,
@@ -142,6 +153,7 @@ class ForkSafePool(Generic[CT]):
             "keepalives": keepalives,
             "warn_held_after": warn_held_after,
             "pgbouncer": pgbouncer,
+            "socket_timeout": socket_timeout,
         }
         validate_pool_options(options)
 
@@ -163,6 +175,7 @@ class ForkSafePool(Generic[CT]):
         self.keepalives = keepalives
         self.warn_held_after = warn_held_after
         self.pgbouncer = pgbouncer
+        self.socket_timeout = socket_timeout
         #: The command the capacity warning names (``"flask pgpool capacity"``,
         #: set by the framework packages), or None.
         self.capacity_command: str | None = None
@@ -386,6 +399,7 @@ class ForkSafePool(Generic[CT]):
 
     def _configure_new(self, conn: CT) -> None:
         self._pools.track(conn)
+        bound_waits(conn, self.socket_timeout, self.name)
         if self.pgbouncer:
             conn.prepare_threshold = None
         self._session.adopt(conn)
@@ -559,6 +573,7 @@ class ForkSafePool(Generic[CT]):
         kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
         conn = connect_masked(self.connection_class, conninfo, kwargs)
         self._pools.track(conn)
+        bound_waits(conn, self.socket_timeout, self.name)
         if self.pgbouncer:
             conn.prepare_threshold = None
         try:
