@@ -557,15 +557,23 @@ class ProcessPool(ConnectionPool[CT]):
         waiting: list[Any] = []
         parked: list[AddConnection] = []
         with self._lock:
-            self._failure = failure
+            previous, self._failure = self._failure, failure
             if failure.kind == UNREACHABLE:
                 # Back to retrying every chain within RECONNECT_DELAY_MAX.
                 self._refusals = 0
                 self._probe = None
                 parked, self._parked = self._parked, []
             # Nothing to lend, and no other attempt under way that may
-            # succeed (this one is still counted): the waiting clients fail.
-            if not self._has_connection() and self._connecting <= 1:
+            # succeed (this one is still counted), or this is the second
+            # failure in a row: the waiting clients fail. (With several
+            # chains, min_size > 1, an unreachable server's attempts overlap:
+            # each takes connect_timeout, and the next is at most
+            # RECONNECT_DELAY_MAX away, so another is always under way. A
+            # first failure while others are under way, as when one of the
+            # first connects finds the server out of slots, fails no one.)
+            if not self._has_connection() and (
+                self._connecting <= 1 or previous is not None
+            ):
                 waiting = list(self._waiting)
                 self._waiting.clear()
         for task in parked:
