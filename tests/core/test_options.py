@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from pgpool_core import ConfigurationError, ForkSafePool
-from pgpool_core.options import mask_conninfo, merge_defaults, parse_conninfo
+from pgpool_core.options import (
+    SOCKET_TIMEOUT_MAX,
+    mask_conninfo,
+    merge_defaults,
+    parse_conninfo,
+)
 
 SECRET = "s3cr3t-pw"
 
@@ -155,3 +161,20 @@ def test_bad_kwargs_error_does_not_show_the_value() -> None:
     assert info.value.setting == "kwargs"
     assert "got list" in str(info.value)
     assert SECRET not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    "value", [0, -1, "30", True, math.inf, -math.inf, math.nan, 1e9, 86400.5]
+)
+def test_socket_timeout_is_bounded(value: Any) -> None:
+    """Seconds in (0, a day], or None: a bad one fails when the pool is made."""
+    with pytest.raises(ConfigurationError) as info:
+        ForkSafePool("host=localhost", socket_timeout=value)
+    assert info.value.setting == "socket_timeout"
+    assert "seconds > 0 and <= 86400 (a day), or None (no bound)" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [None, 0.01, 1, 45.0, SOCKET_TIMEOUT_MAX])
+def test_socket_timeout_accepted(value: Any) -> None:
+    pool = ForkSafePool("host=localhost", socket_timeout=value, open=False)
+    assert pool.socket_timeout == value
