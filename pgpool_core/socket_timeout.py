@@ -138,9 +138,14 @@ def _bounded(
         return done.value
     gen.close()
     conn.pgconn.finish()  # not close(): with close_returns, that gives it back
-    raise SocketTimeout(
-        f"pool {pool_name!r}: the server sent nothing for {seconds:g} s"
-        f" ({setting}); the connection is closed. A network path that stopped"
-        f" forwarding, or a query that runs longer: raise {setting} if queries"
-        " may rightly take longer"
+    message = (
+        f"pool {pool_name!r}: the server sent nothing for {round(seconds, 2):g} s"
+        f" ({setting}); the connection is closed"
     )
+    if setting == _SETTING:
+        message += (
+            ". A network path that stopped forwarding, or a query that runs"
+            f" longer: raise {_SETTING} (None: no bound) if queries may rightly"
+            " take longer"
+        )
+    raise SocketTimeout(message)
