@@ -2,15 +2,16 @@
 
 A load balancer's probe reaches one worker, which answers for its own pool:
 :func:`check_pool` borrows a connection for at most *timeout* seconds (1 s by
-default, not the pool's ``timeout``) and runs ``SELECT 1`` on it. If none can
-be had that soon (every connection lent, or the pool cannot connect), one
-plain connection is made and closed, bounded by ``connect_timeout`` (10 s by
-default): a busy pool on a live server is healthy, a server that refuses
-connections is unhealthy at once, one that does not answer after
-``connect_timeout``. The ``SELECT 1`` waits no longer than what is left of
-*timeout* (at least half of it): a connection that stops answering (a path
-that forwards nothing any more, which the pool's check cannot see) makes the
-pool unhealthy within about *timeout*, and is closed.
+default, not the pool's ``timeout``) and runs ``SELECT 1`` on it, waiting no
+longer than what is left of *timeout* (at least half of it): a connection
+that stops answering (a path that forwards nothing any more, which the
+pool's check cannot see) makes the pool unhealthy within about *timeout*,
+and is closed. If no connection can be had that soon (every connection
+lent, or the pool cannot connect), one plain connection is made and closed,
+bounded by what is left of *timeout*, or 2 s (libpq's least
+``connect_timeout``): a busy pool on a live server is healthy, a server that
+refuses connections is unhealthy at once, one that does not answer is
+unhealthy after those 2 s.
 
 The adapters answer from it: ``flask_pgpool.PgPool.health_view()`` and
 ``django_pgpool.health.PoolHealthCheck`` (django-health-check).
@@ -18,6 +19,7 @@ The adapters answer from it: ``flask_pgpool.PgPool.health_view()`` and
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from time import monotonic
@@ -85,9 +87,11 @@ def check_pool(pool: ForkSafePool[Any], timeout: float = 1.0) -> PoolHealth:
     try:
         conn = pool.getconn(timeout)
     except (PoolTimeout, TooManyRequests):
-        # Busy, or unable to connect: a connection of our own tells which.
+        # Busy, or unable to connect: a connection of our own tells which,
+        # within what is left of the timeout (libpq waits at least 2 s).
+        left = timeout - (monotonic() - start)
         try:
-            pool.connect().close()
+            pool.connect(connect_timeout=max(2, math.ceil(left))).close()
         except psycopg.Error as err:
             return answer(False, _masked(pool, err))
         return answer(True, "busy")

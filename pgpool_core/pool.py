@@ -20,6 +20,7 @@ from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
 from .lifecycle import ProcessPools, in_forking_master, is_abandoned
 from .loans import Loans, current_borrower
 from .options import (
+    ConnectionParams,
     connect_masked,
     mask_conninfo,
     merge_defaults,
@@ -558,19 +559,23 @@ class ForkSafePool(Generic[CT]):
             if isinstance(origin, ProcessPool):
                 origin.record_usage(monotonic() - t0)
 
-    def connect(self) -> CT:
+    def connect(self, *, connect_timeout: int | None = None) -> CT:
         """Return a new connection, made as the pool makes its own, but not pooled.
 
-        For diagnostics (a CLI's ``check``), where the reason of a failure
-        matters more than waiting for the pool: the caller closes it.
+        For diagnostics (a CLI's ``check``, the health check), where the
+        reason of a failure matters more than waiting for the pool: the
+        caller closes it. *connect_timeout* (whole seconds; libpq waits at
+        least 2) replaces the pool's ``connect_timeout`` for this one.
         """
-        return self._connect_unpooled()
+        return self._connect_unpooled(connect_timeout)
 
-    def _connect_unpooled(self) -> CT:
+    def _connect_unpooled(self, connect_timeout: int | None = None) -> CT:
         # A forking master gets a plain connection: a pool would start threads
         # there, and the master is about to fork.
         conninfo = self._conninfo() if callable(self._conninfo) else self._conninfo
         kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
+        if connect_timeout is not None:
+            kwargs = ConnectionParams({**kwargs, "connect_timeout": connect_timeout})
         conn = connect_masked(self.connection_class, conninfo, kwargs)
         self._pools.track(conn)
         bound_waits(conn, self.socket_timeout, self.name)

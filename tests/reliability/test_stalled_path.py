@@ -29,15 +29,20 @@ SOCKET_TIMEOUT = 1.5
 SLACK = 3.0
 
 
-def stalled(pg: PgServer, proxy: BlackHoleProxy, **options: object) -> ForkSafePool:
+def stalled(
+    pg: PgServer,
+    proxy: BlackHoleProxy,
+    socket_timeout: float | None = SOCKET_TIMEOUT_DEFAULT,
+) -> ForkSafePool:
     """A pool of 2 connections made through *proxy*, idle, then the path stalled."""
     dsn = pg.dsn(host=proxy.host, port=proxy.port)
     pool: ForkSafePool = ForkSafePool(
-        dsn, min_size=2, timeout=5, name="stalled", **options  # type: ignore[arg-type]
+        dsn, min_size=2, timeout=5, name="stalled", socket_timeout=socket_timeout
     )
     pool.wait(10)
     with pool.connection() as conn:
         conn.execute("SELECT 1")
+    time.sleep(0.5)  # the answer to its reset arrives: both connections idle
     proxy.stall()
     return pool
 
@@ -90,6 +95,29 @@ def test_the_health_check_answers_within_its_timeout(
     assert elapsed < 1.0 + SLACK, elapsed
     assert result.reason is not None, result
     assert "health check's timeout" in result.reason, result
+
+
+def test_a_busy_pool_on_a_stalled_path_is_unhealthy_within_2_s(
+    pg_server: PgServer, blackhole: BlackHoleProxy
+) -> None:
+    """Every connection lent: the check's own connect is bounded by its timeout.
+
+    Not by the pool's connect_timeout (10 s by default): by what is left of
+    the check's timeout, or libpq's least, 2 s.
+    """
+    pool = stalled(pg_server, blackhole)
+    held = [pool.getconn(), pool.getconn()]
+    try:
+        t0 = time.monotonic()
+        result = health.check_pool(pool, timeout=0.5)
+        elapsed = time.monotonic() - t0
+    finally:
+        for conn in held:
+            pool.putconn(conn)
+        pool.close(timeout=1)
+    assert not result.healthy, result
+    assert result.reason is not None and "timeout expired" in result.reason, result
+    assert elapsed < 0.5 + 2 + SLACK, elapsed
 
 
 def test_a_transaction_is_bounded_too(stalled_pool: ForkSafePool) -> None:
