@@ -64,6 +64,9 @@ class SocketTimeout(PgPoolError, psycopg.OperationalError):
     :mod:`pgpool_core.socket_timeout`.
     """
 
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
 
 class ConnectFailed(PgPoolError, PoolTimeout):
     """The pool has no connection, and its latest attempt to connect failed.
