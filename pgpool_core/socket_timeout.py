@@ -55,6 +55,10 @@ __all__ = ["SOCKET_TIMEOUT_DEFAULT", "bound_waits", "bounded"]
 #: until then, and queries held for minutes outside a server).
 SOCKET_TIMEOUT_DEFAULT = 45.0
 
+# psycopg's interval between two wake-ups of a wait (``psycopg.connection``'s
+# ``_WAIT_INTERVAL``).
+_INTERVAL = 0.1
+
 # On the connection: (seconds or None, the setting named when it passes).
 _BOUND = "_pgpool_socket_timeout"
 _SETTING = "socket_timeout"
@@ -124,16 +128,20 @@ def _bounded(
     ready) every interval while it waits.
     """
     send = gen.send
+    since = 0.0  # 0: the socket was ready at the latest wake-up
     try:
         waiting = next(gen)
-        since = monotonic()
         while True:
             ready = yield waiting
-            if not ready and monotonic() - since >= seconds:
+            if ready:
+                since = 0.0
+            elif not since:
+                # The first wake-up with nothing ready: a wait began an
+                # interval ago (no clock read while the socket is ready).
+                since = monotonic() - _INTERVAL
+            elif monotonic() - since >= seconds:
                 break
             waiting = send(ready)
-            if ready:
-                since = monotonic()
     except StopIteration as done:
         return done.value
     gen.close()
