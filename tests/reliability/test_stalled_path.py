@@ -144,3 +144,34 @@ def test_a_transaction_is_bounded_too(stalled_pool: ForkSafePool) -> None:
 def test_the_default_is_documented_and_generous() -> None:
     pool = ForkSafePool("host=localhost", open=False)
     assert pool.socket_timeout == SOCKET_TIMEOUT_DEFAULT == 45.0
+
+
+def test_the_bound_is_on_silence_not_on_work(pg_server: PgServer) -> None:
+    """Each wait is bounded, not the loan; notifies() waits as it is told.
+
+    A query that rightly runs longer than socket_timeout fails like a stalled
+    one (its message says which setting to raise), and the pool serves on.
+    """
+    pool = ForkSafePool(
+        pg_server.dsn(), min_size=1, timeout=5, socket_timeout=1, name="work"
+    )
+    try:
+        with pool.connection() as conn:
+            t0 = time.monotonic()
+            for _ in range(3):
+                conn.execute("SELECT pg_sleep(0.5)")
+            assert time.monotonic() - t0 > 1.5  # longer than the bound, in all
+            conn.execute("LISTEN pgpool_test")
+            conn.commit()
+            t0 = time.monotonic()
+            assert list(conn.notifies(timeout=1.5)) == []
+            assert time.monotonic() - t0 >= 1.4, "notifies() waits its own timeout"
+        with pool.connection() as conn:
+            with pytest.raises(SocketTimeout) as info:
+                conn.execute("SELECT pg_sleep(3)")
+            assert conn.closed
+        assert "raise socket_timeout (None: no bound)" in str(info.value)
+        with pool.connection() as conn:
+            assert conn.execute("SELECT 4").fetchone() == (4,)
+    finally:
+        pool.close()
