@@ -25,7 +25,10 @@ where this module says otherwise:
 - while the pool has no connection, ``getconn()`` raises
   :class:`~pgpool_core.errors.ConnectFailed`, with the cause, when the next
   attempt to connect fails, or at once while the server refuses the login,
-  instead of waiting for its timeout (:meth:`ProcessPool.getconn`);
+  instead of waiting for its timeout (:meth:`ProcessPool.getconn`), whatever
+  ``min_size``: psycopg_pool's queue of waiting clients knows when each began
+  to wait (``_WaitQueue``), so that overlapping attempts fail those for whom
+  they were the next one (:meth:`ProcessPool._failed_to_connect`);
 - the connects in progress are counted, so that os.fork() can wait for them;
 - a connection lent and garbage-collected without being given back (its
   borrower is gone: a thread that ended with it, say) is counted lost and
