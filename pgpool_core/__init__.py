@@ -9,7 +9,13 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
-from .errors import ConfigurationError, ConnectFailed, PgPoolError, PoolNotAvailable
+from .errors import (
+    ConfigurationError,
+    ConnectFailed,
+    PgPoolError,
+    PoolNotAvailable,
+    SocketTimeout,
+)
 from .loans import borrower
 from .options import (
     POOL_OPTIONS,
@@ -33,6 +39,7 @@ __all__ = [
     "ForkSafePool",
     "PgPoolError",
     "PoolNotAvailable",
+    "SocketTimeout",
     "borrower",
     "check_socket",
     "check_target_session_attrs",

@@ -18,6 +18,7 @@ __all__ = [
     "PgPoolError",
     "PoolNotAvailable",
     "SessionResetFailed",
+    "SocketTimeout",
     "connect_failure",
     "server_full",
     "unavailable_reason",
@@ -49,6 +50,23 @@ class SessionResetFailed(PgPoolError, psycopg.OperationalError):
 
     The pool then discards the connection; borrowers never see this error.
     """
+
+
+class SocketTimeout(PgPoolError, psycopg.OperationalError):
+    """The server sent nothing for longer than the pool's ``socket_timeout``.
+
+    Raised by a query (or a commit, a fetch...) on a pool's connection whose
+    wait on its socket outlasted ``socket_timeout`` seconds: a network path
+    that stopped forwarding while the connection stays open (a stuck proxy
+    or load balancer, a pooler waiting for its server), or a query that
+    rightly runs longer. The connection is closed (never lent again) before
+    this is raised. A ``psycopg.OperationalError``, without SQLSTATE, as for
+    a connection lost: the frameworks answer 503. See
+    :mod:`pgpool_core.socket_timeout`.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
 
 
 class ConnectFailed(PgPoolError, PoolTimeout):
@@ -208,6 +226,8 @@ def unavailable_reason(exc: BaseException) -> str | None:
             ]
         if isinstance(current, PoolTimeout):
             return "no connection available in the pool"
+        if isinstance(current, SocketTimeout):
+            return "the database stopped answering (socket_timeout)"
         if isinstance(current, TooManyRequests):
             return "too many requests waiting for a connection"
         if isinstance(current, psycopg.OperationalError):

@@ -2,13 +2,16 @@
 
 A load balancer's probe reaches one worker, which answers for its own pool:
 :func:`check_pool` borrows a connection for at most *timeout* seconds (1 s by
-default, not the pool's ``timeout``) and runs ``SELECT 1`` on it. If none can
-be had that soon (every connection lent, or the pool cannot connect), one
-plain connection is made and closed, bounded by ``connect_timeout`` (10 s by
-default): a busy pool on a live server is healthy, a server that refuses
-connections is unhealthy at once, one that does not answer after
-``connect_timeout``. A connection that the server stops answering while lent
-is bounded by ``tcp_user_timeout`` (30 s by default).
+default, not the pool's ``timeout``) and runs ``SELECT 1`` on it, waiting no
+longer than what is left of *timeout* (at least half of it): a connection
+that stops answering (a path that forwards nothing any more, which the
+pool's check cannot see) makes the pool unhealthy within about *timeout*,
+and is closed. If no connection can be had that soon (every connection
+lent, or the pool cannot connect), one plain connection is made and closed,
+bounded by what is left of *timeout*, or 2 s (libpq's least
+``connect_timeout``): a busy pool on a live server is healthy, a server that
+refuses connections is unhealthy at once, one that does not answer is
+unhealthy after those 2 s.
 
 The adapters answer from it: ``flask_pgpool.PgPool.health_view()`` and
 ``django_pgpool.health.PoolHealthCheck`` (django-health-check).
@@ -16,6 +19,7 @@ The adapters answer from it: ``flask_pgpool.PgPool.health_view()`` and
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from time import monotonic
@@ -25,6 +29,7 @@ import psycopg
 from psycopg_pool import PoolTimeout, TooManyRequests
 
 from .options import mask_secrets
+from .socket_timeout import bounded
 
 if TYPE_CHECKING:
     from .pool import ForkSafePool
@@ -65,7 +70,9 @@ def check_pool(pool: ForkSafePool[Any], timeout: float = 1.0) -> PoolHealth:
     Healthy: a connection borrowed within *timeout* seconds answered ``SELECT
     1``; or, when none could be borrowed that soon, a new plain connection
     could be made (the pool is busy). Never raises for the database's
-    errors, which are the answer (passwords masked).
+    errors, which are the answer (passwords masked). ``SELECT 1`` gets what
+    is left of *timeout*, at least half of it: unanswered by then, the
+    connection is closed and the pool unhealthy.
     """
     start = monotonic()
     stats: dict[str, Any] = {}
@@ -80,16 +87,20 @@ def check_pool(pool: ForkSafePool[Any], timeout: float = 1.0) -> PoolHealth:
     try:
         conn = pool.getconn(timeout)
     except (PoolTimeout, TooManyRequests):
-        # Busy, or unable to connect: a connection of our own tells which.
+        # Busy, or unable to connect: a connection of our own tells which,
+        # within what is left of the timeout (libpq waits at least 2 s).
+        left = timeout - (monotonic() - start)
         try:
-            pool.connect().close()
+            pool.connect(connect_timeout=max(2, math.ceil(left))).close()
         except psycopg.Error as err:
             return answer(False, _masked(pool, err))
         return answer(True, "busy")
     except psycopg.Error as err:  # a forking master's plain connection
         return answer(False, _masked(pool, err))
+    left = max(timeout - (monotonic() - start), timeout / 2)
     try:
-        conn.execute("SELECT 1")
+        with bounded(conn, left, "the health check's timeout"):
+            conn.execute("SELECT 1")
     except psycopg.Error as err:
         return answer(False, _masked(pool, err))
     finally:

@@ -78,7 +78,8 @@ KEEPALIVE_DEFAULTS: dict[str, Any] = {
 CONNECT_TIMEOUT_DEFAULT = 10
 
 #: Every option ForkSafePool takes besides conninfo: psycopg_pool's own
-#: ConnectionPool options, plus ``keepalives`` and ``pgbouncer``.
+#: ConnectionPool options, plus ``keepalives``, ``pgbouncer``,
+#: ``warn_held_after`` and ``socket_timeout``.
 POOL_OPTIONS = frozenset(
     {
         "kwargs",
@@ -101,8 +102,14 @@ POOL_OPTIONS = frozenset(
         "keepalives",
         "warn_held_after",
         "pgbouncer",
+        "socket_timeout",
     }
 )
+
+#: The longest ``socket_timeout`` accepted (seconds): a day. Longer is no
+#: bound at all (None says so); past ~1e9 the deadline arithmetic would
+#: overflow.
+SOCKET_TIMEOUT_MAX = 24 * 60 * 60.0
 
 
 #: The highest value of each number an option takes (docs/configuration.rst,
@@ -242,6 +249,15 @@ def validate_pool_options(
     if held is not None and not (_is_number(held) and held > 0):
         raise bad("warn_held_after", "a number of seconds > 0 or None")
     _check_bounds(options, setting)
+    socket_timeout = options.get("socket_timeout")
+    if socket_timeout is not None and not (
+        _is_number(socket_timeout) and 0 < socket_timeout <= SOCKET_TIMEOUT_MAX
+    ):
+        raise bad(
+            "socket_timeout",
+            f"a number of seconds > 0 and <= {SOCKET_TIMEOUT_MAX:g} (a day),"
+            " or None (no bound)",
+        )
     for key in ("configure", "check", "reset", "reconnect_failed"):
         if key == "reset" and isinstance(options.get(key), str):
             if options[key] != "always":

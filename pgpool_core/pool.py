@@ -20,6 +20,7 @@ from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
 from .lifecycle import ProcessPools, in_forking_master, is_abandoned
 from .loans import Loans, current_borrower
 from .options import (
+    ConnectionParams,
     connect_masked,
     mask_conninfo,
     merge_defaults,
@@ -30,6 +31,7 @@ from .options import (
 )
 from .process_pool import ProcessPool
 from .session import SessionReset, check_socket, run_configure
+from .socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits
 
 __all__ = ["ALWAYS", "DEFAULT", "ForkSafePool"]
 
@@ -85,6 +87,15 @@ class ForkSafePool(Generic[CT]):
     defaults to open without a DeprecationWarning: nothing connects until
     first use anyway.
 
+    ``socket_timeout`` (seconds, default
+    :data:`~pgpool_core.socket_timeout.SOCKET_TIMEOUT_DEFAULT`, 45; None: no
+    bound) is the longest any of the pool's connections waits on its socket
+    with nothing from the server: then the connection is closed and the
+    query raises :class:`~pgpool_core.errors.SocketTimeout`, a
+    ``psycopg.OperationalError`` (see :mod:`pgpool_core.socket_timeout`).
+    libpq has no such bound; keepalives and ``tcp_user_timeout`` miss a path
+    whose peer still acknowledges but forwards nothing.
+
     ``warn_held_after`` (seconds, default None: off) logs a warning when a
     connection comes back after being borrowed for longer, naming what
     borrowed it (see :func:`pgpool_core.borrower`).
@@ -132,6 +143,7 @@ class ForkSafePool(Generic[CT]):
         keepalives: bool = True,
         warn_held_after: float | None = None,
         pgbouncer: bool = False,
+        socket_timeout: float | None = SOCKET_TIMEOUT_DEFAULT,
     ) -> None:
         options: dict[str, Any] = {
             "kwargs": kwargs,
@@ -154,6 +166,7 @@ class ForkSafePool(Generic[CT]):
             "keepalives": keepalives,
             "warn_held_after": warn_held_after,
             "pgbouncer": pgbouncer,
+            "socket_timeout": socket_timeout,
         }
         validate_pool_options(options)
 
@@ -175,6 +188,7 @@ class ForkSafePool(Generic[CT]):
         self.keepalives = keepalives
         self.warn_held_after = warn_held_after
         self.pgbouncer = pgbouncer
+        self.socket_timeout = socket_timeout
         #: The command the capacity warning names (``"flask pgpool capacity"``,
         #: set by the framework packages), or None.
         self.capacity_command: str | None = None
@@ -409,6 +423,7 @@ class ForkSafePool(Generic[CT]):
 
     def _configure_new(self, conn: CT) -> None:
         self._pools.track(conn)
+        bound_waits(conn, self.socket_timeout, self.name)
         if self.pgbouncer:
             conn.prepare_threshold = None
         self._session.adopt(conn)
@@ -583,13 +598,15 @@ class ForkSafePool(Generic[CT]):
             if isinstance(origin, ProcessPool):
                 origin.record_usage(monotonic() - t0)
 
-    def connect(self) -> CT:
+    def connect(self, *, connect_timeout: int | None = None) -> CT:
         """Return a new connection, made as the pool makes its own, but not pooled.
 
-        For diagnostics (a CLI's ``check``), where the reason of a failure
-        matters more than waiting for the pool: the caller closes it.
+        For diagnostics (a CLI's ``check``, the health check), where the
+        reason of a failure matters more than waiting for the pool: the
+        caller closes it. *connect_timeout* (whole seconds; libpq waits at
+        least 2) replaces the pool's ``connect_timeout`` for this one.
         """
-        return self._connect_unpooled()
+        return self._connect_unpooled(connect_timeout)
 
     def masked_conninfo(self) -> str:
         """Return what this pool gives libpq for each connection, secrets masked.
@@ -604,13 +621,16 @@ class ForkSafePool(Generic[CT]):
         kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
         return mask_conninfo(conninfo, kwargs)
 
-    def _connect_unpooled(self) -> CT:
+    def _connect_unpooled(self, connect_timeout: int | None = None) -> CT:
         # A forking master gets a plain connection: a pool would start threads
         # there, and the master is about to fork.
         conninfo = self._conninfo() if callable(self._conninfo) else self._conninfo
         kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
+        if connect_timeout is not None:
+            kwargs = ConnectionParams({**kwargs, "connect_timeout": connect_timeout})
         conn = connect_masked(self.connection_class, conninfo, kwargs)
         self._pools.track(conn)
+        bound_waits(conn, self.socket_timeout, self.name)
         if self.pgbouncer:
             conn.prepare_threshold = None
         try:

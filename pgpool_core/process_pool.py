@@ -28,7 +28,10 @@ where this module says otherwise:
 - while the pool has no connection, ``getconn()`` raises
   :class:`~pgpool_core.errors.ConnectFailed`, with the cause, when the next
   attempt to connect fails, or at once while the server refuses the login,
-  instead of waiting for its timeout (:meth:`ProcessPool.getconn`);
+  instead of waiting for its timeout (:meth:`ProcessPool.getconn`), whatever
+  ``min_size``: psycopg_pool's queue of waiting clients knows when each began
+  to wait (``_WaitQueue``), so that overlapping attempts fail those for whom
+  they were the next one (:meth:`ProcessPool._failed_to_connect`);
 - the connects in progress are counted, so that os.fork() can wait for them;
 - at open in a server's worker (*first_alone*), one connection is made
   first, the rest of ``min_size`` once it is made; only as many as this
@@ -59,11 +62,12 @@ import logging
 import os
 import threading
 import weakref
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from queue import SimpleQueue
 from time import monotonic, sleep
-from typing import Any
+from typing import Any, Generic
 
 import psycopg
 from psycopg.pq import TransactionStatus
@@ -260,6 +264,7 @@ class ProcessPool(ConnectionPool[CT]):
         # first is); None once the first connection was made.
         self._deferred: int | None = 0
         super().__init__(conninfo, **{**kwargs, "open": False})
+        self._waiting: _WaitQueue[CT] = _WaitQueue()
 
     # -- lending -------------------------------------------------------------
 
@@ -691,8 +696,8 @@ class ProcessPool(ConnectionPool[CT]):
         with self._connects:
             self._connecting += 1
         _reported_by_the_pool.marked.pool = None
+        since = monotonic()  # metrics: create_time, configure included
         try:
-            since = monotonic()  # metrics: create_time, configure included
             conn = super()._connect(timeout)
             if metrics.recorder is not None:
                 metrics.recorder.connected(self.name, monotonic() - since)
@@ -703,7 +708,7 @@ class ProcessPool(ConnectionPool[CT]):
             if self._deferred is not None:
                 self._start_rest(conn)
         except Exception as ex:
-            self._failed_to_connect(ex)
+            self._failed_to_connect(ex, since)
             raise
         finally:
             with self._connects:
@@ -729,11 +734,11 @@ class ProcessPool(ConnectionPool[CT]):
         for task in parked:
             self.run_task(task)
 
-    def _failed_to_connect(self, ex: Exception) -> None:
+    def _failed_to_connect(self, ex: Exception, started: float) -> None:
         """Keep the failure (masked); fail the waiting clients if nothing is left.
 
-        Called by the thread that failed, while its attempt is still counted
-        in ``_connecting``.
+        Called by the thread that failed, while its attempt (begun at
+        *started*, ``monotonic()``) is still counted in ``_connecting``.
         """
         conninfo = self.conninfo if isinstance(self.conninfo, str) else None
         kwargs = self.kwargs if isinstance(self.kwargs, Mapping) else None
@@ -742,7 +747,7 @@ class ProcessPool(ConnectionPool[CT]):
         waiting: list[Any] = []
         parked: list[AddConnection] = []
         with self._lock:
-            self._failure = failure
+            previous, self._failure = self._failure, failure
             if failure.kind == UNREACHABLE:
                 # Back to retrying every chain within RECONNECT_DELAY_MAX.
                 self._refusals = 0
@@ -750,9 +755,24 @@ class ProcessPool(ConnectionPool[CT]):
                 parked, self._parked = self._parked, []
             # Nothing to lend, and no other attempt under way that may
             # succeed (this one is still counted): the waiting clients fail.
-            if not self._has_connection() and self._connecting <= 1:
-                waiting = list(self._waiting)
-                self._waiting.clear()
+            # With several chains (min_size > 1), an unreachable server's
+            # attempts overlap (each takes connect_timeout, the next is at
+            # most RECONNECT_DELAY_MAX away): then a failure that follows
+            # another fails the clients for whom it was the next attempt:
+            # those that began to wait before it began, or at most
+            # RECONNECT_DELAY_MAX after (the pool's first attempts begin as
+            # the first client's getconn() makes the pool). Not a first
+            # failure (one of the first connects finding the server out of
+            # slots while the others succeed), nor an older attempt failing
+            # once the server is back, while newer ones succeed.
+            if not self._has_connection():
+                if self._connecting <= 1:
+                    waiting = list(self._waiting)
+                    self._waiting.clear()
+                elif previous is not None:
+                    waiting = self._waiting.take_waiting_since(
+                        started + RECONNECT_DELAY_MAX
+                    )
         for task in parked:
             self.run_task(task)
         for pos in waiting:
@@ -823,6 +843,35 @@ class ProcessPool(ConnectionPool[CT]):
         """
         self._closed = True
         return list(self._pool)
+
+
+class _WaitQueue(deque[Any], Generic[CT]):
+    """psycopg_pool's queue of waiting clients, which knows when each began to wait.
+
+    psycopg_pool 3.3.3 only appends to it, pops from its left and clears it
+    (a client that timed out stays until popped), so the clients are in the
+    order they began to wait.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._since: dict[int, float] = {}
+
+    def append(self, pos: Any) -> None:
+        super().append(pos)
+        since = self._since
+        if len(since) > 2 * len(self) + 16:  # forget the clients popped
+            alive = {id(p) for p in self}
+            since = self._since = {k: t for k, t in since.items() if k in alive}
+        since[id(pos)] = monotonic()
+
+    def take_waiting_since(self, moment: float) -> list[Any]:
+        """Remove and return the clients that were waiting at *moment*."""
+        taken = []
+        since = self._since
+        while self and since.get(id(self[0]), moment) <= moment:
+            taken.append(self.popleft())
+        return taken
 
 
 def _detached(exc: BaseException) -> BaseException:

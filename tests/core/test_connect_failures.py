@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import re
+import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -106,6 +107,48 @@ def test_a_server_that_cannot_be_reached_fails_at_the_next_attempt(
             assert waited < TIMEOUT / 3
             assert "Connection refused" in str(error.__cause__)
             assert unavailable_reason(error) == "the database cannot be reached"
+    finally:
+        pool.close()
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A port whose server accepts connections and never answers (case 36).
+
+    The kernel completes the handshake and acknowledges what libpq sends
+    (the backlog): each attempt to connect fails after connect_timeout.
+    """
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(128)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("min_size", [1, 4])
+def test_a_server_that_never_answers_fails_at_the_next_attempt(
+    pg_server: PgServer, silent_port: int, min_size: int
+) -> None:
+    """Whatever min_size: overlapping attempts fail the borrower all the same."""
+    connect_timeout = 2  # libpq's least
+    pool = ForkSafePool(
+        pg_server.dsn(port=silent_port, connect_timeout=connect_timeout),
+        min_size=min_size,
+        timeout=TIMEOUT,
+        name="silent",
+    )
+    try:
+        error, waited = borrow(pool)
+        assert isinstance(error, ConnectFailed), repr(error)
+        # The pool's first attempts each take connect_timeout; the borrower
+        # fails when they do, not after the pool's timeout.
+        assert connect_timeout - 0.5 < waited < 2 * connect_timeout + 2, waited
+        assert "timeout expired" in str(error.__cause__), error.__cause__
+        assert unavailable_reason(error) == "the database cannot be reached"
+        # Then each borrower waits for the next attempt to fail, at most a
+        # connect_timeout (the next is under way or a second away).
+        error, waited = borrow(pool)
+        assert isinstance(error, ConnectFailed), repr(error)
+        assert waited < connect_timeout + 2, waited
     finally:
         pool.close()
 

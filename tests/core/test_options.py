@@ -20,6 +20,7 @@ from pgpool_core.options import (
     NUM_WORKERS_MAX,
     SECONDS_MAX,
     SIZE_MAX,
+    SOCKET_TIMEOUT_MAX,
     mask_conninfo,
     merge_defaults,
     parse_conninfo,
@@ -357,3 +358,20 @@ def test_a_setting_given_wins_over_its_environment_variable(
     ForkSafePool("host=db port=5432", kwargs={"connect_timeout": 5})
     monkeypatch.setenv("PGCONNECT_TIMEOUT", " 7 ")
     ForkSafePool("host=db port=5432")
+
+
+@pytest.mark.parametrize(
+    "value", [0, -1, "30", True, math.inf, -math.inf, math.nan, 1e9, 86400.5]
+)
+def test_socket_timeout_is_bounded(value: Any) -> None:
+    """Seconds in (0, a day], or None: a bad one fails when the pool is made."""
+    with pytest.raises(ConfigurationError) as info:
+        ForkSafePool("host=localhost", socket_timeout=value)
+    assert info.value.setting == "socket_timeout"
+    assert "seconds > 0 and <= 86400 (a day), or None (no bound)" in str(info.value)
+
+
+@pytest.mark.parametrize("value", [None, 0.01, 1, 45.0, SOCKET_TIMEOUT_MAX])
+def test_socket_timeout_accepted(value: Any) -> None:
+    pool = ForkSafePool("host=localhost", socket_timeout=value, open=False)
+    assert pool.socket_timeout == value

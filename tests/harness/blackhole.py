@@ -5,7 +5,11 @@ The app connects to an address inside a network namespace made for the test
 relays to the test server on 127.0.0.1. ``cut()`` takes the namespace's end
 of the link down: packets then vanish without an error or a reset, as when a
 NAT or firewall forgets a connection or a host dies. Established connections
-stay "open" on the app's side; only timeouts can tell.
+stay "open" on the app's side; only timeouts can tell. ``stall()`` is the
+other kind of black hole: the forwarder stops forwarding, in both directions,
+but keeps every connection open and keeps reading (the kernel acknowledges
+what the app sends), as a stuck proxy or load balancer does: keepalives and
+``tcp_user_timeout`` see nothing wrong.
 
 Needs root (network namespaces); the harness runs as root on CI.
 """
@@ -62,6 +66,9 @@ class BlackHoleProxy:
         self._stopping = threading.Event()
         self._sockets: list[socket.socket] = []
         self._lock = threading.Lock()
+        # Stalled connections (their sockets), and whether new ones are.
+        self._stalled: set[socket.socket] = set()
+        self._stalling = False
         self._setup()
         try:
             with _in_netns(self.netns):
@@ -91,8 +98,23 @@ class BlackHoleProxy:
         _ip("-n", self.netns, "link", "set", self._inner, "down")
 
     def restore(self) -> None:
-        """Carry packets again."""
+        """Carry packets again; forward new connections again after ``stall()``.
+
+        Connections stalled stay so: bytes they lost cannot be given back.
+        """
         _ip("-n", self.netns, "link", "set", self._inner, "up")
+        with self._lock:
+            self._stalling = False
+
+    def stall(self) -> None:
+        """Stop forwarding on every connection, and on new ones; close nothing.
+
+        What is read is dropped: the app's side sees its writes acknowledged
+        and nothing ever answered. New connections are accepted and stalled.
+        """
+        with self._lock:
+            self._stalling = True
+            self._stalled.update(self._sockets)
 
     def close(self) -> None:
         self._stopping.set()
@@ -115,6 +137,16 @@ class BlackHoleProxy:
                 client, _ = self._listener.accept()
             except OSError:
                 return
+            with self._lock:
+                stalling = self._stalling
+                if stalling:
+                    self._sockets.append(client)
+                    self._stalled.add(client)
+            if stalling:  # read and drop, never connect
+                threading.Thread(
+                    target=self._pipe, args=(client, client), daemon=True
+                ).start()
+                continue
             try:
                 upstream = socket.create_connection(self._target, timeout=10)
             except OSError:
@@ -128,9 +160,11 @@ class BlackHoleProxy:
     def _pipe(self, source: socket.socket, sink: socket.socket) -> None:
         try:
             while chunk := source.recv(65536):
-                sink.sendall(chunk)
+                if source not in self._stalled:
+                    sink.sendall(chunk)
         except OSError:
             pass
         finally:
-            with contextlib.suppress(OSError):
-                sink.shutdown(socket.SHUT_WR)
+            if source not in self._stalled:
+                with contextlib.suppress(OSError):
+                    sink.shutdown(socket.SHUT_WR)

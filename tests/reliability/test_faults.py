@@ -160,6 +160,83 @@ def test_half_open_connections_answer_503_in_time(
     assert after.failures == [], after.summary()
 
 
+@pytest.mark.parametrize("worker", ["sync", "gevent"])
+def test_stalled_path_answers_503_within_socket_timeout(
+    serve: Callable[..., RunningServer],
+    pg_server: PgServer,
+    blackhole: BlackHoleProxy,
+    app: str,
+    worker: str,
+) -> None:
+    """Issue 27, 1: the path stops forwarding but keeps the connections open.
+
+    The peer still acknowledges (a stuck proxy or pooler), so keepalives and
+    tcp_user_timeout see nothing, and an idle connection passes the pool's
+    check: a query on one fails once socket_timeout passes, a request that
+    waits for a connection once the pool's timeout does. Before the fix, the
+    requests ended when gunicorn's worker timeout killed the worker. The
+    pool's health check answers within its own timeout (1 s). The same with
+    gevent workers, whose psycopg waits are chosen after the patch: the bound
+    works on top of whichever wait function psycopg uses.
+    """
+    socket_timeout, connect_timeout, pool_timeout = 2, 2, 3
+    workers = 2
+    server = serve_app(
+        serve,
+        app,
+        pg_server,
+        workers=workers,
+        pool={
+            "min_size": 2,
+            "max_size": 2,
+            "timeout": pool_timeout,
+            "socket_timeout": socket_timeout,
+        },
+        settings={"PGPOOL_RETRY_AFTER": RETRY_AFTER},
+        host=blackhole.host,
+        port=blackhole.port,
+        connect_timeout=connect_timeout,
+        extra_args=["--worker-class", worker],
+    )
+    before = run_load(server.port, ["/query"] * 100, concurrency=workers)
+    assert before.failures == [], before.summary()
+
+    blackhole.stall()
+    stalled = time.monotonic()
+    # One probe per worker, each with its pool's stalled idle connections.
+    probes = run_load(server.port, ["/pool-health"] * workers, concurrency=workers)
+    during = run_load(server.port, ["/query"] * 12, concurrency=workers, timeout=60)
+    blackhole.restore()
+    restored = time.monotonic()
+    deadline = restored + 30
+    while server.get("/query", timeout=15).status != 200:
+        assert time.monotonic() < deadline, "the app serves again once the path is"
+        time.sleep(0.2)
+
+    bound = max(socket_timeout, pool_timeout) + 2
+    slowest = max(r.elapsed for r in during.responses)
+    Outcome(
+        app,
+        f"stalled path, {worker} workers (slowest answer {slowest:.2f} s,"
+        f" bound {bound:.0f} s)",
+        during,
+        [Window("stall", stalled, restored)],
+    ).report()
+    # django-health-check answers a failed check with a 500.
+    unhealthy = 503 if app == "flask" else 500
+    assert [r.status for r in probes.responses] == [unhealthy] * workers, (
+        probes.summary()
+    )
+    assert max(r.elapsed for r in probes.responses) < 1 + 1, probes.summary()
+    assert [r.status for r in during.responses] == [503] * 12, during.summary()
+    for response in during.responses:
+        assert response.headers["retry-after"] == str(RETRY_AFTER)
+    assert slowest < bound, during.summary()
+    assert any(b"socket_timeout" in r.body for r in during.responses), [
+        r.body for r in during.responses
+    ]
+
+
 def test_database_down_at_boot(
     serve: Callable[..., RunningServer], running_database: PgServer, app: str
 ) -> None:

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from django.urls import path
+from health_check.views import HealthCheckView
 
 from tests.reliability.apps import django_views as views
 
 urlpatterns = [
     path("health", views.health),
+    path(
+        "pool-health",
+        HealthCheckView.as_view(
+            checks=[("django_pgpool.health.PoolHealthCheck", {"alias": "default"})]
+        ),
+    ),
     path("query", views.query),
     path("hold", views.hold),
     path("slow", views.slow),

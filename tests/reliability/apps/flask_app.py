@@ -43,6 +43,9 @@ def health() -> dict[str, Any]:
     return {"pid": os.getpid()}
 
 
+bp.add_url_rule("/pool-health", view_func=pgpool.health_view(timeout=1.0))
+
+
 @bp.get("/query")
 def query() -> dict[str, Any]:
     return {"pid": os.getpid(), "backend": backend()}

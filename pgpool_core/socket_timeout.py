@@ -1,0 +1,159 @@
+"""``socket_timeout``: how long a pool's connection may wait on a silent server.
+
+libpq has no read timeout, and psycopg waits on a connection's socket for as
+long as the server takes. A network path that stops forwarding while its
+peer still acknowledges at the TCP level (a stuck proxy or load balancer, a
+pooler waiting for its server, a middlebox that forgot the connection but
+not its socket) holds a query forever: keepalives and ``tcp_user_timeout``
+see nothing wrong, since the peer answers them, and ``statement_timeout``
+cannot help a query the server never received. So each of a pool's
+connections bounds every wait on its socket: when nothing arrived from the
+server (nor, while sending, could anything be written) for
+``socket_timeout`` seconds, the connection is closed (never lent again) and
+the operation raises :class:`~pgpool_core.errors.SocketTimeout`, a
+``psycopg.OperationalError`` that the frameworks answer with a 503. The
+bound is on silence, not on the whole operation: a large result that keeps
+arriving is never cut. pgJDBC calls the same bound ``socketTimeout``.
+
+A query that rightly runs longer than ``socket_timeout`` before its first
+row fails too: raise ``socket_timeout`` for such work (a Celery task's
+report), or set it to None (no bound). The server is not told: the query
+runs on until it ends or the server notices the closed connection
+(``statement_timeout``, ``client_connection_check_interval``).
+
+How: psycopg runs each operation of a connection (a query, a fetch, a
+commit) as a generator, which ``Connection.wait()`` hands to psycopg's wait
+function (``psycopg.waiting.wait``, chosen by psycopg when imported, or by
+:mod:`pgpool_core.green` under gevent and eventlet). The wait function
+resumes the generator when the socket is ready, and every 0.1 s (psycopg's
+interval) with nothing ready. :func:`bound_waits` gives each connection a
+``wait`` that hands on the generator wrapped, which counts the time since
+the socket was last ready: a bound on top of whatever wait function psycopg
+uses, looked up at each call. Not bounded: connecting (``connect_timeout``),
+and ``Connection.notifies()``, which waits for notifications as long as its
+own ``timeout`` says.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Generator, Iterator
+from contextlib import contextmanager
+from time import monotonic
+from typing import Any
+
+import psycopg
+
+from .errors import SocketTimeout
+
+__all__ = ["SOCKET_TIMEOUT_DEFAULT", "bound_waits", "bounded"]
+
+#: Seconds a pool's connection may wait on its socket with nothing from the
+#: server, by default: longer than a web request rightly waits for one
+#: query, shorter than the 60 s after which the documented uWSGI ``harakiri``
+#: and gunicorn ``timeout`` kill a worker (case 35 measured requests held
+#: until then, and queries held for minutes outside a server).
+SOCKET_TIMEOUT_DEFAULT = 45.0
+
+# psycopg's interval between two wake-ups of a wait (``psycopg.connection``'s
+# ``_WAIT_INTERVAL``).
+_INTERVAL = 0.1
+
+# On the connection: (seconds or None, the setting named when it passes).
+_BOUND = "_pgpool_socket_timeout"
+_SETTING = "socket_timeout"
+
+
+def bound_waits(
+    conn: psycopg.Connection[Any], seconds: float | None, pool_name: str
+) -> None:
+    """Bound each wait of *conn* on its socket to *seconds* (None: no bound).
+
+    Called on each connection a pool makes, before anything else uses it.
+    The connection's ``wait`` (an attribute of its own, which shadows the
+    class's method) wraps the operation and calls the class's ``wait`` with
+    it: psycopg's handling of Ctrl-C and its choice of wait function stay.
+    When the bound passes, the connection is closed (its socket, locally:
+    ``PQfinish``) and :class:`~pgpool_core.errors.SocketTimeout` is raised,
+    naming *pool_name* and the setting to raise.
+    """
+    setattr(conn, _BOUND, (seconds, _SETTING))
+    ref = weakref.ref(conn)  # the connection is not kept alive by its own wait
+    wait = type(conn).wait
+
+    def bounded_wait(gen: Any, *args: Any, **kwargs: Any) -> Any:
+        this = ref()
+        assert this is not None  # a bound method's object is alive
+        seconds, setting = getattr(this, _BOUND)
+        if seconds is None or getattr(gen, "__name__", None) == "notifies":
+            return wait(this, gen, *args, **kwargs)
+        bounded = _bounded(gen, this, seconds, setting, pool_name)
+        return wait(this, bounded, *args, **kwargs)
+
+    setattr(conn, "wait", bounded_wait)  # noqa: B010 (mypy: a method)
+
+
+@contextmanager
+def bounded(
+    conn: psycopg.Connection[Any], seconds: float, setting: str
+) -> Iterator[None]:
+    """Bound *conn*'s waits to *seconds* in the block, if shorter than its own.
+
+    For a wait shorter than ``socket_timeout`` (the health check's
+    ``SELECT 1``); *setting* is what the error names. *conn* must be a pool's
+    (:func:`bound_waits` ran on it); otherwise nothing is bounded.
+    """
+    previous = getattr(conn, _BOUND, None)
+    if previous is None:
+        yield
+        return
+    if previous[0] is None or seconds < previous[0]:
+        setattr(conn, _BOUND, (seconds, setting))
+    try:
+        yield
+    finally:
+        setattr(conn, _BOUND, previous)
+
+
+def _bounded(
+    gen: Generator[Any, Any, Any],
+    conn: psycopg.Connection[Any],
+    seconds: float,
+    setting: str,
+    pool_name: str,
+) -> Generator[Any, Any, Any]:
+    """Drive *gen*; once its socket stays unready for *seconds*, close *conn*, raise.
+
+    psycopg's wait functions send *gen* the socket's readiness, or 0 (nothing
+    ready) every interval while it waits.
+    """
+    send = gen.send
+    since = 0.0  # 0: the socket was ready at the latest wake-up
+    try:
+        waiting = next(gen)
+        while True:
+            ready = yield waiting
+            if ready:
+                since = 0.0
+            elif not since:
+                # The first wake-up with nothing ready: a wait began an
+                # interval ago (no clock read while the socket is ready).
+                since = monotonic() - _INTERVAL
+            elif monotonic() - since >= seconds:
+                break
+            waiting = send(ready)
+    except StopIteration as done:
+        return done.value
+    gen.close()
+    conn.pgconn.finish()  # not close(): with close_returns, that gives it back
+    message = (
+        f"pool {pool_name!r}: the server sent nothing for {round(seconds, 2):g} s"
+        f" ({setting}); the connection is closed"
+    )
+    if setting == _SETTING:
+        message += (
+            ". A network path that stopped forwarding, or a query that runs"
+            f" longer: raise {_SETTING} (None: no bound) if queries may rightly"
+            " take longer"
+        )
+    raise SocketTimeout(message)
