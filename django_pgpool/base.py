@@ -22,7 +22,7 @@ from pgpool_core import ForkSafePool, green, lifecycle
 from pgpool_core.masking import ConnectionParams, mask_exception, mask_secrets
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
-from .conf import check_connection_settings, pool_options, run_by_manage_py
+from .conf import run_by_manage_py, validated_pool_options
 from .creation import DatabaseCreation, close_connections_on
 
 __all__ = ["DatabaseWrapper"]
@@ -103,19 +103,20 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # A debug page shows each frame's local variables: the entry may hold
         # a password (in HOST or NAME, where Django does not hide it).
         del settings_dict
-        if alias != NO_DB_ALIAS and not run_by_manage_py():
+        if alias != NO_DB_ALIAS:
             # A bad setting fails here, when the alias is loaded, rather than
             # at the first query. Not under manage.py, whose commands run the
             # system checks (django_pgpool.E002, E004) and show them: it
             # loads the aliases of `check --database` and `migrate` first.
+            # Checked once per alias and settings (Django makes a wrapper per
+            # thread, and per request under ASGI).
             error = self._settings_error()
-            if error is not None:
+            if error is not None and not run_by_manage_py():
                 raise error from None  # without the frames that found it
 
     def _settings_error(self) -> ImproperlyConfigured | None:
         try:
-            pool_options(self.alias, self.settings_dict)
-            check_connection_settings(self.alias, self.settings_dict)
+            validated_pool_options(self.alias, self.settings_dict)
         except ImproperlyConfigured as err:
             return ImproperlyConfigured(*err.args)
         return None
@@ -144,8 +145,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     @sensitive_variables()
     def _make_pool(self) -> ForkSafePool:
-        options = pool_options(self.alias, self.settings_dict) or {}
-        check_connection_settings(self.alias, self.settings_dict)
+        options = validated_pool_options(self.alias, self.settings_dict) or {}
         if "check" not in options and self.settings_dict["CONN_HEALTH_CHECKS"]:
             # Django's meaning: check each connection with a round trip before
             # use. Without it, the pool's default check costs no round trip.
