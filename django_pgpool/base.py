@@ -290,18 +290,20 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     # -- fork safety: checked where Django starts to use the connection ------
     #
     # A connection this thread held when the process forked (one the master
-    # left open in wsgi.py or AppConfig.ready()) belongs to the parent: the
-    # first method of this wrapper that a process calls and that can touch
-    # self.connection forgets it, without closing it or giving it back
-    # (ForkSafePool.is_inherited() abandons it), so that what Django does next
-    # finds no connection, or makes this process's own. Every other method
-    # reaches self.connection through one of these (cursor(), chunked_cursor()
-    # and _cursor() through close_if_health_check_failed(); get_autocommit(),
-    # set_autocommit() and the savepoints through ensure_connection();
-    # commit(), rollback() through _commit(), _rollback(); pg_version through
-    # temporary_connection()); tests/django/test_fork.py calls each first in a
-    # forked child. Then one pid comparison per call, where a property read
-    # each of the dozen reads per request.
+    # left open in wsgi.py or AppConfig.ready()) belongs to the parent. The
+    # methods below, Django's that call into self.connection or hand it out
+    # (ensure_connection(): then code reads wrapper.connection), forget it
+    # when they are the first of this wrapper's a process calls, without
+    # closing it or giving it back (ForkSafePool.is_inherited() abandons it),
+    # so that what Django does next finds no connection, or makes this
+    # process's own. Every other method only asks whether there is one before
+    # calling these (close(), init_connection_state() with a pool,
+    # close_if_health_check_failed() with a pool), or reaches it through them
+    # (cursor(), chunked_cursor(), _cursor(), get_autocommit(),
+    # set_autocommit(), the savepoints, commit(), rollback(), pg_version);
+    # tests/django/test_fork.py calls each first in a forked child. Then one
+    # pid comparison per call (about 9 per request), where a property
+    # compared at each of the dozen reads of self.connection per request.
 
     def _leave_inherited(self) -> None:
         """Forget a connection borrowed in a parent process (once per process)."""
@@ -326,6 +328,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     def ensure_connection(self) -> None:
         if self._checked_pid != _getpid():
             self._leave_inherited()
+        if postgresql.DatabaseWrapper.ensure_connection is _djangos_ensure_connection:
+            _djangos_ensure_connection(self)  # as super()'s, without making one
+            return
         if self._ensuring:
             # Called again from within super()'s: code that wraps
             # BaseDatabaseWrapper.ensure_connection with a function calling
@@ -344,11 +349,6 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             super().ensure_connection()
         finally:
             self._ensuring = False
-
-    def close(self) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
-        super().close()
 
     def _commit(self) -> None:
         if self._checked_pid != _getpid():
@@ -375,11 +375,6 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             self._leave_inherited()
         super().close_if_unusable_or_obsolete()
 
-    def init_connection_state(self) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
-        super().init_connection_state()
-
     def ensure_timezone(self) -> bool:
         if self._checked_pid != _getpid():
             self._leave_inherited()
@@ -398,8 +393,6 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             yield cursor
 
     def close_if_health_check_failed(self) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
         # Django's: never with a pool (whose check runs at checkout), which
         # it finds by reading self.pool; a pooled connection says so sooner.
         if self._lender is None:

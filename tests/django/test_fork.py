@@ -122,8 +122,11 @@ ENTRY_POINTS: dict[str, Callable[[DatabaseWrapper], Any]] = {
 # Django's calls them with a connection made (as Django's backend, they fail
 # without one): in the child, the inherited one is no connection.
 NEED_ONE = {"create_cursor", "_set_autocommit"}
-# Those that never read self.connection: the next query finds it inherited.
+# Those that never use self.connection (a pooled one: at most they ask
+# whether there is one): the next query finds it inherited.
 NEVER_READ = {
+    "close_if_health_check_failed",
+    "init_connection_state",
     "disable_constraint_checking",
     "enable_constraint_checking",
     "_nodb_cursor",  # a wrapper of its own
