@@ -353,17 +353,17 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     def _commit(self) -> None:
         if self._checked_pid != _getpid():
             self._leave_inherited()
-        super()._commit()
+        super()._commit()  # type: ignore[misc]  # Django's, unstubbed
 
     def _rollback(self) -> None:
         if self._checked_pid != _getpid():
             self._leave_inherited()
-        super()._rollback()
+        super()._rollback()  # type: ignore[misc]  # Django's, unstubbed
 
     def _set_autocommit(self, autocommit: bool) -> None:
         if self._checked_pid != _getpid():
             self._leave_inherited()
-        super()._set_autocommit(autocommit)
+        super()._set_autocommit(autocommit)  # type: ignore[misc]  # Django's, unstubbed
 
     def is_usable(self) -> bool:
         if self._checked_pid != _getpid():

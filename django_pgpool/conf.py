@@ -132,15 +132,13 @@ def validated_pool_options(
     (compared by a snapshot of its values: a changed entry is checked again).
     ImproperlyConfigured as they raise it. A new dict each time.
     """
-    options = _once(
-        "all",
-        alias,
-        settings_dict,
-        lambda: (
-            pool_options(alias, settings_dict),
-            check_connection_settings(alias, settings_dict),
-        )[0],
-    )
+
+    def validate() -> dict[str, Any] | None:
+        options = pool_options(alias, settings_dict)
+        check_connection_settings(alias, settings_dict)
+        return options
+
+    options = _once("all", alias, settings_dict, validate)
     return None if options is None else dict(options)
 
 
