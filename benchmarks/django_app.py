@@ -1,7 +1,9 @@
 """The Django contender of one gunicorn server of ``make bench``.
 
 ``BENCH_CONTENDER`` picks the database backend (``contenders.DJANGO``),
-``BENCH_DSN`` is the database; the views are ``django_urls``. No query runs at
+``BENCH_DSN`` is the database; the views are ``django_urls``. ``application``
+is the WSGI app, ``asgi_application`` the ASGI one (gunicorn's
+``uvicorn_worker.UvicornWorker``). No query runs at
 import: Django's native pool breaks when the preloading master queries (the
 workers share its sockets).
 """
@@ -13,6 +15,7 @@ import os
 import django
 from contenders import django_database, django_settings
 from django.conf import settings
+from django.core.asgi import get_asgi_application
 from django.core.wsgi import get_wsgi_application
 
 settings.configure(
@@ -26,3 +29,4 @@ settings.configure(
 )
 django.setup()
 application = get_wsgi_application()
+asgi_application = get_asgi_application()

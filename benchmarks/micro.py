@@ -30,6 +30,13 @@ pool.connection()``), against the adapters with the reset off: what the pid
 checks, the loan records, the check and the adapters' code cost, without the
 query's I/O, whose timing moves the CPU of a whole request by more than that.
 
+Under ASGI (``asgi``): Django's ``ASGIHandler`` called from an event loop,
+each request in a task of its own, as an ASGI server runs it (Django then
+makes a new connection wrapper per request, and runs the sync view in a
+thread of its own), one query per request: Django's native pool,
+django_pgpool, and django_pgpool with the reset off. ``wrappers``: what
+making one ``DatabaseWrapper`` of each costs (``timeit``).
+
 Round trips: the same requests through a TCP proxy that delays each way
 (``tests/harness/delayproxy.py``, 5 ms each way). A round trip the request
 waits for makes it one proxy round trip slower, so ``(delayed - direct wall
@@ -43,6 +50,7 @@ those the client starts, waited for or not.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import io
 import json
 import os
@@ -82,6 +90,9 @@ BORROW = {
     "flask": ["hand_pool", "flask_pgpool_no_reset"],
     "django": ["django_native_pool", "django_pgpool_no_reset"],
 }
+#: Under ASGI (Django's ``ASGIHandler``, a new connection wrapper per request),
+#: as ``<name>#asgi``.
+ASGI = ["django_native_pool", "django_pgpool", "django_pgpool_no_reset"]
 #: Django wants a "default" database: the baseline's.
 ALIAS = {"django_native_pool": "default"}
 
@@ -179,10 +190,64 @@ class Contender:
             raise RuntimeError(f"{self.name}: {self.status} {body[:300]!r}")
 
 
+class AsgiContender(Contender):
+    """One contender served by Django's ``ASGIHandler``, in an event loop of its own.
+
+    As an ASGI server calls it: each request in a task of its own (so a
+    context of its own: Django makes a new connection wrapper per request),
+    the body read, the disconnect listened for, the response's close sending
+    ``request_finished``.
+    """
+
+    def __init__(self, name: str, app: Any, path: str) -> None:
+        super().__init__(name, app, path)
+        self.event_loop = asyncio.new_event_loop()
+        self.scope = {
+            "type": "http",
+            "asgi": {"version": "3.0"},
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": path,
+            "raw_path": path.encode(),
+            "query_string": b"id=42",
+            "root_path": "",
+            "headers": [(b"host", b"127.0.0.1")],
+            "client": ("127.0.0.1", 40000),
+            "server": ("127.0.0.1", 80),
+        }
+
+    async def _request(self) -> bytes:
+        sent: list[dict[str, Any]] = []
+        received = False
+        done = asyncio.Event()
+
+        async def receive() -> dict[str, Any]:
+            nonlocal received
+            if not received:
+                received = True
+                return {"type": "http.request", "body": b"", "more_body": False}
+            await done.wait()  # the client never disconnects
+            return {"type": "http.disconnect"}
+
+        async def send(message: dict[str, Any]) -> None:
+            sent.append(message)
+
+        # A task of its own, as servers run each request: a context of its own.
+        await asyncio.ensure_future(self.app(dict(self.scope), receive, send))
+        done.set()
+        self.status = str(sent[0]["status"]) if sent else ""
+        return b"".join(m.get("body", b"") for m in sent[1:])
+
+    def request(self) -> bytes:
+        return self.event_loop.run_until_complete(self._request())
+
+
 def make_contenders(dsn: str, delayed_dsn: str) -> dict[str, Contender]:
     """Return each contender, and its twin through the proxy (name + "@delay")."""
     import django
     from django.conf import settings
+    from django.core.asgi import get_asgi_application
     from django.core.wsgi import get_wsgi_application
 
     out: dict[str, Contender] = {}
@@ -194,10 +259,13 @@ def make_contenders(dsn: str, delayed_dsn: str) -> dict[str, Contender]:
     settings.configure(**django_settings(databases))
     django.setup()
     handler = get_wsgi_application()
+    asgi_handler = get_asgi_application()
     for name in DJANGO:
         alias = ALIAS.get(name, name)
         out[name] = Contender(name, handler, f"/q/{alias}")
         out[f"{name}@delay"] = Contender(name, handler, f"/q/{name}@delay")
+        if name in ASGI:
+            out[f"{name}#asgi"] = AsgiContender(name, asgi_handler, f"/q/{alias}")
         if name in BORROW["django"]:
             out[f"{name}#borrow"] = Contender(
                 name, handler, f"/borrow/{alias}", expect=b"true"
@@ -220,6 +288,8 @@ def close_contenders(contenders: dict[str, Contender]) -> None:
             close_flask_app(contender.app)  # type: ignore[arg-type]
         else:
             contender.run(connections.close_all)
+        if isinstance(contender, AsgiContender):
+            contender.run(contender.event_loop.close)
         contender.thread.shutdown()
     for conn in connections.all():
         close_pool = getattr(conn, "close_pool", None)
@@ -265,6 +335,45 @@ def cost(
             entry["baseline"] = baseline
             out[name] = entry
     return out
+
+
+def wrapper_cost(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Microseconds to make one connection wrapper of each Django contender.
+
+    What Django pays per thread, and per request under ASGI: ``timeit``,
+    ``--repeats`` runs of the two interleaved, each the best of 3 loops of
+    1,000 (100 with ``--quick``); medians over the runs.
+    """
+    import timeit
+
+    from django.db import connections
+
+    number = 1000 if cfg["best_of"] > 1 else 100
+    runs: dict[str, list[float]] = {name: [] for name in ASGI}
+    for _ in range(cfg["repeats"]):
+        for name in ASGI:
+            alias = ALIAS.get(name, name)
+            wrapper_class = type(connections[alias])
+            entry = connections.settings[alias]
+            best = min(
+                timeit.repeat(
+                    lambda: wrapper_class(entry, alias),  # noqa: B023
+                    number=number,
+                    repeat=3,
+                )
+            )
+            runs[name].append(best / number * 1e6)
+    baseline = ASGI[0]
+    return {
+        name: {
+            "us": spread(times),
+            "us_diff": spread(
+                [t - b for t, b in zip(times, runs[baseline], strict=True)]
+            ),
+            "baseline": baseline,
+        }
+        for name, times in runs.items()
+    }
 
 
 def added_round_trip(dsn: str, delayed_dsn: str, n: int) -> float:
@@ -321,10 +430,14 @@ def run(dsn: str, cfg: dict[str, Any], postmaster: int | None) -> dict[str, Any]
                 contenders[name].warm_up(warm)
             for name in BORROW["flask"] + BORROW["django"]:
                 contenders[f"{name}#borrow"].warm_up(warm)
+            for name in ASGI:
+                contenders[f"{name}#asgi"].warm_up(warm)
             result: dict[str, Any] = {
                 "config": cfg,
                 "contenders": cost(contenders, cfg, postmaster),
                 "borrow": cost(contenders, cfg, postmaster, BORROW, "#borrow"),
+                "asgi": cost(contenders, cfg, postmaster, {"django": ASGI}, "#asgi"),
+                "wrappers": wrapper_cost(cfg),
             }
             # Measured before and after: what the machine runs meanwhile moves it.
             before = added_round_trip(dsn, delayed_dsn, cfg["rt_requests"])

@@ -29,6 +29,15 @@ BORROW_HEADER = (
     " and run no query, reset off (CPU us per request; diff to the baseline"
     " in the same round, median (IQR))"
 )
+ASGI_HEADER = (
+    "-- under ASGI, in one process: Django's ASGIHandler, one query per"
+    " request, a new connection wrapper each (CPU us per request; diff to"
+    " the baseline in the same round, median (IQR))"
+)
+WRAPPER_HEADER = (
+    "-- making one connection wrapper (us, timeit; diff to Django's own in"
+    " the same round, median (IQR))"
+)
 MEMORY_HEADER = (
     f"{'mode':<34} {'workers RSS MB':>15} {'PSS MB':>7} {'respawn ms med (min)':>21}"
 )
@@ -95,13 +104,20 @@ def table(results: dict[str, Any]) -> str:
                 f" {entry['server_cpu_us']['median']:>6.0f}"
                 f" {trips['waited']:>5.1f} / {trips['started']:.1f}"
             )
-        borrow = micro.get("borrow")
-        if borrow:
-            lines.append(BORROW_HEADER)
-            for entry in borrow.values():
+        for key, header in (("borrow", BORROW_HEADER), ("asgi", ASGI_HEADER)):
+            if micro.get(key):
+                lines.append(header)
+                for entry in micro[key].values():
+                    lines.append(
+                        f"{entry['label']:<34} {entry['cpu_us']['median']:>6.1f}"
+                        f" {_diff(entry['cpu_us_diff'], 1):>17}"
+                    )
+        if micro.get("wrappers"):
+            lines.append(WRAPPER_HEADER)
+            for name, entry in micro["wrappers"].items():
                 lines.append(
-                    f"{entry['label']:<34} {entry['cpu_us']['median']:>6.1f}"
-                    f" {_diff(entry['cpu_us_diff'], 1):>17}"
+                    f"{LABELS[name]:<34} {entry['us']['median']:>6.1f}"
+                    f" {_diff(entry['us_diff'], 1):>17}"
                 )
     if results.get("memory"):
         lines.append("-- uWSGI, Django example, master + 4 workers")
@@ -140,10 +156,12 @@ def chart(results: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     groups = results["http"]
+    # The one-query groups (the ASGI and page groups are in the tables only).
+    charted = [g for k, g in groups.items() if k.partition("-")[2] in ("", "delay")]
     names = [
         n
         for n in FLASK + DJANGO
-        if any(e["name"] == n for g in groups.values() for e in g["entries"])
+        if any(e["name"] == n for g in charted for e in g["entries"])
     ]
     if not names:
         return

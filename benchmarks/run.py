@@ -12,6 +12,12 @@ groups ``--only`` names (all by default, comma-separated or repeated):
   requests/s and for CPU per request (the gunicorn workers' and PostgreSQL
   backends' CPU, from /proc), with their interquartile range: the machine's
   speed drifts over minutes, two contenders measured seconds apart share it.
+- ``django-asgi`` (``asgi``): Django's contenders under gunicorn's
+  ``uvicorn_worker.UvicornWorker`` (an ASGI server that forks its workers
+  from a preloaded master; one pool per worker), one query per request.
+- ``flask-page``, ``django-page`` (``page``): ``GET /page``, four queries and
+  a template per request (``contenders.py``), both adapters with the reset by
+  default and ``"always"``.
 - ``flask-delay``, ``django-delay`` (``delay``: both): the same, PostgreSQL
   reached through a TCP proxy that adds ``--delay-ms`` each way
   (``tests/harness/delayproxy.py``; loopback hides what round trips cost);
@@ -23,7 +29,7 @@ groups ``--only`` names (all by default, comma-separated or repeated):
   then ``lazy-apps = true``: memory of master + 4 workers, and how long a
   killed worker takes until it serves again.
 
-Prints a table and the targets of issue 16 (``targets()``, here), writes
+Prints a table and the targets of issues 16 and 23 (``targets()``, here), writes
 ``benchmarks/results.json`` and ``results.png`` (the ratios, the chart of the
 Performance page). ``--quick`` (``make bench-quick``, under a minute) runs
 every piece once, briefly, and writes both to the temporary directory: a
@@ -53,7 +59,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path[:0] = [str(HERE), str(REPO)]
 
-from contenders import DJANGO, FLASK, LABELS
+from contenders import DJANGO, DJANGO_ASGI, DJANGO_PAGE, FLASK, FLASK_PAGE, LABELS
 from cputime import children, tree_ns
 from report import chart, table, targets_table
 from spread import spread
@@ -64,6 +70,7 @@ from tests.harness.servers import RunningServer, request, run_load, start_server
 
 DJANGO_SITE = REPO / "example_projects" / "django_site"
 PATH = "/q?id=42"
+PAGE_PATH = "/page?id=42"
 ROWS = 1000
 CONCURRENCY = 16
 
@@ -73,10 +80,19 @@ HTTP_GROUPS: dict[str, tuple[str, list[str], str, bool]] = {
     "django": ("django", DJANGO, "django_app:application", False),
     "flask-delay": ("flask", FLASK, "flask_app:app", True),
     "django-delay": ("django", DJANGO, "django_app:application", True),
+    "django-asgi": ("django", DJANGO_ASGI, "django_app:asgi_application", False),
+    "flask-page": ("flask", FLASK_PAGE, "flask_app:app", False),
+    "django-page": ("django", DJANGO_PAGE, "django_app:application", False),
 }
+#: The path a group loads, if not PATH.
+GROUP_PATHS = {"flask-page": PAGE_PATH, "django-page": PAGE_PATH}
+#: gunicorn's worker class for a group, if not its sync worker.
+WORKER_CLASSES = {"django-asgi": "uvicorn_worker.UvicornWorker"}
 ALIASES = {
     "delay": ["flask-delay", "django-delay"],
     "loopback": ["flask", "django"],
+    "asgi": ["django-asgi"],
+    "page": ["flask-page", "django-page"],
 }
 SELECTORS = [*HTTP_GROUPS, "micro", "memory"]
 
@@ -115,7 +131,7 @@ def _ms(text: str) -> float:
     return value * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
-def run_wrk(port: int, seconds: float) -> dict[str, float]:
+def run_wrk(port: int, seconds: float, path: str = PATH) -> dict[str, float]:
     out = subprocess.run(
         [
             "wrk",
@@ -125,7 +141,7 @@ def run_wrk(port: int, seconds: float) -> dict[str, float]:
             "--timeout",
             "10s",
             "--latency",
-            f"http://127.0.0.1:{port}{PATH}",
+            f"http://127.0.0.1:{port}{path}",
         ],
         capture_output=True,
         text=True,
@@ -153,13 +169,13 @@ def run_wrk(port: int, seconds: float) -> dict[str, float]:
     }
 
 
-def run_python_load(port: int, seconds: float) -> dict[str, float]:
+def run_python_load(port: int, seconds: float, path: str = PATH) -> dict[str, float]:
     out = subprocess.run(
         [
             sys.executable,
             str(HERE / "loadgen.py"),
             str(port),
-            PATH,
+            path,
             str(CONCURRENCY),
             str(seconds),
         ],
@@ -176,10 +192,10 @@ def use_wrk() -> bool:
     return bool(shutil.which("wrk")) and os.environ.get("BENCH_LOADGEN") != "python"
 
 
-def load(port: int, seconds: float) -> dict[str, float]:
+def load(port: int, seconds: float, path: str = PATH) -> dict[str, float]:
     if use_wrk():
-        return run_wrk(port, seconds)
-    return run_python_load(port, seconds)
+        return run_wrk(port, seconds, path)
+    return run_python_load(port, seconds, path)
 
 
 # -- the HTTP groups ---------------------------------------------------------
@@ -211,11 +227,15 @@ def server_cpu_ns(pg: PgServer, server: RunningServer) -> float:
 
 
 def measure_slot(
-    pg: PgServer, server: RunningServer, seconds: float, proxy: DelayProxy | None
+    pg: PgServer,
+    server: RunningServer,
+    seconds: float,
+    proxy: DelayProxy | None,
+    path: str = PATH,
 ) -> dict[str, float]:
     flights0 = proxy.stats()["flights"] if proxy else 0
     cpu0 = server_cpu_ns(pg, server)
-    result = load(server.port, seconds)
+    result = load(server.port, seconds, path)
     used = server_cpu_ns(pg, server) - cpu0
     result["cpu_us_per_request"] = used / 1e3 / max(result["requests"], 1)
     if proxy is not None:
@@ -232,10 +252,15 @@ def http_group(
     if cfg["quick"] and proxy:
         contenders = contenders[:QUICK_DELAYED_CONTENDERS]
     dsn = pg.dsn(host=proxy.host, port=proxy.port) if proxy else pg.dsn()
+    path = GROUP_PATHS.get(name, PATH)
+    worker_class = WORKER_CLASSES.get(name)
+    extra = ["--worker-class", worker_class] if worker_class else []
 
     def start(contender: str) -> RunningServer:
         env = {"BENCH_CONTENDER": contender, "BENCH_DSN": dsn}
-        return start_server("gunicorn", app, cwd=HERE, env=env, workers=4)
+        return start_server(
+            "gunicorn", app, cwd=HERE, env=env, workers=4, extra_args=extra
+        )
 
     with ThreadPoolExecutor(len(contenders)) as pool, ExitStack() as stack:
         futures = {c: pool.submit(start, c) for c in contenders}
@@ -246,12 +271,12 @@ def http_group(
         say(f"{name}: servers up")
         for contender, server in servers.items():
             if cfg["warmup"]:
-                load(server.port, cfg["warmup"])
+                load(server.port, cfg["warmup"], path)
             else:
-                run_load(server.port, [PATH] * 8, concurrency=4)  # most workers
-            if not server.get(PATH).ok:
+                run_load(server.port, [path] * 8, concurrency=4)  # most workers
+            if not server.get(path).ok:
                 raise RuntimeError(
-                    f"{name} {contender}: {server.get(PATH).body[:300]!r}"
+                    f"{name} {contender}: {server.get(path).body[:300]!r}"
                 )
         rounds: list[dict[str, dict[str, float]]] = []
         order = random.Random(f"{cfg['seed']} {name}")
@@ -263,7 +288,7 @@ def http_group(
             for contender in order.sample(contenders, len(contenders)):
                 time.sleep(cfg["settle"])
                 measured[contender] = measure_slot(
-                    pg, servers[contender], cfg["seconds"], proxy
+                    pg, servers[contender], cfg["seconds"], proxy, path
                 )
             rounds.append(measured)
             say(
@@ -275,8 +300,8 @@ def http_group(
                 )
             )
             for contender, result in measured.items():
-                if result["errors"] and not servers[contender].get(PATH).ok:
-                    say(f"{contender}: failing: {servers[contender].get(PATH).body!r}")
+                if result["errors"] and not servers[contender].get(path).ok:
+                    say(f"{contender}: failing: {servers[contender].get(path).body!r}")
     return summarize_group(name, framework, contenders, rounds, proxy)
 
 
@@ -493,13 +518,18 @@ RATIO_TARGETS = [
     ("django-delay", "django_pgpool", 1.0),
     ("django", "django_pgpool_no_reset", 0.99),
     ("django-delay", "django_pgpool_no_reset", 0.99),
+    ("django-asgi", "django_pgpool", 0.97),
     ("flask", "flask_pgpool", 0.97),
-    ("flask-delay", "flask_pgpool", 0.97),
+    ("flask-delay", "flask_pgpool", 1.0),
     ("flask", "flask_pgpool_no_reset", 0.99),
     ("flask-delay", "flask_pgpool_no_reset", 0.99),
 ]
 #: In one process: CPU microseconds per request more than the baseline.
 MICRO_TARGETS = [("django_pgpool", 10.0), ("flask_pgpool", 10.0)]
+#: The same under Django's ASGIHandler (a new connection wrapper per request).
+ASGI_TARGETS = [("django_pgpool", 20.0)]
+#: Microseconds to make a connection wrapper more than Django's own.
+WRAPPER_TARGETS = [("django_pgpool", 20.0)]
 #: Fork safety alone (a request that borrows and runs no query, reset off).
 BORROW_TARGETS = [("django_pgpool_no_reset", 10.0), ("flask_pgpool_no_reset", 10.0)]
 
@@ -522,7 +552,7 @@ def _judge(
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
-    """The targets of issue 16 (and preload's memory), for what this run measured."""
+    """The targets of issues 16 and 23 (and preload's memory) this run measured."""
     out = []
     for group, name, goal in RATIO_TARGETS:
         if group not in results["http"]:
@@ -538,6 +568,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     for key, goals, what in (
         ("contenders", MICRO_TARGETS, "in one process"),
         ("borrow", BORROW_TARGETS, "fork safety (no query)"),
+        ("asgi", ASGI_TARGETS, "in one process, ASGI"),
     ):
         for name, goal in goals if micro.get(key) else []:
             entry = micro[key][name]
@@ -545,6 +576,10 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
             out.append(
                 _judge(target, entry["cpu_us_diff"], goal, at_least=False, digits=1)
             )
+    for name, goal in WRAPPER_TARGETS if micro.get("wrappers") else []:
+        entry = micro["wrappers"][name]
+        target = f"a connection wrapper: {name} <= {entry['baseline']} + {goal:g} us"
+        out.append(_judge(target, entry["us_diff"], goal, at_least=False, digits=1))
     memory = {e["name"]: e for e in results.get("memory") or []}
     if memory:
         # PSS splits shared pages among sharers; RSS counts them in every

@@ -6,13 +6,14 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, NamedTuple
 
 import psycopg
 from django.core.exceptions import ImproperlyConfigured
 from django.db import DEFAULT_DB_ALIAS
-from django.db.backends.base.base import NO_DB_ALIAS
+from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 from django.db.backends.postgresql import base as postgresql
 from django.views.decorators.debug import sensitive_variables
 from psycopg import sql
@@ -22,12 +23,16 @@ from pgpool_core import ForkSafePool, green, lifecycle
 from pgpool_core.masking import ConnectionParams, mask_exception, mask_secrets
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
-from .conf import check_connection_settings, pool_options, run_by_manage_py
+from .conf import run_by_manage_py, validated_pool_options
 from .creation import DatabaseCreation, close_connections_on
 
 __all__ = ["DatabaseWrapper"]
 
 logger = logging.getLogger("pgpool.django")
+
+_getpid = os.getpid
+# Django's, as defined (see DatabaseWrapper.ensure_connection).
+_djangos_ensure_connection = BaseDatabaseWrapper.ensure_connection
 
 
 def _celery_keeps_pools() -> bool:
@@ -86,12 +91,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     creation_class = DatabaseCreation
 
-    # The attribute behind the connection property; the pool the connection
-    # came from (None: not pooled).
-    _connection: Any = None
+    # The pool the connection came from (None: not pooled).
     _lender: ForkSafePool | None = None
-    # The process in which the connection was set (0: none yet).
-    _connection_pid = 0
+    # The process in which this wrapper last looked for an inherited
+    # connection (see _leave_inherited); made in it: nothing inherited.
+    _checked_pid = 0
+    # In ensure_connection() (see there).
+    _ensuring = False
 
     # Defined by Django's backend; typed here. The pool ignores what it returns.
     _configure_connection: Callable[[psycopg.Connection[Any]], Any]
@@ -100,22 +106,24 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self, settings_dict: dict[str, Any], alias: str = DEFAULT_DB_ALIAS
     ) -> None:
         super().__init__(settings_dict, alias)
+        self._checked_pid = _getpid()
         # A debug page shows each frame's local variables: the entry may hold
         # a password (in HOST or NAME, where Django does not hide it).
         del settings_dict
-        if alias != NO_DB_ALIAS and not run_by_manage_py():
+        if alias != NO_DB_ALIAS:
             # A bad setting fails here, when the alias is loaded, rather than
             # at the first query. Not under manage.py, whose commands run the
             # system checks (django_pgpool.E002, E004) and show them: it
             # loads the aliases of `check --database` and `migrate` first.
+            # Checked once per alias and settings (Django makes a wrapper per
+            # thread, and per request under ASGI).
             error = self._settings_error()
-            if error is not None:
+            if error is not None and not run_by_manage_py():
                 raise error from None  # without the frames that found it
 
     def _settings_error(self) -> ImproperlyConfigured | None:
         try:
-            pool_options(self.alias, self.settings_dict)
-            check_connection_settings(self.alias, self.settings_dict)
+            validated_pool_options(self.alias, self.settings_dict)
         except ImproperlyConfigured as err:
             return ImproperlyConfigured(*err.args)
         return None
@@ -144,8 +152,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     @sensitive_variables()
     def _make_pool(self) -> ForkSafePool:
-        options = pool_options(self.alias, self.settings_dict) or {}
-        check_connection_settings(self.alias, self.settings_dict)
+        options = validated_pool_options(self.alias, self.settings_dict) or {}
         if "check" not in options and self.settings_dict["CONN_HEALTH_CHECKS"]:
             # Django's meaning: check each connection with a round trip before
             # use. Without it, the pool's default check costs no round trip.
@@ -235,10 +242,6 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         return mask_secrets(text, kwargs=self._secret_params())
 
     @sensitive_variables()
-    def connect(self) -> None:
-        super().connect()
-
-    @sensitive_variables()
     def get_connection_params(self) -> dict[str, Any]:
         try:
             params: dict[str, Any] = super().get_connection_params()
@@ -275,41 +278,110 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self._lender = lender
         return connection
 
-    @property
-    def connection(self) -> Any:
-        """The psycopg connection, or None: Django's attribute.
+    # -- fork safety: checked where Django starts to use the connection ------
+    #
+    # A connection this thread held when the process forked (one the master
+    # left open in wsgi.py or AppConfig.ready()) belongs to the parent. The
+    # methods below, Django's that call into self.connection or hand it out
+    # (ensure_connection(): then code reads wrapper.connection), forget it
+    # when they are the first of this wrapper's a process calls, without
+    # closing it or giving it back (ForkSafePool.is_inherited() abandons it),
+    # so that what Django does next finds no connection, or makes this
+    # process's own. Every other method only asks whether there is one before
+    # calling these (close(), init_connection_state() with a pool,
+    # close_if_health_check_failed() with a pool), or reaches it through them
+    # (cursor(), chunked_cursor(), _cursor(), get_autocommit(),
+    # set_autocommit(), the savepoints, commit(), rollback(), pg_version);
+    # tests/django/test_fork.py calls each first in a forked child. Then one
+    # pid comparison per call (about 9 per request), where a property
+    # compared at each of the dozen reads of self.connection per request.
 
-        A connection this thread held when the process forked (one the master
-        left open in wsgi.py or AppConfig.ready()) belongs to the parent: here
-        it reads as None, forgotten without being closed or given back, so
-        that whatever Django does next (``ensure_connection()``, ``close()``,
-        ``commit()``...) finds no connection, or makes this process's own.
-        Read at each access rather than in overridden methods: code that
-        wraps ``BaseDatabaseWrapper.ensure_connection`` (Django's own tests
-        do) then reaches this backend as it reaches Django's.
-        """
-        connection = self._connection
-        # Django reads it a dozen times per request: one pid comparison when
-        # it was set in this process, which made or borrowed it here.
-        if connection is None or self._connection_pid == os.getpid():
-            return connection
-        lender = self._lender
-        if lender is None or not lender.is_inherited(connection):
-            self._connection_pid = os.getpid()  # not the parent's: ours now
-            return connection
-        logger.debug(
-            "%s: dropping the connection inherited from the parent process",
-            self.alias,
-        )
-        self._connection = None
-        self._lender = None
-        return None
+    def _leave_inherited(self) -> None:
+        """Forget a connection borrowed in a parent process (once per process)."""
+        self._checked_pid = os.getpid()
+        connection, lender = self.connection, self._lender
+        if connection is None or lender is None:
+            return  # not pooled: Django's own (W003: not protected across fork)
+        if lender.is_inherited(connection):
+            logger.debug(
+                "%s: dropping the connection inherited from the parent process",
+                self.alias,
+            )
+            self.connection = None
+            self._lender = None
 
-    @connection.setter
-    def connection(self, value: Any) -> None:
-        self._connection = value
-        if value is not None:  # None is None in every process
-            self._connection_pid = os.getpid()
+    @sensitive_variables()
+    def connect(self) -> None:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        super().connect()
+
+    def ensure_connection(self) -> None:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        if postgresql.DatabaseWrapper.ensure_connection is _djangos_ensure_connection:
+            _djangos_ensure_connection(self)  # as super()'s, without making one
+            return
+        if self._ensuring:
+            # Called again from within super()'s: code that wraps
+            # BaseDatabaseWrapper.ensure_connection with a function calling
+            # this wrapper's bound method (Django's own tests do) reaches
+            # Django's, as with Django's backend, instead of recursing; the
+            # calls Django's makes (connect() -> set_autocommit()) go through
+            # the wrapper again, as with Django's backend.
+            self._ensuring = False
+            try:
+                _djangos_ensure_connection(self)
+            finally:
+                self._ensuring = True
+            return
+        self._ensuring = True
+        try:
+            super().ensure_connection()
+        finally:
+            self._ensuring = False
+
+    def _commit(self) -> None:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        super()._commit()  # type: ignore[misc]  # Django's, unstubbed
+
+    def _rollback(self) -> None:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        super()._rollback()  # type: ignore[misc]  # Django's, unstubbed
+
+    def _set_autocommit(self, autocommit: bool) -> None:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        super()._set_autocommit(autocommit)  # type: ignore[misc]  # Django's, unstubbed
+
+    def is_usable(self) -> bool:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        return bool(super().is_usable())
+
+    def close_if_unusable_or_obsolete(self) -> None:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        super().close_if_unusable_or_obsolete()
+
+    def ensure_timezone(self) -> bool:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        return bool(super().ensure_timezone())
+
+    def create_cursor(self, name: str | None = None) -> Any:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        return super().create_cursor(name)
+
+    @contextmanager
+    def temporary_connection(self) -> Iterator[Any]:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
+        with super().temporary_connection() as cursor:
+            yield cursor
 
     def close_if_health_check_failed(self) -> None:
         # Django's: never with a pool (whose check runs at checkout), which
@@ -318,6 +390,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             super().close_if_health_check_failed()
 
     def _close(self) -> None:
+        if self._checked_pid != _getpid():
+            self._leave_inherited()
         connection, lender = self.connection, self._lender
         if connection is None:
             return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import psycopg
@@ -31,6 +31,7 @@ __all__ = [
     "retry_after",
     "run_by_manage_py",
     "unknown_settings",
+    "validated_pool_options",
     "workers",
 ]
 
@@ -79,12 +80,90 @@ def check_conn_max_age(alias: str, settings_dict: Mapping[str, Any]) -> None:
         )
 
 
+# What was found valid, by (what, alias, a snapshot of the DATABASES entry):
+# the wrappers of an alias (Django makes one per thread, and per request under
+# ASGI), its pool and the system checks validate its settings once. A changed
+# entry (override_settings) is another key, validated again. Only successes
+# are kept: an error is raised again, checked again.
+_validated: dict[tuple[Any, ...], Any] = {}
+_VALIDATED_MAX = 128  # entries; a process that changes settings endlessly clears
+
+
+def _snapshot(value: Any) -> Any:
+    """Return a hashable copy of *value* (a DATABASES entry): TypeError if it can't."""
+    kind = type(value)
+    if kind is dict:
+        return tuple(
+            [(k, v if type(v) in _PLAIN else _snapshot(v)) for k, v in value.items()]
+        )
+    if kind is list or kind is tuple:
+        return (kind, *[_snapshot(v) for v in value])
+    if isinstance(value, Mapping):
+        return (Mapping, _snapshot(dict(value)))
+    hash(value)  # TypeError: an unhashable value, validated every time
+    return value
+
+
+_PLAIN = frozenset({str, int, bool, float, type(None)})
+
+
+def _once(
+    what: str,
+    alias: str,
+    settings_dict: Mapping[str, Any],
+    validate: Callable[[], Any],
+) -> Any:
+    """Return ``validate()``, run once per alias and value of *settings_dict*."""
+    try:
+        key = (what, alias, _snapshot(settings_dict))
+    except TypeError:
+        return validate()
+    found = _validated.get(key, _validated)
+    if found is _validated:
+        found = validate()  # raises ImproperlyConfigured: not kept
+        if len(_validated) >= _VALIDATED_MAX:
+            _validated.clear()
+        _validated[key] = found
+    return found
+
+
+def validated_pool_options(
+    alias: str, settings_dict: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    """Check the alias's settings; return its pool options (None: no pool).
+
+    :func:`pool_options` and :func:`check_connection_settings`, in that order,
+    run once per alias and value of its ``DATABASES`` entry in a process
+    (compared by a snapshot of its values: a changed entry is checked again).
+    ImproperlyConfigured as they raise it. A new dict each time.
+    """
+
+    def validate() -> dict[str, Any] | None:
+        options = pool_options(alias, settings_dict)
+        check_connection_settings(alias, settings_dict)
+        return options
+
+    options = _once("all", alias, settings_dict, validate)
+    return None if options is None else dict(options)
+
+
 def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any] | None:
     """Return the alias's ``OPTIONS["pool"]`` as ForkSafePool options, or None.
 
     None means no pool, as with Django's backend. A bad value raises
-    ImproperlyConfigured naming the setting, and the key at fault.
+    ImproperlyConfigured naming the setting, and the key at fault. Checked
+    once per alias and value of the entry (see :func:`validated_pool_options`);
+    a new dict each time.
     """
+    options = _once(
+        "pool", alias, settings_dict, lambda: _pool_options(alias, settings_dict)
+    )
+    return None if options is None else dict(options)
+
+
+def _pool_options(
+    alias: str, settings_dict: Mapping[str, Any]
+) -> dict[str, Any] | None:
     value = (settings_dict.get("OPTIONS") or {}).get("pool")
     if not value:
         return None
@@ -261,8 +340,19 @@ def check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> N
     range, a connection string written in HOST or NAME, which psycopg passes
     on unexpanded, an unknown key in OPTIONS, a value libpq refuses, a missing
     certificate file...), Django's own NAME rules, and
-    ``OPTIONS["isolation_level"]``.
+    ``OPTIONS["isolation_level"]``. Once per alias and value of the entry
+    (see :func:`validated_pool_options`): a certificate file removed since is
+    found missing by libpq, at connect.
     """
+    _once(
+        "connection",
+        alias,
+        settings_dict,
+        lambda: _check_connection_settings(alias, settings_dict),
+    )
+
+
+def _check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> None:
     params = connection_params(alias, settings_dict)
     try:
         validate_connection(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import threading
 from collections.abc import Callable
@@ -352,6 +353,61 @@ def test_bad_pool_option_fails_when_the_alias_loads(
     message = str(info.value)
     assert message.startswith(f'DATABASES["typo"]{named}: ')
     assert says in message
+
+
+def test_settings_are_validated_once_per_alias_and_settings(
+    pg_server: PgServer, django_db_blocker: Any
+) -> None:
+    """Django makes a wrapper per thread, and per request under ASGI: each
+    wrapper, the pool's and the system checks' reads of the same entry reuse
+    the first validation; a changed entry (override_settings) is validated
+    again, a bad one fails every time."""
+    from django_pgpool import conf
+
+    counted = {
+        name: mock.patch.object(conf, name, wraps=getattr(conf, name))
+        for name in ("validate_pool_options", "validate_connection")
+    }
+    with contextlib.ExitStack() as stack:
+        calls = {name: stack.enter_context(patch) for name, patch in counted.items()}
+
+        def validations() -> dict[str, int]:
+            return {name: spy.call_count for name, spy in calls.items()}
+
+        entry = database_settings(pg_server)
+        wrapper = load_alias(entry)
+        alias = wrapper.alias
+        wrappers = [DatabaseWrapper(entry, alias) for _ in range(5)]
+        with django_db_blocker.unblock():
+            try:
+                assert wrapper.pool is not None  # made with a wrapper of its own
+                conf.pool_options(alias, entry)  # as the system checks read it
+                conf.check_connection_settings(alias, entry)
+                assert validations() == {
+                    "validate_pool_options": 1,
+                    "validate_connection": 1,
+                }
+
+                changed = database_settings(
+                    pg_server, OPTIONS={"pool": {"min_size": 1, "max_size": 2}}
+                )
+                wrappers += [DatabaseWrapper(changed, alias) for _ in range(3)]
+                assert validations() == {
+                    "validate_pool_options": 2,
+                    "validate_connection": 2,
+                }
+                # The same values in another dict: the same entry.
+                DatabaseWrapper(copy.deepcopy(entry), alias)
+                assert validations()["validate_pool_options"] == 2
+
+                bad = database_settings(pg_server, OPTIONS={"pool": {"min_size": -1}})
+                for _ in range(2):
+                    with pytest.raises(ImproperlyConfigured, match="min_size"):
+                        DatabaseWrapper(bad, alias)
+                assert validations()["validate_pool_options"] == 4
+            finally:
+                wrapper.close_pool()
+    assert {w.settings_dict["OPTIONS"]["pool"]["max_size"] for w in wrappers} == {1, 2}
 
 
 @pytest.mark.parametrize("max_age", [60, None])

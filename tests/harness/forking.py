@@ -7,6 +7,8 @@ import json
 import os
 import select
 import signal
+import socket
+import struct
 import time
 import traceback
 from collections.abc import Callable, Iterable, Sized
@@ -74,6 +76,21 @@ def run_in_child(
         raise AssertionError(f"in the child: {result['error']}")
     assert os.waitstatus_to_exitcode(status) == 0, f"child exit status {status}"
     return result["ok"]
+
+
+def bytes_sent(fd: int) -> int:
+    """Return the bytes TCP socket *fd* has sent so far (Linux ``tcp_info``).
+
+    Counted by the kernel for the socket, whichever process wrote them: a
+    child that inherited it and wrote on it shows here in the parent.
+    """
+    sock = socket.socket(fileno=os.dup(fd))
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 512)
+    finally:
+        sock.close()
+    # struct tcp_info's tcpi_bytes_sent (Linux 4.19 and later).
+    return int(struct.unpack_from("Q", info, 200)[0])
 
 
 class ForkedRun(Protocol):
