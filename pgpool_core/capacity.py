@@ -20,6 +20,8 @@ from typing import Any
 
 import psycopg
 
+from . import sizing
+
 __all__ = [
     "LIMITS_SQL",
     "Plan",
@@ -55,7 +57,8 @@ def server_workers() -> tuple[int, str] | None:
     ``WEB_CONCURRENCY`` (gunicorn's default for ``workers``, and what many
     platforms set), else uWSGI's ``processes`` in a uWSGI process, else
     gunicorn's ``workers`` in a worker started with the pgpool_core.gunicorn
-    hooks. None when none of these is known.
+    hooks (or found by :func:`pgpool_core.sizing.current`), else a Celery
+    prefork child's pool size. None when none of these is known.
     """
     env = os.environ.get("WEB_CONCURRENCY", "")
     if env.isdigit() and int(env) > 0:
@@ -66,6 +69,9 @@ def server_workers() -> tuple[int, str] | None:
         return numproc, "uWSGI processes"
     if _gunicorn_workers is not None:
         return _gunicorn_workers, "gunicorn workers"
+    found = sizing.current()
+    if found is not None and found.workers is not None:
+        return found.workers, f"{found.server} workers"
     return None
 
 
@@ -105,6 +111,21 @@ def workers_from_config(path: Path) -> int | None:
 
 #: Server config files looked for in the current directory, in this order.
 CONFIG_FILES = ("uwsgi.ini", "gunicorn.conf.py")
+
+
+def default_concurrency() -> tuple[sizing.Concurrency, str] | None:
+    """How the server's workers serve, and where from: this process, else a
+    config file here (:data:`CONFIG_FILES`), as :func:`default_workers` finds
+    the worker count. For the ``capacity`` commands: a pool whose sizes are
+    not set is sized from it, as in the workers."""
+    found = sizing.current()
+    if found is not None:
+        return found, "this process"
+    for name in CONFIG_FILES:
+        found = sizing.from_config(Path(name))
+        if found is not None:
+            return found, f"./{name}"
+    return None
 
 
 def default_workers() -> tuple[int, str] | None:
@@ -231,19 +252,38 @@ def warn_if_over(
     *,
     min_size: int = 0,
     command: str | None = None,
+    why: str | None = None,
 ) -> None:
-    """Log one warning if this host's worst case exceeds the server's limit.
+    """Log the sizes chosen, and one warning if this host's worst case exceeds
+    the server's limit.
 
     Called once per process, on the pool's first connection; never raises.
-    The warning says what to change (:meth:`Plan.advice`), and names
-    *command* (the framework's ``pgpool capacity`` command) for the sum over
-    several hosts.
+    The start-up line (INFO, logger ``pgpool.capacity``) gives the sizes, *why*
+    (:attr:`pgpool_core.sizing.Sizes.why`) and the host's sum against the
+    server's limit: "4 worker(s) x max_size 1 = 4 of max_connections 100". The
+    warning says what to change (:meth:`Plan.advice`), and names *command*
+    (the framework's ``pgpool capacity`` command) for the sum over several
+    hosts.
     """
     try:
         limit = read_server_limit(conn)
         found = server_workers()
         plan = Plan(
             max_size=max_size, min_size=min_size, workers=found[0] if found else 1
+        )
+        logger.info(
+            "pool %r in process %d: min_size %d, max_size %d (%s); this host:"
+            " %s x max_size %d = %d of max_connections %d (%d available)",
+            pool_name,
+            os.getpid(),
+            min_size,
+            max_size,
+            why or "set",
+            f"{plan.workers} worker(s) ({found[1]})" if found else "1 process",
+            max_size,
+            plan.total,
+            limit.max_connections,
+            limit.available,
         )
         if plan.fits(limit):
             return

@@ -28,7 +28,7 @@ from typing import Any
 
 import psycopg
 
-from . import green
+from . import green, sizing
 from .process_pool import FORK_CONNECT_WAIT, ProcessPool
 
 __all__ = [
@@ -111,11 +111,20 @@ def mark_forking_master() -> None:
 
 
 def in_forking_master() -> bool:
-    """Return True in a process that will fork workers (a server's master)."""
+    """Return True in a process that will fork workers (a server's master).
+
+    One that imported server hooks (:func:`mark_forking_master`), uWSGI's
+    master, or gunicorn's, found on the stack when it imports a preloaded app
+    or runs a hook (:func:`pgpool_core.sizing.gunicorn_master_on_stack`): with
+    or without the hooks in its config, a master keeps no pool.
+    """
     if _forking_master_pid == os.getpid():
         return True
     uwsgi = sys.modules.get("uwsgi")
     if uwsgi is None:
+        if sizing.gunicorn_master_on_stack():
+            mark_forking_master()
+            return True
         return False
     # uWSGI forks without holding the GIL: a pool thread in the master may hold
     # it at that moment, and the worker then hangs forever. worker_id() is 0
@@ -487,6 +496,12 @@ _forking: list[ProcessPools] = []
 
 
 def _before_fork() -> None:
+    if in_forking_master():
+        # A server's master forking a worker (gunicorn's, with or without
+        # the hooks; Celery's prefork): what import-time code left open here
+        # (a Django connection kept by its wrapper) is closed before the
+        # child can share it, as the hooks' pre_fork does.
+        close_in_master()
     _forking[:] = all_pools()
     for pools in _forking:
         pools.before_fork()
