@@ -109,6 +109,7 @@ def _worker_init(sender: Any = None, **kwargs: Any) -> None:
         found = sizing.celery_concurrency(pool_cls, getattr(sender, "concurrency", None))
         if found is not None:
             sizing.record(found)
+            lifecycle.refit_all()  # a pool import-time code made unsized
         # gevent and eventlet patched before the app was imported; psycopg
         # only notices gevent.
         green.after_patch()

@@ -41,6 +41,7 @@ __all__ = [
     "all_pools",
     "close_all",
     "close_in_master",
+    "refit_all",
     "in_forking_master",
     "is_abandoned",
     "mark_forking_master",
@@ -475,6 +476,29 @@ def close_all(timeout: float = 5.0) -> None:
     """
     for pools in all_pools():
         pools.release(timeout=timeout)
+
+
+def refit_all() -> None:
+    """Close this process's pools whose sizes are not their owner's any more.
+
+    For a server hook that records how this process serves
+    (:func:`pgpool_core.sizing.record`) after import-time code made a pool
+    sized without knowing it (a Celery worker's own process under
+    ``threads``): the next use makes a pool of the sizes the user set or the
+    server's model gives.
+    """
+    for pools in all_pools():
+        owner = pools.owner()
+        here = pools._here
+        if owner is None or here is None or here.pid != os.getpid():
+            continue
+        pool = here.pool
+        sizes = getattr(owner, "sizes", None)
+        if pool is None or sizes is None:
+            continue
+        wanted = sizes()
+        if (pool.min_size, pool.max_size) != (wanted.min_size, wanted.max_size):
+            pools.release()
 
 
 def close_in_master() -> None:

@@ -56,7 +56,8 @@ __all__ = [
 #: The most connections a green worker's pool opens by default (gevent,
 #: eventlet, uWSGI async): their thousand concurrent requests are far more
 #: than a database should serve from one process; the rest wait for one.
-GREEN_MAX_SIZE = 10
+#: psycopg_pool's default size, so no worker holds more than before.
+GREEN_MAX_SIZE = 4
 
 #: psycopg_pool's default ``min_size``, kept where the server is not known.
 UNKNOWN_MIN_SIZE = 4
