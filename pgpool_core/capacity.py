@@ -26,6 +26,8 @@ __all__ = [
     "LIMITS_SQL",
     "Plan",
     "ServerLimit",
+    "default_concurrency",
+    "plan_for",
     "read_server_limit",
     "server_workers",
     "workers_from_config",
@@ -180,7 +182,11 @@ class Plan:
     """The worst case of one pool: every connection of every process open.
 
     *min_size* (default 0: none) bounds the advice: a max_size below it
-    would be refused, so both are advised lower.
+    would be refused, so both are advised lower. *celery_max_size* is a
+    Celery prefork child's (default: *max_size*; 1 when the pool's sizes are
+    not set, see :mod:`pgpool_core.sizing`). *master* is the connections a
+    master keeps for its life, per host: a Django connection that start-up
+    code opened under uWSGI without ``py-call-uwsgi-fork-hooks``.
     """
 
     max_size: int
@@ -188,6 +194,12 @@ class Plan:
     hosts: int = 1
     celery: int = 0
     min_size: int = 0
+    celery_max_size: int | None = None
+    master: int = 0
+
+    @property
+    def child_max_size(self) -> int:
+        return self.max_size if self.celery_max_size is None else self.celery_max_size
 
     @property
     def web(self) -> int:
@@ -195,11 +207,11 @@ class Plan:
 
     @property
     def background(self) -> int:
-        return self.hosts * self.celery * self.max_size
+        return self.hosts * self.celery * self.child_max_size
 
     @property
     def total(self) -> int:
-        return self.web + self.background
+        return self.web + self.background + self.hosts * self.master
 
     def describe(self) -> str:
         text = (
@@ -209,8 +221,15 @@ class Plan:
         if self.celery:
             text += (
                 f" + {self.hosts} host(s) x {self.celery} Celery child(ren) x"
-                f" max_size {self.max_size} = {self.background}, {self.total}"
+                f" max_size {self.child_max_size} = {self.background}"
             )
+        if self.master:
+            text += (
+                f" + {self.hosts} host(s) x {self.master} kept by the uWSGI master"
+                f" = {self.hosts * self.master}"
+            )
+        if self.celery or self.master:
+            text += f", {self.total}"
         return text
 
     def fits(self, limit: ServerLimit) -> bool:
@@ -219,7 +238,7 @@ class Plan:
     def largest_max_size(self, limit: ServerLimit) -> int:
         """The largest max_size that fits, 0 if even 1 does not."""
         processes = self.hosts * (self.workers + self.celery)
-        return max(limit.available // processes, 0)
+        return max((limit.available - self.hosts * self.master) // processes, 0)
 
     def advice(self, limit: ServerLimit) -> list[str]:
         """What to change so that the worst case fits; [] if it does."""
@@ -305,14 +324,65 @@ def warn_if_over(
         logger.debug("pool %r: could not read the server's limit: %s", pool_name, err)
 
 
+def plan_for(
+    pool: Any,
+    *,
+    workers: int,
+    hosts: int = 1,
+    celery: int = 0,
+    concurrency: sizing.Concurrency | None = None,
+    master: int = 0,
+) -> tuple[Plan, sizing.Sizes]:
+    """Return the worst case of *pool* (a ForkSafePool) and its workers' sizes.
+
+    The sizes are those its pools get in a worker of *concurrency* (None: not
+    known, psycopg_pool's defaults), as the workers choose them at start
+    (:meth:`ForkSafePool.sizes_for`); a Celery prefork child's, those of one
+    task at a time. *master*: see :class:`Plan`. The ``capacity`` commands
+    print it.
+    """
+    sizes = pool.sizes_for(concurrency)
+    child = pool.sizes_for(
+        sizing.Concurrency("Celery", "sync", 1, celery, "Celery prefork child")
+    )
+    plan = Plan(
+        max_size=sizes.max_size,
+        min_size=sizes.min_size,
+        workers=workers,
+        hosts=hosts,
+        celery=celery,
+        celery_max_size=child.max_size,
+        master=master,
+    )
+    return plan, sizes
+
+
 def report(
-    name: str, plan: Plan, limit: ServerLimit, *, pgbouncer: bool = False
+    name: str,
+    plan: Plan,
+    limit: ServerLimit,
+    *,
+    pgbouncer: bool = False,
+    sizes: sizing.Sizes | None = None,
 ) -> tuple[list[str], bool]:
     """Return the lines the ``capacity`` commands print for one pool, and if it fits.
 
     Behind PgBouncer the app's connections are PgBouncer's clients: what
     reaches the server is PgBouncer's pool sizes, so the plan always fits.
+    *sizes*, if given, are said last: what each worker's pool gets, and why.
     """
+    lines, fits = _report(name, plan, limit, pgbouncer=pgbouncer)
+    if sizes is not None:
+        lines.append(
+            f"{name}: each worker: min_size {sizes.min_size}, max_size"
+            f" {sizes.max_size} ({sizes.why})"
+        )
+    return lines, fits
+
+
+def _report(
+    name: str, plan: Plan, limit: ServerLimit, *, pgbouncer: bool
+) -> tuple[list[str], bool]:
     lines = [
         f"{name}: {plan.describe()} connections at worst",
         f"{name}: the server allows {limit.describe()}",

@@ -71,7 +71,10 @@ class Concurrency:
     ``"sync"``, ``"threads"`` or ``"green"``; *at_once*: the requests one
     process serves at once (1, its threads, its green connections);
     *workers*: the processes per host, if known; *what*: the worker in words
-    (``"gunicorn gthread worker, threads = 8"``).
+    (``"gunicorn gthread worker, threads = 8"``); *master_closes*: False
+    where the master runs no Python at fork (uWSGI without
+    ``py-call-uwsgi-fork-hooks``), so that a connection its start-up code
+    kept (Django's) stays open for its life.
     """
 
     server: str
@@ -79,6 +82,7 @@ class Concurrency:
     at_once: int
     workers: int | None
     what: str
+    master_closes: bool = True
 
     @property
     def min_size(self) -> int:
@@ -270,19 +274,32 @@ def _uwsgi_concurrency() -> Concurrency | None:
             return None  # the master (or a mule, the spooler)
     except Exception:
         return None
-    workers = _positive(getattr(uwsgi, "numproc", None))
+    return _uwsgi_model(
+        opt.get, _positive(getattr(uwsgi, "numproc", None)), _FORK_HOOKS in opt
+    )
+
+
+_FORK_HOOKS = "py-call-uwsgi-fork-hooks"
+
+
+def _uwsgi_model(get: Any, workers: int | None, fork_hooks: bool) -> Concurrency:
+    """What uWSGI's options (*get*: an option's value by name) set up."""
     for key in ("gevent", "async"):
-        cores = _positive(opt.get(key))
+        cores = _positive(get(key))
         if cores is not None:
             return Concurrency(
-                "uWSGI", "green", cores, workers, f"uWSGI {key} = {cores}"
-            )
-    threads = _positive(opt.get("threads")) or 1
+                "uWSGI", "green", cores, workers, f"uWSGI {key} = {cores}",
+                fork_hooks,
+            )  # fmt: skip
+    threads = _positive(get("threads")) or 1
     if threads > 1:
         return Concurrency(
-            "uWSGI", "threads", threads, workers, f"uWSGI threads = {threads}"
-        )
-    return Concurrency("uWSGI", "sync", 1, workers, "uWSGI worker without threads")
+            "uWSGI", "threads", threads, workers, f"uWSGI threads = {threads}",
+            fork_hooks,
+        )  # fmt: skip
+    return Concurrency(
+        "uWSGI", "sync", 1, workers, "uWSGI worker without threads", fork_hooks
+    )
 
 
 # The last concurrency found on the stack, by pid (a gunicorn worker without
@@ -335,22 +352,12 @@ def from_config(path: Path) -> Concurrency | None:
     except configparser.Error:
         return None
 
-    def get(key: str) -> int | None:
-        return _positive(parser.get("uwsgi", key, fallback=""))
+    def get(key: str) -> str:
+        return parser.get("uwsgi", key, fallback="")
 
-    workers = get("processes") or get("workers") or get("p")
-    for key in ("gevent", "async"):
-        cores = get(key)
-        if cores is not None:
-            return Concurrency(
-                "uWSGI", "green", cores, workers, f"uWSGI {key} = {cores}"
-            )
-    threads = get("threads") or 1
-    if threads > 1:
-        return Concurrency(
-            "uWSGI", "threads", threads, workers, f"uWSGI threads = {threads}"
-        )
-    return Concurrency("uWSGI", "sync", 1, workers, "uWSGI worker without threads")
+    workers = _positive(get("processes")) or _positive(get("workers"))
+    fork_hooks = get(_FORK_HOOKS).strip().lower() in ("true", "1", "yes", "on")
+    return _uwsgi_model(get, workers or _positive(get("p")), fork_hooks)
 
 
 def _from_gunicorn_config(text: str) -> Concurrency | None:

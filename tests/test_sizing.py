@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pgpool_core import ForkSafePool, sizing
+from pgpool_core.snippets import read_snippet
 from tests.harness.postgres import PgServer
 from tests.harness.servers import RunningServer, run_load
 from tests.test_fork_servers import HOOKS
@@ -136,7 +137,9 @@ def test_backends_held_follow_the_concurrency_model(
     assert idle <= workers, "idle connections above min_size 1 are closed"
     assert master_backends(pg_server, server.proc.pid) == 0
     # The start-up line says what was chosen and why, per worker and host.
-    said = re.findall(r"min_size 1, max_size (\d+) \(([^)]*)\); this host: (\d+)", server.output())
+    said = re.findall(
+        r"min_size 1, max_size (\d+) \(([^)]*)\); this host: (\d+)", server.output()
+    )
     assert said, server.output()[-2000:]
     assert {int(size) for size, _, _ in said} == {max_size}
     assert {int(host) for _, _, host in said} == {workers}
@@ -241,3 +244,59 @@ def test_concurrency_from_a_servers_config(
     found = sizing.from_config(path)
     assert found is not None
     assert (found.model, found.at_once, found.workers) == expected
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("shipped", [True, False], ids=["shipped-ini", "bare"])
+def test_django_under_uwsgi_master_keeps_no_backend(
+    serve: Callable[..., RunningServer],
+    pg_log: PgServer,
+    tmp_path: Path,
+    shipped: bool,
+) -> None:
+    """Issue 26.3: tests/django/wsgi.py queries in the master and keeps its
+    connection. With the shipped uwsgi.ini (py-call-uwsgi-fork-hooks) the
+    master closes it before the first fork: no backend for the master's life,
+    none reset at stop. Without it, uWSGI runs no Python in the master after
+    the fork: it keeps that one backend (counted by the capacity command)."""
+    ini = tmp_path / "uwsgi.ini"
+    text = read_snippet("uwsgi", "django", app="tests.django.wsgi:application")
+    if not shipped:
+        text = text.replace("py-call-uwsgi-fork-hooks = true\n", "")
+    ini.write_text(text.replace("processes = 4", "processes = 2"))
+    position = pg_log.log_position()
+    server = serve(
+        "uwsgi",
+        "",
+        config=ini,
+        env={
+            "PGPOOL_APP_DSN": pg_log.dsn(application_name=APP_NAME),
+            "DJANGO_SETTINGS_MODULE": "tests.django.settings",
+        },
+    )
+    result = run_load(server.port, ["/query"] * 100, concurrency=8)
+    assert result.failures == [], result.summary()
+    held = master_backends(pg_log, server.proc.pid)
+    assert server.stop() == 0
+    time.sleep(0.5)
+    resets = pg_log.log_since(position).count("Connection reset by peer")
+
+    print(
+        f"django uwsgi {'shipped' if shipped else 'bare'}: master {held}, resets {resets}"
+    )
+    if shipped:
+        assert (held, resets) == (0, 0)
+    else:
+        assert held == 1
+
+
+@pytest.mark.parametrize(
+    ("line", "closes"), [("", False), ("py-call-uwsgi-fork-hooks = true\n", True)]
+)
+def test_whether_a_uwsgi_master_closes_at_fork(
+    tmp_path: Path, line: str, closes: bool
+) -> None:
+    path = tmp_path / "uwsgi.ini"
+    path.write_text(f"[uwsgi]\nprocesses = 4\n{line}")
+    found = sizing.from_config(path)
+    assert found is not None and found.master_closes is closes
