@@ -106,7 +106,9 @@ def _worker_init(sender: Any = None, **kwargs: Any) -> None:
         lifecycle.close_in_master()
     else:
         _task_process = os.getpid()
-        found = sizing.celery_concurrency(pool_cls, getattr(sender, "concurrency", None))
+        found = sizing.celery_concurrency(
+            pool_cls, getattr(sender, "concurrency", None)
+        )
         if found is not None:
             sizing.record(found)
             lifecycle.refit_all()  # a pool import-time code made unsized

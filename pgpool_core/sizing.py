@@ -141,7 +141,9 @@ def resolve(
         )
     why = concurrency.why()
     if max_size is not None:
-        return Sizes(min(concurrency.min_size, max_size), max_size, f"max_size set; {why}")
+        return Sizes(
+            min(concurrency.min_size, max_size), max_size, f"max_size set; {why}"
+        )
     if min_size is not None:
         return Sizes(
             min_size, max(concurrency.max_size, min_size), f"min_size set; {why}"
@@ -423,14 +425,14 @@ def celery_concurrency(pool_cls: Any, concurrency: Any) -> Concurrency | None:
         return None
     name = key.rsplit(".", 1)[-1]
     at_once = 1 if model == "sync" else (_positive(concurrency) or 1)
-    what = f"Celery {name} pool" + ("" if model == "sync" else f", concurrency {at_once}")
+    what = f"Celery {name} pool" + (
+        "" if model == "sync" else f", concurrency {at_once}"
+    )
     return Concurrency("Celery", model, at_once, 1, what)
 
 
 def record_celery_child(children: Any) -> None:
     """Record this process as a prefork child of a pool of *children* processes."""
     record(
-        Concurrency(
-            "Celery", "sync", 1, _positive(children), "Celery prefork child"
-        )
+        Concurrency("Celery", "sync", 1, _positive(children), "Celery prefork child")
     )

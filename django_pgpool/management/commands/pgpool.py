@@ -109,9 +109,7 @@ class Command(BaseCommand):
             self.stdout.write(f"workers per host: {workers} (from {source})")
         model = capacity.default_concurrency()
         if model is not None:
-            self.stdout.write(
-                f"each worker serves: {model[0].why()} (from {model[1]})"
-            )
+            self.stdout.write(f"each worker serves: {model[0].why()} (from {model[1]})")
         failed = []
         for wrapper in wrappers:
             pool = wrapper.pool
