@@ -298,3 +298,27 @@ def test_whether_a_uwsgi_master_closes_at_fork(
     path.write_text(f"[uwsgi]\nprocesses = 4\n{line}")
     found = sizing.from_config(path)
     assert found is not None and found.master_closes is closes
+
+
+def test_max_size_alone_in_flask_and_django_settings(pg_server: PgServer) -> None:
+    """Issue 26.4: PGPOOL_MAX_SIZE = 2, or OPTIONS["pool"] {"max_size": 2},
+    alone: accepted, with min_size 2 (it used to fail: "must be >= min_size
+    (4)", a min_size nobody set)."""
+    from flask import Flask
+
+    from django_pgpool import conf
+    from flask_pgpool import PgPool
+
+    app = Flask("max-size-alone")
+    app.config.update(PGPOOL_CONNINFO=pg_server.dsn(), PGPOOL_MAX_SIZE=2)
+    PgPool(app)
+    pool = app.extensions["pgpool"].pools["default"]
+    assert (pool.min_size, pool.max_size) == (2, 2)
+    pool.close()
+
+    options = conf.pool_options(
+        "default", {"OPTIONS": {"pool": {"max_size": 2}}, "CONN_MAX_AGE": 0}
+    )
+    assert options == {"max_size": 2}
+    django_pool = ForkSafePool(pg_server.dsn(), **options)
+    assert (django_pool.min_size, django_pool.max_size) == (2, 2)
