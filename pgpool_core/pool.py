@@ -221,13 +221,21 @@ class ForkSafePool(Generic[CT]):
 
     @property
     def min_size(self) -> int:
-        """This process's ``min_size``: the one set, else sized from the server."""
-        return self.sizes().min_size
+        """This process's ``min_size``: the one set, else sized from the server.
+
+        That of this process's pool once made (see :meth:`sizes`).
+        """
+        pool = self._pools.latest()
+        return pool.min_size if pool is not None else self.sizes().min_size
 
     @property
     def max_size(self) -> int:
-        """This process's ``max_size``: the one set, else sized from the server."""
-        return self.sizes().max_size
+        """This process's ``max_size``: the one set, else sized from the server.
+
+        That of this process's pool once made (see :meth:`sizes`).
+        """
+        pool = self._pools.latest()
+        return pool.max_size if pool is not None else self.sizes().max_size
 
     def sizes(self) -> sizing.Sizes:
         """Return this process's sizes and why (:func:`pgpool_core.sizing.resolve`).
