@@ -519,12 +519,20 @@ atexit.register(_at_exit)
 _forking: list[ProcessPools] = []
 
 
+# The master that closed what its start-up code left open, at its first fork.
+_closed_at_fork_in: int | None = None
+
+
 def _before_fork() -> None:
-    if in_forking_master():
-        # A server's master forking a worker (gunicorn's, with or without
-        # the hooks; Celery's prefork): what import-time code left open here
-        # (a Django connection kept by its wrapper) is closed before the
-        # child can share it, as the hooks' pre_fork does.
+    global _closed_at_fork_in
+    if _closed_at_fork_in != os.getpid() and in_forking_master():
+        # A server's master forking its first worker (gunicorn's, with or
+        # without the hooks; Celery's prefork; uWSGI's with
+        # py-call-uwsgi-fork-hooks): what start-up code left open here (a
+        # Django connection kept by its wrapper) is closed before any child
+        # can share it, as the gunicorn hooks' pre_fork does. Only then:
+        # code the master runs later (an embedded scheduler) keeps its own.
+        _closed_at_fork_in = os.getpid()
         close_in_master()
     _forking[:] = all_pools()
     for pools in _forking:

@@ -145,6 +145,7 @@ def test_forking_master_gives_workers_a_pool(
 ) -> None:
     """A master (no threads, plain connections) forks a worker that pools."""
     monkeypatch.setattr(lifecycle, "_forking_master_pid", None)
+    monkeypatch.setattr(lifecycle, "_closed_at_fork_in", None)  # a first fork
     lifecycle.mark_forking_master()
     pool = ForkSafePool(dsn, min_size=1, max_size=1, name="mastered")
     master_conn = pool.getconn()  # import-time code that never gives it back
