@@ -223,18 +223,18 @@ class ForkSafePool(Generic[CT]):
     def min_size(self) -> int:
         """This process's ``min_size``: the one set, else sized from the server.
 
-        That of this process's pool once made (see :meth:`sizes`).
+        That of this process's open pool, if it has one (see :meth:`sizes`).
         """
-        pool = self._pools.latest()
+        pool = self._pools.latest() if self._pools.has_pool() else None
         return pool.min_size if pool is not None else self.sizes().min_size
 
     @property
     def max_size(self) -> int:
         """This process's ``max_size``: the one set, else sized from the server.
 
-        That of this process's pool once made (see :meth:`sizes`).
+        That of this process's open pool, if it has one (see :meth:`sizes`).
         """
-        pool = self._pools.latest()
+        pool = self._pools.latest() if self._pools.has_pool() else None
         return pool.max_size if pool is not None else self.sizes().max_size
 
     def sizes(self) -> sizing.Sizes:

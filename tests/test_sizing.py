@@ -7,6 +7,7 @@ application_name, so that only they are counted.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import threading
@@ -322,3 +323,33 @@ def test_max_size_alone_in_flask_and_django_settings(pg_server: PgServer) -> Non
     assert options == {"max_size": 2}
     django_pool = ForkSafePool(pg_server.dsn(), **options)
     assert (django_pool.min_size, django_pool.max_size) == (2, 2)
+
+
+def test_a_pool_made_in_a_recorded_worker_and_its_start_up_line(
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """What a server hook recorded sizes the pool made after it; the first
+    connection logs the sizes, why, and the host's sum; resize() still wins."""
+    monkeypatch.setattr(sizing, "_recorded", None)
+    monkeypatch.setattr(sizing, "_found", None)
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    sizing.record(sizing.Concurrency("gunicorn", "sync", 1, 4, "gunicorn sync worker"))
+    caplog.set_level(logging.INFO, logger="pgpool.capacity")
+    pool = ForkSafePool(pg_server.dsn(), name="recorded")
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+        assert (pool.pool.min_size, pool.pool.max_size) == (1, 1)
+        [line] = [r.getMessage() for r in caplog.records if r.name == "pgpool.capacity"]
+        assert re.search(
+            r"pool 'recorded' in process \d+: min_size 1, max_size 1 \(gunicorn"
+            r" sync worker: one request at a time\); this host: 4 worker\(s\)"
+            r" \(gunicorn workers\) x max_size 1 = 4 of max_connections \d+",
+            line,
+        ), line
+        pool.resize(2, 3)
+        assert (pool.min_size, pool.max_size) == (2, 3)
+    finally:
+        pool.close()
