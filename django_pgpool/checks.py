@@ -242,12 +242,12 @@ def check_max_connections(
             continue
         if options.get("pgbouncer"):
             continue  # behind PgBouncer, its pool sizes bound the server's load
-        max_size = options.get("max_size") or options.get("min_size", 4)
-        plan = capacity.Plan(
-            max_size=max_size,
-            min_size=options.get("min_size", 4),
-            workers=workers or 1,
+        # The sizes the workers choose (set, or from the server's model).
+        model = capacity.default_concurrency()
+        plan, _ = capacity.plan_for(
+            pool, workers=workers or 1, concurrency=model[0] if model else None
         )
+        max_size = plan.max_size
         if plan.fits(limit):
             continue
         if workers is None:

@@ -131,6 +131,9 @@ def capacity_command(hosts: int, workers: int | None, celery: int) -> None:
             )
         workers, source = found
         click.echo(f"workers per host: {workers} (from {source})")
+    model = capacity.default_concurrency()
+    if model is not None:
+        click.echo(f"each worker serves: {model[0].why()} (from {model[1]})")
     state = _state()
     failed = False
     for bind, pool in state.pools.items():
@@ -142,14 +145,16 @@ def capacity_command(hosts: int, workers: int | None, celery: int) -> None:
             reason = " ".join(state.mask(bind, f"{type(err).__name__}: {err}").split())
             click.echo(f"{bind}: FAILED: {reason}", err=True)
             continue
-        plan = capacity.Plan(
-            max_size=pool.max_size,
-            min_size=pool.min_size,
+        plan, sizes = capacity.plan_for(
+            pool,
             workers=workers,
             hosts=hosts,
             celery=celery,
+            concurrency=model[0] if model else None,
         )
-        lines, fits = capacity.report(bind, plan, limit, pgbouncer=pool.pgbouncer)
+        lines, fits = capacity.report(
+            bind, plan, limit, pgbouncer=pool.pgbouncer, sizes=sizes
+        )
         for line in lines:
             click.echo(line)
         failed = failed or not fits

@@ -20,10 +20,14 @@ from typing import Any
 
 import psycopg
 
+from . import sizing
+
 __all__ = [
     "LIMITS_SQL",
     "Plan",
     "ServerLimit",
+    "default_concurrency",
+    "plan_for",
     "read_server_limit",
     "server_workers",
     "workers_from_config",
@@ -55,7 +59,8 @@ def server_workers() -> tuple[int, str] | None:
     ``WEB_CONCURRENCY`` (gunicorn's default for ``workers``, and what many
     platforms set), else uWSGI's ``processes`` in a uWSGI process, else
     gunicorn's ``workers`` in a worker started with the pgpool_core.gunicorn
-    hooks. None when none of these is known.
+    hooks (or found by :func:`pgpool_core.sizing.current`), else a Celery
+    prefork child's pool size. None when none of these is known.
     """
     env = os.environ.get("WEB_CONCURRENCY", "")
     if env.isdigit() and int(env) > 0:
@@ -66,6 +71,9 @@ def server_workers() -> tuple[int, str] | None:
         return numproc, "uWSGI processes"
     if _gunicorn_workers is not None:
         return _gunicorn_workers, "gunicorn workers"
+    found = sizing.current()
+    if found is not None and found.workers is not None:
+        return found.workers, f"{found.server} workers"
     return None
 
 
@@ -105,6 +113,21 @@ def workers_from_config(path: Path) -> int | None:
 
 #: Server config files looked for in the current directory, in this order.
 CONFIG_FILES = ("uwsgi.ini", "gunicorn.conf.py")
+
+
+def default_concurrency() -> tuple[sizing.Concurrency, str] | None:
+    """How the server's workers serve, and where from: this process, else a
+    config file here (:data:`CONFIG_FILES`), as :func:`default_workers` finds
+    the worker count. For the ``capacity`` commands: a pool whose sizes are
+    not set is sized from it, as in the workers."""
+    found = sizing.current()
+    if found is not None:
+        return found, "this process"
+    for name in CONFIG_FILES:
+        found = sizing.from_config(Path(name))
+        if found is not None:
+            return found, f"./{name}"
+    return None
 
 
 def default_workers() -> tuple[int, str] | None:
@@ -159,7 +182,11 @@ class Plan:
     """The worst case of one pool: every connection of every process open.
 
     *min_size* (default 0: none) bounds the advice: a max_size below it
-    would be refused, so both are advised lower.
+    would be refused, so both are advised lower. *celery_max_size* is a
+    Celery prefork child's (default: *max_size*; 1 when the pool's sizes are
+    not set, see :mod:`pgpool_core.sizing`). *master* is the connections a
+    master keeps for its life, per host: a Django connection that start-up
+    code opened under uWSGI without ``py-call-uwsgi-fork-hooks``.
     """
 
     max_size: int
@@ -167,6 +194,12 @@ class Plan:
     hosts: int = 1
     celery: int = 0
     min_size: int = 0
+    celery_max_size: int | None = None
+    master: int = 0
+
+    @property
+    def child_max_size(self) -> int:
+        return self.max_size if self.celery_max_size is None else self.celery_max_size
 
     @property
     def web(self) -> int:
@@ -174,11 +207,11 @@ class Plan:
 
     @property
     def background(self) -> int:
-        return self.hosts * self.celery * self.max_size
+        return self.hosts * self.celery * self.child_max_size
 
     @property
     def total(self) -> int:
-        return self.web + self.background
+        return self.web + self.background + self.hosts * self.master
 
     def describe(self) -> str:
         text = (
@@ -188,8 +221,15 @@ class Plan:
         if self.celery:
             text += (
                 f" + {self.hosts} host(s) x {self.celery} Celery child(ren) x"
-                f" max_size {self.max_size} = {self.background}, {self.total}"
+                f" max_size {self.child_max_size} = {self.background}"
             )
+        if self.master:
+            text += (
+                f" + {self.hosts} host(s) x {self.master} kept by the uWSGI master"
+                f" = {self.hosts * self.master}"
+            )
+        if self.celery or self.master:
+            text += f", {self.total}"
         return text
 
     def fits(self, limit: ServerLimit) -> bool:
@@ -197,7 +237,7 @@ class Plan:
 
     def largest_max_size(self, limit: ServerLimit) -> int:
         """The largest max_size that fits, 0 if even 1 does not."""
-        return max(limit.available // self.processes, 0)
+        return max((limit.available - self.hosts * self.master) // self.processes, 0)
 
     @property
     def processes(self) -> int:
@@ -265,14 +305,18 @@ def warn_if_over(
     *,
     min_size: int = 0,
     command: str | None = None,
+    why: str | None = None,
 ) -> int | None:
-    """Log one warning if this host's worst case exceeds the server's limit.
+    """Log the sizes chosen, and one warning if this host's worst case exceeds
+    the server's limit.
 
     Called once per process, on the pool's first connection; never raises.
-    The warning says what to change (:meth:`Plan.advice`), which workers
-    would get no connection at start (:meth:`Plan.starving`), and names
-    *command* (the framework's ``pgpool capacity`` command) for the sum over
-    several hosts.
+    The start-up line (INFO, logger ``pgpool.capacity``) gives the sizes, *why*
+    (:attr:`pgpool_core.sizing.Sizes.why`) and the host's sum against the
+    server's limit: "4 worker(s) x max_size 1 = 4 of max_connections 100". The
+    warning says what to change (:meth:`Plan.advice`), which workers would get
+    no connection at start (:meth:`Plan.starving`), and names *command* (the
+    framework's ``pgpool capacity`` command) for the sum over several hosts.
 
     Returns how many connections this process should make at start
     (:meth:`Plan.start_share`): None for ``min_size``, when every worker's
@@ -285,6 +329,20 @@ def warn_if_over(
             max_size=max_size, min_size=min_size, workers=found[0] if found else 1
         )
         share = plan.start_share(limit) if found else None
+        logger.info(
+            "pool %r in process %d: min_size %d, max_size %d (%s); this host:"
+            " %s x max_size %d = %d of max_connections %d (%d available)",
+            pool_name,
+            os.getpid(),
+            min_size,
+            max_size,
+            why or "set",
+            f"{plan.workers} worker(s) ({found[1]})" if found else "1 process",
+            max_size,
+            plan.total,
+            limit.max_connections,
+            limit.available,
+        )
         if plan.fits(limit):
             return share
         workers = f"{plan.workers} worker(s) ({found[1]})" if found else "1 process"
@@ -309,14 +367,65 @@ def warn_if_over(
         return None
 
 
+def plan_for(
+    pool: Any,
+    *,
+    workers: int,
+    hosts: int = 1,
+    celery: int = 0,
+    concurrency: sizing.Concurrency | None = None,
+    master: int = 0,
+) -> tuple[Plan, sizing.Sizes]:
+    """Return the worst case of *pool* (a ForkSafePool) and its workers' sizes.
+
+    The sizes are those its pools get in a worker of *concurrency* (None: not
+    known, psycopg_pool's defaults), as the workers choose them at start
+    (:meth:`ForkSafePool.sizes_for`); a Celery prefork child's, those of one
+    task at a time. *master*: see :class:`Plan`. The ``capacity`` commands
+    print it.
+    """
+    sizes = pool.sizes_for(concurrency)
+    child = pool.sizes_for(
+        sizing.Concurrency("Celery", "sync", 1, celery, "Celery prefork child")
+    )
+    plan = Plan(
+        max_size=sizes.max_size,
+        min_size=sizes.min_size,
+        workers=workers,
+        hosts=hosts,
+        celery=celery,
+        celery_max_size=child.max_size,
+        master=master,
+    )
+    return plan, sizes
+
+
 def report(
-    name: str, plan: Plan, limit: ServerLimit, *, pgbouncer: bool = False
+    name: str,
+    plan: Plan,
+    limit: ServerLimit,
+    *,
+    pgbouncer: bool = False,
+    sizes: sizing.Sizes | None = None,
 ) -> tuple[list[str], bool]:
     """Return the lines the ``capacity`` commands print for one pool, and if it fits.
 
     Behind PgBouncer the app's connections are PgBouncer's clients: what
     reaches the server is PgBouncer's pool sizes, so the plan always fits.
+    *sizes*, if given, are said last: what each worker's pool gets, and why.
     """
+    lines, fits = _report(name, plan, limit, pgbouncer=pgbouncer)
+    if sizes is not None:
+        lines.append(
+            f"{name}: each worker: min_size {sizes.min_size}, max_size"
+            f" {sizes.max_size} ({sizes.why})"
+        )
+    return lines, fits
+
+
+def _report(
+    name: str, plan: Plan, limit: ServerLimit, *, pgbouncer: bool
+) -> tuple[list[str], bool]:
     lines = [
         f"{name}: {plan.describe()} connections at worst",
         f"{name}: the server allows {limit.describe()}",

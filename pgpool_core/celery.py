@@ -39,7 +39,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import green, lifecycle, metrics
+from . import green, lifecycle, metrics, sizing
 
 try:
     from celery import signals
@@ -75,6 +75,9 @@ def is_prefork_pool(pool_cls: Any) -> bool:
 # keeps_pools()); a pid, so that a process forked from it is not one.
 _task_process: int | None = None
 
+# The prefork pool's size (its children, per host), for the children's sizing.
+_prefork_children: int | None = None
+
 
 def keeps_pools() -> bool:
     """Return True in a worker process that runs tasks, these hooks connected.
@@ -93,14 +96,22 @@ def keeps_pools() -> bool:
 
 
 def _worker_init(sender: Any = None, **kwargs: Any) -> None:
-    global _task_process
+    global _task_process, _prefork_children
     if sender is None:
         return
-    if is_prefork_pool(getattr(sender, "pool_cls", None)):
+    pool_cls = getattr(sender, "pool_cls", None)
+    if is_prefork_pool(pool_cls):
+        _prefork_children = getattr(sender, "concurrency", None)
         lifecycle.mark_forking_master()
         lifecycle.close_in_master()
     else:
         _task_process = os.getpid()
+        found = sizing.celery_concurrency(
+            pool_cls, getattr(sender, "concurrency", None)
+        )
+        if found is not None:
+            sizing.record(found)
+            lifecycle.refit_all()  # a pool import-time code made unsized
         # gevent and eventlet patched before the app was imported; psycopg
         # only notices gevent.
         green.after_patch()
@@ -109,6 +120,8 @@ def _worker_init(sender: Any = None, **kwargs: Any) -> None:
 def _worker_process_init(**kwargs: Any) -> None:
     global _task_process
     _task_process = os.getpid()
+    if _prefork_children is not None:  # not under solo (see worker_process_init)
+        sizing.record_celery_child(_prefork_children)
     lifecycle.after_fork_in_child()
     metrics.start_worker()
     lifecycle.warm_up_all()

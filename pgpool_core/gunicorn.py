@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import capacity, green, lifecycle, metrics
+from . import capacity, green, lifecycle, metrics, sizing
 
 __all__ = ["post_fork", "post_worker_init", "pre_fork", "when_ready", "worker_exit"]
 
@@ -54,6 +54,7 @@ def post_fork(server: Any, worker: Any) -> None:
     locks that block every greenlet.
     """
     capacity.record_gunicorn_workers(getattr(server, "num_workers", None))
+    sizing.record_gunicorn_worker(server, worker)
     lifecycle.after_fork_in_child()
     patcher = _patched_later_by(worker)
     if patcher is None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import psycopg
 
-from . import green
+from . import green, sizing
 from .process_pool import FORK_CONNECT_WAIT, ProcessPool
 
 __all__ = [
@@ -43,6 +43,7 @@ __all__ = [
     "close_all",
     "close_in_master",
     "drop",
+    "refit_all",
     "in_forking_master",
     "is_abandoned",
     "mark_forking_master",
@@ -113,11 +114,20 @@ def mark_forking_master() -> None:
 
 
 def in_forking_master() -> bool:
-    """Return True in a process that will fork workers (a server's master)."""
+    """Return True in a process that will fork workers (a server's master).
+
+    One that imported server hooks (:func:`mark_forking_master`), uWSGI's
+    master, or gunicorn's, found on the stack when it imports a preloaded app
+    or runs a hook (:func:`pgpool_core.sizing.gunicorn_master_on_stack`): with
+    or without the hooks in its config, a master keeps no pool.
+    """
     if _forking_master_pid == os.getpid():
         return True
     uwsgi = sys.modules.get("uwsgi")
     if uwsgi is None:
+        if sizing.gunicorn_master_on_stack():
+            mark_forking_master()
+            return True
         return False
     # uWSGI forks without holding the GIL: a pool thread in the master may hold
     # it at that moment, and the worker then hangs forever. worker_id() is 0
@@ -522,6 +532,29 @@ def close_all(timeout: float = 5.0) -> None:
         pools.release(timeout=timeout)
 
 
+def refit_all() -> None:
+    """Close this process's pools whose sizes are not their owner's any more.
+
+    For a server hook that records how this process serves
+    (:func:`pgpool_core.sizing.record`) after import-time code made a pool
+    sized without knowing it (a Celery worker's own process under
+    ``threads``): the next use makes a pool of the sizes the user set or the
+    server's model gives.
+    """
+    for pools in all_pools():
+        owner = pools.owner()
+        here = pools._here
+        if owner is None or here is None or here.pid != os.getpid():
+            continue
+        pool = here.pool
+        sizes = getattr(owner, "sizes", None)
+        if pool is None or sizes is None:
+            continue
+        wanted = sizes()
+        if (pool.min_size, pool.max_size) != (wanted.min_size, wanted.max_size):
+            pools.release()
+
+
 def close_in_master() -> None:
     """Close what import-time code left open in a master, before it forks."""
     close_all()
@@ -540,7 +573,21 @@ atexit.register(_at_exit)
 _forking: list[ProcessPools] = []
 
 
+# The master that closed what its start-up code left open, at its first fork.
+_closed_at_fork_in: int | None = None
+
+
 def _before_fork() -> None:
+    global _closed_at_fork_in
+    if _closed_at_fork_in != os.getpid() and in_forking_master():
+        # A server's master forking its first worker (gunicorn's, with or
+        # without the hooks; Celery's prefork; uWSGI's with
+        # py-call-uwsgi-fork-hooks): what start-up code left open here (a
+        # Django connection kept by its wrapper) is closed before any child
+        # can share it, as the gunicorn hooks' pre_fork does. Only then:
+        # code the master runs later (an embedded scheduler) keeps its own.
+        _closed_at_fork_in = os.getpid()
+        close_in_master()
     _forking[:] = all_pools()
     for pools in _forking:
         pools.before_fork()

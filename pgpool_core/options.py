@@ -232,8 +232,9 @@ def validate_pool_options(
     max_size = options.get("max_size")
     if max_size is not None and not (_is_int(max_size) and max_size >= 1):
         raise bad("max_size", "an integer >= 1 or None")
-    min_size = options.get("min_size", 4)
-    if max_size is not None and min_size > max_size:
+    # A min_size left unset follows max_size down (see pgpool_core.sizing).
+    min_size = options.get("min_size")
+    if max_size is not None and min_size is not None and min_size > max_size:
         raise ConfigurationError(
             setting("max_size"),
             f"must be >= min_size ({min_size}), got {max_size}",

@@ -15,7 +15,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.abc import CT
 
-from . import capacity, green, metrics
+from . import capacity, green, metrics, sizing
 from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
 from .lifecycle import ProcessPools, in_forking_master, is_abandoned
 from .loans import Loans, current_borrower
@@ -126,7 +126,7 @@ class ForkSafePool(Generic[CT]):
         kwargs: Mapping[str, Any] | Callable[[], dict[str, Any]] | None = None,
         name: str | None = None,
         connection_class: type[CT] = _CONNECTION_CLASS,
-        min_size: int = 4,
+        min_size: int | None = None,
         max_size: int | None = None,
         open: bool | None = None,
         configure: Callable[[CT], None] | None = None,
@@ -168,6 +168,8 @@ class ForkSafePool(Generic[CT]):
             "pgbouncer": pgbouncer,
             "socket_timeout": socket_timeout,
         }
+        if min_size is None:
+            del options["min_size"]  # sized from the server (pgpool_core.sizing)
         validate_pool_options(options)
 
         # ConnectionPool's attributes, by its names: what the user gave.
@@ -175,8 +177,10 @@ class ForkSafePool(Generic[CT]):
         self.kwargs = kwargs
         self.name = name or f"pgpool-{next(_counter)}"
         self.connection_class = connection_class
-        self.min_size = min_size
-        self.max_size = min_size if max_size is None else max_size
+        # The sizes the user set (None: not set); min_size and max_size are
+        # this process's, from these and the server's concurrency model.
+        self._min_size_set = min_size
+        self._max_size_set = max_size
         self.close_returns = close_returns
         self.timeout = timeout
         self.max_waiting = max_waiting
@@ -243,6 +247,39 @@ class ForkSafePool(Generic[CT]):
         self._closed = open is False
         self._pools = ProcessPools(self, self.name, self._make_pool)
         self._pools.enabled = not self._closed
+
+    # -- sizes ---------------------------------------------------------------------
+
+    @property
+    def min_size(self) -> int:
+        """This process's ``min_size``: the one set, else sized from the server.
+
+        That of this process's open pool, if it has one (see :meth:`sizes`).
+        """
+        pool = self._pools.latest() if self._pools.has_pool() else None
+        return pool.min_size if pool is not None else self.sizes().min_size
+
+    @property
+    def max_size(self) -> int:
+        """This process's ``max_size``: the one set, else sized from the server.
+
+        That of this process's open pool, if it has one (see :meth:`sizes`).
+        """
+        pool = self._pools.latest() if self._pools.has_pool() else None
+        return pool.max_size if pool is not None else self.sizes().max_size
+
+    def sizes(self) -> sizing.Sizes:
+        """Return this process's sizes and why (:func:`pgpool_core.sizing.resolve`).
+
+        The sizes set win; those not set come from how this process serves
+        (:func:`pgpool_core.sizing.current`: a gunicorn sync worker gets 1 and
+        1, a gthread worker 1 and its threads...), else psycopg_pool's defaults.
+        """
+        return self.sizes_for(sizing.current())
+
+    def sizes_for(self, concurrency: sizing.Concurrency | None) -> sizing.Sizes:
+        """Return the sizes this pool would have in a worker of *concurrency*."""
+        return sizing.resolve(self._min_size_set, self._max_size_set, concurrency)
 
     @staticmethod
     def _merged_conninfo_of(
@@ -390,13 +427,14 @@ class ForkSafePool(Generic[CT]):
         # Under gevent or eventlet, psycopg's waits must yield to the event
         # loop before the pool's threads (greenlets then) connect.
         green.use_cooperative_wait()
+        sizes = self.sizes()
         return ProcessPool(
             self._conninfo,
             owner=self._pools,
             kwargs=self._kwargs,
             connection_class=self.connection_class,
-            min_size=self.min_size,
-            max_size=self.max_size,
+            min_size=sizes.min_size,
+            max_size=sizes.max_size,
             configure=self._configure_new,
             start_share=self._start_share,
             # A server's worker (their count known): all warm up at once.
@@ -445,12 +483,15 @@ class ForkSafePool(Generic[CT]):
         if self._limit_checked_in != pid:
             # Once per process: a pool made again here (after a release)
             # reuses it.
+            pool = getattr(conn, "_pool", None)
+            sizes = self.sizes()
             self._start_share_here = capacity.warn_if_over(
                 self.name,
-                self.max_size,
+                getattr(pool, "max_size", sizes.max_size),
                 conn,
-                min_size=self.min_size,
+                min_size=getattr(pool, "min_size", sizes.min_size),
                 command=self.capacity_command,
+                why=sizes.why,
             )
             self._limit_checked_in = pid
             # What the check ran is not the first borrower's.
@@ -664,8 +705,8 @@ class ForkSafePool(Generic[CT]):
     def resize(self, min_size: int, max_size: int | None = None) -> None:
         """Change the pool's size, here and in pools made later by other processes."""
         validate_pool_options({"min_size": min_size, "max_size": max_size})
-        self.min_size = min_size
-        self.max_size = min_size if max_size is None else max_size
+        self._min_size_set = min_size
+        self._max_size_set = min_size if max_size is None else max_size
         if self._pools.has_pool():
             self.pool.resize(min_size, max_size)
 

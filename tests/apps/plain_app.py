@@ -27,7 +27,16 @@ else:
     from pgpool_core import ForkSafePool
 
     timeout = float(os.environ.get("PGPOOL_APP_TIMEOUT", "5"))
-    pool = ForkSafePool(DSN, min_size=2, max_size=4, timeout=timeout)
+    if os.environ.get("PGPOOL_APP_DEFAULT_SIZES"):
+        # No size set: sized from the server (tests/test_sizing.py), idle
+        # connections above min_size closed after PGPOOL_APP_MAX_IDLE s.
+        import logging
+
+        logging.basicConfig(level=logging.INFO)
+        max_idle = float(os.environ.get("PGPOOL_APP_MAX_IDLE", "600"))
+        pool = ForkSafePool(DSN, timeout=timeout, max_idle=max_idle)
+    else:
+        pool = ForkSafePool(DSN, min_size=2, max_size=4, timeout=timeout)
 
 # Import-time use, in the master when the server preloads the app.
 with pool.connection() as conn:
@@ -48,6 +57,8 @@ def application(
     if environ["PATH_INFO"] != "/health":
         try:
             with pool.connection() as conn:
+                if environ["PATH_INFO"] == "/slow":
+                    conn.execute("SELECT pg_sleep(0.02)")
                 if environ["PATH_INFO"] == "/write":
                     # The failover tests' table; the answer names the server.
                     row = conn.execute(

@@ -42,7 +42,10 @@ else:
     import pgpool_core.celery  # noqa: F401  (the import under test)
     from pgpool_core import ForkSafePool
 
-    pool = ForkSafePool(app_dsn, min_size=2, max_size=4, timeout=5)
+    if os.environ.get("PGPOOL_APP_DEFAULT_SIZES"):
+        pool = ForkSafePool(app_dsn, timeout=5)  # sized from the worker's pool
+    else:
+        pool = ForkSafePool(app_dsn, min_size=2, max_size=4, timeout=5)
 
 # Import-time use, in the worker's main process before it forks.
 with pool.connection() as conn:

@@ -292,3 +292,20 @@ def test_a_full_server_stops_the_growth_not_the_pool(
             assert conn.execute("SELECT 1").fetchone() == (1,)
     finally:
         pool.close()
+
+
+def test_plan_counts_what_a_uwsgi_master_keeps() -> None:
+    """Django's start-up connection, under uWSGI without fork hooks: one per
+    host, for the master's life (docs/django.rst)."""
+    limit = capacity.ServerLimit(max_connections=100, superuser_reserved=3)
+    plan = capacity.Plan(max_size=1, workers=4, hosts=3, celery=8, master=1)
+    assert plan.total == 3 * 4 + 3 * 8 + 3
+    assert plan.describe() == (
+        "3 host(s) x 4 worker(s) x max_size 1 = 12 + 3 host(s) x 8 Celery"
+        " child(ren) x max_size 1 = 24 + 3 host(s) x 1 kept by the uWSGI master"
+        " = 3, 39"
+    )
+    assert (
+        capacity.Plan(max_size=2, workers=32, hosts=3, master=1).largest_max_size(limit)
+        == (97 - 3) // 96
+    )

@@ -604,6 +604,7 @@ def check_shell(found: Sample, request: pytest.FixtureRequest) -> None:
 
 @check("text", "$ flask pgpool capacity --hosts 20")
 def check_capacity_output(found: Sample, request: pytest.FixtureRequest) -> None:
+    from pgpool_core import sizing
     from pgpool_core.capacity import Plan, ServerLimit, report, workers_from_config
 
     lines = found.code.splitlines()
@@ -613,9 +614,16 @@ def check_capacity_output(found: Sample, request: pytest.FixtureRequest) -> None
         f"workers per host: {workers_from_config(example / 'uwsgi.ini')}"
         " (from ./uwsgi.ini)"
     )
+    model = sizing.from_config(example / "uwsgi.ini")
+    assert model is not None
+    assert lines[2] == f"each worker serves: {model.why()} (from ./uwsgi.ini)"
     limit = ServerLimit(max_connections=300, superuser_reserved=3)
-    printed, fits = report("default", Plan(max_size=4, workers=4, hosts=20), limit)
-    assert lines[2:] == printed
+    # The example sets min_size 2 and max_size 4 (notes/__init__.py).
+    sizes = sizing.resolve(2, 4, model)
+    printed, fits = report(
+        "default", Plan(max_size=4, workers=4, hosts=20), limit, sizes=sizes
+    )
+    assert lines[3:] == printed
     assert not fits
 
 

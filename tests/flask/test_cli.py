@@ -12,6 +12,7 @@ import pytest
 from click.testing import Result
 from flask import Flask
 
+from flask_pgpool import PgPool
 from pgpool_core.snippets import read_snippet
 from tests.conftest import REPO
 from tests.flask.conftest import MakeApp
@@ -321,3 +322,39 @@ def test_capacity_reads_the_workers_of_the_uwsgi_ini_here(
     assert result.exit_code == 0, result.output
     assert result.output.startswith("workers per host: 4 (from ./uwsgi.ini)\n")
     assert "1 host(s) x 4 worker(s) x max_size 2 = 8" in result.output
+
+
+@pytest.mark.parametrize(
+    ("conf", "sizes", "web"),
+    [
+        ("workers = 4\n", "min_size 1, max_size 1 (gunicorn sync worker", 1),
+        ("workers = 4\nthreads = 8\n", "min_size 1, max_size 8 (gunicorn gthread", 8),
+    ],
+)
+def test_capacity_sizes_unset_pools_as_the_workers_do(
+    pg_server: PgServer,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    conf: str,
+    sizes: str,
+    web: int,
+) -> None:
+    """No size set: the command counts the sizes the workers will choose from
+    ./gunicorn.conf.py (a Celery prefork child: 1), not psycopg_pool's 4."""
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "gunicorn.conf.py").write_text(conf)
+    app = Flask("sizing")
+    app.config["PGPOOL_CONNINFO"] = pg_server.dsn()  # no size set
+    PgPool(app)
+    result = run(app, "capacity", "--hosts", "3", "--celery", "8")
+
+    assert result.exit_code == 0, result.output
+    total = 3 * 4 * web + 3 * 8
+    assert (
+        f"default: 3 host(s) x 4 worker(s) x max_size {web} = {3 * 4 * web}"
+        f" + 3 host(s) x 8 Celery child(ren) x max_size 1 = 24, {total}"
+        " connections at worst"
+    ) in result.output
+    assert f"default: each worker: {sizes}" in result.output
+    assert f"fits ({total} of " in result.output

@@ -120,6 +120,9 @@ class Command(BaseCommand):
                 )
             workers, source = found
             self.stdout.write(f"workers per host: {workers} (from {source})")
+        model = capacity.default_concurrency()
+        if model is not None:
+            self.stdout.write(f"each worker serves: {model[0].why()} (from {model[1]})")
         failed = []
         for wrapper in wrappers:
             pool = wrapper.pool
@@ -137,15 +140,18 @@ class Command(BaseCommand):
                 reason = wrapper.mask(f"{type(err).__name__}: {err}".strip())
                 self.stderr.write(f"{wrapper.alias}: cannot connect: {reason}")
                 continue
-            plan = capacity.Plan(
-                max_size=pool.max_size,
-                min_size=pool.min_size,
+            plan, sizes = capacity.plan_for(
+                pool,
                 workers=workers,
                 hosts=options["hosts"],
                 celery=max(options["celery"], 0),
+                concurrency=model[0] if model else None,
+                # What start-up code in wsgi.py left open, under uWSGI
+                # without py-call-uwsgi-fork-hooks (docs/django.rst).
+                master=int(model is not None and not model[0].master_closes),
             )
             lines, fits = capacity.report(
-                wrapper.alias, plan, limit, pgbouncer=pool.pgbouncer
+                wrapper.alias, plan, limit, pgbouncer=pool.pgbouncer, sizes=sizes
             )
             for line in lines:
                 self.stdout.write(line)
