@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import re
 import sys
-from functools import partial
+from collections.abc import Callable
+from functools import partial, wraps
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import click
 from flask import current_app
@@ -16,6 +17,8 @@ from pgpool_core import capacity, report
 from pgpool_core.snippets import read_snippet, settings_output
 
 if TYPE_CHECKING:
+    from flask import Flask
+
     from .extension import PgPoolState
 
 __all__ = ["pgpool_cli"]
@@ -29,6 +32,30 @@ pgpool_cli = AppGroup(
 )
 
 
+def _load_app(ctx: click.Context) -> Flask:
+    """Return the app as the flask command finds it, loaded with whatever it
+    prints sent to standard error: each command's standard output is its
+    report (JSON for ``check --json`` and ``stats``) or the server's settings.
+    """
+    with settings_output():
+        if current_app:
+            return current_app._get_current_object()  # type: ignore[attr-defined,no-any-return]
+        return ctx.ensure_object(ScriptInfo).load_app()
+
+
+def _in_app_context(command: Callable[..., None]) -> Callable[..., None]:
+    """Run *command* in the app's context, the app loaded by :func:`_load_app`
+    (for commands declared with ``with_appcontext=False``)."""
+
+    @click.pass_context
+    @wraps(command)
+    def run(ctx: click.Context, /, *args: Any, **kwargs: Any) -> None:
+        with _load_app(ctx).app_context():
+            command(*args, **kwargs)
+
+    return run
+
+
 def _state() -> PgPoolState:
     state: PgPoolState | None = current_app.extensions.get("pgpool")
     if state is None:
@@ -39,8 +66,9 @@ def _state() -> PgPoolState:
     return state
 
 
-@pgpool_cli.command("check")
+@pgpool_cli.command("check", with_appcontext=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@_in_app_context
 def check_command(as_json: bool) -> None:
     """Connect to each database; print its server, TLS use and round-trip time.
 
@@ -69,7 +97,8 @@ def check_command(as_json: bool) -> None:
         raise SystemExit(report.EXIT_FAILED)
 
 
-@pgpool_cli.command("stats")
+@pgpool_cli.command("stats", with_appcontext=False)
+@_in_app_context
 def stats_command() -> None:
     """Open this process's pools and print their statistics as JSON.
 
@@ -93,7 +122,7 @@ def stats_command() -> None:
         raise SystemExit(report.EXIT_FAILED)
 
 
-@pgpool_cli.command("capacity")
+@pgpool_cli.command("capacity", with_appcontext=False)
 @click.option(
     "--hosts",
     type=click.IntRange(min=1),
@@ -115,6 +144,7 @@ def stats_command() -> None:
     show_default=True,
     help="Celery prefork children per host that use the same pools.",
 )
+@_in_app_context
 def capacity_command(hosts: int, workers: int | None, celery: int) -> None:
     """Compare the most connections the app opens with the server's limit.
 
@@ -182,11 +212,8 @@ def config_command(ctx: click.Context, server: str, output: str | None) -> None:
     it loads (that goes to standard error): redirect it into
     gunicorn.conf.py or uwsgi.ini.
     """
+    app = _load_app(ctx)
     with settings_output() as out:
-        if current_app:
-            app = current_app._get_current_object()  # type: ignore[attr-defined]
-        else:
-            app = ctx.ensure_object(ScriptInfo).load_app()
         with app.app_context():
             text = read_snippet(server, "flask", app=_app_import_path())
         if output is None:

@@ -19,6 +19,7 @@ lines are kept out by ``--output``.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -50,6 +51,7 @@ def health(request):
 LOADING = "loading: the start-up query returned 1"
 
 FLASK_PACKAGE = """
+import json
 import os
 
 from flask import Flask
@@ -219,3 +221,27 @@ def test_the_printed_settings_start_the_project(
     answers = [running.get("/health") for _ in range(8)]
     assert [a.status for a in answers] == [200] * 8, running.output()
     assert all(a.json()["db"] == 1 for a in answers)
+
+
+@pytest.mark.parametrize(
+    "command", [("check", "--json"), ("stats",), ("capacity", "--workers", "4")]
+)
+def test_the_flask_reports_hold_only_the_report(
+    flask_project: Path, pg_server: PgServer, command: tuple[str, ...]
+) -> None:
+    """What the app prints while it loads goes to standard error, so that
+    ``flask pgpool check --json`` and ``stats`` print JSON a script can read
+    (the newcomer's health-check script failed on the app's first line)."""
+    result = subprocess.run(
+        [str(BIN / "flask"), "--app", "shopapp", "pgpool", *command],
+        cwd=flask_project,
+        env=environment(pg_server),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert LOADING in result.stderr
+    assert LOADING not in result.stdout
+    if command[0] != "capacity":
+        assert json.loads(result.stdout)["default"]["ok"] is True
