@@ -95,8 +95,8 @@ _FUNCTIONS = (
     "ts_stat",
     "ts_rewrite",
 )
-# An UPDATE of pg_settings (a data-modifying WITH's too) is a SET
-# (PostgreSQL's documentation, "pg_settings").
+# An UPDATE of pg_settings is a SET (PostgreSQL's documentation,
+# "pg_settings"; its rule does nothing in a data-modifying WITH).
 _SETTINGS = "pg_settings"
 # SELECT ... INTO makes a table (temporary or not).
 _INTO = re.compile(r"\binto\b")
@@ -199,7 +199,7 @@ def _classify(text: str) -> int:
             lowered = text.lower()
         if "into" in lowered and _INTO.search(lowered):
             return CHANGES
-    if first == "UPDATE" or first == "WITH":
+    if first == "UPDATE":
         if lowered is None:
             lowered = text.lower()
         if _SETTINGS in lowered:

@@ -213,10 +213,6 @@ CHANGING: list[Loan] = [
     _run("-- a note\rSET search_path TO pg_catalog"),
     # An UPDATE of pg_settings is a SET (PostgreSQL's docs, "pg_settings").
     _run("UPDATE pg_settings SET setting = 'pg_catalog' WHERE name = 'search_path'"),
-    _run(
-        "WITH s AS (UPDATE pg_catalog.pg_settings SET setting = 'x'"
-        " WHERE name = 'application_name') SELECT 1"
-    ),
     # Functions that run the text of a query: set_config() is not in the text.
     _run(
         "SELECT query_to_xml('SELECT set_' || 'config(''search_path'', ''pg_catalog'',"
