@@ -98,8 +98,9 @@ _FUNCTIONS = (
 # An UPDATE of pg_settings is a SET (PostgreSQL's documentation,
 # "pg_settings"; its rule does nothing in a data-modifying WITH).
 _SETTINGS = "pg_settings"
-# SELECT ... INTO makes a table (temporary or not).
-_INTO = re.compile(r"\binto\b")
+# SELECT ... INTO makes a table (temporary or not). After a number too:
+# PostgreSQL 14 reads "1INTO" as 1 INTO (15 refuses it).
+_INTO = re.compile(r"(?<![a-z_$])into\b")
 # Plain statements that write (a data-modifying WITH too), for the warning
 # about a transaction left open that had written (see SessionReset.start()).
 _WRITING = frozenset(("INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "WITH"))

@@ -387,3 +387,13 @@ def test_the_next_borrower_does_not_see_a_disguised_set(
         assert conn.execute("SHOW search_path").fetchone() == ("pg_catalog",)
     with pool.connection() as conn:
         assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
+
+
+@pytest.mark.parametrize("text", ["SELECT 1INTO TEMP t", "SELECT $1INTO t"])
+def test_into_right_after_a_number_makes_a_table(text: str) -> None:
+    """PostgreSQL 14 (supported) reads ``1INTO`` as ``1 INTO``; 15 refuses it.
+
+    Only the classifier: the test server is 15, where these texts fail.
+    """
+    assert changes_session(text)
+    assert not changes_session("SELECT point_into, x_into FROM t")
