@@ -62,13 +62,15 @@ _PLAIN = frozenset(
     )
 )
 # Whitespace, comments and opening parentheses before a statement's first
-# word. A block comment that holds a "/*" (PostgreSQL nests them) is not
-# skipped: then no word follows, and the statement counts as changing.
+# word. A line comment ends at a newline or a carriage return (PostgreSQL's
+# scanner, scan.l). A block comment that holds a "/*" (PostgreSQL nests them)
+# is not skipped: then no word follows, and the statement counts as changing.
 # (Each alternative starts with its own character, and none repeats inside
 # the repetition: the match takes linear time, whatever the text.)
-_SKIPPED = r"\s|--[^\n]*(?:\n|\Z)|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/"
+_SKIPPED = r"\s|--[^\n\r]*(?:[\n\r]|\Z)|/\*(?:[^*/]|\*(?!/)|/(?!\*))*\*/"
 _FIRST_WORD = re.compile(rf"(?:{_SKIPPED}|\()*([A-Za-z]+)")
 _NOTHING = re.compile(rf"(?:{_SKIPPED}|;)*\Z")
+_LINE_END = re.compile(r"[\n\r]")
 # Functions that change the session, as PostgreSQL's documentation lists
 # them, by the start of their name, lower case: set_config() (a GUC until
 # the session ends, unless is_local); the session-level advisory locks
@@ -87,9 +89,18 @@ _FUNCTIONS = (
     "setval",
     "dblink_connect",
     "dblink_open",
+    # They run the text of a query given as a string: what it calls is
+    # not in the statement's text (query_to_xml*, ts_stat, ts_rewrite).
+    "query_to_xml",
+    "ts_stat",
+    "ts_rewrite",
 )
-# SELECT ... INTO makes a table (temporary or not).
-_INTO = re.compile(r"\binto\b")
+# An UPDATE of pg_settings is a SET (PostgreSQL's documentation,
+# "pg_settings"; its rule does nothing in a data-modifying WITH).
+_SETTINGS = "pg_settings"
+# SELECT ... INTO makes a table (temporary or not). After a number too:
+# PostgreSQL 14 reads "1INTO" as 1 INTO (15 refuses it).
+_INTO = re.compile(r"(?<![a-z_$])into\b")
 # Plain statements that write (a data-modifying WITH too), for the warning
 # about a transaction left open that had written (see SessionReset.start()).
 _WRITING = frozenset(("INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "WITH"))
@@ -114,8 +125,11 @@ def changes_session(query: object, context: Any = None) -> bool:
     ``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``, ``RELEASE``, ``END``,
     ``ABORT``), that calls none of the functions known to change the session
     (``set_config``, the session advisory locks, ``setseed``, ``nextval``,
-    ``setval``, dblink's connections) and makes no table with ``SELECT ...
-    INTO``; leading whitespace, comments and parentheses are skipped. About
+    ``setval``, dblink's connections; ``query_to_xml``, ``ts_stat`` and
+    ``ts_rewrite``, which run a query's text), updates no ``pg_settings``,
+    spells no identifier with Unicode escapes (``U&"..."``) and makes no
+    table with ``SELECT ... INTO``; leading whitespace, comments and
+    parentheses are skipped (a ``;`` in a line comment ends no statement). About
     0.4 us for a text seen before (up to 2048 texts of up to 8192 characters
     are remembered), 4-6 us for a new one of 200 characters.
     """
@@ -155,8 +169,15 @@ def statement_kind(query: object, context: Any = None) -> int:
 
 
 def _classify(text: str) -> int:
+    if '&"' in text:
+        return CHANGES  # U&"...": an identifier spelled with escapes, any name
     if ";" in text:
-        statements = [part for part in text.split(";") if not _NOTHING.match(part)]
+        parts = text.split(";")
+        for part in parts[:-1]:
+            comment = part.rfind("--")
+            if comment >= 0 and not _LINE_END.search(part, comment):
+                return CHANGES  # the ";" is inside a line comment (or a string)
+        statements = [part for part in parts if not _NOTHING.match(part)]
         if not statements:
             return READS  # empty: psycopg_pool's check sends ""
         if len(statements) > 1:
@@ -178,6 +199,11 @@ def _classify(text: str) -> int:
         if lowered is None:
             lowered = text.lower()
         if "into" in lowered and _INTO.search(lowered):
+            return CHANGES
+    if first == "UPDATE":
+        if lowered is None:
+            lowered = text.lower()
+        if _SETTINGS in lowered:
             return CHANGES
     return WRITES if first in _WRITING else READS
 

@@ -206,6 +206,24 @@ CHANGING: list[Loan] = [
     _run("/* /* nested */ SELECT 1 */ SET search_path TO pg_catalog"),
     _run("-- SELECT\nSET search_path TO pg_catalog"),
     _run(b"SET search_path TO pg_catalog"),
+    # A ";" inside a line comment is no statement's end.
+    _run("-- a note; SELECT\nSET search_path TO pg_catalog"),
+    _run("SELECT 1; -- a note; SELECT\nSET search_path TO pg_catalog"),
+    # PostgreSQL's line comment ends at a carriage return too.
+    _run("-- a note\rSET search_path TO pg_catalog"),
+    # An UPDATE of pg_settings is a SET (PostgreSQL's docs, "pg_settings").
+    _run("UPDATE pg_settings SET setting = 'pg_catalog' WHERE name = 'search_path'"),
+    # Functions that run the text of a query: set_config() is not in the text.
+    _run(
+        "SELECT query_to_xml('SELECT set_' || 'config(''search_path'', ''pg_catalog'',"
+        " false)', true, true, '')"
+    ),
+    _run(
+        "SELECT * FROM ts_stat('SELECT to_tsvector(set_' || 'config(''search_path'',"
+        " ''pg_catalog'', false))')"
+    ),
+    # A Unicode-escaped identifier spells any function's name.
+    _run("SELECT U&\"\\0073et_config\"('search_path', 'pg_catalog', false)"),
     _run(sql.SQL("SET search_path TO {}").format(sql.Identifier("pg_catalog"))),
     _server_cursor,
     _direct_cursor,
@@ -339,3 +357,43 @@ def test_the_classifier_takes_linear_time(text: str) -> None:
     t0 = time.perf_counter()
     assert changes_session(text)
     assert time.perf_counter() - t0 < 1.0
+
+
+@pytest.mark.parametrize(
+    "statement",
+    [
+        "-- a note; SELECT\nSET search_path TO pg_catalog",
+        "-- a note\rSET search_path TO pg_catalog",
+        "UPDATE pg_settings SET setting = 'pg_catalog' WHERE name = 'search_path'",
+        "SELECT query_to_xml('SELECT set_' || 'config(''search_path'', ''pg_catalog'',"
+        " false)', true, true, '')",
+        "SELECT U&\"\\0073et_config\"('search_path', 'pg_catalog', false)",
+    ],
+    ids=[
+        "semicolon-in-comment",
+        "carriage-return",
+        "pg_settings",
+        "query_to_xml",
+        "U&",
+    ],
+)
+def test_the_next_borrower_does_not_see_a_disguised_set(
+    make_pool: Callable[..., ForkSafePool], statement: str
+) -> None:
+    """Each of these statements is a SET the first words do not show."""
+    pool = make_pool()
+    with pool.connection() as conn:
+        conn.execute(statement)
+        assert conn.execute("SHOW search_path").fetchone() == ("pg_catalog",)
+    with pool.connection() as conn:
+        assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
+
+
+@pytest.mark.parametrize("text", ["SELECT 1INTO TEMP t", "SELECT $1INTO t"])
+def test_into_right_after_a_number_makes_a_table(text: str) -> None:
+    """PostgreSQL 14 (supported) reads ``1INTO`` as ``1 INTO``; 15 refuses it.
+
+    Only the classifier: the test server is 15, where these texts fail.
+    """
+    assert changes_session(text)
+    assert not changes_session("SELECT point_into, x_into FROM t")
