@@ -188,10 +188,17 @@ def test_every_worker_answers_under_a_tight_max_connections(
     }
     server = serve_project(serve, setup, env, workers=8)
 
-    result = run_load(server.port, ["/query"] * 400, concurrency=16)
-
-    print(f"django {setup}, 8 workers, 17 slots: {result.summary()}")
-    assert len(result.worker_pids()) == 8, result.summary()
-    assert result.failures == [], result.summary()
+    # Until every worker has answered (at most 10 x 200 requests): the
+    # kernel spreads accepts unevenly, more so on a busy machine, and a
+    # worker left with no slot answers 503, which fails at once.
+    answered: set[int] = set()
+    for _ in range(10):
+        result = run_load(server.port, ["/query"] * 200, concurrency=16)
+        print(f"django {setup}, 8 workers, 17 slots: {result.summary()}")
+        assert result.failures == [], result.summary()
+        answered |= result.worker_pids()
+        if len(answered) == 8:
+            break
+    assert len(answered) == 8, (sorted(answered), result.summary())
     output = server.output()
     assert "worker(s) would get no connection" in output, output[-2000:]
