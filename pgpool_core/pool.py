@@ -31,7 +31,7 @@ from .options import (
 )
 from .process_pool import ProcessPool
 from .session import SessionReset, check_socket, run_configure
-from .socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits
+from .socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
 
 __all__ = ["ALWAYS", "DEFAULT", "ForkSafePool"]
 
@@ -461,7 +461,7 @@ class ForkSafePool(Generic[CT]):
 
     def _configure_new(self, conn: CT) -> None:
         self._pools.track(conn)
-        bound_waits(conn, self.socket_timeout, self.name)
+        bound_waits(conn, self.socket_timeout, self.name, self._still_running)
         if self.pgbouncer:
             conn.prepare_threshold = None
         self._session.adopt(conn)
@@ -662,6 +662,33 @@ class ForkSafePool(Generic[CT]):
         kwargs = self._kwargs() if callable(self._kwargs) else (self._kwargs or {})
         return mask_conninfo(conninfo, kwargs)
 
+    def _still_running(self, backend_pid: int) -> bool:
+        """Whether the server says *backend_pid* is running a query.
+
+        Asked by a connection silent for ``socket_timeout``
+        (:mod:`pgpool_core.socket_timeout`): a long query, not a path that
+        stopped forwarding, if the backend is ``active`` and not waiting to
+        send to its client. On a connection of its own, made within 2 s
+        (libpq's shortest ``connect_timeout``) and answered within 2 s; any
+        failure is a no. Never through PgBouncer, whose clients' pids are not
+        the server's backends'.
+        """
+        if self.pgbouncer:
+            return False
+        try:
+            with self._connect_unpooled(connect_timeout=2) as side:
+                with bounded(side, 2.0, "socket_timeout's check"):
+                    row = side.execute(
+                        "SELECT state = 'active'"
+                        " AND wait_event IS DISTINCT FROM 'ClientWrite'"
+                        " FROM pg_stat_activity WHERE pid = %s",
+                        [backend_pid],
+                    ).fetchone()
+        except Exception as err:
+            logger.debug("pool %r: cannot ask the server: %s", self.name, err)
+            return False
+        return bool(row and row[0])
+
     def _connect_unpooled(self, connect_timeout: int | None = None) -> CT:
         # A forking master gets a plain connection: a pool would start threads
         # there, and the master is about to fork.
@@ -671,7 +698,7 @@ class ForkSafePool(Generic[CT]):
             kwargs = ConnectionParams({**kwargs, "connect_timeout": connect_timeout})
         conn = connect_masked(self.connection_class, conninfo, kwargs)
         self._pools.track(conn)
-        bound_waits(conn, self.socket_timeout, self.name)
+        bound_waits(conn, self.socket_timeout, self.name, self._still_running)
         if self.pgbouncer:
             conn.prepare_threshold = None
         try:

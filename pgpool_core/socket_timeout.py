@@ -16,10 +16,17 @@ bound is on silence, not on the whole operation: a large result that keeps
 arriving is never cut. pgJDBC calls the same bound ``socketTimeout``.
 
 A query that rightly runs longer than ``socket_timeout`` before its first
-row fails too: raise ``socket_timeout`` for such work (a Celery task's
-report), or set it to None (no bound). The server is not told: the query
-runs on until it ends or the server notices the closed connection
-(``statement_timeout``, ``client_connection_check_interval``).
+row (a migration's ``CREATE INDEX``, a report) is not cut: when the bound
+passes, the pool asks the server on a connection of its own (made and
+answered within 2 s each) whether the silent connection's backend is still
+running a query; if it is, and not blocked sending to the client, the wait
+goes on for another ``socket_timeout``. A path that stopped forwarding
+fails that question, so the connection is closed. Through PgBouncer
+(``pgbouncer=True``) the pool cannot ask: the backend's pid is not the
+client's, and a query silent for ``socket_timeout`` fails; raise it there
+for long work, or set it to None (no bound). When it fails, the server is
+not told: the query runs on until it ends or the server notices the closed
+connection (``statement_timeout``, ``client_connection_check_interval``).
 
 How: psycopg runs each operation of a connection (a query, a fetch, a
 commit) as a generator, which ``Connection.wait()`` hands to psycopg's wait
@@ -37,7 +44,7 @@ own ``timeout`` says.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from time import monotonic
 from typing import Any
@@ -64,8 +71,16 @@ _BOUND = "_pgpool_socket_timeout"
 _SETTING = "socket_timeout"
 
 
+#: Asked when the bound passes, with the silent connection's backend pid:
+#: True if the server says that backend is still running a query.
+StillRunning = Callable[[int], bool]
+
+
 def bound_waits(
-    conn: psycopg.Connection[Any], seconds: float | None, pool_name: str
+    conn: psycopg.Connection[Any],
+    seconds: float | None,
+    pool_name: str,
+    still_running: StillRunning | None = None,
 ) -> None:
     """Bound each wait of *conn* on its socket to *seconds* (None: no bound).
 
@@ -75,7 +90,8 @@ def bound_waits(
     it: psycopg's handling of Ctrl-C and its choice of wait function stay.
     When the bound passes, the connection is closed (its socket, locally:
     ``PQfinish``) and :class:`~pgpool_core.errors.SocketTimeout` is raised,
-    naming *pool_name* and the setting to raise.
+    naming *pool_name* and the setting to raise; unless *still_running*
+    says the backend is still at work (then the wait goes on).
     """
     setattr(conn, _BOUND, (seconds, _SETTING))
     ref = weakref.ref(conn)  # the connection is not kept alive by its own wait
@@ -87,7 +103,8 @@ def bound_waits(
         seconds, setting = getattr(this, _BOUND)
         if seconds is None or getattr(gen, "__name__", None) == "notifies":
             return wait(this, gen, *args, **kwargs)
-        bounded = _bounded(gen, this, seconds, setting, pool_name)
+        ask = still_running if setting == _SETTING else None
+        bounded = _bounded(gen, this, seconds, setting, pool_name, ask)
         return wait(this, bounded, *args, **kwargs)
 
     setattr(conn, "wait", bounded_wait)  # noqa: B010 (mypy: a method)
@@ -121,8 +138,12 @@ def _bounded(
     seconds: float,
     setting: str,
     pool_name: str,
+    still_running: StillRunning | None = None,
 ) -> Generator[Any, Any, Any]:
     """Drive *gen*; once its socket stays unready for *seconds*, close *conn*, raise.
+
+    Unless *still_running* (asked then) says the server is still at work on
+    it: then another *seconds*.
 
     psycopg's wait functions send *gen* the socket's readiness, or 0 (nothing
     ready) every interval while it waits.
@@ -140,7 +161,9 @@ def _bounded(
                 # interval ago (no clock read while the socket is ready).
                 since = monotonic() - _INTERVAL
             elif monotonic() - since >= seconds:
-                break
+                if still_running is None or not still_running(conn.info.backend_pid):
+                    break
+                since = monotonic()  # a long query: wait on
             waiting = send(ready)
     except StopIteration as done:
         return done.value

@@ -149,8 +149,11 @@ def test_the_default_is_documented_and_generous() -> None:
 def test_the_bound_is_on_silence_not_on_work(pg_server: PgServer) -> None:
     """Each wait is bounded, not the loan; notifies() waits as it is told.
 
-    A query that rightly runs longer than socket_timeout fails like a stalled
-    one (its message says which setting to raise), and the pool serves on.
+    A query that rightly runs longer than socket_timeout goes on: the server,
+    asked on a connection of the pool's own, says its backend is at work (a
+    migration's CREATE INDEX is not cut). Where the pool cannot ask
+    (pgbouncer=True), it fails like a stalled one, its message says which
+    setting to raise, and the pool serves on.
     """
     pool = ForkSafePool(
         pg_server.dsn(), min_size=1, timeout=5, socket_timeout=1, name="work"
@@ -166,6 +169,21 @@ def test_the_bound_is_on_silence_not_on_work(pg_server: PgServer) -> None:
             t0 = time.monotonic()
             assert list(conn.notifies(timeout=1.5)) == []
             assert time.monotonic() - t0 >= 1.4, "notifies() waits its own timeout"
+        with pool.connection() as conn:
+            t0 = time.monotonic()
+            assert conn.execute("SELECT 5 FROM pg_sleep(2.5)").fetchone() == (5,)
+            assert time.monotonic() - t0 >= 2.5
+    finally:
+        pool.close()
+    pool = ForkSafePool(
+        pg_server.dsn(),
+        min_size=1,
+        timeout=5,
+        socket_timeout=1,
+        name="through-pgbouncer",
+        pgbouncer=True,
+    )
+    try:
         with pool.connection() as conn:
             with pytest.raises(SocketTimeout) as info:
                 conn.execute("SELECT pg_sleep(3)")
