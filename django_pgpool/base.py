@@ -406,3 +406,21 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             # master, outside any pool, does not have.
             lender.putconn(connection)
             self.connection = None
+
+
+def _close_in_master() -> None:
+    """Close this thread's django_pgpool connections through their wrappers.
+
+    Called by :func:`pgpool_core.lifecycle.close_in_master` before a forking
+    master's first fork (or by the gunicorn and Celery hooks): the wrappers
+    forget their connections, so that Django code the master runs later
+    connects anew instead of failing on a closed one.
+    """
+    from django.db import connections
+
+    for wrapper in connections.all(initialized_only=True):
+        if isinstance(wrapper, DatabaseWrapper):
+            wrapper.close()
+
+
+lifecycle.on_close_in_master(_close_in_master)

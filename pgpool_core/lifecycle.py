@@ -42,6 +42,7 @@ __all__ = [
     "all_pools",
     "close_all",
     "close_in_master",
+    "on_close_in_master",
     "drop",
     "refit_all",
     "in_forking_master",
@@ -555,8 +556,30 @@ def refit_all() -> None:
             pools.release()
 
 
+# Called by close_in_master() before it closes what is left: a framework
+# closes its own connections there through its own objects, which then
+# forget them (django_pgpool: Django's connections.close_all()).
+_master_closers: list[Callable[[], None]] = []
+
+
+def on_close_in_master(closer: Callable[[], None]) -> None:
+    """Have :func:`close_in_master` call *closer* first (once per call).
+
+    For an adapter whose objects hold connections (a Django wrapper): closed
+    behind its back, the object would keep a closed connection and fail its
+    next query, where closed through it, it makes a new one. *closer* must
+    not raise; an error is logged and the rest is closed all the same.
+    """
+    _master_closers.append(closer)
+
+
 def close_in_master() -> None:
     """Close what import-time code left open in a master, before it forks."""
+    for closer in _master_closers:
+        try:
+            closer()
+        except Exception as err:
+            logger.warning("closing before the fork: %s", err)
     close_all()
 
 
