@@ -678,6 +678,13 @@ def sweep_arguments(
         "max_connections": 100,
         "superuser_reserved": 3,
         "max_size": 4,
+        "min_size": 1,
+        "why": "sweep",
+        "server": "gunicorn",
+        "model": "sync",
+        "at_once": 1,
+        "workers": 4,
+        "what": "gunicorn sync worker",
     }
 
 
