@@ -164,5 +164,9 @@ def test_recycled_children_log_in_only_for_the_pool_that_serves(
     opened = sessions_opened(pg_log, position)
     print(f"{tasks} one-task children: {opened} TLS sessions opened")
     assert len({body["pid"] for body in bodies}) == tasks
-    # The main process's import-time pool, then one pool per child.
-    assert opened <= POOL_SIZE * (1 + tasks)
+    # The main process's import-time pool, then one pool per child: the
+    # children that ran a task, and the one forked to replace the last of
+    # them, which warms its pool before the worker stops (Celery 5.3 forks it
+    # in time, newer ones may not). Warming the dropped pool too made it
+    # 2 x min_size per child: 14 or more.
+    assert opened <= POOL_SIZE * (1 + tasks + 1)
