@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import logging
 import os
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from time import monotonic
@@ -193,6 +194,16 @@ class ForkSafePool(Generic[CT]):
         self.warn_held_after = warn_held_after
         self.pgbouncer = pgbouncer
         self.socket_timeout = socket_timeout
+        # What the pool's connections ask when socket_timeout passes: through
+        # a weak reference, for a connection must not keep its pool alive (a
+        # pool dropped without close() is collected, as psycopg_pool's is).
+        ref = weakref.ref(self)
+
+        def ask_server(backend_pid: int) -> bool:
+            pool = ref()
+            return pool is not None and pool._still_running(backend_pid)
+
+        self._ask_server = ask_server
         #: The command the capacity warning names (``"flask pgpool capacity"``,
         #: set by the framework packages), or None.
         self.capacity_command: str | None = None
@@ -461,7 +472,7 @@ class ForkSafePool(Generic[CT]):
 
     def _configure_new(self, conn: CT) -> None:
         self._pools.track(conn)
-        bound_waits(conn, self.socket_timeout, self.name, self._still_running)
+        bound_waits(conn, self.socket_timeout, self.name, self._ask_server)
         if self.pgbouncer:
             conn.prepare_threshold = None
         self._session.adopt(conn)
@@ -698,7 +709,7 @@ class ForkSafePool(Generic[CT]):
             kwargs = ConnectionParams({**kwargs, "connect_timeout": connect_timeout})
         conn = connect_masked(self.connection_class, conninfo, kwargs)
         self._pools.track(conn)
-        bound_waits(conn, self.socket_timeout, self.name, self._still_running)
+        bound_waits(conn, self.socket_timeout, self.name, self._ask_server)
         if self.pgbouncer:
             conn.prepare_threshold = None
         try:
