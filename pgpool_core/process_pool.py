@@ -263,8 +263,25 @@ class ProcessPool(ConnectionPool[CT]):
         # The connections of min_size not started at open (made once the
         # first is); None once the first connection was made.
         self._deferred: int | None = 0
+        # A connect refused for want of a slot was given up on
+        # (_give_up_full): the server could not give min_size (wait()).
+        self._gave_up_full = False
         super().__init__(conninfo, **{**kwargs, "open": False})
         self._waiting: _WaitQueue[CT] = _WaitQueue()
+
+    def wait(self, timeout: float = 30.0) -> None:
+        # Extends psycopg_pool's: it compares the pool with _min_size, which
+        # giving up on a refused slot lowers; whether that happens before or
+        # after the pool's first connection is counted is a race. Either way
+        # the server could not give min_size: PoolTimeout, as psycopg_pool's
+        # wait() when min_size is not reached (the pool closed too).
+        super().wait(timeout)
+        if self._gave_up_full:
+            self.close()
+            raise PoolTimeout(
+                f"pool {self.name!r}: the server has no connection slot left"
+                " for min_size"
+            )
 
     # -- lending -------------------------------------------------------------
 
@@ -667,6 +684,7 @@ class ProcessPool(ConnectionPool[CT]):
             # Not made again to reach min_size; wait() still fails (the
             # server could not give min_size).
             self._min_size = max(min(self._min_size, self._nconns), 1)
+            self._gave_up_full = True
             kept = self._nconns
         logger.info(
             "pool %r: the server has no connection slot left; keeping %d"
