@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from celery import Celery
 
 from tests.celery.config import celery_config
+from tests.conftest import REPO
+from tests.harness.celery_worker import CeleryWorker, start_worker
+from tests.harness.postgres import PgServer
 
 
 @pytest.fixture
@@ -26,3 +29,38 @@ def client(base: Path) -> Iterator[Celery]:
         yield app
     finally:
         app.close()
+
+
+@pytest.fixture
+def start_celery(base: Path) -> Iterator[Callable[..., CeleryWorker]]:
+    """Start workers of tests/celery/app.py; all are stopped after the test.
+
+    ``start(pg, mode="forksafe", pool="prefork", concurrency=4, **env)``:
+    *mode* is PGPOOL_APP_MODE (tests/celery/app.py), *env* more variables.
+    """
+    started: list[CeleryWorker] = []
+
+    def start(
+        pg: PgServer,
+        mode: str = "forksafe",
+        pool: str = "prefork",
+        concurrency: int = 4,
+        **env: str,
+    ) -> CeleryWorker:
+        env = {
+            "PGPOOL_APP_DSN": pg.dsn(),
+            "PGPOOL_APP_MODE": mode,
+            "PGPOOL_CELERY_DIR": str(base),
+            **env,
+        }
+        worker = start_worker(
+            "tests.celery.app", cwd=REPO, env=env, pool=pool, concurrency=concurrency
+        )
+        started.append(worker)
+        return worker
+
+    try:
+        yield start
+    finally:
+        for worker in started:
+            worker.stop()

@@ -3,15 +3,13 @@ pg_stat_activity (tests/celery/app.py with no size set)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 from celery import Celery
 
 from tests.celery.config import SLEEP_TASK
-from tests.conftest import REPO
-from tests.harness.celery_worker import CeleryWorker, start_worker
+from tests.harness.celery_worker import CeleryWorker
 from tests.harness.postgres import PgServer
 from tests.test_sizing import Peak
 
@@ -33,32 +31,9 @@ class CeleryPeak(Peak):
             self.most = max(self.most, sum(app_backends(self.pg).values()))
 
 
-@pytest.fixture
-def start_sized(base: Path) -> Iterator[Callable[..., CeleryWorker]]:
-    started: list[CeleryWorker] = []
-
-    def start(pg: PgServer, pool: str, concurrency: int) -> CeleryWorker:
-        env = {
-            "PGPOOL_APP_DSN": pg.dsn(),
-            "PGPOOL_APP_DEFAULT_SIZES": "1",
-            "PGPOOL_CELERY_DIR": str(base),
-        }
-        worker = start_worker(
-            "tests.celery.app", cwd=REPO, env=env, pool=pool, concurrency=concurrency
-        )
-        started.append(worker)
-        return worker
-
-    try:
-        yield start
-    finally:
-        for worker in started:
-            worker.stop()
-
-
 @pytest.mark.parametrize(("pool", "concurrency"), [("prefork", 4), ("threads", 2)])
 def test_backends_follow_the_worker_pool(
-    start_sized: Callable[..., CeleryWorker],
+    start_celery: Callable[..., CeleryWorker],
     client: Celery,
     pg_server: PgServer,
     pool: str,
@@ -66,7 +41,9 @@ def test_backends_follow_the_worker_pool(
 ) -> None:
     """Prefork -c 4: one connection per child (4, not 16), none in the main
     process; threads -c 2: at most 2 in the main process (not 4)."""
-    worker = start_sized(pg_server, pool, concurrency)
+    worker = start_celery(
+        pg_server, pool=pool, concurrency=concurrency, PGPOOL_APP_DEFAULT_SIZES="1"
+    )
 
     with CeleryPeak(pg_server) as peak:
         results = [client.send_task(SLEEP_TASK, args=[0.1]) for _ in range(24)]

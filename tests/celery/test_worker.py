@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,8 +19,7 @@ import pytest
 from celery import Celery
 
 from tests.celery.config import NAP_TASK, SLEEP_TASK, TASK
-from tests.conftest import REPO
-from tests.harness.celery_worker import CeleryWorker, start_worker
+from tests.harness.celery_worker import CeleryWorker
 from tests.harness.forking import fork_problems
 from tests.harness.overlap import most_at_once, shared_while_running
 from tests.harness.postgres import PgServer
@@ -102,28 +101,6 @@ def signal_reports(base: Path) -> list[dict[str, Any]]:
 
 def reports_of(events: list[dict[str, Any]], event: str) -> dict[int, dict[str, Any]]:
     return {e["pid"]: e for e in events if e["event"] == event}
-
-
-@pytest.fixture
-def start_celery(base: Path) -> Iterator[Callable[..., CeleryWorker]]:
-    """Start workers of tests/celery/app.py; all are stopped after the test."""
-    started: list[CeleryWorker] = []
-
-    def start(pg: PgServer, mode: str, pool: str = "prefork") -> CeleryWorker:
-        env = {
-            "PGPOOL_APP_DSN": pg.dsn(),
-            "PGPOOL_APP_MODE": mode,
-            "PGPOOL_CELERY_DIR": str(base),
-        }
-        worker = start_worker("tests.celery.app", cwd=REPO, env=env, pool=pool)
-        started.append(worker)
-        return worker
-
-    try:
-        yield start
-    finally:
-        for worker in started:
-            worker.stop()
 
 
 def test_forksafe_pool_in_prefork_children(
