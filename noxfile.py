@@ -70,7 +70,7 @@ def latest_versions(django: str) -> list[str]:
 # pytest and its plugins: pyproject.toml's dependency group (pip 25.1+).
 TEST_GROUP = ["--group", "test"]
 # The extras whose modules tests/django and the metrics tests import
-# (django_pgpool.health, pgpool_core.prometheus).
+# (django_pgpool.health, pgpool_core.metrics.prometheus).
 EXTRAS = ".[health-check,prometheus]"
 ROW_TESTS = ["tests/core", "tests/flask", "tests/django"]
 ROW_MARKERS = "not servers and not slow"

@@ -5,7 +5,7 @@ throwaway TLS cluster. Three modes, each in a fresh interpreter, their rounds
 interleaved:
 
 - ``absent``: ``opentelemetry`` cannot be imported (as without the extra), so
-  ``pgpool_core.metrics.recorder`` is None: the hot path's None checks only;
+  ``pgpool_core.metrics.otel.recorder`` is None: the hot path's None checks only;
 - ``api``: ``opentelemetry-api`` without an SDK: the API's no-op (proxy)
   instruments;
 - ``sdk``: the SDK's ``MeterProvider`` with an ``InMemoryMetricReader``
@@ -48,7 +48,8 @@ elif mode == "sdk":
     from opentelemetry.sdk.metrics.export import InMemoryMetricReader
     reader = InMemoryMetricReader()
     metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
-from pgpool_core import ForkSafePool, metrics as pgmetrics
+from pgpool_core import ForkSafePool
+from pgpool_core.metrics import otel as pgmetrics
 assert (pgmetrics.recorder is None) == (mode == "absent"), mode
 
 def settle(pool):

@@ -19,8 +19,8 @@ from django.views.decorators.debug import sensitive_variables
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from pgpool_core import ForkSafePool, green, lifecycle
-from pgpool_core.masking import ConnectionParams, mask_exception, mask_secrets
+from pgpool_core import ForkSafePool, _green, _process
+from pgpool_core._secrets import ConnectionParams, mask_exception, mask_secrets
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
 from .conf import run_by_manage_py, validated_pool_options
@@ -38,7 +38,7 @@ _djangos_ensure_connection = BaseDatabaseWrapper.ensure_connection
 def _celery_keeps_pools() -> bool:
     """Return True in a Celery worker process whose pools serve all its tasks."""
     # Only if the app imported the hooks: this backend never imports Celery.
-    hooks = sys.modules.get("pgpool_core.celery")
+    hooks = sys.modules.get("pgpool_core.servers.celery")
     return hooks is not None and bool(hooks.keeps_pools())
 
 
@@ -62,7 +62,7 @@ def _connections_per_greenlet() -> None:
     handler._connections = Local(handler.thread_critical)
 
 
-green.on_patched(_connections_per_greenlet)
+_green.on_patched(_connections_per_greenlet)
 
 
 class _AliasPool(NamedTuple):
@@ -184,11 +184,11 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         from the parent is left alone: closing it would end the parent's
         sessions.
 
-        In a Celery worker process that runs tasks, with ``pgpool_core.celery``
+        In a Celery worker process that runs tasks, with ``pgpool_core.servers.celery``
         imported, it closes nothing: Celery's Django fixup calls it before and
         after every task (Celery 5.6 and later), right after ``close()`` gave
         the connection back, and the pool serves the process's next tasks
-        until the process exits (see :func:`pgpool_core.celery.keeps_pools`).
+        until the process exits (see :func:`pgpool_core.servers.celery.keeps_pools`).
         """
         if _celery_keeps_pools():
             return
@@ -199,7 +199,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         if entry is not None:
             # Not a ForkSafePool.close(): a wrapper of another thread may
             # still hold it, and use it again.
-            lifecycle.drop(entry.pool)
+            _process.drop(entry.pool)
 
     def close_pools_on(self, name: str) -> None:
         """Close every pool on database *name*, of any alias, and this thread's
@@ -214,7 +214,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         close_connections_on(name)
         for alias, entry in list(self._fork_safe_pools.items()):
             if entry.target[0] == name and self._fork_safe_pools.pop(alias, None):
-                lifecycle.drop(entry.pool)  # as _close_alias_pool()
+                _process.drop(entry.pool)  # as _close_alias_pool()
 
     # -- the connection ------------------------------------------------------
     #
@@ -411,7 +411,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 def _close_in_master() -> None:
     """Close this thread's django_pgpool connections through their wrappers.
 
-    Called by :func:`pgpool_core.lifecycle.close_in_master` before a forking
+    Called by :func:`pgpool_core._process.close_in_master` before a forking
     master's first fork (or by the gunicorn and Celery hooks): the wrappers
     forget their connections, so that Django code the master runs later
     connects anew instead of failing on a closed one.
@@ -423,4 +423,4 @@ def _close_in_master() -> None:
             wrapper.close()
 
 
-lifecycle.on_close_in_master(_close_in_master)
+_process.on_close_in_master(_close_in_master)

@@ -13,7 +13,7 @@ from django.core.handlers.wsgi import get_path_info
 from django.core.signals import request_finished, request_started
 from django.urls import resolve
 
-from pgpool_core.loans import set_borrower
+from pgpool_core._loans import set_borrower
 
 __all__ = ["RequestLabel"]
 

@@ -27,8 +27,8 @@ from django.conf import settings
 from django.core.checks import CheckMessage, Error, Warning
 from django.core.exceptions import ImproperlyConfigured
 
-from pgpool_core import capacity
 from pgpool_core.errors import CONNECT_REASONS, connect_failure
+from pgpool_core.ops import capacity
 
 from . import conf
 

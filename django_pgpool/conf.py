@@ -10,14 +10,15 @@ import psycopg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from pgpool_core import ConfigurationError, capacity, validate_pool_options
-from pgpool_core.masking import mask_secrets
-from pgpool_core.options import (
+from pgpool_core import ConfigurationError, validate_pool_options
+from pgpool_core._options import (
     RETRY_AFTER_WHY,
     did_you_mean,
     seconds_over_bound,
     validate_connection,
 )
+from pgpool_core._secrets import mask_secrets
+from pgpool_core.ops import capacity
 
 __all__ = [
     "ENGINE",
@@ -234,7 +235,7 @@ def workers() -> int | None:
 
     From ``PGPOOL_WORKERS``, else the ``WEB_CONCURRENCY`` environment variable
     (gunicorn's own default), else uWSGI's ``processes`` when running under it
-    (see :func:`pgpool_core.capacity.server_workers`).
+    (see :func:`pgpool_core.ops.capacity.server_workers`).
     """
     found = workers_and_source()
     return None if found is None else found[0]
@@ -336,7 +337,7 @@ def check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> N
 
     Raise ImproperlyConfigured naming the setting (``DATABASES["default"]
     ["PORT"]``, ``...["OPTIONS"]["sslmode"]``): what
-    :func:`pgpool_core.options.validate_connection` checks (a port out of
+    :func:`pgpool_core._options.validate_connection` checks (a port out of
     range, a connection string written in HOST or NAME, which psycopg passes
     on unexpanded, an unknown key in OPTIONS, a value libpq refuses, a missing
     certificate file...), Django's own NAME rules, and

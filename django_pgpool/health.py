@@ -19,7 +19,7 @@ the checks its view lists::
     ]
 
 The check answers from the alias's pool in the worker that takes the request
-(:func:`pgpool_core.health.check_pool`): a connection borrowed within
+(:func:`pgpool_core.ops.health.check_pool`): a connection borrowed within
 ``wait`` seconds (1 by default) answers ``SELECT 1``; failing that, a new
 connection is tried (bounded by ``connect_timeout``). It never waits the
 pool's ``timeout``, unlike ``health_check.checks.Database``, which goes
@@ -42,7 +42,7 @@ except ImportError as err:
         " pip install psycopg-forksafe[health-check]"
     ) from err
 
-from pgpool_core.health import check_pool
+from pgpool_core.ops.health import check_pool
 
 __all__ = ["PoolHealthCheck"]
 

@@ -9,8 +9,8 @@ from django.apps import apps
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
+from pgpool_core._secrets import mask_secrets
 from pgpool_core.errors import unavailable_reason
-from pgpool_core.masking import mask_secrets
 
 from .conf import retry_after
 

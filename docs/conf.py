@@ -36,10 +36,10 @@ nitpick_ignore_regex = [
         r"|prometheus_client|health_check)(\..*)?",
     ),
     (r"py:.*", r"(Meter|MetricsData|MetricExportResult|MetricExporter|HealthCheck)"),
-    (r"py:.*", r"pgpool_core\.metrics\.F"),
+    (r"py:.*", r"pgpool_core\.metrics\.otel\.F"),
     (r"py:.*", r"(Connection|ConnectionPool|Flask|HttpRequest|HttpResponse)"),
     (r"py:.*", r"(collections\.abc|typing)\..*"),
     (r"py:.*", r"(Any|Callable|Iterator|Mapping|Sequence|T|CT|Self|ConnectionCB)"),
     # Internal modules and classes that public signatures and docstrings name.
-    (r"py:.*", r"pgpool_core\.capacity|(flask_pgpool\.config\.)?BindConfig"),
+    (r"py:.*", r"pgpool_core\.ops\.capacity|(flask_pgpool\.config\.)?BindConfig"),
 ]

@@ -13,8 +13,8 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo, prepare_import
 
-from pgpool_core import capacity, report
-from pgpool_core.snippets import read_snippet, settings_output
+from pgpool_core.ops import capacity, report
+from pgpool_core.ops.snippets import read_snippet, settings_output
 
 if TYPE_CHECKING:
     from flask import Flask

@@ -22,9 +22,9 @@ from psycopg.errors import IdleInTransactionSessionTimeout
 from psycopg_pool import ConnectionPool
 
 from pgpool_core import ForkSafePool, borrower
+from pgpool_core._loans import current_borrower, set_borrower
 from pgpool_core.errors import unavailable_reason
-from pgpool_core.health import PoolHealth, check_pool
-from pgpool_core.loans import current_borrower, set_borrower
+from pgpool_core.ops.health import PoolHealth, check_pool
 
 from .cli import pgpool_cli
 from .config import DEFAULT_BIND, BindConfig, read_config
@@ -240,7 +240,7 @@ class PgPool:
     def health(self, *, timeout: float = 1.0) -> dict[str, PoolHealth]:
         """Check each database's pool of this process, by bind.
 
-        :func:`pgpool_core.health.check_pool` for each: a connection borrowed
+        :func:`pgpool_core.ops.health.check_pool` for each: a connection borrowed
         within *timeout* seconds answers ``SELECT 1``, else a new one is tried
         (bounded by ``connect_timeout``); never the pool's ``timeout``.
         """
@@ -255,7 +255,7 @@ class PgPool:
             app.add_url_rule("/health/db", view_func=pgpool.health_view())
 
         The JSON body has ``status`` ("ok" or "unavailable") and, by bind,
-        :meth:`pgpool_core.health.PoolHealth.as_dict` (pid, reason, stats).
+        :meth:`pgpool_core.ops.health.PoolHealth.as_dict` (pid, reason, stats).
         The response is not cached (``Cache-Control: no-store``).
         """
 

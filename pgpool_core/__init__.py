@@ -9,6 +9,19 @@ from __future__ import annotations
 
 from importlib.metadata import version as _version
 
+from ._loans import borrower
+from ._options import (
+    POOL_OPTIONS,
+    mask_conninfo,
+    mask_secrets,
+    validate_connection,
+    validate_pool_options,
+)
+from ._reset import (
+    RESET_SQL,
+    check_socket,
+    check_target_session_attrs,
+)
 from .errors import (
     ConfigurationError,
     ConnectFailed,
@@ -16,20 +29,7 @@ from .errors import (
     PoolNotAvailable,
     SocketTimeout,
 )
-from .loans import borrower
-from .options import (
-    POOL_OPTIONS,
-    mask_conninfo,
-    mask_secrets,
-    validate_connection,
-    validate_pool_options,
-)
 from .pool import ForkSafePool
-from .session import (
-    RESET_SQL,
-    check_socket,
-    check_target_session_attrs,
-)
 
 __all__ = [
     "POOL_OPTIONS",

@@ -62,7 +62,7 @@ class SocketTimeout(PgPoolError, psycopg.OperationalError):
     rightly runs longer. The connection is closed (never lent again) before
     this is raised. A ``psycopg.OperationalError``, without SQLSTATE, as for
     a connection lost: the frameworks answer 503. See
-    :mod:`pgpool_core.socket_timeout`.
+    :mod:`pgpool_core._socket_timeout`.
     """
 
     def __init__(self, message: str) -> None:

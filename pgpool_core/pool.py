@@ -16,11 +16,9 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.abc import CT
 
-from . import capacity, green, metrics, sizing
-from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
-from .lifecycle import ProcessPools, in_forking_master, is_abandoned
-from .loans import Loans, current_borrower
-from .options import (
+from . import _green, _sizing
+from ._loans import Loans, current_borrower
+from ._options import (
     ConnectionParams,
     connect_masked,
     mask_conninfo,
@@ -30,9 +28,13 @@ from .options import (
     validate_connection,
     validate_pool_options,
 )
-from .process_pool import ProcessPool
-from .session import SessionReset, check_socket, run_configure
-from .socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
+from ._process import ProcessPools, in_forking_master, is_abandoned
+from ._psycopg_pool import ProcessPool
+from ._reset import SessionReset, check_socket, run_configure
+from ._socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
+from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
+from .metrics import otel
+from .ops import capacity
 
 __all__ = ["ALWAYS", "DEFAULT", "ForkSafePool"]
 
@@ -80,7 +82,7 @@ class ForkSafePool(Generic[CT]):
     (:func:`~pgpool_core.check_socket`; ``check=None`` for none); a ``reset``
     that undoes what a borrower left on the connection object and, after a
     loan that ran something able to change the session (decided on the
-    client, see :mod:`pgpool_core.tracking`), on the session, then re-runs
+    client, see :mod:`pgpool_core._tracking`), on the session, then re-runs
     ``configure``: sent by the returning thread and not waited for, finished
     before the connection is used again (``reset="always"`` resets the
     session after every loan; ``reset=None`` does nothing but the rollback,
@@ -89,11 +91,11 @@ class ForkSafePool(Generic[CT]):
     first use anyway.
 
     ``socket_timeout`` (seconds, default
-    :data:`~pgpool_core.socket_timeout.SOCKET_TIMEOUT_DEFAULT`, 45; None: no
+    :data:`~pgpool_core._socket_timeout.SOCKET_TIMEOUT_DEFAULT`, 45; None: no
     bound) is the longest any of the pool's connections waits on its socket
     with nothing from the server: then the connection is closed and the
     query raises :class:`~pgpool_core.errors.SocketTimeout`, a
-    ``psycopg.OperationalError`` (see :mod:`pgpool_core.socket_timeout`).
+    ``psycopg.OperationalError`` (see :mod:`pgpool_core._socket_timeout`).
     libpq has no such bound; keepalives and ``tcp_user_timeout`` miss a path
     whose peer still acknowledges but forwards nothing.
 
@@ -112,7 +114,7 @@ class ForkSafePool(Generic[CT]):
     On the first connection a process makes, the pool reads the server's
     ``max_connections`` and logs one warning if the host's worker processes
     (known under uWSGI, gunicorn or ``WEB_CONCURRENCY``) x ``max_size`` exceed
-    it (see :mod:`pgpool_core.capacity`). There, a process pool makes one
+    it (see :mod:`pgpool_core.ops.capacity`). There, a process pool makes one
     connection first and the rest of ``min_size`` once it is made; when the
     workers' ``min_size`` would not all fit, only its share of the server's
     connections (at least one), the rest while its requests wait. A pool
@@ -170,7 +172,7 @@ class ForkSafePool(Generic[CT]):
             "socket_timeout": socket_timeout,
         }
         if min_size is None:
-            del options["min_size"]  # sized from the server (pgpool_core.sizing)
+            del options["min_size"]  # sized from the server (pgpool_core._sizing)
         validate_pool_options(options)
 
         # ConnectionPool's attributes, by its names: what the user gave.
@@ -233,7 +235,7 @@ class ForkSafePool(Generic[CT]):
         self._check = check_socket if check is DEFAULT else check
         self._reconnect_failed = reconnect_failed
         # Ours is started in the returning thread and settled before the next
-        # use (see pgpool_core.session): by default it resets the session
+        # use (see pgpool_core._reset): by default it resets the session
         # only after a loan that may have changed it, with "always" after
         # every loan; with reset=None or a reset of the user's, it only rolls
         # back, and theirs runs in a pool thread, as psycopg_pool runs it.
@@ -279,18 +281,18 @@ class ForkSafePool(Generic[CT]):
         pool = self._pools.latest() if self._pools.has_pool() else None
         return pool.max_size if pool is not None else self.sizes().max_size
 
-    def sizes(self) -> sizing.Sizes:
-        """Return this process's sizes and why (:func:`pgpool_core.sizing.resolve`).
+    def sizes(self) -> _sizing.Sizes:
+        """Return this process's sizes and why (:func:`pgpool_core._sizing.resolve`).
 
         The sizes set win; those not set come from how this process serves
-        (:func:`pgpool_core.sizing.current`: a gunicorn sync worker gets 1 and
+        (:func:`pgpool_core._sizing.current`: a gunicorn sync worker gets 1 and
         1, a gthread worker 1 and its threads...), else psycopg_pool's defaults.
         """
-        return self.sizes_for(sizing.current())
+        return self.sizes_for(_sizing.current())
 
-    def sizes_for(self, concurrency: sizing.Concurrency | None) -> sizing.Sizes:
+    def sizes_for(self, concurrency: _sizing.Concurrency | None) -> _sizing.Sizes:
         """Return the sizes this pool would have in a worker of *concurrency*."""
-        return sizing.resolve(self._min_size_set, self._max_size_set, concurrency)
+        return _sizing.resolve(self._min_size_set, self._max_size_set, concurrency)
 
     @staticmethod
     def _merged_conninfo_of(
@@ -437,7 +439,7 @@ class ForkSafePool(Generic[CT]):
     def _make_pool(self) -> ProcessPool[CT]:
         # Under gevent or eventlet, psycopg's waits must yield to the event
         # loop before the pool's threads (greenlets then) connect.
-        green.use_cooperative_wait()
+        _green.use_cooperative_wait()
         sizes = self.sizes()
         return ProcessPool(
             self._conninfo,
@@ -486,7 +488,7 @@ class ForkSafePool(Generic[CT]):
 
         Reads the server's limit (in the pool's thread that made *conn*) and
         warns, once per process, if this host's workers may open more (see
-        :func:`pgpool_core.capacity.warn_if_over`). None: ``min_size``.
+        :func:`pgpool_core.ops.capacity.warn_if_over`). None: ``min_size``.
         """
         if self.pgbouncer:
             return None  # PgBouncer bounds what the server sees
@@ -561,24 +563,24 @@ class ForkSafePool(Generic[CT]):
             conn = self._connect_unpooled()
             self._pools.lend_plain(conn)
         else:
-            otel = metrics.recorder  # metrics: None without opentelemetry-api
-            since = monotonic() if otel is not None else 0.0
+            recorder = otel.recorder  # metrics: None without opentelemetry-api
+            since = monotonic() if recorder is not None else 0.0
             try:
                 conn = pool.getconn(timeout)
             except ConnectFailed:
-                if otel is not None:
-                    otel.timed_out(self.name)  # metrics: timeouts, as psycopg_pool
+                if recorder is not None:
+                    recorder.timed_out(self.name)  # metrics: timeouts, as psycopg_pool
                 raise  # names the pool, and why
             except PoolTimeout:
-                if otel is not None:
-                    otel.timed_out(self.name)  # metrics: timeouts
+                if recorder is not None:
+                    recorder.timed_out(self.name)  # metrics: timeouts
                 waited = self.timeout if timeout is None else timeout
                 raise PoolTimeout(
                     f"couldn't get a connection from pool {self.name!r}"
                     f" after {waited:.2f} sec"
                 ) from None
-            if otel is not None:
-                otel.lent(conn, self.name, since)  # metrics: wait_time
+            if recorder is not None:
+                recorder.lent(conn, self.name, since)  # metrics: wait_time
         if self.warn_held_after is not None:
             self._loans.lent(conn)
         return conn
@@ -677,7 +679,7 @@ class ForkSafePool(Generic[CT]):
         """Whether the server says *backend_pid* is running a query.
 
         Asked by a connection silent for ``socket_timeout``
-        (:mod:`pgpool_core.socket_timeout`): a long query, not a path that
+        (:mod:`pgpool_core._socket_timeout`): a long query, not a path that
         stopped forwarding, if the backend is ``active`` and not waiting to
         send to its client. On a connection of its own, made within 2 s
         (libpq's shortest ``connect_timeout``) and answered within 2 s; any

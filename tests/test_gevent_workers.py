@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from pgpool_core.snippets import read_snippet
+from pgpool_core.ops.snippets import read_snippet
 from tests.conftest import REPO
 from tests.harness.overlap import most_at_once, shared_while_running
 from tests.harness.postgres import PgServer
@@ -51,7 +51,7 @@ preload_app = False
 HOOKS_WITHOUT_POST_WORKER_INIT = """\
 wsgi_app = {wsgi_app!r}
 preload_app = True
-from pgpool_core.gunicorn import post_fork, pre_fork, when_ready, worker_exit
+from pgpool_core.servers.gunicorn import post_fork, pre_fork, when_ready, worker_exit
 """
 
 

@@ -3,7 +3,7 @@
 The real commands (``flask pgpool ...``, ``manage.py pgpool ...``) on the same
 database, with the database up, down, and refusing the login: the same keys,
 the same verdict and reason, the same exit status (0 when usable, 1 when not;
-``pgpool_core.report``), and ``stats`` tells a database down from one up.
+``pgpool_core.ops.report``), and ``stats`` tells a database down from one up.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from pgpool_core import report
+from pgpool_core.ops import report
 from tests.django.support import MANAGE, run_project
 from tests.flask.support import run_flask
 from tests.harness.postgres import PgServer, free_port

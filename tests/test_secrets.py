@@ -48,13 +48,12 @@ from pgpool_core import (
     ConfigurationError,
     ConnectFailed,
     ForkSafePool,
-    capacity,
-    health,
-    libpq,
-    masking,
+    _libpq,
+    _secrets,
 )
-from pgpool_core.options import mask_conninfo, mask_secrets, parse_conninfo
-from pgpool_core.process_pool import ProcessPool
+from pgpool_core._options import mask_conninfo, mask_secrets, parse_conninfo
+from pgpool_core._psycopg_pool import ProcessPool
+from pgpool_core.ops import capacity, health
 from tests.django.support import database_settings, load_alias, run_project
 from tests.harness.postgres import PgServer
 
@@ -171,7 +170,7 @@ def isolated() -> Iterator[list[str]]:
     handler = Collect(logging.DEBUG)
     loggers = [logging.getLogger(name) for name in ("psycopg", "psycopg.pool")]
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(masking, "_remembered", {})
+        patch.setattr(_secrets, "_remembered", {})
         for logger in loggers:
             logger.addHandler(handler)
         try:
@@ -469,7 +468,7 @@ PACKAGES = ("pgpool_core", "flask_pgpool", "django_pgpool")
 SSL_SECRET = "Sweep-Ssl-Secret-4417"
 
 
-# Run in a fresh interpreter: importing pgpool_core.gunicorn marks the process
+# Run in a fresh interpreter: importing pgpool_core.servers.gunicorn marks the process
 # that imports it as a forking master.
 _CLASSES = """
 import importlib, json, pkgutil, sys
@@ -490,7 +489,7 @@ for package in sys.argv[1:]:
 print(json.dumps(found))
 """
 #: Modules whose import changes this process: they must hold no class.
-_IMPORT_CHANGES_THE_PROCESS = {"pgpool_core.gunicorn": "marks a forking master"}
+_IMPORT_CHANGES_THE_PROCESS = {"pgpool_core.servers.gunicorn": "marks a forking master"}
 
 
 def package_types() -> dict[str, type]:
@@ -601,7 +600,7 @@ def build_world(
     with pytest.raises(ConfigurationError) as bad:
         ForkSafePool(f"{dsn} sslmode=bogus", kwargs=kwargs)
     world.append(bad.value)
-    world += libpq.read_keyword_syntax(dsn)[0]
+    world += _libpq.read_keyword_syntax(dsn)[0]
 
     # Flask: a URL and a bind with kwargs, a request, the configuration read.
     app = Flask("sweep")

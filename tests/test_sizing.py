@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from pgpool_core import ForkSafePool, sizing
-from pgpool_core.snippets import read_snippet
+from pgpool_core import ForkSafePool, _sizing
+from pgpool_core.ops.snippets import read_snippet
 from tests.harness.postgres import PgServer
 from tests.harness.servers import RunningServer, run_load
 from tests.test_fork_servers import HOOKS
@@ -100,7 +100,7 @@ def settled_count(pg: PgServer, at_most: int, timeout: float = 20.0) -> int:
 MODELS = {
     "gunicorn-sync": ("gunicorn", 4, [], False, 1),
     "gunicorn-gthread": ("gunicorn", 2, ["--threads", "4"], False, 4),
-    "gunicorn-gevent": ("gunicorn", 2, ["-k", "gevent"], True, sizing.GREEN_MAX_SIZE),
+    "gunicorn-gevent": ("gunicorn", 2, ["-k", "gevent"], True, _sizing.GREEN_MAX_SIZE),
     "uwsgi": ("uwsgi", 4, [], False, 1),
     "uwsgi-threads": ("uwsgi", 2, ["--threads", "4"], False, 4),
 }
@@ -190,9 +190,9 @@ def test_sizes_where_the_server_is_not_known(
     assert (pool.min_size, pool.max_size) == expected
 
 
-SYNC = sizing.Concurrency("gunicorn", "sync", 1, 4, "gunicorn sync worker")
-THREADS = sizing.Concurrency("uWSGI", "threads", 8, 2, "uWSGI threads = 8")
-GREEN = sizing.Concurrency("gunicorn", "green", 1000, 2, "gunicorn gevent worker")
+SYNC = _sizing.Concurrency("gunicorn", "sync", 1, 4, "gunicorn sync worker")
+THREADS = _sizing.Concurrency("uWSGI", "threads", 8, 2, "uWSGI threads = 8")
+GREEN = _sizing.Concurrency("gunicorn", "green", 1000, 2, "gunicorn gevent worker")
 
 
 @pytest.mark.parametrize(
@@ -200,7 +200,7 @@ GREEN = sizing.Concurrency("gunicorn", "green", 1000, 2, "gunicorn gevent worker
     [
         (SYNC, None, None, (1, 1)),
         (THREADS, None, None, (1, 8)),
-        (GREEN, None, None, (1, sizing.GREEN_MAX_SIZE)),
+        (GREEN, None, None, (1, _sizing.GREEN_MAX_SIZE)),
         # What the user sets wins: both, min only, max only.
         (SYNC, 3, 5, (3, 5)),
         (SYNC, 3, None, (3, 3)),
@@ -211,7 +211,7 @@ GREEN = sizing.Concurrency("gunicorn", "green", 1000, 2, "gunicorn gevent worker
     ],
 )
 def test_sizes_per_concurrency_model(
-    concurrency: sizing.Concurrency,
+    concurrency: _sizing.Concurrency,
     min_size: int | None,
     max_size: int | None,
     expected: tuple[int, int],
@@ -242,7 +242,7 @@ def test_concurrency_from_a_servers_config(
     """What the capacity commands read, outside the server."""
     path = tmp_path / name
     path.write_text(text)
-    found = sizing.from_config(path)
+    found = _sizing.from_config(path)
     assert found is not None
     assert (found.model, found.at_once, found.workers) == expected
 
@@ -310,7 +310,7 @@ def test_whether_a_uwsgi_master_closes_at_fork(
 ) -> None:
     path = tmp_path / "uwsgi.ini"
     path.write_text(f"[uwsgi]\nprocesses = 4\n{line}")
-    found = sizing.from_config(path)
+    found = _sizing.from_config(path)
     assert found is not None and found.master_closes is closes
 
 
@@ -345,10 +345,12 @@ def test_a_pool_made_in_a_recorded_worker_and_its_start_up_line(
 ) -> None:
     """What a server hook recorded sizes the pool made after it; the first
     connection logs the sizes, why, and the host's sum; resize() still wins."""
-    monkeypatch.setattr(sizing, "_recorded", None)
-    monkeypatch.setattr(sizing, "_found", None)
+    monkeypatch.setattr(_sizing, "_recorded", None)
+    monkeypatch.setattr(_sizing, "_found", None)
     monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
-    sizing.record(sizing.Concurrency("gunicorn", "sync", 1, 4, "gunicorn sync worker"))
+    _sizing.record(
+        _sizing.Concurrency("gunicorn", "sync", 1, 4, "gunicorn sync worker")
+    )
     caplog.set_level(logging.INFO, logger="pgpool.capacity")
     pool = ForkSafePool(pg_server.dsn(), name="recorded")
     try:

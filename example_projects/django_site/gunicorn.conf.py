@@ -16,7 +16,7 @@ graceful_timeout = 30
 # Importing these marks the master (no pool threads there before the fork),
 # warms each worker up after the fork (after the monkey-patching of a gevent
 # worker) and closes its pools when it exits.
-from pgpool_core.gunicorn import (  # noqa: E402,F401
+from pgpool_core.servers.gunicorn import (  # noqa: E402,F401
     post_fork,
     post_worker_init,
     pre_fork,

@@ -1,5 +1,5 @@
 """gunicorn.conf.py for the fork tests: the package's worker hooks."""
 
-from pgpool_core.gunicorn import post_fork, pre_fork, when_ready, worker_exit
+from pgpool_core.servers.gunicorn import post_fork, pre_fork, when_ready, worker_exit
 
 __all__ = ["post_fork", "pre_fork", "when_ready", "worker_exit"]

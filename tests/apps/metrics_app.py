@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import pgpool_core.uwsgi  # noqa: F401  (worker warm-up; a no-op elsewhere)
+import pgpool_core.servers.uwsgi  # noqa: F401  (worker warm-up; a no-op elsewhere)
 from pgpool_core import ForkSafePool
 
 telemetry = importlib.import_module(

@@ -23,7 +23,7 @@ if MODE == "naive":
     pool = ConnectionPool(DSN, min_size=2, max_size=4, timeout=3, open=True)
     pool.wait()
 else:
-    import pgpool_core.uwsgi  # noqa: F401  (worker warm-up; a no-op elsewhere)
+    import pgpool_core.servers.uwsgi  # noqa: F401  (worker warm-up; a no-op elsewhere)
     from pgpool_core import ForkSafePool
 
     timeout = float(os.environ.get("PGPOOL_APP_TIMEOUT", "5"))

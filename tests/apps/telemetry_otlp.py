@@ -8,7 +8,7 @@ from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.resources import Resource
 
-from pgpool_core.metrics import run_in_each_worker
+from pgpool_core.metrics.otel import run_in_each_worker
 
 
 @run_in_each_worker

@@ -12,8 +12,11 @@ from prometheus_client import (
     multiprocess,
 )
 
-from pgpool_core.metrics import run_in_each_worker
-from pgpool_core.prometheus import PrometheusMultiprocessExporter, mark_dead_processes
+from pgpool_core.metrics.otel import run_in_each_worker
+from pgpool_core.metrics.prometheus import (
+    PrometheusMultiprocessExporter,
+    mark_dead_processes,
+)
 
 
 @run_in_each_worker

@@ -2,7 +2,7 @@
 
 Like tests/apps/plain_app.py, it makes its pool at import time and queries
 before the worker forks its children. PGPOOL_APP_MODE picks the pool:
-"forksafe" (ForkSafePool, with ``import pgpool_core.celery``) or "naive" (a
+"forksafe" (ForkSafePool, with ``import pgpool_core.servers.celery``) or "naive" (a
 plain psycopg_pool ConnectionPool, which the tests must catch failing).
 
 Each process's connections carry its pid in their application_name, and the
@@ -39,7 +39,7 @@ if MODE == "naive":
     pool = ConnectionPool(app_dsn(), min_size=2, max_size=4, timeout=1, open=True)
     pool.wait()
 else:
-    import pgpool_core.celery  # noqa: F401  (the import under test)
+    import pgpool_core.servers.celery  # noqa: F401  (the import under test)
     from pgpool_core import ForkSafePool
 
     if os.environ.get("PGPOOL_APP_DEFAULT_SIZES"):
@@ -89,16 +89,16 @@ def nap(seconds: float) -> dict[str, Any]:
     return {"pid": os.getpid()}
 
 
-# Connected after pgpool_core.celery's receivers, so they run after them.
+# Connected after pgpool_core.servers.celery's receivers, so they run after them.
 
 
 def report(event: str) -> None:
     state: dict[str, Any] = {"event": event, "pid": os.getpid()}
     if MODE != "naive":
-        from pgpool_core import lifecycle
+        from pgpool_core import _process
 
         state["open"] = pool.process_pool_open
-        state["forking_master"] = lifecycle.in_forking_master()
+        state["forking_master"] = _process.in_forking_master()
     with open(REPORT, "a") as out:
         out.write(json.dumps(state) + "\n")
 

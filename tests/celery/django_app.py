@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery, signals
 
-import pgpool_core.celery  # noqa: F401  (the import under test)
+import pgpool_core.servers.celery  # noqa: F401  (the import under test)
 from tests.celery.config import DJANGO_TASK, celery_config
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django.settings")
@@ -65,7 +65,7 @@ def report(event: str) -> None:
         out.write(json.dumps(state) + "\n")
 
 
-# Connected after pgpool_core.celery's receivers, so they run after them.
+# Connected after pgpool_core.servers.celery's receivers, so they run after them.
 
 
 @signals.worker_process_shutdown.connect

@@ -1,7 +1,7 @@
 """Django tasks under a real Celery worker: a child's pool serves all its tasks.
 
 Celery's Django fixup closes Django's connections before and after every task
-and, from Celery 5.6, calls ``close_pool()`` too: without pgpool_core.celery
+and, from Celery 5.6, calls ``close_pool()`` too: without pgpool_core.servers.celery
 each task would open a pool, ``min_size`` TLS sessions, of its own. The tests
 run with the installed Celery; ``make test`` runs them with Celery's floor too
 (``make test-celery-floor``).

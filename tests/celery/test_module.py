@@ -1,4 +1,4 @@
-"""pgpool_core.celery without a worker: its receivers, its pool check, its error."""
+"""pgpool_core.servers.celery without a worker: receivers, pool check, error."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from celery.concurrency.prefork import TaskPool as PreforkPool
 from celery.concurrency.solo import TaskPool as SoloPool
 from celery.concurrency.thread import TaskPool as ThreadPool
 
-import pgpool_core.celery
+import pgpool_core.servers.celery
 
 RECEIVERS = {
     signals.worker_init: "pgpool.init",
@@ -28,8 +28,8 @@ def connected(signal: Any, uid: str) -> int:
 
 
 def test_import_connects_each_receiver_once() -> None:
-    importlib.reload(pgpool_core.celery)
-    importlib.reload(pgpool_core.celery)
+    importlib.reload(pgpool_core.servers.celery)
+    importlib.reload(pgpool_core.servers.celery)
 
     assert {uid: connected(signal, uid) for signal, uid in RECEIVERS.items()} == {
         uid: 1 for uid in RECEIVERS.values()
@@ -58,18 +58,18 @@ class CustomPrefork(PreforkPool):
     ],
 )
 def test_is_prefork_pool(pool_cls: object, prefork: bool) -> None:
-    assert pgpool_core.celery.is_prefork_pool(pool_cls) is prefork
+    assert pgpool_core.servers.celery.is_prefork_pool(pool_cls) is prefork
 
 
 def test_without_celery_the_import_says_what_to_install(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setitem(sys.modules, "celery", None)  # what a missing package does
-    monkeypatch.delitem(sys.modules, "pgpool_core.celery")
+    monkeypatch.delitem(sys.modules, "pgpool_core.servers.celery")
 
     with pytest.raises(
         ImportError, match=r"pip install psycopg-forksafe\[celery\]"
     ) as info:
-        importlib.import_module("pgpool_core.celery")
+        importlib.import_module("pgpool_core.servers.celery")
 
     assert isinstance(info.value.__cause__, ImportError)

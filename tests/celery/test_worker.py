@@ -92,7 +92,7 @@ def connections_of(pg: PgServer, pid: int) -> int:
 
 
 def signal_reports(base: Path) -> list[dict[str, Any]]:
-    """Return what the app's receivers saw, run after pgpool_core.celery's."""
+    """Return what the app's receivers saw, run after pgpool_core.servers.celery's."""
     path = base / "signals.jsonl"
     if not path.exists():
         return []

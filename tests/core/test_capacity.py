@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from pgpool_core import ForkSafePool, capacity, lifecycle
+from pgpool_core import ForkSafePool, _process
+from pgpool_core.ops import capacity
 from tests.conftest import REPO
 from tests.harness.postgres import PgServer
 from tests.harness.servers import RunningServer, run_load
@@ -105,7 +106,7 @@ def test_one_warning_per_process_when_over(
         for _ in range(3):
             with pool.connection() as conn:
                 conn.execute("SELECT 1")
-        lifecycle.release(pool)
+        _process.release(pool)
         with pool.connection() as conn:  # a new pool, same process
             conn.execute("SELECT 1")
     finally:

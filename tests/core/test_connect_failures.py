@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
-from pgpool_core import ConnectFailed, ForkSafePool, process_pool
+from pgpool_core import ConnectFailed, ForkSafePool, _psycopg_pool
 from pgpool_core.errors import (
     REFUSED,
     SETTINGS,
@@ -313,7 +313,7 @@ def test_an_outage_is_logged_once_per_change_of_state(
     its attempts start failing and one each OUTAGE_REPORT_INTERVAL (1 s here),
     none of psycopg_pool's line per attempt; then one when it connects again.
     """
-    monkeypatch.setattr(process_pool, "OUTAGE_REPORT_INTERVAL", 1.0)
+    monkeypatch.setattr(_psycopg_pool, "OUTAGE_REPORT_INTERVAL", 1.0)
     caplog.set_level(logging.INFO, logger="psycopg.pool")
     caplog.set_level(logging.INFO, logger="pgpool.pool")
     port = free_port()

@@ -22,7 +22,7 @@ import pytest
 from psycopg.rows import DictRow, dict_row
 from psycopg_pool import PoolClosed, PoolTimeout
 
-from pgpool_core import ForkSafePool, lifecycle
+from pgpool_core import ForkSafePool, _process
 from tests.conftest import REPO
 from tests.harness.postgres import PgServer, free_port
 
@@ -40,7 +40,7 @@ def terminate(pg_server: PgServer, pid: int) -> None:
 
 @pytest.fixture
 def forking_master(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(lifecycle, "_forking_master_pid", os.getpid())
+    monkeypatch.setattr(_process, "_forking_master_pid", os.getpid())
 
 
 # -- open and close ----------------------------------------------------------------
@@ -107,7 +107,7 @@ def test_release_keeps_it_open_close_does_not(dsn: str) -> None:
     pool = ForkSafePool(dsn, min_size=1)
     with pool.connection():
         pass
-    lifecycle.close_all()
+    _process.close_all()
     assert not pool.closed and not pool.process_pool_open
     with pool.connection() as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)

@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from psycopg_pool import PoolClosed
 
-from pgpool_core import ForkSafePool, lifecycle
+from pgpool_core import ForkSafePool, _process
 from tests.harness.forking import FORKS, run_in_child, server_sockets
 from tests.harness.postgres import PgServer
 
@@ -100,7 +100,7 @@ def test_inherited_sockets_are_pointed_away_in_the_child(
     fd = held.pgconn.socket
 
     def child() -> str:
-        lifecycle.after_fork_in_child()  # already ran for os.fork; idempotent
+        _process.after_fork_in_child()  # already ran for os.fork; idempotent
         return os.readlink(f"/proc/self/fd/{fd}")
 
     try:
@@ -144,9 +144,9 @@ def test_forking_master_gives_workers_a_pool(
     monkeypatch: pytest.MonkeyPatch, dsn: str, fork: Callable[[], int]
 ) -> None:
     """A master (no threads, plain connections) forks a worker that pools."""
-    monkeypatch.setattr(lifecycle, "_forking_master_pid", None)
-    monkeypatch.setattr(lifecycle, "_closed_at_fork_in", None)  # a first fork
-    lifecycle.mark_forking_master()
+    monkeypatch.setattr(_process, "_forking_master_pid", None)
+    monkeypatch.setattr(_process, "_closed_at_fork_in", None)  # a first fork
+    _process.mark_forking_master()
     pool = ForkSafePool(dsn, min_size=1, max_size=1, name="mastered")
     master_conn = pool.getconn()  # import-time code that never gives it back
     master_fd = master_conn.pgconn.socket

@@ -20,8 +20,8 @@ import psycopg
 import pytest
 from psycopg_pool import PoolTimeout
 
-from pgpool_core import ForkSafePool, lifecycle
-from pgpool_core.loans import LoanBook
+from pgpool_core import ForkSafePool, _process
+from pgpool_core._loans import LoanBook
 from tests.harness.forking import FORKS, run_in_child
 from tests.harness.postgres import PgServer
 
@@ -47,7 +47,7 @@ def test_putconn_after_close_closes_the_connection(pool: ForkSafePool) -> None:
 
 def test_putconn_after_release_closes_the_connection(pool: ForkSafePool) -> None:
     conn = pool.getconn()
-    lifecycle.release(pool)  # as Django's close_pool() does
+    _process.release(pool)  # as Django's close_pool() does
 
     pool.putconn(conn)
 
@@ -60,9 +60,9 @@ def test_putconn_after_release_closes_the_connection(pool: ForkSafePool) -> None
 def test_putconn_after_close_in_a_forking_master(
     pool: ForkSafePool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(lifecycle, "_forking_master_pid", os.getpid())
+    monkeypatch.setattr(_process, "_forking_master_pid", os.getpid())
     conn = pool.getconn()  # a plain connection, no pool
-    lifecycle.close_in_master()  # as gunicorn's pre_fork hook does
+    _process.close_in_master()  # as gunicorn's pre_fork hook does
     assert conn.closed
 
     pool.putconn(conn)
@@ -111,9 +111,9 @@ def test_child_drops_a_master_connection_closed_before_the_fork(
     pool: ForkSafePool, monkeypatch: pytest.MonkeyPatch, fork: Callable[[], int]
 ) -> None:
     """gunicorn's pre_fork hook closes what the master lent; a worker forgets it."""
-    monkeypatch.setattr(lifecycle, "_forking_master_pid", os.getpid())
+    monkeypatch.setattr(_process, "_forking_master_pid", os.getpid())
     held = pool.getconn()  # Django's connection in a master: plain
-    lifecycle.close_in_master()
+    _process.close_in_master()
     assert held.closed
 
     def child() -> bool:

@@ -14,7 +14,7 @@ import pytest
 from psycopg import pq
 
 from pgpool_core import ConfigurationError, ForkSafePool
-from pgpool_core.options import (
+from pgpool_core._options import (
     MASK,
     ConnectionParams,
     mask_conninfo,
@@ -41,9 +41,9 @@ def fragments(text: str, secret: str = SECRET) -> list[str]:
 @pytest.fixture(autouse=True)
 def _forget_remembered(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Each test starts with no secret remembered from other pools."""
-    from pgpool_core import masking
+    from pgpool_core import _secrets
 
-    monkeypatch.setattr(masking, "_remembered", {})
+    monkeypatch.setattr(_secrets, "_remembered", {})
     yield
 
 

@@ -15,7 +15,7 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from pgpool_core import ConfigurationError, ForkSafePool
-from pgpool_core.options import (
+from pgpool_core._options import (
     MAX_WAITING_MAX,
     NUM_WORKERS_MAX,
     SECONDS_MAX,

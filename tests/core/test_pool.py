@@ -13,8 +13,8 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import PoolClosed, PoolTimeout
 
-from pgpool_core import ForkSafePool, PoolNotAvailable, lifecycle
-from pgpool_core.lifecycle import STOP_SIGNALS
+from pgpool_core import ForkSafePool, PoolNotAvailable, _process
+from pgpool_core._process import STOP_SIGNALS
 from tests.harness.postgres import PgServer
 
 
@@ -313,7 +313,7 @@ def test_release_leaves_the_pool_open(pool: ForkSafePool) -> None:
     """What the server hooks and Django's close_pool() do: the next use reopens."""
     with pool.connection() as conn:
         first = backend(conn)
-    lifecycle.release(pool)
+    _process.release(pool)
     assert not pool.closed
     assert not pool.process_pool_open
     with pool.connection() as conn:
@@ -325,16 +325,16 @@ def test_a_dropped_pool_is_not_warmed_up(pool: ForkSafePool) -> None:
 
     Until it is borrowed from again.
     """
-    (pools,) = [p for p in lifecycle.all_pools() if p.owner() is pool]
+    (pools,) = [p for p in _process.all_pools() if p.owner() is pool]
     with pool.connection():
         pass
-    lifecycle.drop(pool)
+    _process.drop(pool)
     assert not pool.closed
     pools.warm_up()  # what warm_up_all() does for each pool
     assert not pool.process_pool_open
     with pool.connection():
         pass
-    lifecycle.release(pool)
+    _process.release(pool)
     pools.warm_up()
     assert pool.process_pool_open
 
@@ -361,10 +361,10 @@ def test_pool_threads_block_stop_signals(pool: ForkSafePool) -> None:
 def test_forking_master_uses_plain_connections(
     monkeypatch: pytest.MonkeyPatch, dsn: str
 ) -> None:
-    from pgpool_core import lifecycle
+    from pgpool_core import _process
 
-    monkeypatch.setattr(lifecycle, "_forking_master_pid", None)
-    lifecycle.mark_forking_master()
+    monkeypatch.setattr(_process, "_forking_master_pid", None)
+    _process.mark_forking_master()
     before = {t.ident for t in threading.enumerate()}
     pool = ForkSafePool(dsn, min_size=2, name="master")
     with pool.connection() as conn:

@@ -19,8 +19,8 @@ import psycopg
 import pytest
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from pgpool_core import ForkSafePool, borrower, session
-from pgpool_core.session import is_settling
+from pgpool_core import ForkSafePool, _reset, borrower
+from pgpool_core._reset import is_settling
 from tests.harness.forking import run_in_child
 from tests.harness.postgres import PgServer
 from tests.session_kinds import KINDS, Kind
@@ -125,7 +125,7 @@ def test_a_failed_reset_is_never_lent(
 def test_a_reset_not_answered_in_time_is_discarded(
     pool: ForkSafePool, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(session, "SETTLE_TIMEOUT", 0.5)
+    monkeypatch.setattr(_reset, "SETTLE_TIMEOUT", 0.5)
     with settling(pool, pg_server) as conn:
         t0 = time.monotonic()
         with pool.connection() as again:

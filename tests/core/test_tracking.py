@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 
 from pgpool_core import ConfigurationError, ForkSafePool
-from pgpool_core.tracking import changes_session
+from pgpool_core._tracking import changes_session
 from tests.harness.postgres import PgServer
 
 Connection = psycopg.Connection[Any]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pgpool_core.snippets import read_snippet
+from pgpool_core.ops.snippets import read_snippet
 from tests.django.support import MANAGE, run_project
 from tests.harness.postgres import PgServer, free_port
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from django_pgpool.base import DatabaseWrapper
-from pgpool_core import lifecycle
+from pgpool_core import _process
 from tests.django.support import run_project
 from tests.harness.forking import FORKS, bytes_sent, run_in_child
 from tests.harness.postgres import PgServer
@@ -63,7 +63,7 @@ def test_child_never_touches_the_parents_connection(
             "backends": backends,
             # Returned to the inherited pool or closed, it would be closed.
             "held_closed": held.closed,
-            "held_abandoned": lifecycle.is_abandoned(held),
+            "held_abandoned": _process.is_abandoned(held),
         }
 
     result = run_in_child(child, os.fork)
@@ -155,7 +155,7 @@ def test_child_checks_at_each_entry_point_first(
     held = wrapper.connection
     sent = bytes_sent(held.pgconn.socket)
     position = pg_log.log_position()
-    monkeypatch.setattr(lifecycle, "after_fork_in_child", lambda: None)
+    monkeypatch.setattr(_process, "after_fork_in_child", lambda: None)
 
     def child() -> dict[str, Any]:
         assert wrapper.connection is held
@@ -170,7 +170,7 @@ def test_child_checks_at_each_entry_point_first(
             "dropped": after_entry is not held,
             "backend": backend,
             "held_closed": held.closed,
-            "held_abandoned": lifecycle.is_abandoned(held),
+            "held_abandoned": _process.is_abandoned(held),
         }
 
     result = run_in_child(child, os.fork)

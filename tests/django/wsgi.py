@@ -2,7 +2,7 @@
 
 The connection is left open on purpose: the master then holds a checked-out
 connection that every worker inherits, the case the backend must survive.
-PGPOOL_APP_UWSGI_HOOK=1 imports pgpool_core.uwsgi, as the documentation advises.
+PGPOOL_APP_UWSGI_HOOK=1 imports pgpool_core.servers.uwsgi, as the documentation advises.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import os
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.django.settings")
 
 if os.environ.get("PGPOOL_APP_UWSGI_HOOK") == "1":
-    import pgpool_core.uwsgi  # noqa: F401
+    import pgpool_core.servers.uwsgi  # noqa: F401
 
 from django.core.wsgi import get_wsgi_application  # noqa: E402
 from django.db import connection  # noqa: E402

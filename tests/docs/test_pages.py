@@ -19,14 +19,14 @@ DOCS = REPO / "docs"
 #: The modules whose __all__ is the public API, which docs/api.rst documents.
 PUBLIC_MODULES = [
     "pgpool_core",
-    "pgpool_core.gunicorn",
-    "pgpool_core.uwsgi",
-    "pgpool_core.celery",
-    "pgpool_core.green",
-    "pgpool_core.snippets",
-    "pgpool_core.metrics",
-    "pgpool_core.prometheus",
-    "pgpool_core.health",
+    "pgpool_core.servers.gunicorn",
+    "pgpool_core.servers.uwsgi",
+    "pgpool_core.servers.celery",
+    "pgpool_core._green",
+    "pgpool_core.ops.snippets",
+    "pgpool_core.metrics.otel",
+    "pgpool_core.metrics.prometheus",
+    "pgpool_core.ops.health",
     "flask_pgpool",
     "django_pgpool",
     "django_pgpool.base",
@@ -44,7 +44,7 @@ def indented(text: str) -> str:
     "name", ["uwsgi-flask.ini", "gunicorn-flask.conf.py", "postgresql.conf"]
 )
 def test_servers_page_shows_the_shipped_settings(name: str) -> None:
-    text = (REPO / "pgpool_core" / "snippets" / name).read_text()
+    text = (REPO / "pgpool_core" / "ops" / "snippets" / name).read_text()
     assert indented(text) in (DOCS / "servers.rst").read_text()
 
 
@@ -86,7 +86,7 @@ def test_flask_settings_table_lists_every_setting() -> None:
     assert listed == SETTINGS
 
 
-# Run in a fresh interpreter: importing pgpool_core.gunicorn marks the process
+# Run in a fresh interpreter: importing pgpool_core.servers.gunicorn marks the process
 # that imports it as a forking master.
 _UNDOCUMENTED = """
 import importlib, json, re, sys

@@ -22,7 +22,7 @@ import pytest
 from flask import Flask
 from psycopg.conninfo import conninfo_to_dict
 
-from pgpool_core.snippets import SNIPPETS, read_snippet
+from pgpool_core.ops.snippets import SNIPPETS, read_snippet
 from tests.conftest import REPO
 from tests.docs.samples import Sample, all_samples, page_samples
 from tests.harness.postgres import PgServer
@@ -350,9 +350,11 @@ def check_gunicorn_hooks(found: Sample, request: pytest.FixtureRequest) -> None:
     assert run_in_subprocess(found.code + "print(callable(post_fork))") == "True\n"
 
 
-@check("python", "import pgpool_core.celery  # noqa: F401")
-@check("literal", "import pgpool_core.celery  # noqa: F401")
-@check("literal", "from pgpool_core.gunicorn import post_fork, post_worker_init")
+@check("python", "import pgpool_core.servers.celery  # noqa: F401")
+@check("literal", "import pgpool_core.servers.celery  # noqa: F401")
+@check(
+    "literal", "from pgpool_core.servers.gunicorn import post_fork, post_worker_init"
+)
 def check_imports(found: Sample, request: pytest.FixtureRequest) -> None:
     lines = found.code.splitlines()
     assert all(line.startswith(("import ", "from ")) for line in lines)
@@ -416,7 +418,7 @@ def check_scrape_output(found: Sample, request: pytest.FixtureRequest) -> None:
     """The names and types are those the exporter gives the conventions' instruments."""
     from prometheus_client.parser import text_string_to_metric_families
 
-    from pgpool_core.prometheus import prometheus_name
+    from pgpool_core.metrics.prometheus import prometheus_name
 
     kinds = {"updowncounter": "gauge", "counter": "counter", "histogram": "histogram"}
     expected = {
@@ -604,8 +606,8 @@ def check_shell(found: Sample, request: pytest.FixtureRequest) -> None:
 
 @check("text", "$ flask pgpool capacity --hosts 20")
 def check_capacity_output(found: Sample, request: pytest.FixtureRequest) -> None:
-    from pgpool_core import sizing
-    from pgpool_core.capacity import Plan, ServerLimit, report, workers_from_config
+    from pgpool_core import _sizing
+    from pgpool_core.ops.capacity import Plan, ServerLimit, report, workers_from_config
 
     lines = found.code.splitlines()
     check_flask_cli(shlex.split(lines[0])[2:])
@@ -614,12 +616,12 @@ def check_capacity_output(found: Sample, request: pytest.FixtureRequest) -> None
         f"workers per host: {workers_from_config(example / 'uwsgi.ini')}"
         " (from ./uwsgi.ini)"
     )
-    model = sizing.from_config(example / "uwsgi.ini")
+    model = _sizing.from_config(example / "uwsgi.ini")
     assert model is not None
     assert lines[2] == f"each worker serves: {model.why()} (from ./uwsgi.ini)"
     limit = ServerLimit(max_connections=300, superuser_reserved=3)
     # The example sets min_size 2 and max_size 4 (notes/__init__.py).
-    sizes = sizing.resolve(2, 4, model)
+    sizes = _sizing.resolve(2, 4, model)
     printed, fits = report(
         "default", Plan(max_size=4, workers=4, hosts=20), limit, sizes=sizes
     )

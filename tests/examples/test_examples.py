@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from pgpool_core.snippets import read_snippet
+from pgpool_core.ops.snippets import read_snippet
 from tests.conftest import REPO
 from tests.harness.postgres import PgServer
 from tests.harness.servers import LoadResult, Response, RunningServer

@@ -13,7 +13,7 @@ from click.testing import Result
 from flask import Flask
 
 from flask_pgpool import PgPool
-from pgpool_core.snippets import read_snippet
+from pgpool_core.ops.snippets import read_snippet
 from tests.conftest import REPO
 from tests.flask.conftest import MakeApp
 from tests.flask.support import FLASK, run_flask

@@ -448,7 +448,7 @@ def test_stats_and_reprs_hide_the_password(app: Flask, pg_server: PgServer) -> N
 def test_the_callers_borrower_label_survives_the_give_back(app: Flask) -> None:
     """A job that names itself (``with borrower(...)``) and runs an app context."""
     from pgpool_core import borrower
-    from pgpool_core.loans import current_borrower
+    from pgpool_core._loans import current_borrower
 
     with borrower("nightly job"):
         with app.app_context():

@@ -29,7 +29,7 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from pgpool_core.snippets import read_snippet
+from pgpool_core.ops.snippets import read_snippet
 
 PASSWORD = "pgpool-test-Secret-4711"
 USER = "pgpool"

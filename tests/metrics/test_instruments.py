@@ -32,8 +32,8 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from psycopg_pool import PoolTimeout
 
 from pgpool_core import ConfigurationError, ForkSafePool
-from pgpool_core import metrics as pool_metrics
-from pgpool_core.prometheus import (
+from pgpool_core.metrics import otel as pool_metrics
+from pgpool_core.metrics.prometheus import (
     PrometheusMultiprocessExporter,
     mark_dead_processes,
     prometheus_name,
@@ -257,7 +257,8 @@ sys.meta_path.insert(0, Block())
 
 USE_POOL = """
 import json, sys
-from pgpool_core import ForkSafePool, metrics
+from pgpool_core import ForkSafePool
+from pgpool_core.metrics import otel as metrics
 with ForkSafePool(sys.argv[1], min_size=1) as pool:
     with pool.connection() as conn:
         conn.execute("SELECT 1")
@@ -298,7 +299,8 @@ def test_the_api_alone_records_through_its_no_op_meter(dsn: str) -> None:
 
 WORKER_SETUP = """
 import json, os, signal, sys
-from pgpool_core import lifecycle, metrics
+from pgpool_core import _process as lifecycle
+from pgpool_core.metrics import otel as metrics
 
 ran = []
 

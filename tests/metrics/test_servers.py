@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from pgpool_core.prometheus import mark_dead_processes
+from pgpool_core.metrics.prometheus import mark_dead_processes
 from tests.conftest import REPO
 from tests.harness.otlp import Collector, Report
 from tests.harness.postgres import PgServer

@@ -18,9 +18,10 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
-from pgpool_core import ForkSafePool, SocketTimeout, health
+from pgpool_core import ForkSafePool, SocketTimeout
+from pgpool_core._socket_timeout import SOCKET_TIMEOUT_DEFAULT
 from pgpool_core.errors import unavailable_reason
-from pgpool_core.socket_timeout import SOCKET_TIMEOUT_DEFAULT
+from pgpool_core.ops import health
 from tests.harness.blackhole import BlackHoleProxy
 from tests.harness.postgres import PgServer
 

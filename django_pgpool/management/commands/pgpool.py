@@ -10,8 +10,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import connections
 
-from pgpool_core import capacity, mask_conninfo, report
-from pgpool_core.snippets import read_snippet, settings_output
+from pgpool_core import mask_conninfo
+from pgpool_core.ops import capacity, report
+from pgpool_core.ops.snippets import read_snippet, settings_output
 
 from ... import conf
 from ...base import DatabaseWrapper

@@ -1,6 +1,6 @@
 """Which loans may have changed the server session: the default reset follows those.
 
-The default ``reset`` (``pgpool_core.session``) sends
+The default ``reset`` (``pgpool_core._reset``) sends
 :data:`pgpool_core.RESET_SQL` only after a loan that ran something able to
 change the session. That is decided here, on the client, as each statement
 starts, by :func:`changes_session`: what is not plain data access or

@@ -260,7 +260,7 @@ def _gunicorn_on_stack() -> tuple[str, Any] | None:
 def gunicorn_master_on_stack() -> bool:
     """Return True in gunicorn's master, running a preloaded app or a hook.
 
-    For a ``gunicorn.conf.py`` without the ``pgpool_core.gunicorn`` hooks.
+    For a ``gunicorn.conf.py`` without the ``pgpool_core.servers.gunicorn`` hooks.
     """
     found = _gunicorn_on_stack()
     return found is not None and found[0] == "master"

@@ -20,7 +20,7 @@ from typing import Any
 
 import psycopg
 
-from . import sizing
+from .. import _sizing
 
 __all__ = [
     "LIMITS_SQL",
@@ -42,7 +42,7 @@ LIMITS_SQL = (
     " coalesce(current_setting('reserved_connections', true), '0')::int"
 )
 
-# The worker count gunicorn's master gave (pgpool_core.gunicorn records it).
+# The worker count gunicorn's master gave (pgpool_core.servers.gunicorn records it).
 _gunicorn_workers: int | None = None
 
 
@@ -58,8 +58,8 @@ def server_workers() -> tuple[int, str] | None:
 
     ``WEB_CONCURRENCY`` (gunicorn's default for ``workers``, and what many
     platforms set), else uWSGI's ``processes`` in a uWSGI process, else
-    gunicorn's ``workers`` in a worker started with the pgpool_core.gunicorn
-    hooks (or found by :func:`pgpool_core.sizing.current`), else a Celery
+    gunicorn's ``workers`` in a worker started with the pgpool_core.servers.gunicorn
+    hooks (or found by :func:`pgpool_core._sizing.current`), else a Celery
     prefork child's pool size. None when none of these is known.
     """
     env = os.environ.get("WEB_CONCURRENCY", "")
@@ -71,7 +71,7 @@ def server_workers() -> tuple[int, str] | None:
         return numproc, "uWSGI processes"
     if _gunicorn_workers is not None:
         return _gunicorn_workers, "gunicorn workers"
-    found = sizing.current()
+    found = _sizing.current()
     if found is not None and found.workers is not None:
         return found.workers, f"{found.server} workers"
     return None
@@ -115,16 +115,16 @@ def workers_from_config(path: Path) -> int | None:
 CONFIG_FILES = ("uwsgi.ini", "gunicorn.conf.py")
 
 
-def default_concurrency() -> tuple[sizing.Concurrency, str] | None:
+def default_concurrency() -> tuple[_sizing.Concurrency, str] | None:
     """How the server's workers serve, and where from: this process, else a
     config file here (:data:`CONFIG_FILES`), as :func:`default_workers` finds
     the worker count. For the ``capacity`` commands: a pool whose sizes are
     not set is sized from it, as in the workers."""
-    found = sizing.current()
+    found = _sizing.current()
     if found is not None:
         return found, "this process"
     for name in CONFIG_FILES:
-        found = sizing.from_config(Path(name))
+        found = _sizing.from_config(Path(name))
         if found is not None:
             return found, f"./{name}"
     return None
@@ -184,7 +184,7 @@ class Plan:
     *min_size* (default 0: none) bounds the advice: a max_size below it
     would be refused, so both are advised lower. *celery_max_size* is a
     Celery prefork child's (default: *max_size*; 1 when the pool's sizes are
-    not set, see :mod:`pgpool_core.sizing`). *master* is the connections a
+    not set, see :mod:`pgpool_core._sizing`). *master* is the connections a
     master keeps for its life, per host: a Django connection that start-up
     code opened under uWSGI without ``py-call-uwsgi-fork-hooks``.
     """
@@ -312,7 +312,7 @@ def warn_if_over(
 
     Called once per process, on the pool's first connection; never raises.
     The start-up line (INFO, logger ``pgpool.capacity``) gives the sizes, *why*
-    (:attr:`pgpool_core.sizing.Sizes.why`) and the host's sum against the
+    (:attr:`pgpool_core._sizing.Sizes.why`) and the host's sum against the
     server's limit: "4 worker(s) x max_size 1 = 4 of max_connections 100". The
     warning says what to change (:meth:`Plan.advice`), which workers would get
     no connection at start (:meth:`Plan.starving`), and names *command* (the
@@ -373,9 +373,9 @@ def plan_for(
     workers: int,
     hosts: int = 1,
     celery: int = 0,
-    concurrency: sizing.Concurrency | None = None,
+    concurrency: _sizing.Concurrency | None = None,
     master: int = 0,
-) -> tuple[Plan, sizing.Sizes]:
+) -> tuple[Plan, _sizing.Sizes]:
     """Return the worst case of *pool* (a ForkSafePool) and its workers' sizes.
 
     The sizes are those its pools get in a worker of *concurrency* (None: not
@@ -386,7 +386,7 @@ def plan_for(
     """
     sizes = pool.sizes_for(concurrency)
     child = pool.sizes_for(
-        sizing.Concurrency("Celery", "sync", 1, celery, "Celery prefork child")
+        _sizing.Concurrency("Celery", "sync", 1, celery, "Celery prefork child")
     )
     plan = Plan(
         max_size=sizes.max_size,
@@ -406,7 +406,7 @@ def report(
     limit: ServerLimit,
     *,
     pgbouncer: bool = False,
-    sizes: sizing.Sizes | None = None,
+    sizes: _sizing.Sizes | None = None,
 ) -> tuple[list[str], bool]:
     """Return the lines the ``capacity`` commands print for one pool, and if it fits.
 

@@ -185,9 +185,9 @@ class Recorder:
 
 def _open_pools() -> Iterator[tuple[Any, Any]]:
     """Yield (ProcessPools, ProcessPool) for each open pool of this process."""
-    from . import lifecycle
+    from .. import _process
 
-    for pools in lifecycle.all_pools():
+    for pools in _process.all_pools():
         pool = pools.latest()
         if pool is not None and not pool.closed:
             yield pools, pool
@@ -305,7 +305,7 @@ def run_in_each_worker(setup: F) -> F:
     and the workers would all report as one instance. Registered in
     ``gunicorn.conf.py`` or the WSGI module; usable as a decorator.
 
-    In a forking master (gunicorn with :mod:`pgpool_core.gunicorn` imported,
+    In a forking master (gunicorn with :mod:`pgpool_core.servers.gunicorn` imported,
     uWSGI's master) *setup* waits for the server hooks, which run it in each
     new worker before its pools warm up (after the monkey-patching of a
     gevent or eventlet worker). Anywhere else (a uWSGI ``lazy-apps`` worker,
@@ -317,10 +317,10 @@ def run_in_each_worker(setup: F) -> F:
     worker would exit there. An exception is logged, never raised: a worker
     starts without metrics rather than not at all.
     """
-    from . import lifecycle
+    from .. import _process
 
     _setups.append(setup)
-    if not lifecycle.in_forking_master():
+    if not _process.in_forking_master():
         _run(len(_setups) - 1)
     return setup
 
@@ -335,7 +335,7 @@ def start_worker() -> None:
 
 
 def _run(index: int) -> None:
-    from . import lifecycle
+    from .. import _process
 
     pid = os.getpid()
     if _ran_in.get(index) == pid:
@@ -343,7 +343,7 @@ def _run(index: int) -> None:
     _ran_in[index] = pid
     setup = _setups[index]
     try:
-        with lifecycle.stop_signals_blocked():
+        with _process.stop_signals_blocked():
             setup()
     except Exception:
         logger.exception("metrics setup %r failed in process %d", setup, pid)

@@ -6,7 +6,7 @@ A returned connection is reset in two halves (:class:`SessionReset`):
   thread): the transaction left open is rolled back and the session reset in
   one simple query, written to the socket but not waited for (by default the
   session only after a loan that may have changed it, as
-  :mod:`pgpool_core.tracking` tells; with ``reset="always"`` after every
+  :mod:`pgpool_core._tracking` tells; with ``reset="always"`` after every
   loan). The connection
   goes back to the pool *settling*: its reset is in flight.
 - **settled** before anything else uses it (:func:`settle`, when it is next
@@ -40,8 +40,8 @@ from psycopg.generators import fetch_many
 from psycopg.pq import ConnStatus, ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
 
+from ._tracking import take_changed, watch
 from .errors import SessionResetFailed
-from .tracking import take_changed, watch
 
 __all__ = [
     "RESET_SQL",
@@ -495,7 +495,7 @@ class SessionReset:
     *tracked*
         With *session*: reset the session only after a loan that ran
         something able to change it (the default ``reset``; see
-        :mod:`pgpool_core.tracking`). False: after every loan
+        :mod:`pgpool_core._tracking`). False: after every loan
         (``reset="always"``).
     *restore*
         Make the Python side of the connection as it was made (attributes,

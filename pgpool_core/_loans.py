@@ -3,7 +3,7 @@
 The ``warn_held_after`` warning, and the lost loans (:class:`LoanBook`).
 
 The same name is given when a transaction a borrower left open had written
-and was rolled back (see :mod:`pgpool_core.session`).
+and was rolled back (see :mod:`pgpool_core._reset`).
 
 A connection a request keeps for seconds (a slow stream, a view that sleeps
 between queries, an external call made while holding it) starves the other

@@ -16,9 +16,9 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import lifecycle
-from .errors import CONNECT_REASONS, connect_failure, unavailable_reason
-from .pool import ForkSafePool
+from .. import _process
+from ..errors import CONNECT_REASONS, connect_failure, unavailable_reason
+from ..pool import ForkSafePool
 
 __all__ = [
     "EXIT_FAILED",
@@ -170,7 +170,7 @@ def pool_stats(pool: ForkSafePool, *, conninfo: str, mask: Mask) -> dict[str, An
     for key in ("name", "pid"):
         stats.pop(key, None)
     entry["stats"] = stats
-    lifecycle.release(pool)
+    _process.release(pool)
     return entry
 
 

@@ -1,6 +1,6 @@
 """Validate pool options and conninfo strings.
 
-The masking of secrets lives in :mod:`pgpool_core.masking`; its public names
+The masking of secrets lives in :mod:`pgpool_core._secrets`; its public names
 are importable from here too, where they were first exported.
 """
 
@@ -21,9 +21,8 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from . import libpq, masking
-from .errors import ConfigurationError
-from .masking import (
+from . import _libpq, _secrets
+from ._secrets import (
     MASK,
     SECRET_KEYWORDS,
     ConnectionParams,
@@ -35,6 +34,7 @@ from .masking import (
     remember_kwargs,
     remember_secrets,
 )
+from .errors import ConfigurationError
 
 __all__ = [
     "KEEPALIVE_DEFAULTS",
@@ -126,7 +126,7 @@ SECONDS_MAX = min(365 * 24 * 3600, int(threading.TIMEOUT_MAX))
 #: ``min_size``, ``max_size``: PostgreSQL's MAX_BACKENDS (2^18 - 1), the
 #: highest ``max_connections`` a server can have; the server's own is
 #: compared with the pool's size at its first connect
-#: (:mod:`pgpool_core.capacity`).
+#: (:mod:`pgpool_core.ops.capacity`).
 SIZE_MAX = 262_143
 #: ``num_workers``: threads each process starts for each pool (8 MiB of
 #: address space each, with the default stack size). They only open, check
@@ -232,7 +232,7 @@ def validate_pool_options(
     max_size = options.get("max_size")
     if max_size is not None and not (_is_int(max_size) and max_size >= 1):
         raise bad("max_size", "an integer >= 1 or None")
-    # A min_size left unset follows max_size down (see pgpool_core.sizing).
+    # A min_size left unset follows max_size down (see pgpool_core._sizing).
     min_size = options.get("min_size")
     if max_size is not None and min_size is not None and min_size > max_size:
         raise ConfigurationError(
@@ -411,7 +411,7 @@ def parse_conninfo(conninfo: str, *, setting: str = "conninfo") -> dict[str, Any
 def _explain_parse_error(conninfo: str, message: str) -> str:
     scheme = _OTHER_SCHEME.match(conninfo)
     if scheme is not None:
-        if libpq.URL_PREFIX.fullmatch(scheme.group(0)):
+        if _libpq.URL_PREFIX.fullmatch(scheme.group(0)):
             return (
                 f'the URL\'s scheme "{scheme.group(0)}" is read in lower case'
                 ' only: write "postgresql://"'
@@ -438,7 +438,7 @@ _OTHER_SCHEME = re.compile(r"(?!postgres(?:ql)?://)[A-Za-z][A-Za-z0-9+.-]*://")
 
 
 def _setting_name(name: str) -> str:
-    return f'"{name}"' if name in libpq.keywords() else "a setting"
+    return f'"{name}"' if name in _libpq.keywords() else "a setting"
 
 
 _QUOTING_HINT = (
@@ -453,7 +453,7 @@ def _explain_keyword_error(text: str) -> str | None:
     Names only settings libpq knows, and an unknown one only if no secret
     setting comes before it: a word after a password may be part of it.
     """
-    settings, problem = libpq.read_keyword_syntax(text)
+    settings, problem = _libpq.read_keyword_syntax(text)
     if problem is None:
         return None
     kind, name = problem
@@ -467,11 +467,11 @@ def _explain_keyword_error(text: str) -> str | None:
         else "at the start"
     )
     if kind == "missing =":
-        if name in libpq.keywords():
+        if name in _libpq.keywords():
             return f'missing "=" after "{name}"'
         return f'a word without "=" {where}{_QUOTING_HINT if before else ""}'
     if not after_secret and re.fullmatch(r"[a-z_]{1,40}", name):
-        close = difflib.get_close_matches(name, libpq.keywords(), n=1)
+        close = difflib.get_close_matches(name, _libpq.keywords(), n=1)
         also = f' (did you mean "{close[0]}"?)' if close else ""
         return f'unknown setting "{name}"{also}'
     return f"an unknown setting name {where}{_QUOTING_HINT if after_secret else ''}"
@@ -490,15 +490,15 @@ _URL_HINT = (
 
 def _explain_url_error(uri: str, message: str) -> str:
     """Say what breaks libpq's URL syntax, and in which part (fe-connect.c)."""
-    parts = [(label, uri[start:end]) for label, start, end in libpq.url_parts(uri)]
-    token = libpq.parse_error_token(message)
+    parts = [(label, uri[start:end]) for label, start, end in _libpq.url_parts(uri)]
+    token = _libpq.parse_error_token(message)
     for fragment, reason in _URL_REASONS:
         if fragment in message:
             part = next((label for label, raw in parts if raw == token), None)
             return f"{reason} in {part or 'the URL'}{_URL_HINT}"
     if "key/value separator" in message:
         extra = "extra" in message
-        key = token if token in libpq.keywords() else None
+        key = token if token in _libpq.keywords() else None
         which = f'the query parameter "{key}"' if key else "a query parameter"
         what = 'a second "="' if extra else 'no "="'
         hint = _URL_HINT if key in SECRET_KEYWORDS else ""
@@ -510,7 +510,7 @@ def _explain_url_error(uri: str, message: str) -> str:
             for label, _ in parts
         )
         if token and not secret_before and re.fullmatch(r"[a-z_]{1,40}", token):
-            close = difflib.get_close_matches(token, libpq.keywords(), n=1)
+            close = difflib.get_close_matches(token, _libpq.keywords(), n=1)
             also = f' (did you mean "{close[0]}"?)' if close else ""
             return f'unknown query parameter "{token}"{also}'
         return "an unknown query parameter name" + (_URL_HINT if secret_before else "")
@@ -669,11 +669,11 @@ def validate_connection(
         if key in PSYCOPG_CONNECT_ARGS:
             _check_psycopg_arg(name, key, value)
             continue
-        if key not in libpq.keywords():
+        if key not in _libpq.keywords():
             raise ConfigurationError(
                 name,
                 "not a libpq connection parameter nor an argument of psycopg's"
-                f" connect(){did_you_mean(key, libpq.keywords())}",
+                f" connect(){did_you_mean(key, _libpq.keywords())}",
             )
         if isinstance(value, bytes) or not isinstance(value, (str, int, float)):
             raise ConfigurationError(
@@ -701,7 +701,7 @@ def _check_psycopg_arg(name: str, key: str, value: Any) -> None:
 def _check_values(params: dict[str, str], where: dict[str, str]) -> None:
     hosts = params["host"].split(",") if "host" in params else []
     for port in params.get("port", "").split(","):
-        port = port.strip(libpq.C_SPACE)
+        port = port.strip(_libpq.C_SPACE)
         if port and not (port.isdigit() and 1 <= int(port) <= 65535):
             raise ConfigurationError(
                 where["port"], f'port "{port}" is not a port number (1 to 65535)'
@@ -711,7 +711,7 @@ def _check_values(params: dict[str, str], where: dict[str, str]) -> None:
         if problem:
             raise ConfigurationError(where["host"], problem)
     dbname = params.get("dbname", "")
-    if "=" in dbname or libpq.URL_PREFIX.match(dbname):
+    if "=" in dbname or _libpq.URL_PREFIX.match(dbname):
         # libpq expands a dbname that holds a conninfo only when it is given
         # apart (PQconnectdbParams' expand_dbname); psycopg joins it into one
         # string, where it is a database name.
@@ -725,7 +725,7 @@ def _check_values(params: dict[str, str], where: dict[str, str]) -> None:
         for address in addresses:
             try:
                 if address:
-                    ipaddress.ip_address(address.strip(libpq.C_SPACE))
+                    ipaddress.ip_address(address.strip(_libpq.C_SPACE))
             except ValueError:
                 raise ConfigurationError(
                     where["hostaddr"], f'hostaddr "{address}" is not an IP address'
@@ -755,11 +755,11 @@ def _check_integers(
         if key in params
     }
     unset = [key for key in _INTEGER_SETTINGS if key not in params]
-    for key, (name, value) in libpq.environment_variables(unset).items():
+    for key, (name, value) in _libpq.environment_variables(unset).items():
         values[key] = (value, name, name)
     numbers: dict[str, int] = {}
     for key, (value, setting, variable) in values.items():
-        if key not in libpq.keywords():
+        if key not in _libpq.keywords():
             continue
         non_negative = _INTEGER_SETTINGS[key]
         expected = "an integer >= 0" if non_negative else "an integer"
@@ -768,7 +768,7 @@ def _check_integers(
             if variable
             else ""
         )
-        text = value.strip(libpq.C_SPACE)
+        text = value.strip(_libpq.C_SPACE)
         if not re.fullmatch(r"[-+]?\d+", text) or (non_negative and int(text) < 0):
             raise ConfigurationError(
                 setting, f"{key}: expected {expected}, got {value!r}{fix}"
@@ -782,7 +782,7 @@ def _check_integers(
             )
         numbers[key] = int(text)
     tcp = numbers.get("keepalives", 1) != 0 and not (
-        hosts and all(h.strip(libpq.C_SPACE).startswith(("/", "@")) for h in hosts)
+        hosts and all(h.strip(_libpq.C_SPACE).startswith(("/", "@")) for h in hosts)
     )
     if not (tcp and sys.platform.startswith("linux")):
         return
@@ -799,10 +799,10 @@ def _check_integers(
 
 def _host_problem(host: str) -> str | None:
     """Why *host* (one of a host list) can be no host, or None."""
-    host = host.strip(libpq.C_SPACE)
+    host = host.strip(_libpq.C_SPACE)
     if not host or host.startswith(("/", "@")):
         return None  # libpq's default, or a Unix socket's directory
-    if "=" in host or libpq.URL_PREFIX.match(host):
+    if "=" in host or _libpq.URL_PREFIX.match(host):
         return (
             "host: a connection string written as the host name, which libpq"
             " takes for a name, unexpanded: give its settings one by one"
@@ -845,7 +845,7 @@ def _file_problem(key: str, path: str, tls: bool) -> str | None:
 
 def _ask_libpq(params: dict[str, str], where: dict[str, str], hosts: int) -> None:
     """Start a connection to a socket that does not exist: libpq checks first."""
-    probe = {k: v for k, v in params.items() if k not in masking.SECRET_KEYWORDS}
+    probe = {k: v for k, v in params.items() if k not in _secrets.SECRET_KEYWORDS}
     probe["host"] = ",".join([_NO_SUCH_SOCKET_DIR] * max(hosts, 1))
     probe["hostaddr"] = ""  # checked above; else libpq would connect to it
     pgconn = pq.PGconn.connect_start(make_conninfo("", **probe).encode())
@@ -856,8 +856,8 @@ def _ask_libpq(params: dict[str, str], where: dict[str, str], hosts: int) -> Non
     if not _LIBPQ_REFUSES.match(message):
         return
     key = _setting_in(message, where)
-    from_environment = libpq.environment_variables(
-        k for k in libpq.keywords() if k not in where
+    from_environment = _libpq.environment_variables(
+        k for k in _libpq.keywords() if k not in where
     )
     variable_key = None if key else _setting_in(message, from_environment)
     about = key or variable_key

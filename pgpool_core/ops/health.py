@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg_pool import PoolTimeout, TooManyRequests
 
-from .options import mask_secrets
-from .socket_timeout import bounded
+from .._options import mask_secrets
+from .._socket_timeout import bounded
 
 if TYPE_CHECKING:
-    from .pool import ForkSafePool
+    from ..pool import ForkSafePool
 
 __all__ = ["PoolHealth", "check_pool"]
 

@@ -20,7 +20,7 @@ from urllib.parse import quote, quote_plus
 import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from . import libpq
+from . import _libpq
 
 __all__ = [
     "MASK",
@@ -119,7 +119,7 @@ def _forms(value: str) -> frozenset[str]:
 
 def _pieces(text: str) -> set[str]:
     """Words of *text* that a parser may have split it into, short ones dropped."""
-    keywords = libpq.keywords()
+    keywords = _libpq.keywords()
     return {
         piece
         for piece in _PIECE_SEPARATORS.split(text)
@@ -133,7 +133,7 @@ def _truncated(value: str) -> str:
 
 def _looks_like_conninfo(value: str) -> bool:
     # libpq's own test for a dbname to expand, made lenient on the scheme case.
-    return "=" in value or libpq.URL_PREFIX.search(value) is not None
+    return "=" in value or _libpq.URL_PREFIX.search(value) is not None
 
 
 def _secrets_in_params(params: Mapping[str, Any], depth: int = 0) -> set[str]:
@@ -185,14 +185,14 @@ def _secrets_in_conninfo(conninfo: str, depth: int = 0) -> frozenset[str]:
     # Each value read, as written too (an output may quote the text with its
     # escapes), and those libpq drops: a repeated setting keeps the last.
     found: set[str] = set()
-    for setting in libpq.read_keyword_syntax(conninfo)[0]:
+    for setting in _libpq.read_keyword_syntax(conninfo)[0]:
         if setting.name in SECRET_KEYWORDS and setting.raw:
             found |= {setting.raw, re.sub(r"\\(.)", r"\1", setting.raw)}
     params = _parsed(conninfo)
     if params is None:
         return frozenset(found | _lenient_secrets(conninfo))
     found |= _secrets_in_params(params, depth)
-    if libpq.URL_PREFIX.search(conninfo):
+    if _libpq.URL_PREFIX.search(conninfo):
         # libpq ends a URL's user information at the first "@" or "/": a
         # password holding either, unencoded, spills into the host, port or
         # database name. Mask what every reading of it would call a password.
@@ -225,9 +225,9 @@ def _lenient_secrets(
     """
     found: set[str] = set()
     tails: set[str] = set()
-    for match in libpq.URL_PREFIX.finditer(text):
+    for match in _libpq.URL_PREFIX.finditer(text):
         begin = match.start()
-        parts = libpq.url_parts(text[begin:])
+        parts = _libpq.url_parts(text[begin:])
         # libpq's reading went wrong if it found an "@" in a host, a port or
         # a database name, or a port that is no number.
         misread = keyword_syntax or any(
@@ -249,20 +249,20 @@ def _lenient_secrets(
             for label, start, end in parts if misread else ():
                 piece = text[max(begin + start, colon + 1) : min(begin + end, at)]
                 if len(piece) >= _SHORT:  # a shorter one is no telling piece
-                    found.update({piece, libpq.unquoted(piece)})
+                    found.update({piece, _libpq.unquoted(piece)})
                 # libpq joins the hosts and the ports with ",": the value.
                 value = (params or {}).get(_URL_PART_KEYS.get(label, ""))
                 if piece and isinstance(value, str) and len(value) >= _SHORT:
                     found.add(value)
-    for source in {text, libpq.unquoted(text)}:
+    for source in {text, _libpq.unquoted(text)}:
         for match in _SECRET_KEYWORD_AT.finditer(source):
             tail = source[match.end() :]
             tails.add(tail)
             if keyword_syntax:
-                tails.add(libpq.keyword_value(tail.lstrip(libpq.C_SPACE)))
+                tails.add(_libpq.keyword_value(tail.lstrip(_libpq.C_SPACE)))
             tails.add(tail.split("&", 1)[0])  # a URL query parameter
     for tail in tails:
-        for candidate in (tail, tail.strip(), tail.strip("'\""), libpq.unquoted(tail)):
+        for candidate in (tail, tail.strip(), tail.strip("'\""), _libpq.unquoted(tail)):
             if candidate:
                 found.add(candidate)
         if keyword_syntax:
@@ -422,9 +422,9 @@ def _mask_libpq_quotes(text: str) -> str:
     # masked unless it is a setting name.
     def replace(match: re.Match[str]) -> str:
         *heads, token, tail = match.groups()
-        return "?".join(heads) + (token if token in libpq.keywords() else MASK) + tail
+        return "?".join(heads) + (token if token in _libpq.keywords() else MASK) + tail
 
-    for pattern in libpq.PARSE_ERROR_QUOTES:
+    for pattern in _libpq.PARSE_ERROR_QUOTES:
         text = pattern.sub(replace, text)
     return text
 
@@ -614,7 +614,7 @@ def mask_conninfo(conninfo: str = "", kwargs: Mapping[str, Any] | None = None) -
         params: dict[str, Any] = conninfo_to_dict(conninfo)
     except (psycopg.Error, UnicodeError, ValueError):
         return "<unparsable conninfo>"
-    keywords = libpq.keywords()
+    keywords = _libpq.keywords()
     for key, value in (kwargs or {}).items():
         if key in keywords and value is not None and not isinstance(value, bool):
             params[key] = value

@@ -1,8 +1,8 @@
 """How libpq reads connection settings (fe-connect.c).
 
 Its setting names, its key=value and URL syntaxes, and the tokens its parse
-errors quote: the validation (:mod:`pgpool_core.options`) and the masking
-(:mod:`pgpool_core.masking`) must both read a conninfo as libpq does.
+errors quote: the validation (:mod:`pgpool_core._options`) and the masking
+(:mod:`pgpool_core._secrets`) must both read a conninfo as libpq does.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ class Setting(NamedTuple):
     raw: str  # the value as written, without its quotes, escapes kept
 
     def __repr__(self) -> str:
-        from .masking import MASK, SECRET_KEYWORDS, mask_secrets  # imports this
+        from ._secrets import MASK, SECRET_KEYWORDS, mask_secrets  # imports this
 
         raw = MASK if self.name in SECRET_KEYWORDS else self.raw
         return mask_secrets(f"{type(self).__name__}(name={self.name!r}, raw={raw!r})")

@@ -11,7 +11,7 @@ answers the scrape merges them all.
 :class:`PrometheusMultiprocessExporter` is an OpenTelemetry metric exporter
 that writes what the SDK of a worker collects into those files; give it to a
 ``PeriodicExportingMetricReader`` in each worker (see
-:func:`pgpool_core.metrics.run_in_each_worker`). Names, units and types
+:func:`pgpool_core.metrics.otel.run_in_each_worker`). Names, units and types
 follow OpenTelemetry's Prometheus compatibility rules (``.`` becomes ``_``,
 ``s`` adds ``_seconds``, a counter ``_total``, ``{connection}`` adds
 nothing): ``db_client_connection_count``,
@@ -54,11 +54,11 @@ try:
     from prometheus_client.utils import floatToGoString
 except ImportError as err:
     raise ImportError(
-        "pgpool_core.prometheus needs opentelemetry-sdk and prometheus-client:"
+        "pgpool_core.metrics.prometheus needs opentelemetry-sdk and prometheus-client:"
         " pip install psycopg-forksafe[prometheus]"
     ) from err
 
-from .errors import ConfigurationError
+from ..errors import ConfigurationError
 
 __all__ = ["PrometheusMultiprocessExporter", "mark_dead_processes", "prometheus_name"]
 

@@ -1,7 +1,7 @@
 """ProcessPool: the psycopg_pool.ConnectionPool that serves one process.
 
 A :class:`~pgpool_core.ForkSafePool` makes one in each process that uses it
-(see :mod:`pgpool_core.lifecycle`). It is psycopg_pool's own pool, with its
+(see :mod:`pgpool_core._process`). It is psycopg_pool's own pool, with its
 accounting, statistics, check loop, maintenance tasks and log messages, except
 where this module says otherwise:
 
@@ -12,7 +12,7 @@ where this module says otherwise:
   is finished before anything uses it again
   (:meth:`ProcessPool._check_connection`, the one place a pooled connection
   is made ready before it is lent, and :meth:`ProcessPool.check_connection`
-  for ``check()``; see :mod:`pgpool_core.session`);
+  for ``check()``; see :mod:`pgpool_core._reset`);
 - an open transaction is rolled back through libpq, keeping psycopg's
   prepared statements;
 - after a mass termination, a connection found dead by the check is followed
@@ -76,7 +76,16 @@ from psycopg_pool.abc import CT
 from psycopg_pool.base import AttemptWithBackoff
 from psycopg_pool.pool import AddConnection, MaintenanceTask
 
-from . import green, metrics
+from . import _green
+from ._loans import Loan, LoanBook
+from ._reset import (
+    SessionReset,
+    announce_rollback,
+    is_settling,
+    rollback_announced,
+    settle,
+)
+from ._secrets import mask_exception
 from .errors import (
     CONNECT_REASONS,
     UNREACHABLE,
@@ -85,15 +94,7 @@ from .errors import (
     connect_failure,
     server_full,
 )
-from .loans import Loan, LoanBook
-from .masking import mask_exception
-from .session import (
-    SessionReset,
-    announce_rollback,
-    is_settling,
-    rollback_announced,
-    settle,
-)
+from .metrics import otel
 
 __all__ = [
     "FORK_CONNECT_WAIT",
@@ -342,8 +343,8 @@ class ProcessPool(ConnectionPool[CT]):
         self._loans.end(conn)
         if self._loans.collected:
             self._reclaim_lost()
-        if metrics.recorder is not None:  # metrics: use_time, however it comes back
-            metrics.recorder.returned(conn, self.name)
+        if otel.recorder is not None:  # metrics: use_time, however it comes back
+            otel.recorder.returned(conn, self.name)
         if self._returned is not None:
             self._returned(conn)
         super().putconn(conn)
@@ -359,7 +360,7 @@ class ProcessPool(ConnectionPool[CT]):
         # before the patch, would block the whole worker; their queues take
         # locks. There, lost loans are taken back at the next getconn() or
         # putconn(), and by the watch while clients wait.
-        self._wakeable = green.patched_by() is None
+        self._wakeable = _green.patched_by() is None
         if self._wakeable:
             self._tasks = SimpleQueue()  # type: ignore[assignment]
         super()._start_workers()
@@ -556,7 +557,7 @@ class ProcessPool(ConnectionPool[CT]):
         # a ROLLBACK through libpq in the same query rather than
         # conn.rollback(), which would also make psycopg deallocate its
         # prepared statements) is sent, not waited for: the connection goes
-        # back settling (see pgpool_core.session).
+        # back settling (see pgpool_core._reset).
         status = conn.pgconn.transaction_status
         if status == TransactionStatus.UNKNOWN:
             return  # closed: psycopg_pool discards it
@@ -717,8 +718,8 @@ class ProcessPool(ConnectionPool[CT]):
         since = monotonic()  # metrics: create_time, configure included
         try:
             conn = super()._connect(timeout)
-            if metrics.recorder is not None:
-                metrics.recorder.connected(self.name, monotonic() - since)
+            if otel.recorder is not None:
+                otel.recorder.connected(self.name, monotonic() - since)
             # Known as made before it stops counting as under way: an
             # attempt failing meanwhile must not find neither, and fail the
             # waiting clients (_failed_to_connect).

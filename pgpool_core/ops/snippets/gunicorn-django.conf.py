@@ -1,6 +1,6 @@
-# gunicorn.conf.py for a flask app in preload mode: imported once in the
+# gunicorn.conf.py for a django app in preload mode: imported once in the
 # master, forked into the workers, which share its memory.
-wsgi_app = "wsgi:app"
+wsgi_app = "mysite.wsgi:application"
 bind = "127.0.0.1:8000"
 
 # Safe with pgpool: each worker makes its own pool on first use.
@@ -16,7 +16,7 @@ graceful_timeout = 30
 # Importing these marks the master (no pool threads there before the fork),
 # warms each worker up after the fork (after the monkey-patching of a gevent
 # worker) and closes its pools when it exits.
-from pgpool_core.gunicorn import (  # noqa: E402,F401
+from pgpool_core.servers.gunicorn import (  # noqa: E402,F401
     post_fork,
     post_worker_init,
     pre_fork,

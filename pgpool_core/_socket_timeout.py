@@ -31,7 +31,7 @@ connection (``statement_timeout``, ``client_connection_check_interval``).
 How: psycopg runs each operation of a connection (a query, a fetch, a
 commit) as a generator, which ``Connection.wait()`` hands to psycopg's wait
 function (``psycopg.waiting.wait``, chosen by psycopg when imported, or by
-:mod:`pgpool_core.green` under gevent and eventlet). The wait function
+:mod:`pgpool_core._green` under gevent and eventlet). The wait function
 resumes the generator when the socket is ready, and every 0.1 s (psycopg's
 interval) with nothing ready. :func:`bound_waits` gives each connection a
 ``wait`` that hands on the generator wrapped, which counts the time since

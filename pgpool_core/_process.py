@@ -2,11 +2,12 @@
 
 Correctness rests on one thing only: every access compares ``os.getpid()`` with
 the pid that made the pool. The hooks in this module (``os.register_at_fork``,
-the server hooks in :mod:`pgpool_core.gunicorn` and :mod:`pgpool_core.uwsgi`)
-only do the same work earlier, so that a worker starts warm.
+the server hooks in :mod:`pgpool_core.servers.gunicorn` and
+:mod:`pgpool_core.servers.uwsgi`) only do the same work earlier, so that a worker
+starts warm.
 
 Each :class:`~pgpool_core.ForkSafePool` keeps its per-process state in a
-:class:`ProcessPools`: this process's :class:`~pgpool_core.process_pool.ProcessPool`
+:class:`ProcessPools`: this process's :class:`~pgpool_core._psycopg_pool.ProcessPool`
 (none in a forking master, which gets plain connections instead), the
 connections made here, and what was inherited from a parent, abandoned
 untouched. The module keeps every ProcessPools for the server hooks, the
@@ -29,8 +30,8 @@ from typing import Any
 
 import psycopg
 
-from . import green, sizing
-from .process_pool import FORK_CONNECT_WAIT, ProcessPool
+from . import _green, _sizing
+from ._psycopg_pool import FORK_CONNECT_WAIT, ProcessPool
 
 __all__ = [
     "EXIT_CLOSE_TIMEOUT",
@@ -101,7 +102,7 @@ def _forget_unpatched_lock() -> None:
     _locks.pop(os.getpid(), None)
 
 
-green.on_patched(_forget_unpatched_lock)
+_green.on_patched(_forget_unpatched_lock)
 
 
 def mark_forking_master() -> None:
@@ -119,14 +120,14 @@ def in_forking_master() -> bool:
 
     One that imported server hooks (:func:`mark_forking_master`), uWSGI's
     master, or gunicorn's, found on the stack when it imports a preloaded app
-    or runs a hook (:func:`pgpool_core.sizing.gunicorn_master_on_stack`): with
+    or runs a hook (:func:`pgpool_core._sizing.gunicorn_master_on_stack`): with
     or without the hooks in its config, a master keeps no pool.
     """
     if _forking_master_pid == os.getpid():
         return True
     uwsgi = sys.modules.get("uwsgi")
     if uwsgi is None:
-        if sizing.gunicorn_master_on_stack():
+        if _sizing.gunicorn_master_on_stack():
             mark_forking_master()
             return True
         return False
@@ -267,8 +268,8 @@ class ProcessPools:
             if pool is not None and not pool._closed and here.select is select.select:
                 return pool
         # Before this process's lock is taken: a lock made before the patch
-        # blocks every greenlet (see pgpool_core.green).
-        green.after_patch()
+        # blocks every greenlet (see pgpool_core._green).
+        _green.after_patch()
         with process_lock():
             return self._current_locked()
 
@@ -288,7 +289,7 @@ class ProcessPools:
                 with stop_signals_blocked():
                     here.pool.close(EXIT_CLOSE_TIMEOUT)
             here.pool, here.stopped = None, here.pool
-        if in_forking_master() or green.patch_pending():
+        if in_forking_master() or _green.patch_pending():
             # Plain connections until the fork, or the patch.
             return None
         here.select = select.select
@@ -537,7 +538,7 @@ def refit_all() -> None:
     """Close this process's pools whose sizes are not their owner's any more.
 
     For a server hook that records how this process serves
-    (:func:`pgpool_core.sizing.record`) after import-time code made a pool
+    (:func:`pgpool_core._sizing.record`) after import-time code made a pool
     sized without knowing it (a Celery worker's own process under
     ``threads``): the next use makes a pool of the sizes the user set or the
     server's model gives.

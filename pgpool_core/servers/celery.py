@@ -2,7 +2,7 @@
 
 In a Flask app's or a Django project's Celery module (``proj/celery.py``)::
 
-    import pgpool_core.celery  # noqa: F401
+    import pgpool_core.servers.celery  # noqa: F401
 
 Importing it connects these receivers (once, however often it is imported;
 in a process that only sends tasks they never run):
@@ -16,10 +16,10 @@ in a process that only sends tasks they never run):
     queries there gets plain connections. With ``--pool=solo``, ``threads``,
     ``gevent`` or ``eventlet`` tasks run in the main process, which keeps its
     pools; under gevent and eventlet, psycopg's waits are made to yield to
-    the event loop (see :mod:`pgpool_core.green`).
+    the event loop (see :mod:`pgpool_core._green`).
 ``worker_process_init``
     Gives each prefork child fresh pools, runs the setups of
-    :func:`pgpool_core.metrics.run_in_each_worker` and starts connecting
+    :func:`pgpool_core.metrics.otel.run_in_each_worker` and starts connecting
     (under ``solo`` it runs in the main process, and only starts connecting).
 ``worker_process_shutdown``
     Closes a prefork child's pools as it exits.
@@ -39,13 +39,14 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from . import green, lifecycle, metrics, sizing
+from .. import _green, _process, _sizing
+from ..metrics import otel
 
 try:
     from celery import signals
 except ImportError as err:
     raise ImportError(
-        "pgpool_core.celery needs Celery: pip install psycopg-forksafe[celery]"
+        "pgpool_core.servers.celery needs Celery: pip install psycopg-forksafe[celery]"
     ) from err
 
 __all__ = ["is_prefork_pool", "keeps_pools"]
@@ -102,37 +103,37 @@ def _worker_init(sender: Any = None, **kwargs: Any) -> None:
     pool_cls = getattr(sender, "pool_cls", None)
     if is_prefork_pool(pool_cls):
         _prefork_children = getattr(sender, "concurrency", None)
-        lifecycle.mark_forking_master()
-        lifecycle.close_in_master()
+        _process.mark_forking_master()
+        _process.close_in_master()
     else:
         _task_process = os.getpid()
-        found = sizing.celery_concurrency(
+        found = _sizing.celery_concurrency(
             pool_cls, getattr(sender, "concurrency", None)
         )
         if found is not None:
-            sizing.record(found)
-            lifecycle.refit_all()  # a pool import-time code made unsized
+            _sizing.record(found)
+            _process.refit_all()  # a pool import-time code made unsized
         # gevent and eventlet patched before the app was imported; psycopg
         # only notices gevent.
-        green.after_patch()
+        _green.after_patch()
 
 
 def _worker_process_init(**kwargs: Any) -> None:
     global _task_process
     _task_process = os.getpid()
     if _prefork_children is not None:  # not under solo (see worker_process_init)
-        sizing.record_celery_child(_prefork_children)
-    lifecycle.after_fork_in_child()
-    metrics.start_worker()
-    lifecycle.warm_up_all()
+        _sizing.record_celery_child(_prefork_children)
+    _process.after_fork_in_child()
+    otel.start_worker()
+    _process.warm_up_all()
 
 
 def _worker_process_shutdown(**kwargs: Any) -> None:
-    lifecycle.close_all()
+    _process.close_all()
 
 
 def _worker_shutdown(**kwargs: Any) -> None:
-    lifecycle.close_all()
+    _process.close_all()
 
 
 # With a dispatch_uid, connecting again (a reload, the module imported under

@@ -2,12 +2,12 @@
 
 Under uWSGI it registers a ``uwsgidecorators.postfork`` function that gives each
 worker fresh pools, runs the setups of
-:func:`pgpool_core.metrics.run_in_each_worker` and starts connecting
-(``pgpool_core.lifecycle`` closes them when the worker exits, as in any
+:func:`pgpool_core.metrics.otel.run_in_each_worker` and starts connecting
+(``pgpool_core._process`` closes them when the worker exits, as in any
 process). With uWSGI's gevent loop engine (``gevent`` and
 ``gevent-monkey-patch``), which patches each worker after that hook, the last
 two wait for the patch, and psycopg's waits are chosen again then (see
-:mod:`pgpool_core.green`). Outside uWSGI it does nothing,
+:mod:`pgpool_core._green`). Outside uWSGI it does nothing,
 so the import is safe in code that also runs under gunicorn, in tests or in a
 shell.
 
@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import sys
 
-from . import green, lifecycle, metrics
+from .. import _green, _process
+from ..metrics import otel
 
 __all__ = ["running_under_uwsgi"]
 
@@ -32,25 +33,25 @@ def running_under_uwsgi() -> bool:
 
 
 def _postfork() -> None:
-    lifecycle.after_fork_in_child()
-    if green.patch_pending():
+    _process.after_fork_in_child()
+    if _green.patch_pending():
         # uWSGI's gevent loop engine patches each worker as its loop starts,
         # after this hook: threads started now would be real ones, and
         # psycopg's waits would block the whole worker.
-        green.after_gevent_patch(then=_start_worker)
+        _green.after_gevent_patch(then=_start_worker)
     else:
         _start_worker()
 
 
 def _start_worker() -> None:
-    metrics.start_worker()
-    lifecycle.warm_up_all()
+    otel.start_worker()
+    _process.warm_up_all()
 
 
 if running_under_uwsgi():
     import uwsgidecorators
 
     uwsgidecorators.postfork(_postfork)
-    if green.patch_pending() and not lifecycle.in_forking_master():
+    if _green.patch_pending() and not _process.in_forking_master():
         # Imported in a worker (lazy-apps), whose patch comes later.
-        green.after_gevent_patch()
+        _green.after_gevent_patch()

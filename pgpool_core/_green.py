@@ -15,7 +15,7 @@ adapters registered with :func:`on_patched` (``django_pgpool`` gives each
 greenlet its own Django connections there). The server hooks call it when the
 patch happens (gunicorn's, uWSGI's with its gevent loop engine, Celery's);
 the pools call it too, before they make this process's pool, and replace one
-made before the patch (``pgpool_core.lifecycle.ProcessPools.current()``), for
+made before the patch (``pgpool_core._process.ProcessPools.current()``), for
 a patch that no hook saw.
 """
 

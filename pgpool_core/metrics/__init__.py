@@ -1,0 +1,1 @@
+"""Pool metrics: OpenTelemetry (:mod:`.otel`) and Prometheus (:mod:`.prometheus`)."""
