@@ -25,7 +25,7 @@ django.setup()
 
 from django.db import connection  # noqa: E402
 
-from pgpool_core import lifecycle  # noqa: E402
+from pgpool_core import _process  # noqa: E402
 from tests.harness.forking import FORKS, run_in_child  # noqa: E402
 
 
@@ -36,7 +36,7 @@ def backend_pid() -> int:
 
 
 def main(fork_kind: str, moment: str) -> dict[str, Any]:
-    lifecycle.mark_forking_master()
+    _process.mark_forking_master()
     master_backend = backend_pid()
     held = connection.connection
     report: dict[str, Any] = {
@@ -44,7 +44,7 @@ def main(fork_kind: str, moment: str) -> dict[str, Any]:
         "plain": getattr(held, "_pool", None) is None,
     }
     if moment == "pre_fork":
-        lifecycle.close_in_master()
+        _process.close_in_master()
     report["threads"] = threading.active_count()
 
     def worker() -> dict[str, Any]:
