@@ -3,13 +3,14 @@
 The core publishes here and imports nothing of its observers; this module
 imports nothing of the core, so that every module of it can import this one.
 
-- Per event, on the hot path: the core calls a method of :data:`listener`
-  (lent, returned, timed out, connected) after one ``if listener is not
-  None``: nothing more when no observer subscribed (:func:`subscribe`).
+- Per event, on the hot path: the core calls a method of ``listener``
+  (a :class:`Listener`: lent, returned, timed out, connected) after one
+  ``if listener is not None``: nothing more when no observer subscribed
+  (:func:`subscribe`).
 - At collection time: an observer reads this process's open pools with
-  :func:`pool_states`, and asks :func:`in_forking_master` and
-  :func:`stop_signals_blocked` of the process; :mod:`pgpool_core._process`
-  supplies them (:func:`supply`) when it is imported.
+  ``pool_states()`` (a list of :class:`PoolState`), and asks
+  ``in_forking_master()`` and ``stop_signals_blocked()`` of the process;
+  ``pgpool_core._process`` supplies them (``supply()``) when it is imported.
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ def supply(
     forking_master: Callable[[], bool],
     signals_blocked: Callable[[], AbstractContextManager[None]],
 ) -> None:
-    """Give observers the core's readings (:mod:`pgpool_core._process`, once)."""
+    """Give observers the core's readings (``pgpool_core._process``, once)."""
     global pool_states, in_forking_master, stop_signals_blocked
     pool_states = states
     in_forking_master = forking_master
