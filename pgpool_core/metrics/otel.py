@@ -103,8 +103,8 @@ class Recorder:
 
     The listener of :mod:`pgpool_core._events`: the pools call its methods
     per event. A lent connection remembers when it was lent in an attribute
-    of this class's, ``_pgpool_lent_at`` (cheaper than a weak mapping on
-    every request).
+    that only this class sets and reads, ``_pgpool_lent_at`` (cheaper than a
+    weak mapping on every request).
 
     One exists per process when ``opentelemetry-api`` is installed
     (:data:`recorder`), subscribed when this module is imported (the core
@@ -200,17 +200,9 @@ def _by_name(read: Callable[[PoolState], int]) -> dict[str, int]:
 def _observe_count(options: CallbackOptions) -> Iterable[Observation]:
     from opentelemetry.metrics import Observation
 
-    for state, read in (("idle", _idle), ("used", _used)):
+    for state, read in (("idle", lambda s: s.idle), ("used", lambda s: s.used)):
         for name, value in _by_name(read).items():
             yield Observation(value, {POOL_NAME: name, STATE: state})
-
-
-def _idle(state: PoolState) -> int:
-    return state.idle
-
-
-def _used(state: PoolState) -> int:
-    return state.used
 
 
 def _observer(read: Callable[[PoolState], int]) -> Callable[..., Iterable[Observation]]:
