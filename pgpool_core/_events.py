@@ -20,7 +20,7 @@ import importlib
 import importlib.util
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple
 
 __all__ = [
     "Listener",
@@ -34,8 +34,13 @@ __all__ = [
 ]
 
 
-class Listener(Protocol):
-    """The calls the pools make per event; *pool_name* is the pool's ``name``."""
+class Listener:
+    """The calls the pools make per event; *pool_name* is the pool's ``name``.
+
+    A listener overrides those it hears; the others do nothing.
+    """
+
+    __slots__ = ()
 
     def lent(self, conn: Any, pool_name: str, since: float) -> None:
         """*conn* was lent by a ``getconn()`` that started at *since* (monotonic)."""

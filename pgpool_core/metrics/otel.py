@@ -98,7 +98,7 @@ HISTOGRAM_BOUNDARIES = (
 )
 
 
-class Recorder:
+class Recorder(_events.Listener):
     """The synchronous instruments, recording the pools' events.
 
     The listener of :mod:`pgpool_core._events`: the pools call its methods
