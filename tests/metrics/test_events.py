@@ -145,7 +145,7 @@ def test_with_opentelemetry_the_pools_record_unasked(dsn: str) -> None:
 # -- the events and the readings -----------------------------------------------------
 
 
-class Events:
+class Events(_events.Listener):
     """A listener that writes down what it hears."""
 
     def __init__(self) -> None:
