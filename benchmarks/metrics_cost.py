@@ -5,7 +5,8 @@ throwaway TLS cluster. Three modes, each in a fresh interpreter, their rounds
 interleaved:
 
 - ``absent``: ``opentelemetry`` cannot be imported (as without the extra), so
-  ``pgpool_core.metrics.otel.recorder`` is None: the hot path's None checks only;
+  the pools' events have no listener (``pgpool_core._events``): the hot path's
+  None checks only;
 - ``api``: ``opentelemetry-api`` without an SDK: the API's no-op (proxy)
   instruments;
 - ``sdk``: the SDK's ``MeterProvider`` with an ``InMemoryMetricReader``

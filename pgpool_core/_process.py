@@ -30,7 +30,7 @@ from typing import Any
 
 import psycopg
 
-from . import _green, _sizing
+from . import _events, _green, _sizing
 from ._psycopg_pool import FORK_CONNECT_WAIT, ProcessPool
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "close_all",
     "close_in_master",
     "on_close_in_master",
+    "pool_states",
     "drop",
     "refit_all",
     "in_forking_master",
@@ -647,3 +648,33 @@ def _snapshot(made: weakref.WeakSet[Any]) -> list[Any]:
         except RuntimeError:  # a pool thread added one meanwhile
             continue
     return []
+
+
+def pool_states() -> list[_events.PoolState]:
+    """Return the state of each open pool of this process (for metrics)."""
+    states = []
+    for pools in all_pools():
+        pool = pools.latest()
+        if pool is None or pool.closed:
+            continue
+        stats = pool.get_stats()
+        idle = stats["pool_available"]
+        states.append(
+            _events.PoolState(
+                name=pools.name,
+                idle=idle,
+                used=max(pools.open_connections() - idle, 0),
+                min_size=stats["pool_min"],
+                max_size=stats["pool_max"],
+                pending=pool.pending_requests(),
+            )
+        )
+    return states
+
+
+# What observers (pgpool_core.metrics) read of this process, through the seam.
+_events.supply(
+    states=pool_states,
+    forking_master=in_forking_master,
+    signals_blocked=stop_signals_blocked,
+)

@@ -76,7 +76,7 @@ from psycopg_pool.abc import CT
 from psycopg_pool.base import AttemptWithBackoff
 from psycopg_pool.pool import AddConnection, MaintenanceTask
 
-from . import _green
+from . import _events, _green
 from ._loans import Loan, LoanBook
 from ._reset import (
     SessionReset,
@@ -94,7 +94,6 @@ from .errors import (
     connect_failure,
     server_full,
 )
-from .metrics import otel
 
 __all__ = [
     "FORK_CONNECT_WAIT",
@@ -339,12 +338,23 @@ class ProcessPool(ConnectionPool[CT]):
             f" {' '.join(str(cause).split())}"
         )
 
+    def pending_requests(self) -> int:
+        """Return how many ``getconn()`` calls are waiting for a connection.
+
+        Not ``requests_waiting`` of ``get_stats()``: psycopg_pool 3.3.3 leaves
+        a client that timed out in its queue until a connection comes back;
+        only those with neither a connection nor an error count.
+        """
+        waiting = list(self._waiting)
+        return sum(pos.conn is None and pos.error is None for pos in waiting)
+
     def putconn(self, conn: CT) -> None:
         self._loans.end(conn)
         if self._loans.collected:
             self._reclaim_lost()
-        if otel.recorder is not None:  # metrics: use_time, however it comes back
-            otel.recorder.returned(conn, self.name)
+        listener = _events.listener  # None: no observer (metrics off)
+        if listener is not None:
+            listener.returned(conn, self.name)  # however it comes back
         if self._returned is not None:
             self._returned(conn)
         super().putconn(conn)
@@ -715,11 +725,12 @@ class ProcessPool(ConnectionPool[CT]):
         with self._connects:
             self._connecting += 1
         _reported_by_the_pool.marked.pool = None
-        since = monotonic()  # metrics: create_time, configure included
+        since = monotonic()
         try:
             conn = super()._connect(timeout)
-            if otel.recorder is not None:
-                otel.recorder.connected(self.name, monotonic() - since)
+            listener = _events.listener
+            if listener is not None:  # configure included
+                listener.connected(self.name, monotonic() - since)
             # Known as made before it stops counting as under way: an
             # attempt failing meanwhile must not find neither, and fail the
             # waiting clients (_failed_to_connect).

@@ -16,7 +16,7 @@ import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
 from psycopg_pool.abc import CT
 
-from . import _green, _sizing
+from . import _events, _green, _sizing
 from ._loans import Loans, current_borrower
 from ._options import (
     ConnectionParams,
@@ -33,7 +33,6 @@ from ._psycopg_pool import ProcessPool
 from ._reset import SessionReset, check_socket, run_configure
 from ._socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
 from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
-from .metrics import otel
 from .ops import capacity
 
 __all__ = ["ALWAYS", "DEFAULT", "ForkSafePool"]
@@ -563,24 +562,24 @@ class ForkSafePool(Generic[CT]):
             conn = self._connect_unpooled()
             self._pools.lend_plain(conn)
         else:
-            recorder = otel.recorder  # metrics: None without opentelemetry-api
-            since = monotonic() if recorder is not None else 0.0
+            listener = _events.listener  # None: no observer (metrics off)
+            since = monotonic() if listener is not None else 0.0
             try:
                 conn = pool.getconn(timeout)
             except ConnectFailed:
-                if recorder is not None:
-                    recorder.timed_out(self.name)  # metrics: timeouts, as psycopg_pool
+                if listener is not None:
+                    listener.timed_out(self.name)  # timeouts, as psycopg_pool
                 raise  # names the pool, and why
             except PoolTimeout:
-                if recorder is not None:
-                    recorder.timed_out(self.name)  # metrics: timeouts
+                if listener is not None:
+                    listener.timed_out(self.name)
                 waited = self.timeout if timeout is None else timeout
                 raise PoolTimeout(
                     f"couldn't get a connection from pool {self.name!r}"
                     f" after {waited:.2f} sec"
                 ) from None
-            if recorder is not None:
-                recorder.lent(conn, self.name, since)  # metrics: wait_time
+            if listener is not None:
+                listener.lent(conn, self.name, since)
         if self.warn_held_after is not None:
             self._loans.lent(conn)
         return conn

@@ -48,6 +48,7 @@ from pgpool_core import (
     ConfigurationError,
     ConnectFailed,
     ForkSafePool,
+    _events,
     _libpq,
     _secrets,
 )
@@ -590,6 +591,7 @@ def build_world(
     with pool.connection() as conn:
         conn.execute("SELECT 1")
     world += [pool, pool.getconn(), pool.pool, health.check_pool(pool)]
+    world += _events.pool_states()  # what the metrics read of it
     world.append(capacity.read_server_limit(world[1]))
     wrong = pg.dsn(password="Wr0ng-Sweep-Secret", connect_timeout=2)
     refused = ForkSafePool(wrong, name="refused", min_size=1, timeout=2)

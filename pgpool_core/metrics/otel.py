@@ -47,10 +47,13 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from importlib.metadata import version as _version
 from time import monotonic
 from typing import TYPE_CHECKING, Any, TypeVar
+
+from .. import _events
+from .._events import PoolState
 
 if TYPE_CHECKING:
     from opentelemetry.metrics import CallbackOptions, Meter, Observation
@@ -95,15 +98,18 @@ HISTOGRAM_BOUNDARIES = (
 )
 
 
-class Recorder:
-    """The synchronous instruments, and the calls the pool makes per event.
+class Recorder(_events.Listener):
+    """The synchronous instruments, recording the pools' events.
 
-    A lent connection remembers when it was lent in an attribute,
-    ``_pgpool_lent_at`` (cheaper than a weak mapping on every request).
+    The listener of :mod:`pgpool_core._events`: the pools call its methods
+    per event. A lent connection remembers when it was lent in an attribute
+    that only this class sets and reads, ``_pgpool_lent_at`` (cheaper than a
+    weak mapping on every request).
 
     One exists per process when ``opentelemetry-api`` is installed
-    (:data:`recorder`). Its methods take the pool's name; the attributes of
-    each pool are made once.
+    (:data:`recorder`), subscribed when this module is imported (the core
+    imports it then, see :mod:`pgpool_core._events`). Its methods take the
+    pool's name; the attributes of each pool are made once.
     """
 
     __slots__ = ("wait_time", "use_time", "create_time", "timeouts", "_attributes")
@@ -183,56 +189,30 @@ class Recorder:
 # -- the asynchronous instruments: read from the pools at collection time -------
 
 
-def _open_pools() -> Iterator[tuple[Any, Any]]:
-    """Yield (ProcessPools, ProcessPool) for each open pool of this process."""
-    from .. import _process
-
-    for pools in _process.all_pools():
-        pool = pools.latest()
-        if pool is not None and not pool.closed:
-            yield pools, pool
-
-
-def _by_name(read: Callable[[Any, Any], int]) -> dict[str, int]:
-    """Return read(pools, pool) for each open pool, summed over pools of a name."""
+def _by_name(read: Callable[[PoolState], int]) -> dict[str, int]:
+    """Return read(state) for each open pool, summed over pools of a name."""
     totals: dict[str, int] = {}
-    for pools, pool in _open_pools():
-        totals[pools.name] = totals.get(pools.name, 0) + read(pools, pool)
+    for state in _events.pool_states():
+        totals[state.name] = totals.get(state.name, 0) + read(state)
     return totals
-
-
-def _idle(pools: Any, pool: Any) -> int:
-    return len(pool._pool)  # psycopg_pool's idle connections (pool_available)
-
-
-def _used(pools: Any, pool: Any) -> int:
-    open_connections: int = pools.open_connections()
-    return max(open_connections - len(pool._pool), 0)
 
 
 def _observe_count(options: CallbackOptions) -> Iterable[Observation]:
     from opentelemetry.metrics import Observation
 
-    for state, read in (("idle", _idle), ("used", _used)):
+    for state, read in (("idle", lambda s: s.idle), ("used", lambda s: s.used)):
         for name, value in _by_name(read).items():
             yield Observation(value, {POOL_NAME: name, STATE: state})
 
 
-def _observer(read: Callable[[Any], int]) -> Callable[..., Iterable[Observation]]:
+def _observer(read: Callable[[PoolState], int]) -> Callable[..., Iterable[Observation]]:
     def observe(options: CallbackOptions) -> Iterable[Observation]:
         from opentelemetry.metrics import Observation
 
-        for name, value in _by_name(lambda pools, pool: read(pool)).items():
+        for name, value in _by_name(read).items():
             yield Observation(value, {POOL_NAME: name})
 
     return observe
-
-
-def _pending(pool: Any) -> int:
-    # psycopg_pool 3.3.3 leaves a client that timed out in its queue until a
-    # connection comes back (requests_waiting in get_stats() counts it): only
-    # those still waiting, with neither a connection nor an error, count.
-    return sum(pos.conn is None and pos.error is None for pos in list(pool._waiting))
 
 
 def _make_recorder() -> Recorder | None:
@@ -253,17 +233,17 @@ def _make_recorder() -> Recorder | None:
     for name, read, description in (
         (
             "db.client.connection.idle.max",
-            lambda pool: pool.max_size,
+            lambda state: state.max_size,
             "The maximum number of idle open connections allowed",
         ),
         (
             "db.client.connection.idle.min",
-            lambda pool: pool.min_size,
+            lambda state: state.min_size,
             "The minimum number of idle open connections allowed",
         ),
         (
             "db.client.connection.max",
-            lambda pool: pool.max_size,
+            lambda state: state.max_size,
             "The maximum number of open connections allowed",
         ),
     ):
@@ -275,16 +255,19 @@ def _make_recorder() -> Recorder | None:
         )
     meter.create_observable_up_down_counter(
         "db.client.connection.pending_requests",
-        callbacks=[_observer(_pending)],
+        callbacks=[_observer(lambda state: state.pending)],
         unit="{request}",
         description="The number of current pending requests for an open connection",
     )
     return Recorder(meter)
 
 
-#: The per-event calls, or None without ``opentelemetry-api`` (then nothing of
-#: OpenTelemetry is imported). The pool's hot path checks it for None.
+#: The listener of the pools' events, or None without ``opentelemetry-api``
+#: (then nothing of OpenTelemetry is imported, and the pools' hot path only
+#: finds no listener).
 recorder: Recorder | None = _make_recorder()
+if recorder is not None:
+    _events.subscribe(recorder)
 
 
 # -- the SDK, set up in each worker -------------------------------------------------
@@ -317,10 +300,8 @@ def run_in_each_worker(setup: F) -> F:
     worker would exit there. An exception is logged, never raised: a worker
     starts without metrics rather than not at all.
     """
-    from .. import _process
-
     _setups.append(setup)
-    if not _process.in_forking_master():
+    if not _events.in_forking_master():
         _run(len(_setups) - 1)
     return setup
 
@@ -335,15 +316,13 @@ def start_worker() -> None:
 
 
 def _run(index: int) -> None:
-    from .. import _process
-
     pid = os.getpid()
     if _ran_in.get(index) == pid:
         return
     _ran_in[index] = pid
     setup = _setups[index]
     try:
-        with _process.stop_signals_blocked():
+        with _events.stop_signals_blocked():
             setup()
     except Exception:
         logger.exception("metrics setup %r failed in process %d", setup, pid)
