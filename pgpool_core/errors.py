@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -20,6 +21,7 @@ __all__ = [
     "SessionResetFailed",
     "SocketTimeout",
     "connect_failure",
+    "exception_chain",
     "server_full",
     "unavailable_reason",
 ]
@@ -65,9 +67,6 @@ class SocketTimeout(PgPoolError, psycopg.OperationalError):
     :mod:`pgpool_core._socket_timeout`.
     """
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
 
 class ConnectFailed(PgPoolError, PoolTimeout):
     """The pool has no connection, and its latest attempt to connect failed.
@@ -80,9 +79,6 @@ class ConnectFailed(PgPoolError, PoolTimeout):
     which its message quotes. A ``psycopg_pool.PoolTimeout``, so that
     ``except PoolTimeout`` still catches it.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
 
 
 # -- what a failed connect means ---------------------------------------------------
@@ -215,10 +211,7 @@ def unavailable_reason(exc: BaseException) -> str | None:
     (Django wraps psycopg's errors in its own). The frameworks answer these
     with a 503.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in exception_chain(exc):
         if isinstance(current, ConnectFailed):
             cause = current.__cause__
             return CONNECT_REASONS[
@@ -245,5 +238,19 @@ def unavailable_reason(exc: BaseException) -> str | None:
                 "the server ended the session: a transaction stayed idle longer"
                 " than idle_in_transaction_session_timeout"
             )
-        current = current.__cause__ or current.__context__
     return None
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """Yield *exc*, then its ``__cause__`` (else its ``__context__``), and so on.
+
+    Each exception once, so that a chain that loops ends. The chain Python's
+    traceback shows, which :func:`unavailable_reason` searches and
+    :func:`pgpool_core._secrets.mask_exception` masks.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
