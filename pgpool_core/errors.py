@@ -16,6 +16,7 @@ __all__ = [
     "UNREACHABLE",
     "ConfigurationError",
     "ConnectFailed",
+    "RETRY_AFTER_DEFAULT",
     "PgPoolError",
     "PoolNotAvailable",
     "SessionResetFailed",
@@ -23,6 +24,7 @@ __all__ = [
     "connect_failure",
     "exception_chain",
     "server_full",
+    "unavailable_message",
     "unavailable_reason",
 ]
 
@@ -191,6 +193,10 @@ def server_full(exc: BaseException) -> bool:
 # by idle_session_timeout (a connection that died in the pool).
 _UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03", "57P05"})
 
+#: Seconds a 503 answer asks clients to wait in its ``Retry-After`` header,
+#: unless ``PGPOOL_RETRY_AFTER`` says otherwise (Flask's and Django's default).
+RETRY_AFTER_DEFAULT = 5
+
 #: How :func:`unavailable_reason` (a 503 page, a log line) says each kind of
 #: :func:`connect_failure`.
 CONNECT_REASONS = {
@@ -239,6 +245,20 @@ def unavailable_reason(exc: BaseException) -> str | None:
                 " than idle_in_transaction_session_timeout"
             )
     return None
+
+
+def unavailable_message(reason: str | None) -> str:
+    """Return the text of the 503 page for *reason*, from :func:`unavailable_reason`.
+
+    The one text Flask's :class:`flask_pgpool.DatabaseUnavailable` and
+    Django's :class:`django_pgpool.middleware.DatabaseUnavailableMiddleware`
+    answer with (status 503, ``Retry-After``: :data:`RETRY_AFTER_DEFAULT`
+    seconds unless ``PGPOOL_RETRY_AFTER`` is set); a general one when the
+    reason is not known (None).
+    """
+    if reason is None:
+        return "The database is busy or unreachable. Please try again later."
+    return f"Service unavailable: {reason}; try again later."
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:
