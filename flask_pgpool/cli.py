@@ -14,7 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo, prepare_import
 
 from pgpool_core.ops import capacity, report
-from pgpool_core.ops.snippets import read_snippet, settings_output
+from pgpool_core.ops.snippets import print_settings, settings_output
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -192,13 +192,12 @@ def config_command(ctx: click.Context, server: str, output: str | None) -> None:
     gunicorn.conf.py or uwsgi.ini.
     """
     app = _load_app(ctx)
-    with settings_output() as out:
+
+    def app_path() -> str:
         with app.app_context():
-            text = read_snippet(server, "flask", app=_app_import_path())
-        if output is None:
-            out.write(text)
-    if output is not None:
-        Path(output).write_text(text, encoding="utf-8")
+            return _app_import_path()
+
+    print_settings(server, "flask", app=app_path, output=output)
 
 
 def _app_import_path() -> str:

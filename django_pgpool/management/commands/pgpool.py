@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +11,7 @@ from django.db import connections
 
 from pgpool_core import mask_conninfo
 from pgpool_core.ops import capacity, report
-from pgpool_core.ops.snippets import read_snippet, settings_output
+from pgpool_core.ops.snippets import print_settings
 
 from ... import conf
 from ...base import DatabaseWrapper
@@ -90,17 +89,14 @@ class Command(BaseCommand):
         if action == "config":
             # Only the settings on standard output, whatever runs meanwhile
             # prints (settings.py and ready() ran before: --output for those).
-            with settings_output(getattr(self.stdout, "_out", sys.stdout)) as out:
-                text = read_snippet(
-                    options["server"],
-                    "django",
-                    app=_wsgi_application(),
-                    workers=_pgpool_workers(),
-                )
-                if options.get("output") is None:
-                    out.write(text)
-            if options.get("output") is not None:
-                Path(options["output"]).write_text(text, encoding="utf-8")
+            print_settings(
+                options["server"],
+                "django",
+                app=_wsgi_application,
+                workers=_pgpool_workers,
+                output=options.get("output"),
+                stream=getattr(self.stdout, "_out", sys.stdout),
+            )
             return
         wrappers = self._wrappers(options.get("databases"))
         if action == "check":

@@ -12,12 +12,19 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
+from pathlib import Path
 from typing import TextIO
 
-__all__ = ["EXAMPLE_APPS", "SNIPPETS", "read_snippet", "settings_output"]
+__all__ = [
+    "EXAMPLE_APPS",
+    "SNIPPETS",
+    "print_settings",
+    "read_snippet",
+    "settings_output",
+]
 
 #: Snippet name -> file name, per server and framework.
 SNIPPETS = {
@@ -63,6 +70,36 @@ def read_snippet(
     # gunicorn.conf.py quotes the app as a Python string; uwsgi.ini does not.
     text = text.replace('"{app}"', json.dumps(app)).replace("{app}", app)
     return text.replace("{framework}", framework)
+
+
+def print_settings(
+    server: str,
+    framework: str,
+    *,
+    app: Callable[[], str],
+    workers: Callable[[], int | None] | None = None,
+    output: str | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Print :func:`read_snippet`'s settings, or write them into *output*.
+
+    What ``flask pgpool config`` and ``manage.py pgpool config`` do. *app*
+    (and *workers*) are called under :func:`settings_output`, so that what
+    finding the app prints goes to standard error; *stream* is where the
+    settings go (default ``sys.stdout``). *output* is a file to write them
+    into instead (UTF-8).
+    """
+    with settings_output(stream) as out:
+        text = read_snippet(
+            server,
+            framework,
+            app=app(),
+            workers=None if workers is None else workers(),
+        )
+        if output is None:
+            out.write(text)
+    if output is not None:
+        Path(output).write_text(text, encoding="utf-8")
 
 
 @contextmanager
