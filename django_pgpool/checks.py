@@ -225,9 +225,12 @@ def check_max_connections(
         pool = getattr(wrapper, "pool", None)
         if not isinstance(wrapper, DatabaseWrapper) or pool is None:
             continue
+        # The sizes the workers choose (set, or from the server's model).
+        model = capacity.default_concurrency()
         try:
-            with pool.connect() as conn:
-                limit = capacity.read_server_limit(conn)
+            plan, _, limit = capacity.measure(
+                pool, workers=workers or 1, concurrency=model[0] if model else None
+            )
         except Exception as err:
             reason = CONNECT_REASONS[connect_failure(err)]
             cause = " ".join(wrapper.mask(f"{type(err).__name__}: {err}").split())
@@ -242,11 +245,6 @@ def check_max_connections(
             continue
         if options.get("pgbouncer"):
             continue  # behind PgBouncer, its pool sizes bound the server's load
-        # The sizes the workers choose (set, or from the server's model).
-        model = capacity.default_concurrency()
-        plan, _ = capacity.plan_for(
-            pool, workers=workers or 1, concurrency=model[0] if model else None
-        )
         max_size = plan.max_size
         if plan.fits(limit):
             continue

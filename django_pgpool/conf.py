@@ -18,6 +18,7 @@ from pgpool_core._options import (
     validate_connection,
 )
 from pgpool_core._secrets import mask_secrets
+from pgpool_core.errors import RETRY_AFTER_DEFAULT
 from pgpool_core.ops import capacity
 
 __all__ = [
@@ -38,9 +39,6 @@ __all__ = [
 
 #: The ENGINE value that selects this backend.
 ENGINE = "django_pgpool"
-
-#: Seconds a 503 answer asks clients to wait (``PGPOOL_RETRY_AFTER``).
-RETRY_AFTER_DEFAULT = 5
 
 #: The ``PGPOOL_*`` settings django_pgpool reads.
 SETTINGS = frozenset({"PGPOOL_RETRY_AFTER", "PGPOOL_WORKERS"})
@@ -247,17 +245,6 @@ def workers_and_source() -> tuple[int, str] | None:
     if value is not None:
         return _positive_int("PGPOOL_WORKERS", value), "PGPOOL_WORKERS"
     return capacity.server_workers()
-
-
-def server_limit(alias: str) -> capacity.ServerLimit:
-    """Read the connection limit of the alias's server (one round trip)."""
-    from django.db import connections
-
-    wrapper = connections[alias]
-    with wrapper.cursor() as cursor:
-        cursor.execute(capacity.LIMITS_SQL)
-        row = cursor.fetchone()
-    return capacity.ServerLimit(*row)
 
 
 def unknown_settings() -> list[tuple[str, str]]:

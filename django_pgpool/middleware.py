@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
 from pgpool_core._secrets import mask_secrets
-from pgpool_core.errors import unavailable_reason
+from pgpool_core.errors import unavailable_message, unavailable_reason
 
 from .conf import retry_after
 
@@ -54,7 +54,7 @@ class DatabaseUnavailableMiddleware(MiddlewareMixin):
             mask_secrets(exception),
         )
         response = HttpResponse(
-            f"Service unavailable: {reason}; try again later.\n",
+            unavailable_message(reason) + "\n",
             status=503,
             content_type="text/plain; charset=utf-8",
         )

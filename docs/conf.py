@@ -38,6 +38,8 @@ nitpick_ignore_regex = [
     (r"py:.*", r"(Meter|MetricsData|MetricExportResult|MetricExporter|HealthCheck)"),
     (r"py:.*", r"pgpool_core\.metrics\.otel\.F"),
     (r"py:.*", r"(Connection|ConnectionPool|Flask|HttpRequest|HttpResponse)"),
+    # psycopg.Error's constructor, which ConnectFailed and SocketTimeout inherit.
+    (r"py:.*", r"(ErrorInfo|PGconn)"),
     (r"py:.*", r"(collections\.abc|typing)\..*"),
     (r"py:.*", r"(Any|Callable|Iterator|Mapping|Sequence|T|CT|Self|ConnectionCB)"),
     # Internal modules and classes that public signatures and docstrings name.

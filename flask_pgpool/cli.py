@@ -14,7 +14,7 @@ from flask import current_app
 from flask.cli import AppGroup, ScriptInfo, prepare_import
 
 from pgpool_core.ops import capacity, report
-from pgpool_core.ops.snippets import read_snippet, settings_output
+from pgpool_core.ops.snippets import print_settings, settings_output
 
 if TYPE_CHECKING:
     from flask import Flask
@@ -153,41 +153,20 @@ def capacity_command(hosts: int, workers: int | None, celery: int) -> None:
     change when it does not fit. Exits with status 1 if one does not fit or
     cannot be reached.
     """
-    if workers is None:
-        found = capacity.default_workers()
-        if found is None:
-            raise click.UsageError(
-                "the number of workers per host is not known here: give --workers"
-            )
-        workers, source = found
-        click.echo(f"workers per host: {workers} (from {source})")
-    model = capacity.default_concurrency()
-    if model is not None:
-        click.echo(f"each worker serves: {model[0].why()} (from {model[1]})")
+    found = capacity.default_workers() if workers is None else (workers, None)
+    if found is None:
+        raise click.UsageError(
+            "the number of workers per host is not known here: give --workers"
+        )
     state = _state()
-    failed = False
-    for bind, pool in state.pools.items():
-        try:
-            with pool.connect() as conn:
-                limit = capacity.read_server_limit(conn)
-        except Exception as err:
-            failed = True
-            reason = " ".join(state.mask(bind, f"{type(err).__name__}: {err}").split())
-            click.echo(f"{bind}: FAILED: {reason}", err=True)
-            continue
-        plan, sizes = capacity.plan_for(
-            pool,
-            workers=workers,
-            hosts=hosts,
-            celery=celery,
-            concurrency=model[0] if model else None,
-        )
-        lines, fits = capacity.report(
-            bind, plan, limit, pgbouncer=pool.pgbouncer, sizes=sizes
-        )
-        for line in lines:
-            click.echo(line)
-        failed = failed or not fits
+    failed = capacity.print_capacity(
+        state.pools,
+        found,
+        hosts=hosts,
+        celery=celery,
+        mask=state.mask,
+        echo=lambda line, error: click.echo(line, err=error),
+    )
     if failed:
         raise SystemExit(1)
 
@@ -213,13 +192,12 @@ def config_command(ctx: click.Context, server: str, output: str | None) -> None:
     gunicorn.conf.py or uwsgi.ini.
     """
     app = _load_app(ctx)
-    with settings_output() as out:
+
+    def app_path() -> str:
         with app.app_context():
-            text = read_snippet(server, "flask", app=_app_import_path())
-        if output is None:
-            out.write(text)
-    if output is not None:
-        Path(output).write_text(text, encoding="utf-8")
+            return _app_import_path()
+
+    print_settings(server, "flask", app=app_path, output=output)
 
 
 def _app_import_path() -> str:

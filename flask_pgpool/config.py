@@ -20,6 +20,7 @@ from pgpool_core._secrets import (
     mask_exception,
     mask_secrets,
 )
+from pgpool_core.errors import RETRY_AFTER_DEFAULT
 
 __all__ = [
     "DEFAULT_BIND",
@@ -34,9 +35,6 @@ PREFIX = "PGPOOL_"
 
 #: The name of the database PGPOOL_CONNINFO describes.
 DEFAULT_BIND = "default"
-
-#: Seconds a client is asked to wait after a 503.
-RETRY_AFTER_DEFAULT = 5
 
 #: ForkSafePool options that make no sense for an app context's connection.
 _NOT_SUPPORTED = {

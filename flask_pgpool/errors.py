@@ -5,6 +5,7 @@ from __future__ import annotations
 from werkzeug.exceptions import ServiceUnavailable
 
 from pgpool_core import ConfigurationError
+from pgpool_core.errors import unavailable_message
 
 __all__ = ["ConfigurationError", "DatabaseUnavailable"]
 
@@ -18,15 +19,10 @@ class DatabaseUnavailable(ServiceUnavailable):
     handler for 503 or for this class).
     """
 
-    description = "The database is busy or unreachable. Please try again later."
+    description = unavailable_message(None)
 
     def __init__(self, bind: str, retry_after: int, reason: str | None = None) -> None:
-        super().__init__(
-            None
-            if reason is None
-            else f"Service unavailable: {reason}; try again later.",
-            retry_after=retry_after,
-        )
+        super().__init__(unavailable_message(reason), retry_after=retry_after)
         #: The database: ``"default"`` (PGPOOL_CONNINFO) or a PGPOOL_BINDS key.
         self.bind = bind
         #: Why, as :func:`pgpool_core.errors.unavailable_reason` says (or None):

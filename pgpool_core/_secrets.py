@@ -21,6 +21,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import _libpq
+from .errors import exception_chain
 
 __all__ = [
     "MASK",
@@ -512,10 +513,7 @@ def mask_exception(
     *exc*, of its ``__cause__`` and ``__context__`` chain and their notes go
     through :func:`mask_secrets`. Returns *exc*.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in exception_chain(exc):
         masked = tuple(
             mask_secrets(arg, conninfo, kwargs) if isinstance(arg, str) else arg
             for arg in current.args
@@ -530,7 +528,6 @@ def mask_exception(
             # psycopg 3.3 keeps what libpq knew of a failed connect, password
             # and conninfo included, in a dataclass whose repr shows them.
             current._pgconn = _masked_pgconn(pgconn, conninfo, kwargs)
-        current = current.__cause__ or current.__context__
     return exc
 
 

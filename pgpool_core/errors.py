@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,12 +16,15 @@ __all__ = [
     "UNREACHABLE",
     "ConfigurationError",
     "ConnectFailed",
+    "RETRY_AFTER_DEFAULT",
     "PgPoolError",
     "PoolNotAvailable",
     "SessionResetFailed",
     "SocketTimeout",
     "connect_failure",
+    "exception_chain",
     "server_full",
+    "unavailable_message",
     "unavailable_reason",
 ]
 
@@ -65,9 +69,6 @@ class SocketTimeout(PgPoolError, psycopg.OperationalError):
     :mod:`pgpool_core._socket_timeout`.
     """
 
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-
 
 class ConnectFailed(PgPoolError, PoolTimeout):
     """The pool has no connection, and its latest attempt to connect failed.
@@ -80,9 +81,6 @@ class ConnectFailed(PgPoolError, PoolTimeout):
     which its message quotes. A ``psycopg_pool.PoolTimeout``, so that
     ``except PoolTimeout`` still catches it.
     """
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
 
 
 # -- what a failed connect means ---------------------------------------------------
@@ -195,6 +193,10 @@ def server_full(exc: BaseException) -> bool:
 # by idle_session_timeout (a connection that died in the pool).
 _UNAVAILABLE_SQLSTATES = frozenset({"53300", "57P01", "57P02", "57P03", "57P05"})
 
+#: Seconds a 503 answer asks clients to wait in its ``Retry-After`` header,
+#: unless ``PGPOOL_RETRY_AFTER`` says otherwise (Flask's and Django's default).
+RETRY_AFTER_DEFAULT = 5
+
 #: How :func:`unavailable_reason` (a 503 page, a log line) says each kind of
 #: :func:`connect_failure`.
 CONNECT_REASONS = {
@@ -215,10 +217,7 @@ def unavailable_reason(exc: BaseException) -> str | None:
     (Django wraps psycopg's errors in its own). The frameworks answer these
     with a 503.
     """
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for current in exception_chain(exc):
         if isinstance(current, ConnectFailed):
             cause = current.__cause__
             return CONNECT_REASONS[
@@ -245,5 +244,33 @@ def unavailable_reason(exc: BaseException) -> str | None:
                 "the server ended the session: a transaction stayed idle longer"
                 " than idle_in_transaction_session_timeout"
             )
-        current = current.__cause__ or current.__context__
     return None
+
+
+def unavailable_message(reason: str | None) -> str:
+    """Return the text of the 503 page for *reason*, from :func:`unavailable_reason`.
+
+    The one text Flask's :class:`flask_pgpool.DatabaseUnavailable` and
+    Django's :class:`django_pgpool.middleware.DatabaseUnavailableMiddleware`
+    answer with (status 503, ``Retry-After``: :data:`RETRY_AFTER_DEFAULT`
+    seconds unless ``PGPOOL_RETRY_AFTER`` is set); a general one when the
+    reason is not known (None).
+    """
+    if reason is None:
+        return "The database is busy or unreachable. Please try again later."
+    return f"Service unavailable: {reason}; try again later."
+
+
+def exception_chain(exc: BaseException) -> Iterator[BaseException]:
+    """Yield *exc*, then its ``__cause__`` (else its ``__context__``), and so on.
+
+    Each exception once, so that a chain that loops ends. The chain Python's
+    traceback shows, which :func:`unavailable_reason` searches and
+    :func:`pgpool_core._secrets.mask_exception` masks.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__

@@ -4,7 +4,8 @@ One place for the arithmetic that ``flask pgpool capacity``, ``manage.py pgpool
 capacity``, Django's ``django_pgpool.W001`` check and the warning a worker logs
 at start all use: hosts x workers x max_size (+ Celery children x max_size)
 against ``max_connections - superuser_reserved_connections`` (and PostgreSQL
-16's ``reserved_connections``).
+16's ``reserved_connections``). Both commands are :func:`print_capacity`; the
+check is :func:`measure`.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import configparser
 import logging
 import os
 import sys
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +29,10 @@ __all__ = [
     "Plan",
     "ServerLimit",
     "default_concurrency",
+    "default_workers",
+    "measure",
     "plan_for",
+    "print_capacity",
     "read_server_limit",
     "server_workers",
     "workers_from_config",
@@ -448,3 +453,97 @@ def _report(
         f" {'; '.join(plan.advice(limit))}"
     )
     return lines, False
+
+
+def measure(
+    pool: Any,
+    *,
+    workers: int,
+    hosts: int = 1,
+    celery: int = 0,
+    concurrency: _sizing.Concurrency | None = None,
+    master: int = 0,
+) -> tuple[Plan, _sizing.Sizes, ServerLimit]:
+    """Connect through *pool* (a ForkSafePool) and return its worst case,
+    its workers' sizes and the server's limit.
+
+    :func:`plan_for` with the same arguments, and :func:`read_server_limit`
+    on a connection of the pool. Raises what connecting raises.
+    """
+    with pool.connect() as conn:
+        limit = read_server_limit(conn)
+    plan, sizes = plan_for(
+        pool,
+        workers=workers,
+        hosts=hosts,
+        celery=celery,
+        concurrency=concurrency,
+        master=master,
+    )
+    return plan, sizes, limit
+
+
+def print_capacity(
+    pools: Mapping[str, Any],
+    workers: tuple[int, str | None],
+    *,
+    hosts: int = 1,
+    celery: int = 0,
+    master_keeps_connection: bool = False,
+    mask: Callable[[str, str], str],
+    echo: Callable[[str, bool], None],
+) -> list[str]:
+    """Print the ``capacity`` commands' report; return the names that fail.
+
+    What ``flask pgpool capacity`` and ``manage.py pgpool capacity`` print:
+    the worker count and where it comes from, how each worker serves
+    (:func:`default_concurrency`), then :func:`report` for each pool. A name
+    fails when its worst case does not fit, or it cannot be reached.
+
+    *pools*: name -> ForkSafePool, or a str saying why the name has none (an
+    error line). *workers*: the worker processes per host and where the count
+    comes from (None: given, not said), e.g. :func:`default_workers`.
+    *master_keeps_connection*: a connection that start-up code opened stays
+    in a uWSGI master without ``py-call-uwsgi-fork-hooks`` (Django's, see
+    :class:`Plan`). *mask(name, text)* masks the secrets of that name's pool
+    in an error's text; *echo(line, error)* prints a line, to standard error
+    if *error*.
+    """
+    count, source = workers
+    if source is not None:
+        echo(f"workers per host: {count} (from {source})", False)
+    model = default_concurrency()
+    if model is not None:
+        echo(f"each worker serves: {model[0].why()} (from {model[1]})", False)
+    concurrency = model[0] if model is not None else None
+    master = int(
+        master_keeps_connection
+        and concurrency is not None
+        and not concurrency.master_closes
+    )
+    failed = []
+    for name, pool in pools.items():
+        if isinstance(pool, str):
+            failed.append(name)
+            echo(f"{name}: {pool}", True)
+            continue
+        try:
+            plan, sizes, limit = measure(
+                pool,
+                workers=count,
+                hosts=hosts,
+                celery=celery,
+                concurrency=concurrency,
+                master=master,
+            )
+        except Exception as err:
+            failed.append(name)
+            reason = " ".join(mask(name, f"{type(err).__name__}: {err}").split())
+            echo(f"{name}: cannot connect: {reason}", True)
+            continue
+        lines, fits = report(name, plan, limit, pgbouncer=pool.pgbouncer, sizes=sizes)
+        for line in lines:
+            echo(line, False)
+        if not fits:
+            failed.append(name)
+    return failed

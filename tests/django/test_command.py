@@ -137,6 +137,21 @@ def test_capacity_does_not_fit(app_env: dict[str, str]) -> None:
     assert "does not fit or cannot be reached: default" in result.stderr
 
 
+def test_capacity_says_which_database_cannot_be_reached(pg_server: PgServer) -> None:
+    """One line, as flask pgpool capacity prints it (one flow for both)."""
+    dsn = pg_server.dsn(password="hunter2-Secret")
+    result = run_project(
+        MANAGE, "pgpool", "capacity", "--workers", "2", env={"PGPOOL_APP_DSN": dsn}
+    )
+
+    assert result.returncode == 1
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("default: ")]
+    assert line.startswith("default: cannot connect: ")
+    assert "FATAL: password authentication failed for user" in line
+    assert "does not fit or cannot be reached: default" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+
+
 @pytest.mark.parametrize("field", ["HOST", "NAME"])
 def test_a_conninfo_in_host_or_name_is_refused_and_masked_everywhere(
     pg_server: PgServer, field: str

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from flask_pgpool.config import SETTINGS
+from pgpool_core.ops.snippets import read_snippet
 from tests.conftest import REPO
 
 README = (REPO / "README.rst").read_text()
@@ -40,11 +41,9 @@ def indented(text: str) -> str:
     return "\n".join(f"    {line}" if line else "" for line in text.splitlines())
 
 
-@pytest.mark.parametrize(
-    "name", ["uwsgi-flask.ini", "gunicorn-flask.conf.py", "postgresql.conf"]
-)
-def test_servers_page_shows_the_shipped_settings(name: str) -> None:
-    text = (REPO / "pgpool_core" / "ops" / "snippets" / name).read_text()
+@pytest.mark.parametrize("server", ["uwsgi", "gunicorn", "postgresql"])
+def test_servers_page_shows_the_shipped_settings(server: str) -> None:
+    text = read_snippet(server, "flask")
     assert indented(text) in (DOCS / "servers.rst").read_text()
 
 

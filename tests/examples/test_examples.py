@@ -63,6 +63,30 @@ def test_configs_are_the_snippets(example: str, server: str) -> None:
 
 
 @pytest.mark.parametrize("server", CONFIGS)
+@pytest.mark.parametrize("example", FRAMEWORKS)
+def test_the_config_command_prints_the_shipped_config(
+    pg_server: PgServer, example: str, server: str
+) -> None:
+    """``flask pgpool config`` and ``manage.py pgpool config``, run in the
+    example for its own app, print the very file it ships: one source."""
+    if example == "django_site":
+        command = [sys.executable, "manage.py", "pgpool", "config", server]
+    else:
+        command = [sys.executable, "-m", "flask", "--app", "wsgi"]
+        command += ["pgpool", "config", server]
+    printed = subprocess.run(
+        command,
+        cwd=EXAMPLES / example,
+        env={**os.environ, **example_env(example, pg_server.dsn())},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert printed.returncode == 0, printed.stderr
+    assert printed.stdout == (EXAMPLES / example / CONFIGS[server]).read_text()
+
+
+@pytest.mark.parametrize("server", CONFIGS)
 @pytest.mark.parametrize("framework", ["flask", "django"])
 def test_configs_bind_the_loopback_interface(framework: str, server: str) -> None:
     """As shipped, nothing listens on every interface (an app behind a proxy)."""

@@ -301,6 +301,24 @@ def test_capacity_behind_pgbouncer_points_at_pgbouncer(
     assert "behind PgBouncer" in result.output and "max_client_conn" in result.output
 
 
+def test_capacity_says_which_database_cannot_be_reached(
+    make_app: MakeApp, pg_server: PgServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One line, as manage.py pgpool capacity prints it (one flow for both)."""
+    monkeypatch.delenv("WEB_CONCURRENCY", raising=False)
+    wrong = "not-the-Password-123"
+    app = make_app(PGPOOL_BINDS={"denied": pg_server.dsn(password=wrong)})
+    result = run(app, "capacity", "--workers", "2")
+
+    assert result.exit_code == 1, result.output
+    lines = result.output.splitlines()
+    assert lines[0].startswith("default: 1 host(s) x 2 worker(s) x max_size ")
+    (denied,) = [line for line in lines if line.startswith("denied: ")]
+    assert denied.startswith("denied: cannot connect: ")
+    assert "FATAL: password authentication failed for user" in denied
+    assert wrong not in result.output and pg_server.password not in result.output
+
+
 def test_capacity_without_a_worker_count_asks_for_one(
     app: Flask, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -12,7 +11,7 @@ from django.db import connections
 
 from pgpool_core import mask_conninfo
 from pgpool_core.ops import capacity, report
-from pgpool_core.ops.snippets import read_snippet, settings_output
+from pgpool_core.ops.snippets import print_settings
 
 from ... import conf
 from ...base import DatabaseWrapper
@@ -90,17 +89,14 @@ class Command(BaseCommand):
         if action == "config":
             # Only the settings on standard output, whatever runs meanwhile
             # prints (settings.py and ready() ran before: --output for those).
-            with settings_output(getattr(self.stdout, "_out", sys.stdout)) as out:
-                text = read_snippet(
-                    options["server"],
-                    "django",
-                    app=_wsgi_application(),
-                    workers=_pgpool_workers(),
-                )
-                if options.get("output") is None:
-                    out.write(text)
-            if options.get("output") is not None:
-                Path(options["output"]).write_text(text, encoding="utf-8")
+            print_settings(
+                options["server"],
+                "django",
+                app=_wsgi_application,
+                workers=_pgpool_workers,
+                output=options.get("output"),
+                stream=getattr(self.stdout, "_out", sys.stdout),
+            )
             return
         wrappers = self._wrappers(options.get("databases"))
         if action == "check":
@@ -112,52 +108,36 @@ class Command(BaseCommand):
 
     def _capacity(self, wrappers: list[DatabaseWrapper], options: Any) -> None:
         workers = options.get("workers")
-        if workers is None:
-            found = conf.workers_and_source() or capacity.default_workers()
-            if found is None:
-                raise CommandError(
-                    "the number of workers per host is not known here: give"
-                    " --workers (or set PGPOOL_WORKERS)"
-                )
-            workers, source = found
-            self.stdout.write(f"workers per host: {workers} (from {source})")
-        model = capacity.default_concurrency()
-        if model is not None:
-            self.stdout.write(f"each worker serves: {model[0].why()} (from {model[1]})")
-        failed = []
-        for wrapper in wrappers:
-            pool = wrapper.pool
-            if pool is None:
-                failed.append(wrapper.alias)
-                self.stderr.write(
-                    f'{wrapper.alias}: no pool (OPTIONS["pool"] is not set)'
-                )
-                continue
-            try:
-                with pool.connect() as conn:
-                    limit = capacity.read_server_limit(conn)
-            except Exception as err:
-                failed.append(wrapper.alias)
-                reason = wrapper.mask(f"{type(err).__name__}: {err}".strip())
-                self.stderr.write(f"{wrapper.alias}: cannot connect: {reason}")
-                continue
-            plan, sizes = capacity.plan_for(
-                pool,
-                workers=workers,
-                hosts=options["hosts"],
-                celery=max(options["celery"], 0),
-                concurrency=model[0] if model else None,
-                # What start-up code in wsgi.py left open, under uWSGI
-                # without py-call-uwsgi-fork-hooks (docs/django.rst).
-                master=int(model is not None and not model[0].master_closes),
+        found = (
+            conf.workers_and_source() or capacity.default_workers()
+            if workers is None
+            else (workers, None)
+        )
+        if found is None:
+            raise CommandError(
+                "the number of workers per host is not known here: give"
+                " --workers (or set PGPOOL_WORKERS)"
             )
-            lines, fits = capacity.report(
-                wrapper.alias, plan, limit, pgbouncer=pool.pgbouncer, sizes=sizes
-            )
-            for line in lines:
-                self.stdout.write(line)
-            if not fits:
-                failed.append(wrapper.alias)
+        by_alias = {wrapper.alias: wrapper for wrapper in wrappers}
+        pools = {alias: wrapper.pool for alias, wrapper in by_alias.items()}
+
+        def echo(line: str, error: bool) -> None:
+            (self.stderr if error else self.stdout).write(line)
+
+        failed = capacity.print_capacity(
+            {
+                alias: 'no pool (OPTIONS["pool"] is not set)' if pool is None else pool
+                for alias, pool in pools.items()
+            },
+            found,
+            hosts=options["hosts"],
+            celery=max(options["celery"], 0),
+            # What start-up code in wsgi.py left open, under uWSGI without
+            # py-call-uwsgi-fork-hooks (docs/django.rst).
+            master_keeps_connection=True,
+            mask=lambda alias, text: by_alias[alias].mask(text),
+            echo=echo,
+        )
         if failed:
             raise CommandError(
                 f"does not fit or cannot be reached: {', '.join(failed)}"

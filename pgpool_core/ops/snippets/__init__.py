@@ -1,4 +1,10 @@
-"""The server settings the documentation shows and the CLIs print (``config uwsgi``)."""
+"""The server settings the documentation shows and the CLIs print (``config uwsgi``).
+
+One file per server (``uwsgi.ini``, ``gunicorn.conf.py``, ``postgresql.conf``),
+for both frameworks: ``{framework}`` and ``{app}`` in it stand for the
+framework and its WSGI application, which :func:`read_snippet` fills in. The
+example projects ship its output (``tests/examples`` checks they do).
+"""
 
 from __future__ import annotations
 
@@ -6,22 +12,33 @@ import json
 import os
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
+from pathlib import Path
 from typing import TextIO
 
-__all__ = ["SNIPPETS", "read_snippet", "settings_output"]
+__all__ = [
+    "EXAMPLE_APPS",
+    "SNIPPETS",
+    "print_settings",
+    "read_snippet",
+    "settings_output",
+]
 
 #: Snippet name -> file name, per server and framework.
 SNIPPETS = {
-    ("uwsgi", "flask"): "uwsgi-flask.ini",
-    ("uwsgi", "django"): "uwsgi-django.ini",
-    ("gunicorn", "flask"): "gunicorn-flask.conf.py",
-    ("gunicorn", "django"): "gunicorn-django.conf.py",
+    ("uwsgi", "flask"): "uwsgi.ini",
+    ("uwsgi", "django"): "uwsgi.ini",
+    ("gunicorn", "flask"): "gunicorn.conf.py",
+    ("gunicorn", "django"): "gunicorn.conf.py",
     ("postgresql", "flask"): "postgresql.conf",
     ("postgresql", "django"): "postgresql.conf",
 }
+
+#: The WSGI application the settings load unless given another, per framework:
+#: the example projects' (and the documentation's).
+EXAMPLE_APPS = {"flask": "wsgi:app", "django": "mysite.wsgi:application"}
 
 
 def read_snippet(
@@ -29,11 +46,12 @@ def read_snippet(
 ) -> str:
     """Return the settings for *server* ("uwsgi", "gunicorn", "postgresql").
 
-    *app* is the WSGI application as both servers name it
-    (``"shop.wsgi:application"``, ``"app:create_app()"``): it replaces the
-    example's (``mysite.wsgi:application`` for Django, ``wsgi:app`` for
-    Flask), which is what the documentation shows. *workers* (Django's
-    ``PGPOOL_WORKERS``) replaces the example's 4 worker processes.
+    *framework* is "flask" or "django". *app* is the WSGI application as
+    both servers name it (``"shop.wsgi:application"``, ``"app:create_app()"``);
+    without it, the example's (:data:`EXAMPLE_APPS`: ``wsgi:app`` for Flask,
+    ``mysite.wsgi:application`` for Django), which is what the documentation
+    shows. *workers* (Django's ``PGPOOL_WORKERS``) replaces the example's 4
+    worker processes. Raises ValueError for another *server*.
     """
     try:
         name = SNIPPETS[(server, framework)]
@@ -48,14 +66,40 @@ def read_snippet(
         if key is not None:
             text = re.sub(rf"^{key} = \d+$", f"{key} = {workers}", text, flags=re.M)
     if app is None:
-        return text
-    if server == "gunicorn":
-        line = f"wsgi_app = {json.dumps(app)}"
-        return re.sub(r"^wsgi_app = .*$", lambda _: line, text, flags=re.M)
-    if server == "uwsgi":
-        line = f"module = {app}"
-        return re.sub(r"^module = .*$", lambda _: line, text, flags=re.M)
-    return text
+        app = EXAMPLE_APPS[framework]
+    # gunicorn.conf.py quotes the app as a Python string; uwsgi.ini does not.
+    text = text.replace('"{app}"', json.dumps(app)).replace("{app}", app)
+    return text.replace("{framework}", framework)
+
+
+def print_settings(
+    server: str,
+    framework: str,
+    *,
+    app: Callable[[], str],
+    workers: Callable[[], int | None] | None = None,
+    output: str | None = None,
+    stream: TextIO | None = None,
+) -> None:
+    """Print :func:`read_snippet`'s settings, or write them into *output*.
+
+    What ``flask pgpool config`` and ``manage.py pgpool config`` do. *app*
+    (and *workers*) are called under :func:`settings_output`, so that what
+    finding the app prints goes to standard error; *stream* is where the
+    settings go (default ``sys.stdout``). *output* is a file to write them
+    into instead (UTF-8).
+    """
+    with settings_output(stream) as out:
+        text = read_snippet(
+            server,
+            framework,
+            app=app(),
+            workers=None if workers is None else workers(),
+        )
+        if output is None:
+            out.write(text)
+    if output is not None:
+        Path(output).write_text(text, encoding="utf-8")
 
 
 @contextmanager

@@ -1,6 +1,6 @@
-# gunicorn.conf.py for a django app in preload mode: imported once in the
+# gunicorn.conf.py for a {framework} app in preload mode: imported once in the
 # master, forked into the workers, which share its memory.
-wsgi_app = "mysite.wsgi:application"
+wsgi_app = "{app}"
 bind = "127.0.0.1:8000"
 
 # Safe with pgpool: each worker makes its own pool on first use.
