@@ -40,16 +40,22 @@ _DISTRIBUTION = "psycopg-forksafe"
 def missing(names: Names) -> list[str]:
     """Return the names in *names* that are not there (``"Owner.name"`` each)."""
     absent = []
+    known: dict[str, frozenset[str]] = {}
     for owner_path, attributes in names:
         owner = _resolve(owner_path)
-        short = owner_path.rpartition(".")[2]
         if owner is None:
             absent.append(owner_path)
             continue
-        known = _code_names(owner) if isinstance(owner, type) else frozenset()
+        where = owner_path
+        used: frozenset[str] = frozenset()
+        if isinstance(owner, type):
+            where = owner.__name__
+            used = known.get(owner_path) or known.setdefault(
+                owner_path, _code_names(owner)
+            )
         for name in attributes:
-            if not hasattr(owner, name) and name not in known:
-                absent.append(f"{short}.{name}")
+            if not hasattr(owner, name) and name not in used:
+                absent.append(f"{where}.{name}")
     return absent
 
 
