@@ -33,6 +33,7 @@ bounded (:func:`shadow_wait`, for :mod:`pgpool_core._socket_timeout`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import select
@@ -110,6 +111,9 @@ PSYCOPG_NAMES: _fence.Names = (
     # the generator of notifies(), which waits as long as its own timeout
     # says (shadow_wait()).
     ("psycopg.generators", ("fetch_many", "notifies")),
+    # What an error keeps of a failed connect's libpq connection, password
+    # included: masked (replace_failed_pgconn(), for pgpool_core._secrets).
+    ("psycopg.Error", ("_pgconn",)),
 )
 _fence.require("psycopg", PSYCOPG_NAMES, __name__)
 
@@ -123,6 +127,7 @@ __all__ = [
     "check_socket",
     "check_target_session_attrs",
     "is_settling",
+    "replace_failed_pgconn",
     "rollback_announced",
     "settle",
     "shadow_wait",
@@ -1168,3 +1173,15 @@ def shadow_wait(conn: psycopg.Connection[Any], wrap: WaitWrapper) -> None:
         return wait(this, wrap(this, gen), *args, **kwargs)
 
     setattr(conn, "wait", shadowing_wait)  # noqa: B010 (mypy: a method)
+
+
+# -- errors (for pgpool_core._secrets) ---------------------------------------------
+
+
+def replace_failed_pgconn(error: BaseException, replace: Callable[[Any], Any]) -> None:
+    """Replace what psycopg error *error* keeps of a failed connect's libpq
+    connection (psycopg 3.3's ``FinishedPGconn``, a dataclass) with
+    ``replace(it)``; do nothing if it keeps none."""
+    pgconn = getattr(error, "_pgconn", None)
+    if isinstance(error, psycopg.Error) and dataclasses.is_dataclass(pgconn):
+        error._pgconn = replace(pgconn)
