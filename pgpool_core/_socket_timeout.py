@@ -35,7 +35,7 @@ function (``psycopg.waiting.wait``, chosen by psycopg when imported, or by
 resumes the generator when the socket is ready, and every 0.1 s (psycopg's
 interval) with nothing ready. :func:`bound_waits` has each connection's
 ``wait`` hand on the generator wrapped
-(:func:`pgpool_core._reset.shadow_wait`), which counts the time since
+(``pgpool_core._reset.shadow_wait()``), which counts the time since
 the socket was last ready: a bound on top of whatever wait function psycopg
 uses, looked up at each call. Not bounded: connecting (``connect_timeout``),
 and ``Connection.notifies()``, which waits for notifications as long as its
@@ -87,7 +87,7 @@ def bound_waits(
 
     Called on each connection a pool makes, before anything else uses it.
     Each operation's generator is wrapped as its wait begins
-    (:func:`pgpool_core._reset.shadow_wait`): psycopg's handling of Ctrl-C
+    (``pgpool_core._reset.shadow_wait()``): psycopg's handling of Ctrl-C
     and its choice of wait function stay.
     When the bound passes, the connection is closed (its socket, locally:
     ``PQfinish``) and :class:`~pgpool_core.errors.SocketTimeout` is raised,

@@ -8,7 +8,7 @@ transaction control, what calls a function known to change the session,
 and whatever cannot be read counts as changing. Unsure means reset.
 
 How a connection is watched: its class is made a subclass of its own
-(:func:`pgpool_core._reset.watch`, with the other uses of psycopg's private
+(``pgpool_core._reset.watch()``, with the other uses of psycopg's private
 names) whose ``cursor()`` makes each cursor it returns one of a
 subclass of the cursor's own class too. Such a cursor classifies each
 statement as it starts it (``execute``, ``executemany``, ``stream``,
@@ -229,7 +229,7 @@ def take_changed(conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
 
     And start again: the next call answers for what runs after this one.
     ``(True, True)`` for a connection that is not watched
-    (:func:`pgpool_core._reset.watch`).
+    (``pgpool_core._reset.watch()``).
     """
     d = conn.__dict__
     changed: bool = d.get(CHANGED, True)
