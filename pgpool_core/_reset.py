@@ -114,6 +114,13 @@ PSYCOPG_NAMES: _fence.Names = (
     # What an error keeps of a failed connect's libpq connection, password
     # included: masked (replace_failed_pgconn(), for pgpool_core._secrets).
     ("psycopg.Error", ("_pgconn",)),
+    # The wait function psycopg chose at import, and the readiness function
+    # its other waits use: chosen again once gevent or eventlet patched the
+    # process (use_wait_function(), for pgpool_core._green).
+    (
+        "psycopg.waiting",
+        ("wait", "_ready", "wait_poll", "_ready_poll", "wait_select", "_ready_select"),
+    ),
 )
 _fence.require("psycopg", PSYCOPG_NAMES, __name__)
 
@@ -131,6 +138,7 @@ __all__ = [
     "rollback_announced",
     "settle",
     "shadow_wait",
+    "use_wait_function",
     "watch",
 ]
 
@@ -1185,3 +1193,21 @@ def replace_failed_pgconn(error: BaseException, replace: Callable[[Any], Any]) -
     pgconn = getattr(error, "_pgconn", None)
     if isinstance(error, psycopg.Error) and dataclasses.is_dataclass(pgconn):
         error._pgconn = replace(pgconn)
+
+
+# -- the wait function (for pgpool_core._green) ----------------------------------
+
+
+def use_wait_function(waiting: Any, name: str) -> bool:
+    """Have psycopg wait with its ``wait_<name>`` (``"poll"``, ``"select"``).
+
+    *waiting* is the module ``psycopg.waiting``: its ``wait``, which psycopg
+    chose when imported, and the readiness function its other waits use
+    (``_ready``), as psycopg would have chosen them in a process patched
+    before. Return True if they changed.
+    """
+    wait = getattr(waiting, f"wait_{name}")
+    if waiting.wait is wait:
+        return False
+    waiting.wait, waiting._ready = wait, getattr(waiting, f"_ready_{name}")
+    return True

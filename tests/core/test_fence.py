@@ -67,19 +67,21 @@ def _private_names(classes: list[type[Any]]) -> frozenset[str]:
     )
 
 
-# What psycopg_pool's pool and psycopg's connection, cursors, prepared
-# statements and adapters have or name in their code.
+# What psycopg_pool's pool and psycopg's connection, cursors, errors,
+# prepared statements and adapters have or name in their code; the private
+# names of the module psycopg waits with.
 POOL_PRIVATE = _private_names(_classes_of(psycopg_pool.pool, psycopg_pool.base))
 PSYCOPG_PRIVATE = _private_names(
     [
         psycopg.Connection,
         psycopg.Cursor,
         psycopg.ServerCursor,
+        psycopg.Error,
         PrepareManager,
         AdaptersMap,
         TypesRegistry,
     ]
-)
+) | {n for n in vars(psycopg.waiting) if n.startswith("_") and not n.startswith("__")}
 
 
 def _uses(path: Path, private: frozenset[str]) -> Iterator[tuple[int, str]]:
