@@ -26,9 +26,13 @@ undoes" for the list and what is deliberately kept).
 The psycopg names this package relies on that psycopg does not document are
 used in this module only, listed in :data:`PSYCOPG_NAMES` and checked at
 import (:mod:`pgpool_core._fence`): the fields of a ``psycopg.Connection``
-that the reset reads and restores, the methods through which a connection is
-watched (:func:`watch`, for :mod:`pgpool_core._tracking`) and its waits
-bounded (:func:`shadow_wait`, for :mod:`pgpool_core._socket_timeout`).
+that the reset reads and restores, and, for the modules that need them, the
+methods through which a connection is watched (:func:`watch`, for
+:mod:`pgpool_core._tracking`) and its waits bounded (:func:`shadow_wait`,
+for :mod:`pgpool_core._socket_timeout`), what an error keeps of a failed
+connect (:func:`replace_failed_pgconn`, for :mod:`pgpool_core._secrets`) and
+psycopg's wait function (:func:`use_wait_function`, for
+:mod:`pgpool_core._green`).
 """
 
 from __future__ import annotations
