@@ -14,8 +14,8 @@ module uses at all, fails these tests.
 from __future__ import annotations
 
 import ast
+import functools
 import importlib
-import inspect
 import os
 import shutil
 import subprocess
@@ -84,6 +84,66 @@ PSYCOPG_PRIVATE = _private_names(
 ) | {n for n in vars(psycopg.waiting) if n.startswith("_") and not n.startswith("__")}
 
 
+def _module_name(path: Path) -> str:
+    relative = path.relative_to(REPO).with_suffix("")
+    return ".".join(relative.parts).removesuffix(".__init__")
+
+
+@functools.cache
+def _parsed(path: Path) -> tuple[ast.Module, dict[str, str]]:
+    """The module at *path* and where each name it imports comes from (dotted)."""
+    tree = ast.parse(path.read_text())
+    package = _module_name(path).rpartition(".")[0]
+    if path.name == "__init__.py":
+        package = _module_name(path)
+    origins: dict[str, str] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                origins[alias.asname or alias.name.partition(".")[0]] = (
+                    alias.name if alias.asname else alias.name.partition(".")[0]
+                )
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parent = package.rsplit(".", node.level - 1)[0]
+                base = f"{parent}.{base}" if base else parent
+            for alias in node.names:
+                origins[alias.asname or alias.name] = f"{base}.{alias.name}"
+    return tree, origins
+
+
+def _extends_theirs(path: Path, base: ast.expr) -> bool:
+    """Whether class base *base*, in the module at *path*, is psycopg's or
+    psycopg_pool's, or a class of the package's that extends one (read from
+    the source: importing the server hooks would mark this process a master)."""
+    tree, origins = _parsed(path)
+    parts = []
+    while isinstance(base, ast.Attribute):
+        parts.insert(0, base.attr)
+        base = base.value
+    if isinstance(base, ast.Subscript):  # Generic[T], ConnectionPool[CT]
+        return _extends_theirs(path, base.value)
+    if not isinstance(base, ast.Name):
+        return True  # unknown: not ours
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name == base.id and not parts:
+            return any(_extends_theirs(path, b) for b in node.bases)
+    dotted = ".".join([origins.get(base.id, base.id), *parts])
+    top = dotted.partition(".")[0]
+    if top in ("psycopg", "psycopg_pool"):
+        return True
+    if top in PACKAGES:
+        module, _, name = dotted.rpartition(".")
+        source = REPO / Path(*module.split("."))
+        source = (
+            source / "__init__.py" if source.is_dir() else source.with_suffix(".py")
+        )
+        if source.exists():
+            return _extends_theirs(source, ast.Name(name))
+    return False
+
+
 def _uses(path: Path, private: frozenset[str]) -> Iterator[tuple[int, str]]:
     """Yield (line, name) for each of *private* that the module at *path* uses.
 
@@ -92,19 +152,11 @@ def _uses(path: Path, private: frozenset[str]) -> Iterator[tuple[int, str]]:
     kind (``getattr(conn, "_pool")``). Not ``self._x`` in a class of the
     package's own that extends nothing of psycopg's: its own attribute.
     """
-    relative = path.relative_to(REPO)
-    module: Any = None
-    if "-" not in path.name:
-        name = ".".join(relative.with_suffix("").parts).removesuffix(".__init__")
-        module = importlib.import_module(name)
 
     def ours(node: ast.ClassDef, parent: ast.AST) -> bool:
-        cls = (
-            getattr(module, node.name, None) if isinstance(parent, ast.Module) else None
-        )
-        return isinstance(cls, type) and not any(
-            k.__module__.partition(".")[0] in ("psycopg", "psycopg_pool")
-            for k in inspect.getmro(cls)
+        # A class made in a function may extend anything (its base a variable).
+        return isinstance(parent, ast.Module) and not any(
+            _extends_theirs(path, base) for base in node.bases
         )
 
     def walk(node: ast.AST, own: bool) -> Iterator[tuple[int, str]]:
