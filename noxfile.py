@@ -62,8 +62,8 @@ def latest_versions(django: str) -> list[str]:
     return [
         "Django>=5.2,<6" if django == "5.2" else "Django>=6,<7",
         "Flask>=2.3,<4",
-        "psycopg[binary]>=3.3,<4",
-        "psycopg-pool>=3.3,<4",
+        "psycopg[binary]>=3.3,<3.4",
+        "psycopg-pool>=3.3,<3.4",
     ]
 
 

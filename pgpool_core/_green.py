@@ -29,6 +29,8 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from ._reset import use_wait_function
+
 __all__ = [
     "after_gevent_patch",
     "after_patch",
@@ -97,10 +99,7 @@ def use_cooperative_wait() -> bool:
     waiting.DefaultSelector = selectors.DefaultSelector
     if "PSYCOPG_WAIT_FUNC" not in os.environ:
         name = "poll" if hasattr(select, "poll") else "select"
-        wait = getattr(waiting, f"wait_{name}")
-        if waiting.wait is not wait:
-            waiting.wait, waiting._ready = wait, getattr(waiting, f"_ready_{name}")
-            changed = True
+        changed = use_wait_function(waiting, name) or changed
     if changed:
         logger.debug(
             "psycopg waits with %s in process %d", waiting.wait.__name__, os.getpid()

@@ -266,7 +266,7 @@ class ProcessPools:
             # psycopg_pool 3.3.3's flag: a pool whose wait() timed out closed
             # itself (so did its ForkSafePool, unless waited on directly).
             # select.select is what gevent and eventlet replace when they patch.
-            if pool is not None and not pool._closed and here.select is select.select:
+            if pool is not None and not pool.closed and here.select is select.select:
                 return pool
         # Before this process's lock is taken: a lock made before the patch
         # blocks every greenlet (see pgpool_core._green).
@@ -278,9 +278,9 @@ class ProcessPools:
         self.warm = True  # used: its pool serves, warm it up again
         here = self._record_locked()
         if here.pool is not None:
-            if not here.pool._closed and here.select is select.select:
+            if not here.pool.closed and here.select is select.select:
                 return here.pool  # another thread made it while we waited
-            if not here.pool._closed:
+            if not here.pool.closed:
                 pool_logger.info(
                     "pool %r: made in process %d before it was monkey-patched;"
                     " replaced",

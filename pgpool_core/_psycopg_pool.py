@@ -51,7 +51,10 @@ where this module says otherwise:
   each failed attempt (:meth:`ProcessPool._report_failure`).
 
 The private psycopg_pool methods overridden here were read from psycopg_pool
-3.3.3 (``psycopg_pool/pool.py``); each override says so.
+3.3.3 (``psycopg_pool/pool.py``); each override says so. Every psycopg_pool
+name this package overrides or reads that psycopg_pool does not document is
+used in this module only, listed in :data:`PSYCOPG_POOL_NAMES` and checked
+at import (:mod:`pgpool_core._fence`).
 """
 
 from __future__ import annotations
@@ -73,10 +76,8 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg_pool import ConnectionPool, PoolTimeout
 from psycopg_pool.abc import CT
-from psycopg_pool.base import AttemptWithBackoff
-from psycopg_pool.pool import AddConnection, MaintenanceTask
 
-from . import _events, _green
+from . import _events, _fence, _green
 from ._loans import Loan, LoanBook
 from ._reset import (
     SessionReset,
@@ -95,12 +96,95 @@ from .errors import (
     server_full,
 )
 
+# The psycopg_pool names this module relies on that psycopg_pool does not
+# document (read from 3.3.3), by where they are; checked just below, before
+# anything uses them. Nothing else in the package touches one (see
+# tests/core/test_fence.py).
+PSYCOPG_POOL_NAMES: _fence.Names = (
+    # Overridden: the steps of lending, returning, checking, resetting,
+    # connecting and starting that this module changes. A renamed one would
+    # silently stop running.
+    (
+        "psycopg_pool.pool.ConnectionPool",
+        (
+            "_getconn_with_check_loop",
+            "_get_ready_connection",
+            "_check_connection",
+            "_reset_connection",
+            "_connect",
+            "_start_workers",
+            "_start_initial_tasks",
+            # Public, but overridden for what psycopg_pool calls them for.
+            "schedule_task",
+            "reconnect_failed",
+            "check_connection",
+        ),
+    ),
+    # Called, as psycopg_pool's own steps call them: taking a connection
+    # unchecked, giving it back, closing one, growing, the backoff's jitter.
+    (
+        "psycopg_pool.pool.ConnectionPool",
+        (
+            "_getconn_unchecked",
+            "_putconn",
+            "_close_connection",
+            "_maybe_grow_pool",
+            "_jitter",
+        ),
+    ),
+    # The pool's state, read and changed under its lock as psycopg_pool's
+    # steps change it: idle connections, the count, the sizes, the waiting
+    # clients (replaced by _WaitQueue), the workers' queue (replaced by a
+    # SimpleQueue), the statistics and their keys, the check and reset
+    # functions.
+    (
+        "psycopg_pool.pool.ConnectionPool",
+        (
+            "_lock",
+            "_pool",
+            "_nconns",
+            "_min_size",
+            "_max_size",
+            "_growing",
+            "_closed",
+            "_waiting",
+            "_tasks",
+            "_stats",
+            "_REQUESTS_ERRORS",
+            "_CONNECTIONS_LOST",
+            "_USAGE_MS",
+            "_check",
+            "_reset",
+        ),
+    ),
+    # What psycopg_pool keeps on each connection: the pool that lent it
+    # (lending_pool()) and when it expires (ProcessPool._expired()).
+    ("psycopg_pool.pool.ConnectionPool", ("_pool", "_expire_at")),
+    # Its tasks and backoff, undocumented classes: a connect (its chain of
+    # attempts, whether it grows the pool), a maintenance task (whose _run
+    # ours override), a waiting client (failed by _failed_to_connect).
+    ("psycopg_pool.pool", ("AddConnection", "MaintenanceTask", "WaitingClient")),
+    ("psycopg_pool.pool.AddConnection", ("attempt", "growing")),
+    ("psycopg_pool.pool.MaintenanceTask", ("_run",)),
+    ("psycopg_pool.pool.WaitingClient", ("fail",)),
+    ("psycopg_pool.base", ("AttemptWithBackoff",)),
+    (
+        "psycopg_pool.base.AttemptWithBackoff",
+        ("give_up_at", "delay", "update_delay", "time_to_give_up"),
+    ),
+)
+_fence.require("psycopg-pool", PSYCOPG_POOL_NAMES, __name__)
+
+from psycopg_pool.base import AttemptWithBackoff  # noqa: E402 (fenced above)
+from psycopg_pool.pool import AddConnection, MaintenanceTask  # noqa: E402
+
 __all__ = [
     "FORK_CONNECT_WAIT",
     "OUTAGE_REPORT_INTERVAL",
     "RECONNECT_DELAY_MAX",
     "REFUSED_DELAY_MAX",
     "ProcessPool",
+    "lending_pool",
 ]
 
 logger = logging.getLogger("pgpool.pool")
@@ -873,6 +957,15 @@ class ProcessPool(ConnectionPool[CT]):
         """
         self._closed = True
         return list(self._pool)
+
+
+def lending_pool(conn: Any) -> Any:
+    """Return the psycopg_pool pool that lent *conn* (a ProcessPool or not), or None.
+
+    psycopg_pool marks each connection of its pools with it (``_pool``),
+    None while the connection is in the pool.
+    """
+    return getattr(conn, "_pool", None)
 
 
 class _WaitQueue(deque[Any], Generic[CT]):

@@ -22,26 +22,113 @@ everything a borrower can leave on a connection, on the server or on the
 ``psycopg.Connection`` object, is undone before the next borrower gets it, or
 the connection is not lent again (see the documentation's "What the reset
 undoes" for the list and what is deliberately kept).
+
+The psycopg names this package relies on that psycopg does not document are
+used in this module only, listed in :data:`PSYCOPG_NAMES` and checked at
+import (:mod:`pgpool_core._fence`): the fields of a ``psycopg.Connection``
+that the reset reads and restores, and, for the modules that need them, the
+methods through which a connection is watched (:func:`watch`, for
+:mod:`pgpool_core._tracking`) and its waits bounded (:func:`shadow_wait`,
+for :mod:`pgpool_core._socket_timeout`), what an error keeps of a failed
+connect (:func:`replace_failed_pgconn`, for :mod:`pgpool_core._secrets`) and
+psycopg's wait function (:func:`use_wait_function`, for
+:mod:`pgpool_core._green`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import select
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Generator
 from selectors import EVENT_READ
 from time import monotonic
 from typing import Any
 
 import psycopg
 from psycopg.adapt import AdaptersMap
-from psycopg.generators import fetch_many
 from psycopg.pq import ConnStatus, ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
 
-from ._tracking import take_changed, watch
+from . import _fence
+from ._tracking import CHANGES, known_kind, statement_kind, take_changed
 from .errors import SessionResetFailed
+
+# The psycopg names this module relies on that psycopg does not document
+# (read from 3.3), by where they are; checked just below, before anything
+# uses them. Nothing else in the package touches one (see
+# tests/core/test_fence.py).
+PSYCOPG_NAMES: _fence.Names = (
+    # What a borrower may set through the connection's properties, read
+    # without a property call at each settling (_attributes()); its
+    # prepared statements (_prepared) and adapters (_adapters, replaced by
+    # a pristine copy).
+    (
+        "psycopg.Connection",
+        (
+            "_autocommit",
+            "_isolation_level",
+            "_read_only",
+            "_deferrable",
+            "_prepared",
+            "_adapters",
+        ),
+    ),
+    # What the previous borrower's handlers and listening left: restored,
+    # emptied (_settle()).
+    (
+        "psycopg.Connection",
+        ("_notice_handlers", "_notify_handlers", "_notifies_backlog"),
+    ),
+    # Client state a borrower could still act on: such a connection is
+    # discarded (_refuse_unresettable()).
+    ("psycopg.Connection", ("_num_transactions", "_pipeline", "_tpc")),
+    # The pool that lent it (psycopg_pool's mark), which close() gives it
+    # back to with close_returns: unhooked to close it for real
+    # (_close_lent()).
+    ("psycopg.Connection", ("_pool",)),
+    # Every statement a cursor starts goes through the connection's
+    # _start_query(), wrapped by a watched connection (watch()); its
+    # cursor() too. Each operation's generator goes through its wait(),
+    # shadowed per instance (shadow_wait()).
+    ("psycopg.Connection", ("_start_query", "cursor", "wait")),
+    # A watched cursor classifies what it starts (_watched_cursor_class()).
+    (
+        "psycopg.Cursor",
+        ("_start_query", "_start_copy_gen", "_closed", "_conn"),
+    ),
+    # psycopg's prepared statements: its counter (_pg3_N), its names, the
+    # DEALLOCATEs it owes, the queries it counts (_prepare_counts()).
+    (
+        "psycopg._preparing.PrepareManager",
+        ("_prepared_idx", "_names", "_to_flush", "_counts", "clear"),
+    ),
+    # What an adapters map holds, compared by identity (_adapters_key()).
+    (
+        "psycopg.adapt.AdaptersMap",
+        ("_dumpers", "_dumpers_by_oid", "_loaders", "types"),
+    ),
+    ("psycopg._typeinfo.TypesRegistry", ("_registry",)),
+    # The reading of a query's results, driven with a deadline (_answer());
+    # the generator of notifies(), which waits as long as its own timeout
+    # says (shadow_wait()).
+    ("psycopg.generators", ("fetch_many", "notifies")),
+    # What an error keeps of a failed connect's libpq connection, password
+    # included: masked (replace_failed_pgconn(), for pgpool_core._secrets).
+    ("psycopg.Error", ("_pgconn",)),
+    # The wait function psycopg chose at import, and the readiness function
+    # its other waits use: chosen again once gevent or eventlet patched the
+    # process (use_wait_function(), for pgpool_core._green).
+    (
+        "psycopg.waiting",
+        ("wait", "_ready", "wait_poll", "_ready_poll", "wait_select", "_ready_select"),
+    ),
+)
+_fence.require("psycopg", PSYCOPG_NAMES, __name__)
+
+from psycopg.generators import fetch_many  # noqa: E402 (fenced above)
 
 __all__ = [
     "RESET_SQL",
@@ -51,8 +138,12 @@ __all__ = [
     "check_socket",
     "check_target_session_attrs",
     "is_settling",
+    "replace_failed_pgconn",
     "rollback_announced",
     "settle",
+    "shadow_wait",
+    "use_wait_function",
+    "watch",
 ]
 
 logger = logging.getLogger("pgpool.session")
@@ -939,3 +1030,188 @@ def _restore(
     for name, value in configured.user.items():
         if d.get(name, _MISSING) is not value:
             d[name] = value
+
+
+# -- watching a connection (for pgpool_core._tracking) -----------------------------
+
+# The subclasses made so far, by the class each extends (None: a cursor class
+# that cannot be watched).
+_connection_classes: dict[type[Any], type[Any]] = {}
+_cursor_classes: dict[type[Any], type[Any] | None] = {}
+
+
+def watch(conn: psycopg.Connection[Any]) -> None:
+    """Make *conn* tell :func:`~pgpool_core._tracking.take_changed` whether a
+    loan may have changed its session.
+
+    Its class becomes a subclass of its own (cached, by the same name), whose
+    ``cursor()`` makes each cursor it returns one of a subclass of the
+    cursor's own class too, which classifies each statement as it starts it
+    and, if plain, *vouches* for it; the connection's ``_start_query()``,
+    through which every statement any cursor starts goes, marks the
+    connection changed when nobody vouched for it (see
+    :mod:`pgpool_core._tracking`).
+    """
+    cls = type(conn)
+    if getattr(cls, "_pgpool_watched", False):
+        return
+    watched = _connection_classes.get(cls)
+    if watched is None:
+        watched = _connection_classes[cls] = _watched_connection_class(cls)
+    conn.__class__ = watched
+    take_changed(conn)
+
+
+def _same_names(cls: type[Any], base: type[Any]) -> type[Any]:
+    # Reprs, error messages and type names stay those of the user's class.
+    cls.__name__ = base.__name__
+    cls.__qualname__ = base.__qualname__
+    cls.__module__ = base.__module__
+    return cls
+
+
+# Called for every statement: the base classes' methods are looked up once,
+# the flags are plain attributes (no super(), no __dict__ lookups).
+
+
+def _watched_connection_class(base: type[Any]) -> type[Any]:
+    base_cursor = base.cursor
+    base_start = base._start_query
+    cursors = _cursor_classes
+
+    class Watched(base):  # type: ignore[misc]
+        _pgpool_watched = True
+        # The flags (see take_changed()), set on the instance.
+        _pgpool_vouched = False
+        _pgpool_changed = False
+        _pgpool_wrote = False
+
+        def cursor(self, *args: Any, **kwargs: Any) -> Any:
+            cur = base_cursor(self, *args, **kwargs)
+            cls = cur.__class__
+            watched = cursors.get(cls, _MISSING)
+            if watched is _MISSING:
+                watched = cursors[cls] = _watched_cursor_class(cls)
+            if watched is not None:
+                cur.__class__ = watched
+            return cur
+
+        def _start_query(self) -> Any:
+            # Every statement a cursor starts, whatever made the cursor.
+            if self._pgpool_vouched:
+                self._pgpool_vouched = False
+            else:
+                self._pgpool_changed = True
+            return base_start(self)
+
+    return _same_names(Watched, base)
+
+
+def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
+    """Return the subclass of cursor class *base* that classifies statements.
+
+    None for a server cursor (every statement it starts counts as changing)
+    or a class whose instances cannot change class.
+    """
+    if issubclass(base, psycopg.ServerCursor) or not issubclass(base, psycopg.Cursor):
+        return None
+    base_start = base._start_query
+    base_copy = base._start_copy_gen
+    known = known_kind
+
+    class Watched(base):  # type: ignore[misc]
+        __slots__ = ()
+
+        def _start_query(self, query: Any = None) -> Any:
+            # execute(), executemany(), stream(); copy() gives no query here.
+            if query is not None and not self._closed:
+                kind = known(query) if type(query) is str else None
+                if kind is None:
+                    kind = statement_kind(query, self)
+                if kind != CHANGES:
+                    conn = self._conn
+                    conn._pgpool_vouched = True
+                    if kind:
+                        conn._pgpool_wrote = True
+            return base_start(self, query)
+
+        def _start_copy_gen(self, statement: Any, params: Any = None) -> Any:
+            conn = self._conn
+            if not conn._pipeline and not self._closed:
+                kind = statement_kind(statement, self)
+                if kind != CHANGES:
+                    conn._pgpool_vouched = True
+                    if kind:
+                        conn._pgpool_wrote = True
+            return base_copy(self, statement, params)
+
+    try:
+        # The layout must allow changing an instance's class.
+        probe = object.__new__(base)
+        probe.__class__ = Watched
+    except TypeError:
+        return None
+    return _same_names(Watched, base)
+
+
+# -- its waits (for pgpool_core._socket_timeout) ---------------------------------
+
+#: Given a connection and the generator of one of its operations, return the
+#: generator to drive instead (the same one: no change).
+WaitWrapper = Callable[
+    [psycopg.Connection[Any], Generator[Any, Any, Any]], Generator[Any, Any, Any]
+]
+
+
+def shadow_wait(conn: psycopg.Connection[Any], wrap: WaitWrapper) -> None:
+    """Have each wait of *conn* on its socket drive ``wrap(conn, gen)`` instead.
+
+    psycopg runs each operation of a connection (a query, a fetch, a commit)
+    as a generator *gen*, which ``Connection.wait()`` hands to psycopg's wait
+    function. *conn* gets a ``wait`` of its own, which shadows the class's
+    method and calls it with the generator *wrap* returns: psycopg's handling
+    of Ctrl-C and its choice of wait function stay. Not for
+    ``Connection.notifies()``, whose wait lasts as long as its own
+    ``timeout`` says.
+    """
+    ref = weakref.ref(conn)  # the connection is not kept alive by its own wait
+    wait = type(conn).wait
+
+    def shadowing_wait(gen: Any, *args: Any, **kwargs: Any) -> Any:
+        this = ref()
+        assert this is not None  # a bound method's object is alive
+        if getattr(gen, "__name__", None) == "notifies":
+            return wait(this, gen, *args, **kwargs)
+        return wait(this, wrap(this, gen), *args, **kwargs)
+
+    setattr(conn, "wait", shadowing_wait)  # noqa: B010 (mypy: a method)
+
+
+# -- errors (for pgpool_core._secrets) ---------------------------------------------
+
+
+def replace_failed_pgconn(error: BaseException, replace: Callable[[Any], Any]) -> None:
+    """Replace what psycopg error *error* keeps of a failed connect's libpq
+    connection (psycopg 3.3's ``FinishedPGconn``, a dataclass) with
+    ``replace(it)``; do nothing if it keeps none."""
+    pgconn = getattr(error, "_pgconn", None)
+    if isinstance(error, psycopg.Error) and dataclasses.is_dataclass(pgconn):
+        error._pgconn = replace(pgconn)
+
+
+# -- the wait function (for pgpool_core._green) ----------------------------------
+
+
+def use_wait_function(waiting: Any, name: str) -> bool:
+    """Have psycopg wait with its ``wait_<name>`` (``"poll"``, ``"select"``).
+
+    *waiting* is the module ``psycopg.waiting``: its ``wait``, which psycopg
+    chose when imported, and the readiness function its other waits use
+    (``_ready``), as psycopg would have chosen them in a process patched
+    before. Return True if they changed.
+    """
+    wait = getattr(waiting, f"wait_{name}")
+    if waiting.wait is wait:
+        return False
+    waiting.wait, waiting._ready = wait, getattr(waiting, f"_ready_{name}")
+    return True

@@ -21,6 +21,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from . import _libpq
+from ._reset import replace_failed_pgconn
 from .errors import exception_chain
 
 __all__ = [
@@ -523,11 +524,11 @@ def mask_exception(
         notes = getattr(current, "__notes__", None)
         if isinstance(notes, list):
             notes[:] = [mask_secrets(note, conninfo, kwargs) for note in notes]
-        pgconn = getattr(current, "_pgconn", None)
-        if isinstance(current, psycopg.Error) and dataclasses.is_dataclass(pgconn):
-            # psycopg 3.3 keeps what libpq knew of a failed connect, password
-            # and conninfo included, in a dataclass whose repr shows them.
-            current._pgconn = _masked_pgconn(pgconn, conninfo, kwargs)
+        # psycopg 3.3 keeps what libpq knew of a failed connect, password
+        # and conninfo included, in a dataclass whose repr shows them.
+        replace_failed_pgconn(
+            current, lambda pgconn: _masked_pgconn(pgconn, conninfo, kwargs)
+        )
     return exc
 
 

@@ -33,8 +33,9 @@ commit) as a generator, which ``Connection.wait()`` hands to psycopg's wait
 function (``psycopg.waiting.wait``, chosen by psycopg when imported, or by
 :mod:`pgpool_core._green` under gevent and eventlet). The wait function
 resumes the generator when the socket is ready, and every 0.1 s (psycopg's
-interval) with nothing ready. :func:`bound_waits` gives each connection a
-``wait`` that hands on the generator wrapped, which counts the time since
+interval) with nothing ready. :func:`bound_waits` has each connection's
+``wait`` hand on the generator wrapped
+(``pgpool_core._reset.shadow_wait()``), which counts the time since
 the socket was last ready: a bound on top of whatever wait function psycopg
 uses, looked up at each call. Not bounded: connecting (``connect_timeout``),
 and ``Connection.notifies()``, which waits for notifications as long as its
@@ -43,7 +44,6 @@ own ``timeout`` says.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from time import monotonic
@@ -51,6 +51,7 @@ from typing import Any
 
 import psycopg
 
+from ._reset import shadow_wait
 from .errors import SocketTimeout
 
 __all__ = ["SOCKET_TIMEOUT_DEFAULT", "bound_waits", "bounded"]
@@ -85,29 +86,24 @@ def bound_waits(
     """Bound each wait of *conn* on its socket to *seconds* (None: no bound).
 
     Called on each connection a pool makes, before anything else uses it.
-    The connection's ``wait`` (an attribute of its own, which shadows the
-    class's method) wraps the operation and calls the class's ``wait`` with
-    it: psycopg's handling of Ctrl-C and its choice of wait function stay.
+    Each operation's generator is wrapped as its wait begins
+    (``pgpool_core._reset.shadow_wait()``): psycopg's handling of Ctrl-C
+    and its choice of wait function stay.
     When the bound passes, the connection is closed (its socket, locally:
     ``PQfinish``) and :class:`~pgpool_core.errors.SocketTimeout` is raised,
     naming *pool_name* and the setting to raise; unless *still_running*
     says the backend is still at work (then the wait goes on).
     """
     setattr(conn, _BOUND, (seconds, _SETTING))
-    ref = weakref.ref(conn)  # the connection is not kept alive by its own wait
-    wait = type(conn).wait
 
-    def bounded_wait(gen: Any, *args: Any, **kwargs: Any) -> Any:
-        this = ref()
-        assert this is not None  # a bound method's object is alive
+    def bound(this: Any, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
         seconds, setting = getattr(this, _BOUND)
-        if seconds is None or getattr(gen, "__name__", None) == "notifies":
-            return wait(this, gen, *args, **kwargs)
+        if seconds is None:
+            return gen
         ask = still_running if setting == _SETTING else None
-        bounded = _bounded(gen, this, seconds, setting, pool_name, ask)
-        return wait(this, bounded, *args, **kwargs)
+        return _bounded(gen, this, seconds, setting, pool_name, ask)
 
-    setattr(conn, "wait", bounded_wait)  # noqa: B010 (mypy: a method)
+    shadow_wait(conn, bound)
 
 
 @contextmanager

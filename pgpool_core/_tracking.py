@@ -8,7 +8,8 @@ transaction control, what calls a function known to change the session,
 and whatever cannot be read counts as changing. Unsure means reset.
 
 How a connection is watched: its class is made a subclass of its own
-(``watch()``) whose ``cursor()`` makes each cursor it returns one of a
+(``pgpool_core._reset.watch()``, with the other uses of psycopg's private
+names) whose ``cursor()`` makes each cursor it returns one of a
 subclass of the cursor's own class too. Such a cursor classifies each
 statement as it starts it (``execute``, ``executemany``, ``stream``,
 ``copy``) and, if plain, *vouches* for it; every statement any cursor starts
@@ -29,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["changes_session", "take_changed", "watch"]
+__all__ = ["changes_session", "known_kind", "statement_kind", "take_changed"]
 
 # What a statement is, by what it may do: read (or control the transaction),
 # write data, or change the session (everything else).
@@ -111,6 +112,11 @@ _WRITING = frozenset(("INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "WITH"))
 _seen: dict[str | bytes, int] = {}
 _SEEN_MAX = 2048
 _SEEN_LONGEST = 8192
+
+#: What a text classified before is (:data:`CHANGES`, :data:`WRITES`,
+#: :data:`READS`), else None: for each statement a watched cursor starts,
+#: before :func:`statement_kind`.
+known_kind = _seen.get
 
 
 def changes_session(query: object, context: Any = None) -> bool:
@@ -216,130 +222,17 @@ CHANGED = "_pgpool_changed"
 _VOUCHED = "_pgpool_vouched"
 _WROTE = "_pgpool_wrote"  # ... a statement that writes data directly
 
-_connection_classes: dict[type[Any], type[Any]] = {}
-_cursor_classes: dict[type[Any], type[Any] | None] = {}
-
-
-def watch(conn: psycopg.Connection[Any]) -> None:
-    """Make *conn* tell :func:`take_changed` whether a loan may have changed it.
-
-    Its class becomes a subclass of its own (cached, by the same name), which
-    adds the two methods described in the module's docstring.
-    """
-    cls = type(conn)
-    if getattr(cls, "_pgpool_watched", False):
-        return
-    watched = _connection_classes.get(cls)
-    if watched is None:
-        watched = _connection_classes[cls] = _watched_connection_class(cls)
-    conn.__class__ = watched
-    take_changed(conn)
-
 
 def take_changed(conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
     """Return whether *conn* ran something that may have changed its session,
     and whether it ran a statement that writes data directly.
 
     And start again: the next call answers for what runs after this one.
-    ``(True, True)`` for a connection that is not watched (:func:`watch`).
+    ``(True, True)`` for a connection that is not watched
+    (``pgpool_core._reset.watch()``).
     """
     d = conn.__dict__
     changed: bool = d.get(CHANGED, True)
     wrote: bool = d.get(_WROTE, True)
     d[CHANGED] = d[_VOUCHED] = d[_WROTE] = False
     return changed, wrote
-
-
-def _same_names(cls: type[Any], base: type[Any]) -> type[Any]:
-    # Reprs, error messages and type names stay those of the user's class.
-    cls.__name__ = base.__name__
-    cls.__qualname__ = base.__qualname__
-    cls.__module__ = base.__module__
-    return cls
-
-
-# Called for every statement: the base classes' methods are looked up once,
-# the flags are plain attributes (no super(), no __dict__ lookups).
-
-
-def _watched_connection_class(base: type[Any]) -> type[Any]:
-    base_cursor = base.cursor
-    base_start = base._start_query
-    cursors = _cursor_classes
-
-    class Watched(base):  # type: ignore[misc]
-        _pgpool_watched = True
-        # The flags (see take_changed()), set on the instance.
-        _pgpool_vouched = False
-        _pgpool_changed = False
-        _pgpool_wrote = False
-
-        def cursor(self, *args: Any, **kwargs: Any) -> Any:
-            cur = base_cursor(self, *args, **kwargs)
-            cls = cur.__class__
-            watched = cursors.get(cls, _MISSING)
-            if watched is _MISSING:
-                watched = cursors[cls] = _watched_cursor_class(cls)
-            if watched is not None:
-                cur.__class__ = watched
-            return cur
-
-        def _start_query(self) -> Any:
-            # Every statement a cursor starts, whatever made the cursor.
-            if self._pgpool_vouched:
-                self._pgpool_vouched = False
-            else:
-                self._pgpool_changed = True
-            return base_start(self)
-
-    return _same_names(Watched, base)
-
-
-_MISSING: Any = object()
-
-
-def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
-    """Return the subclass of cursor class *base* that classifies statements.
-
-    None for a server cursor (every statement it starts counts as changing)
-    or a class whose instances cannot change class.
-    """
-    if issubclass(base, psycopg.ServerCursor) or not issubclass(base, psycopg.Cursor):
-        return None
-    base_start = base._start_query
-    base_copy = base._start_copy_gen
-    seen = _seen
-
-    class Watched(base):  # type: ignore[misc]
-        __slots__ = ()
-
-        def _start_query(self, query: Any = None) -> Any:
-            # execute(), executemany(), stream(); copy() gives no query here.
-            if query is not None and not self._closed:
-                kind = seen.get(query) if type(query) is str else None
-                if kind is None:
-                    kind = statement_kind(query, self)
-                if kind != CHANGES:
-                    conn = self._conn
-                    conn._pgpool_vouched = True
-                    if kind:
-                        conn._pgpool_wrote = True
-            return base_start(self, query)
-
-        def _start_copy_gen(self, statement: Any, params: Any = None) -> Any:
-            conn = self._conn
-            if not conn._pipeline and not self._closed:
-                kind = statement_kind(statement, self)
-                if kind != CHANGES:
-                    conn._pgpool_vouched = True
-                    if kind:
-                        conn._pgpool_wrote = True
-            return base_copy(self, statement, params)
-
-    try:
-        # The layout must allow changing an instance's class.
-        probe = object.__new__(base)
-        probe.__class__ = Watched
-    except TypeError:
-        return None
-    return _same_names(Watched, base)

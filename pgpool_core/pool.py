@@ -29,7 +29,7 @@ from ._options import (
     validate_pool_options,
 )
 from ._process import ProcessPools, in_forking_master, is_abandoned
-from ._psycopg_pool import ProcessPool
+from ._psycopg_pool import ProcessPool, lending_pool
 from ._reset import SessionReset, check_socket, run_configure
 from ._socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
 from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
@@ -495,7 +495,7 @@ class ForkSafePool(Generic[CT]):
         if self._limit_checked_in != pid:
             # Once per process: a pool made again here (after a release)
             # reuses it.
-            pool = getattr(conn, "_pool", None)
+            pool = lending_pool(conn)
             sizes = self.sizes()
             self._start_share_here = capacity.warn_if_over(
                 self.name,
@@ -601,7 +601,7 @@ class ForkSafePool(Generic[CT]):
         process is left alone. ValueError if *conn* is not this pool's.
         """
         pools = self._pools
-        origin = getattr(conn, "_pool", None)
+        origin = lending_pool(conn)
         if (
             origin is not None
             and getattr(origin, "owner", None) is pools
@@ -646,7 +646,7 @@ class ForkSafePool(Generic[CT]):
             with conn:
                 yield conn
         finally:
-            origin = getattr(conn, "_pool", None)
+            origin = lending_pool(conn)
             self.putconn(conn)
             if isinstance(origin, ProcessPool):
                 origin.record_usage(monotonic() - t0)
