@@ -93,14 +93,6 @@ def test_naive_pool_is_caught(
     assert fork_problems(result, pg_log, position, parent=server.proc.pid) != []
 
 
-def leaked_backends(pg: PgServer) -> int:
-    rows = pg.execute(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE application_name = 'leaked-in-master'"
-    )
-    return int(rows[0][0])
-
-
 @pytest.mark.parametrize(
     ("kind", "hooks", "left_open"),
     [("gunicorn", True, 0), ("uwsgi", False, 1)],
@@ -125,7 +117,7 @@ def test_connection_left_out_in_the_master(
     result = run_load(server.port, ["/query"] * 200, concurrency=CONCURRENCY)
 
     assert fork_problems(result, pg_log, position, parent=server.proc.pid) == []
-    assert leaked_backends(pg_log) == left_open
+    assert pg_log.sessions("leaked-in-master") == left_open
 
 
 @pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])

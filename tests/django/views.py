@@ -9,13 +9,9 @@ from typing import Any
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
+from tests.harness.postgres import query_backend_pid
+
 from .testapp.models import Item
-
-
-def _backend() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -23,7 +19,7 @@ def health(request: HttpRequest) -> JsonResponse:
 
 
 def query(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
+    return JsonResponse({"pid": os.getpid(), "backend": query_backend_pid(connection)})
 
 
 def state(request: HttpRequest) -> JsonResponse:
@@ -45,7 +41,9 @@ def state(request: HttpRequest) -> JsonResponse:
         "search_path": search_path,
         "temp_table": temp_table,
     }
-    return JsonResponse({"pid": os.getpid(), "backend": _backend(), "seen": seen})
+    return JsonResponse(
+        {"pid": os.getpid(), "backend": query_backend_pid(connection), "seen": seen}
+    )
 
 
 def time_zone(request: HttpRequest) -> JsonResponse:
@@ -58,7 +56,9 @@ def time_zone(request: HttpRequest) -> JsonResponse:
         cursor.execute("SET TIME ZONE 'America/Chicago'")
         cursor.execute("SELECT set_config('pgpool.marker', 'leaked', false)")
     seen = {"time_zone": zone, "marker": marker or None}
-    return JsonResponse({"pid": os.getpid(), "backend": _backend(), "seen": seen})
+    return JsonResponse(
+        {"pid": os.getpid(), "backend": query_backend_pid(connection), "seen": seen}
+    )
 
 
 def hold(request: HttpRequest) -> JsonResponse:
@@ -67,7 +67,7 @@ def hold(request: HttpRequest) -> JsonResponse:
         started = time.time()
         cursor.execute("SELECT pg_sleep(%s)", [float(request.GET["seconds"])])
         ended = time.time()
-    body = {"pid": os.getpid(), "backend": _backend()}
+    body = {"pid": os.getpid(), "backend": query_backend_pid(connection)}
     return JsonResponse({**body, "started": started, "ended": ended})
 
 

@@ -144,7 +144,7 @@ def test_closed_connection_is_replaced_in_the_same_context(
     @app.get("/reconnect")
     def reconnect() -> dict[str, Any]:
         first = pgpool.connection.info.backend_pid
-        pg_server.execute("SELECT pg_terminate_backend(%s)", [first])
+        pg_server.terminate(first)
         with pytest.raises(psycopg.OperationalError):
             pgpool.connection.execute("SELECT 1")
         second = pgpool.connection.execute("SELECT pg_backend_pid()").fetchone()

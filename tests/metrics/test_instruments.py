@@ -172,10 +172,7 @@ def test_counts_are_the_sessions_postgresql_sees(
         "counts", min_size=3, max_size=5, kwargs={"application_name": application_name}
     )
     pool.wait()
-    sessions = pg_server.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-        (application_name,),
-    )[0][0]
+    sessions = pg_server.sessions(application_name)
 
     borrowed = [pool.getconn(), pool.getconn()]
     during = read(reader, "counts")

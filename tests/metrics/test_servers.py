@@ -40,14 +40,6 @@ def collector() -> Iterator[Collector]:
         yield running
 
 
-def backends(pg: PgServer, application_name: str) -> int:
-    rows = pg.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-        (application_name,),
-    )
-    return int(rows[0][0])
-
-
 def serve_metrics_app(
     serve: Callable[..., RunningServer],
     pg: PgServer,
@@ -135,13 +127,13 @@ def test_otlp_worker_counts_add_up_to_pg_stat_activity(
             and sum(w[2] for w in workers.values()) == REQUESTS
             and all(used == 0 for _, used, _ in workers.values())
             and sum(i + u for i, u, _ in workers.values())
-            == backends(pg_server, application_name)
+            == pg_server.sessions(application_name)
         )
 
     settled_in_time = wait_until(settled)
     reports = collector.latest()
     workers = per_worker(reports)
-    seen = backends(pg_server, application_name)
+    seen = pg_server.sessions(application_name)
     print(
         f"{kind} OTLP: per worker (idle, used, waits) {workers};"
         f" sum {sum(i + u for i, u, _ in workers.values())};"
@@ -214,7 +206,7 @@ def test_prometheus_scrape_shows_every_workers_pool(
             total=sum(value for _, value in counts),
             used=sum(v for labels, v in counts if labels[STATE] == "used"),
             waits=sum(value for _, value in waits),
-            seen=backends(pg_server, application_name),
+            seen=pg_server.sessions(application_name),
         )
         return (
             len(state["pids"]) == WORKERS

@@ -15,6 +15,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request, stream_with_context
 
 from flask_pgpool import PgPool
+from tests.harness.postgres import query_backend_pid
 
 pgpool = PgPool()
 bp = Blueprint("notes", __name__)
@@ -34,12 +35,6 @@ def create_app(**config: Any) -> Flask:
     return app
 
 
-def backend() -> int:
-    row = pgpool.connection.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 @bp.get("/health")
 def health() -> dict[str, Any]:
     return {"pid": os.getpid()}
@@ -47,7 +42,7 @@ def health() -> dict[str, Any]:
 
 @bp.get("/query")
 def query() -> dict[str, Any]:
-    return {"pid": os.getpid(), "backend": backend()}
+    return {"pid": os.getpid(), "backend": query_backend_pid(pgpool.connection)}
 
 
 @bp.get("/hold")
@@ -91,7 +86,7 @@ def session() -> dict[str, Any]:
 @bp.get("/stream")
 def stream() -> Response:
     """Stream a JSON body; the generator uses the view's connection and transaction."""
-    first = backend()
+    first = query_backend_pid(pgpool.connection)
     pgpool.connection.execute("SELECT set_config('pgpool.stream', 'open', true)")
 
     def generate() -> Iterator[str]:

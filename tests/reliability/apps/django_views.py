@@ -11,13 +11,8 @@ from typing import Any
 from django.db import DataError, connection, transaction
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
+from tests.harness.postgres import query_backend_pid
 from tests.reliability.apps import probe
-
-
-def _backend() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -25,19 +20,19 @@ def health(request: HttpRequest) -> JsonResponse:
 
 
 def query(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
+    return JsonResponse({"pid": os.getpid(), "backend": query_backend_pid(connection)})
 
 
 def hold(request: HttpRequest) -> JsonResponse:
     """Keep a connection busy in the database for ?seconds=."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_sleep(%s)", [float(request.GET["seconds"])])
-    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
+    return JsonResponse({"pid": os.getpid(), "backend": query_backend_pid(connection)})
 
 
 def slow(request: HttpRequest) -> JsonResponse:
     """Keep a connection borrowed, idle, for ?seconds= (warn_held_after)."""
-    pid = _backend()
+    pid = query_backend_pid(connection)
     time.sleep(float(request.GET["seconds"]))
     return JsonResponse({"pid": os.getpid(), "backend": pid})
 
@@ -68,7 +63,7 @@ def forget(request: HttpRequest) -> JsonResponse:
     transaction.set_autocommit(False)
     with connection.cursor() as cursor:
         cursor.execute(probe.INSERT, ["forgotten"])
-    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
+    return JsonResponse({"pid": os.getpid(), "backend": query_backend_pid(connection)})
 
 
 def stats(request: HttpRequest) -> JsonResponse:

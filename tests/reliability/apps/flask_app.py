@@ -15,6 +15,7 @@ import psycopg
 from flask import Blueprint, Flask, Response, request, stream_with_context
 
 from flask_pgpool import PgPool
+from tests.harness.postgres import query_backend_pid
 from tests.reliability.apps import probe
 
 pgpool = PgPool()
@@ -32,12 +33,6 @@ def create_app() -> Flask:
     return app
 
 
-def backend() -> int:
-    row = pgpool.connection.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 @bp.get("/health")
 def health() -> dict[str, Any]:
     return {"pid": os.getpid()}
@@ -48,20 +43,20 @@ bp.add_url_rule("/pool-health", view_func=pgpool.health_view(timeout=1.0))
 
 @bp.get("/query")
 def query() -> dict[str, Any]:
-    return {"pid": os.getpid(), "backend": backend()}
+    return {"pid": os.getpid(), "backend": query_backend_pid(pgpool.connection)}
 
 
 @bp.get("/hold")
 def hold() -> dict[str, Any]:
     """Keep a connection busy in the database for ?seconds=."""
     pgpool.connection.execute("SELECT pg_sleep(%s)", [float(request.args["seconds"])])
-    return {"pid": os.getpid(), "backend": backend()}
+    return {"pid": os.getpid(), "backend": query_backend_pid(pgpool.connection)}
 
 
 @bp.get("/slow")
 def slow() -> dict[str, Any]:
     """Keep a connection borrowed, idle, for ?seconds= (warn_held_after)."""
-    pid = backend()
+    pid = query_backend_pid(pgpool.connection)
     time.sleep(float(request.args["seconds"]))
     return {"pid": os.getpid(), "backend": pid}
 
@@ -91,7 +86,7 @@ def stream() -> Response:
 def forget() -> dict[str, Any]:
     """Write and never commit."""
     pgpool.connection.execute(probe.INSERT, ["forgotten"])
-    return {"pid": os.getpid(), "backend": backend()}
+    return {"pid": os.getpid(), "backend": query_backend_pid(pgpool.connection)}
 
 
 @bp.get("/stats")
