@@ -1,4 +1,8 @@
-"""Views of the test project; each answers JSON with the worker and backend pids."""
+"""Views of the test project; each answers JSON with the worker and backend pids.
+
+The reliability tests' project (tests.reliability.apps) serves health, query and
+hold too: it has no testapp, so Item is imported where it is used.
+"""
 
 from __future__ import annotations
 
@@ -10,8 +14,6 @@ from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
 from tests.harness.postgres import query_backend_pid
-
-from .testapp.models import Item
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -73,6 +75,8 @@ def hold(request: HttpRequest) -> JsonResponse:
 
 def items(request: HttpRequest) -> JsonResponse:
     """Create an item (ATOMIC_REQUESTS: undone if ?fail=1 makes the view raise)."""
+    from .testapp.models import Item
+
     Item.objects.create(name=request.GET.get("name", "item"))
     if request.GET.get("fail"):
         raise RuntimeError("failing after the insert, on purpose")

@@ -373,15 +373,6 @@ def test_one_pgpool_serves_two_apps(make_app: MakeApp) -> None:
     assert state_of(first).pools["default"] is not state_of(second).pools["default"]
 
 
-@pytest.fixture(scope="module")
-def reports_db(pg_server: PgServer) -> str:
-    """A second database on the server."""
-    name = "pgpool_flask_reports"
-    if not pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]):
-        pg_server.execute(f"CREATE DATABASE {name}")
-    return name
-
-
 def test_several_databases(
     make_app: MakeApp, pg_server: PgServer, reports_db: str
 ) -> None:

@@ -1,7 +1,8 @@
 """A Flask app made by a factory on a module-level PgPool, as users write them.
 
 Every test app comes from create_app(); tests.flask.apps.wsgi makes the one
-the servers run.
+the servers run. The reliability tests' app (tests.reliability.apps.flask_app)
+serves this module's pgpool and its views health, query and hold.
 """
 
 from __future__ import annotations
@@ -47,16 +48,18 @@ def query() -> dict[str, Any]:
 
 @bp.get("/hold")
 def hold() -> dict[str, Any]:
-    """Keep a connection busy for ?seconds=; say when the query ran."""
+    """Keep a connection busy for ?seconds=; say when the queries ran.
+
+    The query starts with ``SELECT pg_sleep``: PgServer.wait_for_sleepers()
+    sees it.
+    """
     conn = pgpool.connection  # borrowed here, maybe after a wait
     started = time.time()
-    row = conn.execute(
-        "SELECT pg_backend_pid(), pg_sleep(%s)", [float(request.args["seconds"])]
-    ).fetchone()
-    assert row is not None
+    conn.execute("SELECT pg_sleep(%s)", [float(request.args["seconds"])])
+    backend = query_backend_pid(conn)
     return {
         "pid": os.getpid(),
-        "backend": row[0],
+        "backend": backend,
         "started": started,
         "ended": time.time(),
     }

@@ -1,4 +1,7 @@
-"""Views of the Django app of the reliability tests, as those of the Flask app."""
+"""Views of the Django app of the reliability tests, as those of the Flask app.
+
+health, query and hold are the Django tests' own (tests.django.views).
+"""
 
 from __future__ import annotations
 
@@ -13,21 +16,6 @@ from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
 from tests.harness.postgres import query_backend_pid
 from tests.reliability.apps import probe
-
-
-def health(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"pid": os.getpid()})
-
-
-def query(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"pid": os.getpid(), "backend": query_backend_pid(connection)})
-
-
-def hold(request: HttpRequest) -> JsonResponse:
-    """Keep a connection busy in the database for ?seconds=."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_sleep(%s)", [float(request.GET["seconds"])])
-    return JsonResponse({"pid": os.getpid(), "backend": query_backend_pid(connection)})
 
 
 def slow(request: HttpRequest) -> JsonResponse:

@@ -1,6 +1,8 @@
 """The Flask app of the reliability tests: an app factory on a module-level PgPool.
 
 The servers run tests.reliability.apps.flask_wsgi; the CLI runs create_app().
+The PgPool and the views health, query and hold are the Flask tests' own
+(tests.flask.apps.notes); the others are the reliability tests' only.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from typing import Any
 import psycopg
 from flask import Blueprint, Flask, Response, request, stream_with_context
 
-from flask_pgpool import PgPool
+from tests.flask.apps.notes import health, hold, pgpool, query
 from tests.harness.postgres import query_backend_pid
 from tests.reliability.apps import probe
 
-pgpool = PgPool()
 bp = Blueprint("reliability", __name__)
+bp.add_url_rule("/health", view_func=health)
+bp.add_url_rule("/pool-health", view_func=pgpool.health_view(timeout=1.0))
+bp.add_url_rule("/query", view_func=query)
+bp.add_url_rule("/hold", view_func=hold)
 
 
 def create_app() -> Flask:
@@ -31,26 +36,6 @@ def create_app() -> Flask:
     pgpool.init_app(app)
     app.register_blueprint(bp)
     return app
-
-
-@bp.get("/health")
-def health() -> dict[str, Any]:
-    return {"pid": os.getpid()}
-
-
-bp.add_url_rule("/pool-health", view_func=pgpool.health_view(timeout=1.0))
-
-
-@bp.get("/query")
-def query() -> dict[str, Any]:
-    return {"pid": os.getpid(), "backend": query_backend_pid(pgpool.connection)}
-
-
-@bp.get("/hold")
-def hold() -> dict[str, Any]:
-    """Keep a connection busy in the database for ?seconds=."""
-    pgpool.connection.execute("SELECT pg_sleep(%s)", [float(request.args["seconds"])])
-    return {"pid": os.getpid(), "backend": query_backend_pid(pgpool.connection)}
 
 
 @bp.get("/slow")
