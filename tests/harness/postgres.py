@@ -78,6 +78,11 @@ def free_port() -> int:
     raise RuntimeError("no free port found below 32768")
 
 
+def quoted(value: str) -> str:
+    """*value* as a key=value conninfo writes it: quoted, ``\\`` and ``'`` escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def backend_pid(source: Any) -> int:
     """Return the pid of the server process (backend) behind *source*.
 
