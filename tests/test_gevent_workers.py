@@ -97,12 +97,12 @@ def test_the_pool_creation_lock_made_before_the_patch_is_not_kept() -> None:
     requests timed out now and then). After the patch it must be gevent's.
     """
     code = (
-        "from pgpool_core import green, lifecycle\n"
-        "before = lifecycle.process_lock()\n"
+        "from pgpool_core import _green, _process\n"
+        "before = _process.process_lock()\n"
         "from gevent import monkey\n"
         "monkey.patch_all()\n"
-        "green.after_patch()\n"
-        "after = lifecycle.process_lock()\n"
+        "_green.after_patch()\n"
+        "after = _process.process_lock()\n"
         "print(type(before).__module__, type(after).__module__)\n"
     )
     output = run_python(code)

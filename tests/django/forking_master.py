@@ -25,13 +25,13 @@ django.setup()
 
 from django.db import connection  # noqa: E402
 
-from pgpool_core import lifecycle  # noqa: E402
+from pgpool_core import _process  # noqa: E402
 from tests.harness.forking import FORKS, run_in_child  # noqa: E402
 from tests.harness.postgres import query_backend_pid  # noqa: E402
 
 
 def main(fork_kind: str, moment: str) -> dict[str, Any]:
-    lifecycle.mark_forking_master()
+    _process.mark_forking_master()
     master_backend = query_backend_pid(connection)
     held = connection.connection
     report: dict[str, Any] = {
@@ -39,7 +39,7 @@ def main(fork_kind: str, moment: str) -> dict[str, Any]:
         "plain": getattr(held, "_pool", None) is None,
     }
     if moment == "pre_fork":
-        lifecycle.close_in_master()
+        _process.close_in_master()
     report["threads"] = threading.active_count()
 
     def worker() -> dict[str, Any]:
