@@ -6,16 +6,19 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import REPO
 from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer
-from tests.harness.servers import RunningServer, ServerNotAnswering, run_load
+from tests.harness.servers import (
+    GUNICORN_HOOKS,
+    RunningServer,
+    ServerNotAnswering,
+    run_load,
+)
 
 pytestmark = pytest.mark.servers
 
 REQUESTS = 500
 CONCURRENCY = 16
-HOOKS = REPO / "tests" / "apps" / "gunicorn_hooks.py"
 
 
 def serve_plain_app(
@@ -36,7 +39,7 @@ def serve_plain_app(
         kind,
         "tests.apps.plain_app:application",
         env=env,
-        config=HOOKS if hooks and kind == "gunicorn" else None,
+        config=GUNICORN_HOOKS if hooks and kind == "gunicorn" else None,
         lazy_apps=lazy_apps,
         **options,
     )

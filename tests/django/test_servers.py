@@ -15,8 +15,13 @@ import pytest
 
 from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer, start_cluster, stop_cluster
-from tests.harness.servers import RunningServer, ServerNotAnswering, run_load
-from tests.test_fork_servers import CONCURRENCY, HOOKS, REQUESTS
+from tests.harness.servers import (
+    GUNICORN_HOOKS,
+    RunningServer,
+    ServerNotAnswering,
+    run_load,
+)
+from tests.test_fork_servers import CONCURRENCY, REQUESTS
 
 pytestmark = pytest.mark.servers
 
@@ -41,7 +46,7 @@ def serve_project(
         kind,
         APP,
         env={**app_env, **env},
-        config=HOOKS if setup == "gunicorn-hooks" else None,
+        config=GUNICORN_HOOKS if setup == "gunicorn-hooks" else None,
         **options,
     )
 

@@ -19,17 +19,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgpool_core.metrics.prometheus import mark_dead_processes
-from tests.conftest import REPO
 from tests.harness.otlp import Collector, Report
 from tests.harness.postgres import PgServer
-from tests.harness.servers import RunningServer, run_load
+from tests.harness.servers import GUNICORN_HOOKS, RunningServer, run_load
 
 pytestmark = pytest.mark.servers
 
 WORKERS = 4
 MIN_SIZE = 2  # tests/apps/metrics_app.py's pool
 REQUESTS = 200
-HOOKS = REPO / "tests" / "apps" / "gunicorn_hooks.py"  # pgpool's gunicorn hooks
 POOL = "metrics-app"
 STATE = "db_client_connection_state"
 
@@ -51,7 +49,7 @@ def serve_metrics_app(
         kind,
         "tests.apps.metrics_app:application",
         workers=WORKERS,
-        config=HOOKS if kind == "gunicorn" else None,
+        config=GUNICORN_HOOKS if kind == "gunicorn" else None,
         env={
             "PGPOOL_APP_DSN": pg.dsn(),
             "PGPOOL_APP_NAME": application_name,

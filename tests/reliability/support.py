@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tests.conftest import REPO
 from tests.harness.postgres import PgServer
-from tests.harness.servers import LoadLoop, LoadResult, Response, RunningServer
-
-HOOKS = REPO / "tests" / "apps" / "gunicorn_hooks.py"
+from tests.harness.servers import (
+    GUNICORN_HOOKS,
+    LoadLoop,
+    LoadResult,
+    Response,
+    RunningServer,
+)
 
 #: The WSGI callable of each app, by the name the tests are parametrised with.
 APPS = {
@@ -76,7 +79,7 @@ def serve_app(
         "gunicorn",
         APPS[app],
         env=app_env(pg, **env_options),
-        config=HOOKS,
+        config=GUNICORN_HOOKS,
         workers=workers,
         extra_args=extra_args,
     )
