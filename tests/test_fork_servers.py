@@ -6,16 +6,19 @@ from collections.abc import Callable
 
 import pytest
 
-from tests.conftest import REPO
 from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer
-from tests.harness.servers import RunningServer, ServerNotAnswering, run_load
+from tests.harness.servers import (
+    GUNICORN_HOOKS,
+    RunningServer,
+    ServerNotAnswering,
+    run_load,
+)
 
 pytestmark = pytest.mark.servers
 
 REQUESTS = 500
 CONCURRENCY = 16
-HOOKS = REPO / "tests" / "apps" / "gunicorn_hooks.py"
 
 
 def serve_plain_app(
@@ -36,7 +39,7 @@ def serve_plain_app(
         kind,
         "tests.apps.plain_app:application",
         env=env,
-        config=HOOKS if hooks and kind == "gunicorn" else None,
+        config=GUNICORN_HOOKS if hooks and kind == "gunicorn" else None,
         lazy_apps=lazy_apps,
         **options,
     )
@@ -93,14 +96,6 @@ def test_naive_pool_is_caught(
     assert fork_problems(result, pg_log, position, parent=server.proc.pid) != []
 
 
-def leaked_backends(pg: PgServer) -> int:
-    rows = pg.execute(
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE application_name = 'leaked-in-master'"
-    )
-    return int(rows[0][0])
-
-
 @pytest.mark.parametrize(
     ("kind", "hooks", "left_open"),
     [("gunicorn", True, 0), ("uwsgi", False, 1)],
@@ -125,7 +120,7 @@ def test_connection_left_out_in_the_master(
     result = run_load(server.port, ["/query"] * 200, concurrency=CONCURRENCY)
 
     assert fork_problems(result, pg_log, position, parent=server.proc.pid) == []
-    assert leaked_backends(pg_log) == left_open
+    assert pg_log.sessions("leaked-in-master") == left_open
 
 
 @pytest.mark.parametrize("kind", ["uwsgi", "gunicorn"])

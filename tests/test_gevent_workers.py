@@ -10,9 +10,6 @@ own, as it does without preload (the baseline: no preload, no hooks).
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +19,7 @@ import pytest
 
 from pgpool_core.ops.snippets import read_snippet
 from tests.conftest import REPO
+from tests.harness.interpreter import run_python
 from tests.harness.overlap import most_at_once, shared_while_running
 from tests.harness.postgres import PgServer
 from tests.harness.servers import RunningServer, run_load
@@ -107,17 +105,10 @@ def test_the_pool_creation_lock_made_before_the_patch_is_not_kept() -> None:
         "after = _process.process_lock()\n"
         "print(type(before).__module__, type(after).__module__)\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    before, after = proc.stdout.split()
+    output = run_python(code)
+    before, after = output.split()
     assert before == "_thread"
-    assert after.startswith("gevent"), proc.stdout
+    assert after.startswith("gevent"), output
 
 
 def test_a_pool_made_before_a_patch_no_hook_saw_is_replaced_at_use(dsn: str) -> None:
@@ -146,17 +137,9 @@ def test_a_pool_made_before_a_patch_no_hook_saw_is_replaced_at_use(dsn: str) -> 
         "print(pool.pool is before, psycopg.waiting.wait.__name__, round(wall, 2))\n"
         "pool.close()\n"
     )
-    proc = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=REPO,
-        env={**os.environ, "DSN": dsn},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    print(proc.stdout)
-    same, wait, wall = proc.stdout.split()
+    output = run_python(code, env={"DSN": dsn})
+    print(output)
+    same, wait, wall = output.split()
     assert same == "False"
     assert wait == "wait_poll"
     assert float(wall) < 2.0  # 8 x 0.5 s one at a time: 4 s

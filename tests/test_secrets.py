@@ -56,7 +56,7 @@ from pgpool_core._options import mask_conninfo, mask_secrets, parse_conninfo
 from pgpool_core._psycopg_pool import ProcessPool
 from pgpool_core.ops import capacity, health
 from tests.django.support import database_settings, load_alias, run_project
-from tests.harness.postgres import PgServer
+from tests.harness.postgres import PgServer, quoted
 
 #: Examples per run (PGPOOL_SECRETS_EXAMPLES for a longer hunt).
 EXAMPLES = int(os.environ.get("PGPOOL_SECRETS_EXAMPLES", "150"))
@@ -93,10 +93,6 @@ passwords = st.one_of(
     ).map("".join),
     st.text(st.characters(codec="utf-8", exclude_characters="\0"), min_size=60),
 ).filter(lambda password: len(password) >= 4)
-
-
-def quoted(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def escaped(value: str) -> str:

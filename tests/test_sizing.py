@@ -20,8 +20,7 @@ import pytest
 from pgpool_core import ForkSafePool, _sizing
 from pgpool_core.ops.snippets import read_snippet
 from tests.harness.postgres import PgServer
-from tests.harness.servers import RunningServer, run_load
-from tests.test_fork_servers import HOOKS
+from tests.harness.servers import GUNICORN_HOOKS, RunningServer, run_load
 
 APP_NAME = "pgpool-sizing"
 MAX_IDLE = 1.0  # seconds: idle connections above min_size close after it
@@ -123,7 +122,7 @@ def test_backends_held_follow_the_concurrency_model(
             "PGPOOL_APP_MAX_IDLE": str(MAX_IDLE),
         },
         workers=workers,
-        config=HOOKS if hooks else None,
+        config=GUNICORN_HOOKS if hooks else None,
         extra_args=extra,
     )
     assert master_backends(pg_server, server.proc.pid) == 0

@@ -86,19 +86,7 @@ def test_child_keeps_its_pool_across_tasks(
     # The child closed its pool as it exited.
     reports = (base / "signals.jsonl").read_text()
     assert '"open": false' in reports and '"open": true' not in reports, reports
-    assert pg_log.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-        [APPLICATION],
-    ) == [(0,)]
-
-
-def backends_held(pg: PgServer) -> int:
-    """Return how many sessions of the app the server holds now."""
-    rows = pg.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-        [APPLICATION],
-    )
-    return int(rows[0][0])
+    assert pg_log.sessions(APPLICATION) == 0
 
 
 def start_importing_worker(
@@ -137,10 +125,10 @@ def test_import_time_query_leaves_no_unused_pool(
         bodies = run_tasks(client, TASKS, timeout=30)
         expected = len({body["pid"] for body in bodies}) * POOL_SIZE
         deadline = time.monotonic() + 10
-        while backends_held(pg_log) < expected and time.monotonic() < deadline:
+        while pg_log.sessions(APPLICATION) < expected and time.monotonic() < deadline:
             time.sleep(0.1)
         time.sleep(0.5)  # time enough for an unused pool to connect too
-        held = backends_held(pg_log)
+        held = pg_log.sessions(APPLICATION)
     finally:
         worker.stop()
     print(f"import-time query, 2 children: {held} backends held, {expected} serve")

@@ -82,15 +82,6 @@ def run_tasks(client: Celery, count: int, *, timeout: float) -> TaskRun:
     return run
 
 
-def connections_of(pg: PgServer, pid: int) -> int:
-    """Return how many backends serve the app's connections made in *pid*."""
-    rows = pg.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-        [f"celery-app-{pid}"],
-    )
-    return int(rows[0][0])
-
-
 def signal_reports(base: Path) -> list[dict[str, Any]]:
     """Return what the app's receivers saw, run after pgpool_core.servers.celery's."""
     path = base / "signals.jsonl"
@@ -148,7 +139,7 @@ def test_prefork_main_process_is_a_forking_master(
     assert run.failures == [], run.summary()
 
     # Its import-time pool was closed at worker_init, before the fork.
-    assert connections_of(pg_log, worker.pid) == 0
+    assert pg_log.sessions(f"celery-app-{worker.pid}") == 0
     ready = reports_of(signal_reports(base), "worker_ready")
     assert ready == {
         worker.pid: {

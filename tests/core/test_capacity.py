@@ -259,10 +259,7 @@ def limited_role(pg_server: PgServer) -> Iterator[str]:
     try:
         yield pg_server.dsn(user="pgpool_limited", password="limited-Secret-1")
     finally:
-        pg_server.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE usename = 'pgpool_limited'"
-        )
+        pg_server.terminate(*pg_server.client_backends(user="pgpool_limited"))
         pg_server.execute("DROP ROLE IF EXISTS pgpool_limited")
 
 

@@ -45,10 +45,7 @@ def role(pg_server: PgServer) -> Iterator[str]:
     try:
         yield name
     finally:
-        pg_server.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = %s",
-            [name],
-        )
+        pg_server.terminate(*pg_server.client_backends(user=name))
         pg_server.execute(f"DROP ROLE {name}")
 
 

@@ -24,18 +24,9 @@ from psycopg_pool import PoolClosed, PoolTimeout
 
 from pgpool_core import ForkSafePool, _process
 from tests.conftest import REPO
-from tests.harness.postgres import PgServer, free_port
+from tests.harness.postgres import PgServer, backend_pid, free_port
 
 INTRANS = psycopg.pq.TransactionStatus.INTRANS
-
-
-def backend(conn: psycopg.Connection[Any]) -> int:
-    return conn.info.backend_pid
-
-
-def terminate(pg_server: PgServer, pid: int) -> None:
-    pg_server.execute("SELECT pg_terminate_backend(%s)", [pid])
-    time.sleep(0.3)  # let the FATAL message arrive on the socket
 
 
 @pytest.fixture
@@ -208,10 +199,11 @@ def test_check_connection_is_psycopgs_round_trip(dsn: str, pg_server: PgServer) 
     )
     try:
         with pool.connection() as conn:
-            victim = backend(conn)
-        terminate(pg_server, victim)
+            victim = backend_pid(conn)
+        pg_server.terminate(victim)
+        time.sleep(0.3)  # let the FATAL message arrive on the socket
         with pool.connection() as conn:
-            assert backend(conn) != victim
+            assert backend_pid(conn) != victim
         stats = pool.get_stats()
         # As psycopg_pool counts it: a lost connection, one request.
         assert stats["connections_lost"] == 1
@@ -258,14 +250,14 @@ def test_a_query_in_flight_is_discarded_not_waited_on(dsn: str) -> None:
     pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5)
     try:
         conn = pool.getconn()
-        busy = backend(conn)
+        busy = backend_pid(conn)
         conn.pgconn.send_query(b"SELECT pg_sleep(5)")
         t0 = time.monotonic()
         pool.putconn(conn)
         assert time.monotonic() - t0 < 0.5
         assert conn.closed
         with pool.connection() as again:
-            assert backend(again) != busy
+            assert backend_pid(again) != busy
     finally:
         pool.close()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,21 +20,9 @@ from psycopg_pool import PoolClosed
 
 from pgpool_core import ForkSafePool, _process
 from tests.harness.forking import FORKS, run_in_child, server_sockets
-from tests.harness.postgres import PgServer
+from tests.harness.postgres import PgServer, backend_pid
 
-
-@pytest.fixture
-def pool(dsn: str) -> Iterator[ForkSafePool]:
-    pool = ForkSafePool(dsn, min_size=2, max_size=2, timeout=10, name="forked")
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-def backend_pid(pool: ForkSafePool) -> int:
-    with pool.connection() as conn:
-        return conn.info.backend_pid
+pytestmark = pytest.mark.pool(min_size=2, max_size=2, timeout=10, name="forked")
 
 
 def test_child_gets_its_own_backends_and_spares_the_parents(

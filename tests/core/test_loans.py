@@ -25,14 +25,7 @@ from pgpool_core._loans import LoanBook
 from tests.harness.forking import FORKS, run_in_child
 from tests.harness.postgres import PgServer
 
-
-@pytest.fixture
-def pool(dsn: str) -> Iterator[ForkSafePool]:
-    pool = ForkSafePool(dsn, min_size=1, max_size=2, timeout=5, name="loans")
-    try:
-        yield pool
-    finally:
-        pool.close()
+pytestmark = pytest.mark.pool(max_size=2, name="loans")
 
 
 def test_putconn_after_close_closes_the_connection(pool: ForkSafePool) -> None:

@@ -22,13 +22,9 @@ from pgpool_core._options import (
     mask_secrets,
     remember_secrets,
 )
+from tests.harness.postgres import quoted
 
 SECRET = "Wr0ng P@ss'w\\-Leak"
-
-
-def quoted(value: str) -> str:
-    """*value* as a key=value conninfo writes it."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def fragments(text: str, secret: str = SECRET) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import psycopg
@@ -15,20 +14,9 @@ from psycopg_pool import PoolClosed, PoolTimeout
 
 from pgpool_core import ForkSafePool, PoolNotAvailable, _process
 from pgpool_core._process import STOP_SIGNALS
-from tests.harness.postgres import PgServer
+from tests.harness.postgres import PgServer, backend_pid
 
-
-@pytest.fixture
-def pool(dsn: str) -> Iterator[ForkSafePool]:
-    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, name="t")
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-def backend(conn: psycopg.Connection[Any]) -> int:
-    return conn.info.backend_pid
+pytestmark = pytest.mark.pool(name="t")
 
 
 def test_nothing_connects_until_first_use(pg_server: PgServer) -> None:
@@ -84,7 +72,7 @@ def test_putconn_rolls_back_an_open_transaction(pool: ForkSafePool) -> None:
 
 def test_session_state_does_not_reach_the_next_borrower(pool: ForkSafePool) -> None:
     with pool.connection() as conn:
-        first = backend(conn)
+        first = backend_pid(conn)
         conn.autocommit = True
         conn.execute("SELECT set_config('application_name', 'leaked', false)")
         conn.execute("SET search_path TO leaked, public")
@@ -99,7 +87,7 @@ def test_session_state_does_not_reach_the_next_borrower(pool: ForkSafePool) -> N
         conn.row_factory = dict_row  # type: ignore[assignment]
     time.sleep(0.2)  # the reset runs in a pool worker
     with pool.connection() as conn:
-        assert backend(conn) == first, "min_size=max_size=1: the same connection"
+        assert backend_pid(conn) == first, "min_size=max_size=1: the same connection"
         assert not conn.autocommit
         assert conn.read_only is None
         row = conn.execute(
@@ -208,11 +196,7 @@ def test_terminated_connections_are_replaced_at_once(
     pool = ForkSafePool(dsn, min_size=4, max_size=4, timeout=10, name="term")
     try:
         pool.wait()
-        pg_server.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-            " WHERE application_name = '' AND pid <> pg_backend_pid()"
-            " AND backend_type = 'client backend' AND datname = current_database()"
-        )
+        pg_server.terminate(*pg_server.client_backends(application_name=""))
         time.sleep(0.3)  # let the FATAL messages arrive on the sockets
         t0 = time.monotonic()
         with pool.connection() as conn:
@@ -231,7 +215,7 @@ def test_an_idle_pool_lends_no_connection_older_than_max_lifetime(dsn: str) -> N
     try:
         pool.wait()
         with pool.connection() as a, pool.connection() as b:
-            first = {backend(a), backend(b)}
+            first = {backend_pid(a), backend_pid(b)}
         time.sleep(1.5)  # idle: nothing given back meanwhile
         for _ in range(2):
             with pool.connection() as conn:
@@ -239,7 +223,7 @@ def test_an_idle_pool_lends_no_connection_older_than_max_lifetime(dsn: str) -> N
                     "SELECT extract(epoch FROM now() - backend_start)"
                     " FROM pg_stat_activity WHERE pid = pg_backend_pid()"
                 ).fetchone()
-                assert backend(conn) not in first
+                assert backend_pid(conn) not in first
                 assert age is not None and float(age[0]) < 0.5, age
         assert pool.get_stats().get("connections_lost", 0) == 0
     finally:
@@ -263,13 +247,13 @@ def test_healthy_checkout_costs_no_round_trip(
     )
     for _ in range(3):
         with pool.connection() as conn:
-            victim = backend(conn)
+            victim = backend_pid(conn)
     assert full_checks == [], "a healthy connection is checked without a query"
 
-    pg_server.execute("SELECT pg_terminate_backend(%s)", [victim])
+    pg_server.terminate(victim)
     time.sleep(0.3)
     with pool.connection() as conn:
-        assert backend(conn) != victim
+        assert backend_pid(conn) != victim
     # Found out when its reset's answer is read, or by the check (the server's
     # message was waiting on the socket): only that one was checked for real.
     assert full_checks in ([], [victim]), "only the terminated one was checked"
@@ -312,12 +296,12 @@ def test_closed_is_closed_for_good(pool: ForkSafePool) -> None:
 def test_release_leaves_the_pool_open(pool: ForkSafePool) -> None:
     """What the server hooks and Django's close_pool() do: the next use reopens."""
     with pool.connection() as conn:
-        first = backend(conn)
+        first = backend_pid(conn)
     _process.release(pool)
     assert not pool.closed
     assert not pool.process_pool_open
     with pool.connection() as conn:
-        assert backend(conn) != first
+        assert backend_pid(conn) != first
 
 
 def test_a_dropped_pool_is_not_warmed_up(pool: ForkSafePool) -> None:
@@ -390,11 +374,11 @@ def test_info_log_never_shows_the_password(
 def test_connect_gives_a_configured_unpooled_connection(dsn: str) -> None:
     configured: list[int] = []
     pool = ForkSafePool(
-        dsn, min_size=1, configure=lambda c: configured.append(backend(c))
+        dsn, min_size=1, configure=lambda c: configured.append(backend_pid(c))
     )
     with pool.connect() as conn:
         assert conn.pgconn.ssl_in_use
         assert conn.info.get_parameters()["keepalives"] == "1"
-        assert configured == [backend(conn)]
+        assert configured == [backend_pid(conn)]
     assert conn.closed
     assert not pool.process_pool_open, "connect() makes no pool"

@@ -22,23 +22,13 @@ from psycopg_pool import ConnectionPool, PoolTimeout
 from pgpool_core import ForkSafePool, _reset, borrower
 from pgpool_core._reset import is_settling
 from tests.harness.forking import run_in_child
-from tests.harness.postgres import PgServer
+from tests.harness.postgres import PgServer, backend_pid
 from tests.session_kinds import KINDS, Kind
 
 Connection = psycopg.Connection[Any]
 
 
-@pytest.fixture
-def pool(dsn: str) -> Iterator[ForkSafePool]:
-    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, name="settle")
-    try:
-        yield pool
-    finally:
-        pool.close()
-
-
-def backend(conn: Connection) -> int:
-    return conn.info.backend_pid
+pytestmark = pytest.mark.pool(name="settle")
 
 
 @contextmanager
@@ -58,7 +48,7 @@ def settling(pool: ForkSafePool, pg_server: PgServer) -> Iterator[Connection]:
         assert time.monotonic() - t0 < 1.0, "putconn waited for the reset"
         assert is_settling(conn)
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.ACTIVE
-        assert waiting_for_lock(pg_server, backend(conn))
+        assert waiting_for_lock(pg_server, backend_pid(conn))
         yield conn
 
 
@@ -111,10 +101,10 @@ def test_a_failed_reset_is_never_lent(
     pool: ForkSafePool, pg_server: PgServer, caplog: pytest.LogCaptureFixture
 ) -> None:
     with settling(pool, pg_server) as conn:
-        victim = backend(conn)
+        victim = backend_pid(conn)
         pg_server.execute("SELECT pg_cancel_backend(%s)", [victim])
     with pool.connection() as again:
-        assert backend(again) != victim
+        assert backend_pid(again) != victim
     assert conn.closed
     assert pool.get_stats()["connections_lost"] == 1
     [record] = [r for r in caplog.records if "error resetting" in r.message]
@@ -151,21 +141,21 @@ def test_a_reset_not_answered_waits_no_longer_than_the_client(
 
 def test_check_settles_first(pool: ForkSafePool, pg_server: PgServer) -> None:
     with pool.connection() as conn:
-        first = backend(conn)
+        first = backend_pid(conn)
     pool.check()  # ConnectionPool.check() on a settling connection
     stats = pool.get_stats()
     assert stats.get("connections_lost", 0) == 0
     assert stats["pool_available"] == 1
     with pool.connection() as conn:
-        assert backend(conn) == first
+        assert backend_pid(conn) == first
 
     with settling(pool, pg_server) as conn:
-        pg_server.execute("SELECT pg_cancel_backend(%s)", [backend(conn)])
+        pg_server.execute("SELECT pg_cancel_backend(%s)", [backend_pid(conn)])
         pool.check()  # its reset failed: lost, replaced
     assert conn.closed
     assert pool.get_stats()["connections_lost"] == 1
     with pool.connection() as again:
-        assert backend(again) not in (first, 0)
+        assert backend_pid(again) not in (first, 0)
 
 
 def test_drain_and_close_with_settling_connections(
@@ -205,11 +195,11 @@ def test_a_settling_connection_at_fork_is_abandoned(
 ) -> None:
     position = pg_log.log_position()
     with settling(pool, pg_log) as conn:
-        parent = backend(conn)
+        parent = backend_pid(conn)
 
         def child() -> int:
             with pool.connection() as mine:
-                return backend(mine)
+                return backend_pid(mine)
 
         assert run_in_child(child) != parent
         assert not conn.closed and is_settling(conn)
@@ -237,7 +227,7 @@ def test_client_state_that_cannot_be_undone_is_not_lent(
     pool: ForkSafePool, block: str
 ) -> None:
     conn = pool.getconn()
-    first = backend(conn)
+    first = backend_pid(conn)
     held: list[Any] = []  # the borrower's objects, still alive
     if block == "transaction":
         held.append(conn.transaction())
@@ -253,7 +243,7 @@ def test_client_state_that_cannot_be_undone_is_not_lent(
     pool.putconn(conn)
     assert conn.closed
     with pool.connection() as again:
-        assert backend(again) != first
+        assert backend_pid(again) != first
 
 
 # -- what the reset undoes, kind by kind -------------------------------------------
@@ -264,7 +254,7 @@ def test_nothing_of_one_borrower_reaches_the_next(dsn: str, kind: Kind) -> None:
     pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, name="kinds")
     try:
         conn = pool.getconn()
-        first = backend(conn)
+        first = backend_pid(conn)
         baseline = kind.see(conn, dsn)
         pool.putconn(conn)
 
@@ -273,7 +263,7 @@ def test_nothing_of_one_borrower_reaches_the_next(dsn: str, kind: Kind) -> None:
         pool.putconn(conn)
 
         conn = pool.getconn()
-        assert backend(conn) == first, "the same connection"
+        assert backend_pid(conn) == first, "the same connection"
         assert kind.see(conn, dsn) == baseline
         pool.putconn(conn)
     finally:

@@ -27,17 +27,12 @@ from django.db import connection  # noqa: E402
 
 from pgpool_core import _process  # noqa: E402
 from tests.harness.forking import FORKS, run_in_child  # noqa: E402
-
-
-def backend_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
+from tests.harness.postgres import query_backend_pid  # noqa: E402
 
 
 def main(fork_kind: str, moment: str) -> dict[str, Any]:
     _process.mark_forking_master()
-    master_backend = backend_pid()
+    master_backend = query_backend_pid(connection)
     held = connection.connection
     report: dict[str, Any] = {
         "master_backend": master_backend,
@@ -50,19 +45,19 @@ def main(fork_kind: str, moment: str) -> dict[str, Any]:
     def worker() -> dict[str, Any]:
         connection.close_if_unusable_or_obsolete()  # a request starts
         connection.close()
-        first = backend_pid()
+        first = query_backend_pid(connection)
         connection.close()  # a request ends
         pool = connection.pool
         return {
             "first": first,
-            "again": backend_pid(),
+            "again": query_backend_pid(connection),
             "pooled": pool is not None and pool.process_pool_open,
             "held_closed": held.closed,
         }
 
     report["worker"] = run_in_child(worker, FORKS[fork_kind])
     if moment == "open":
-        report["master_after"] = backend_pid()
+        report["master_after"] = query_backend_pid(connection)
     connection.close()
     report["held_closed_at_end"] = held.closed
     return report

@@ -22,15 +22,9 @@ from django_pgpool.base import DatabaseWrapper
 from pgpool_core import ForkSafePool
 from tests.django.support import database_settings, load_alias
 from tests.django.testapp.models import Item
-from tests.harness.postgres import PgServer
+from tests.harness.postgres import PgServer, query_backend_pid
 
 MakeWrapper = Callable[..., DatabaseWrapper]
-
-
-def backend_pid(wrapper: Any) -> int:
-    with wrapper.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
 
 
 def fetch(wrapper: Any, sql: str) -> Any:
@@ -106,14 +100,14 @@ def test_server_side_cursors(in_atomic: bool) -> None:
 
 def test_close_gives_the_connection_back_to_the_pool(make_wrapper: MakeWrapper) -> None:
     wrapper = make_wrapper()  # max_size=1: a second connection would time out
-    first = backend_pid(wrapper)
+    first = query_backend_pid(wrapper)
     raw = wrapper.connection
 
     wrapper.close()
 
     assert wrapper.connection is None
     assert not raw.closed
-    assert backend_pid(wrapper) == first
+    assert query_backend_pid(wrapper) == first
     assert wrapper.pool is not None
     assert wrapper.pool.get_stats()["connections_num"] == 1
 
@@ -171,13 +165,13 @@ def test_a_terminated_connection_is_replaced(
     make_wrapper: MakeWrapper, pg_server: PgServer, health_checks: bool
 ) -> None:
     wrapper = make_wrapper(CONN_HEALTH_CHECKS=health_checks)
-    first = backend_pid(wrapper)
+    first = query_backend_pid(wrapper)
     wrapper.close()
-    # With a timeout it returns once the backend is gone, its FATAL message
-    # sent: without, the borrow below could run before the message arrives.
-    pg_server.execute("SELECT pg_terminate_backend(%s, 10000)", [first])
+    # Waited for until the backend is gone, its FATAL message sent: without,
+    # the borrow below could run before the message arrives.
+    pg_server.terminate(first, wait=True)
 
-    second = backend_pid(wrapper)
+    second = query_backend_pid(wrapper)
 
     assert second != first
 
@@ -206,7 +200,7 @@ def test_ensure_connection_wrapped_on_djangos_base_class(
             with mock.patch.object(
                 BaseDatabaseWrapper, "ensure_connection", side_effect=wrapped
             ):
-                backend_pid(wrapper)
+                query_backend_pid(wrapper)
         finally:
             wrapper.close()
             wrapper.close_pool()
@@ -224,7 +218,7 @@ def test_close_pool_then_close_closes_the_connection(
     make_wrapper: MakeWrapper,
 ) -> None:
     wrapper = make_wrapper()
-    first = backend_pid(wrapper)
+    first = query_backend_pid(wrapper)
     raw = wrapper.connection
     wrapper.close_pool()  # as Django's ensure_timezone() does
 
@@ -232,7 +226,7 @@ def test_close_pool_then_close_closes_the_connection(
     wrapper.close()
 
     assert raw.closed
-    assert backend_pid(wrapper) != first  # a new pool
+    assert query_backend_pid(wrapper) != first  # a new pool
 
 
 # -- session reset -------------------------------------------------------------
@@ -240,7 +234,7 @@ def test_close_pool_then_close_closes_the_connection(
 
 def test_session_state_is_reset_between_borrowers(make_wrapper: MakeWrapper) -> None:
     wrapper = make_wrapper()
-    first = backend_pid(wrapper)
+    first = query_backend_pid(wrapper)
     with wrapper.cursor() as cursor:
         cursor.execute("SET application_name = 'leaked'")
         cursor.execute("SET search_path = leaked, public")
@@ -249,7 +243,7 @@ def test_session_state_is_reset_between_borrowers(make_wrapper: MakeWrapper) -> 
         cursor.execute("SELECT pg_advisory_lock(4711)")
     wrapper.close()
 
-    assert backend_pid(wrapper) == first, "the same connection, from the pool"
+    assert query_backend_pid(wrapper) == first, "the same connection, from the pool"
     state = fetch(
         wrapper,
         "SELECT current_setting('application_name'),"
@@ -273,7 +267,7 @@ def test_pool_reset_always_resets_after_every_request(
             "options": "-c log_statement=all",
         }
     )
-    backend_pid(wrapper)
+    query_backend_pid(wrapper)
     wrapper.close()
     assert wrapper.pool is not None
     wrapper.pool.check()  # settled
@@ -308,13 +302,13 @@ def test_time_zone_and_role_are_set_again_after_a_reset(
         "UTC",
         app_role,
     )
-    first = backend_pid(wrapper)
+    first = query_backend_pid(wrapper)
     with wrapper.cursor() as cursor:
         cursor.execute("SET TIME ZONE 'America/Chicago'")
         cursor.execute("RESET ROLE")
     wrapper.close()
 
-    assert backend_pid(wrapper) == first
+    assert query_backend_pid(wrapper) == first
     assert fetch(wrapper, "SELECT current_setting('TimeZone'), current_user") == (
         "UTC",
         app_role,
@@ -426,14 +420,14 @@ def test_conn_max_age_with_a_pool_names_the_alias(
 
 def test_without_pool_it_is_djangos_backend(make_wrapper: MakeWrapper) -> None:
     wrapper = make_wrapper(OPTIONS={"pool": False}, CONN_MAX_AGE=60)
-    first = backend_pid(wrapper)
+    first = query_backend_pid(wrapper)
     raw = wrapper.connection
     assert wrapper.pool is None
 
     wrapper.close()
 
     assert raw.closed
-    assert backend_pid(wrapper) != first
+    assert query_backend_pid(wrapper) != first
 
 
 def test_pgbouncer_option_reaches_the_pool(make_wrapper: MakeWrapper) -> None:

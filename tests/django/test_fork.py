@@ -18,7 +18,7 @@ from django_pgpool.base import DatabaseWrapper
 from pgpool_core import _process
 from tests.django.support import run_project
 from tests.harness.forking import FORKS, bytes_sent, run_in_child
-from tests.harness.postgres import PgServer
+from tests.harness.postgres import PgServer, query_backend_pid
 
 MakeWrapper = Callable[..., DatabaseWrapper]
 
@@ -32,19 +32,13 @@ pytestmark = pytest.mark.filterwarnings(
 POOL = {"pool": {"min_size": 1, "max_size": 1, "timeout": 5}}
 
 
-def backend_pid(wrapper: Any) -> int:
-    with wrapper.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
-
-
 @pytest.mark.parametrize("first", ["close", "close_pool", "query"])
 def test_child_never_touches_the_parents_connection(
     make_wrapper: MakeWrapper, pg_log: PgServer, first: str
 ) -> None:
     """The parent has a pool (and its threads), as a gunicorn master without hooks."""
     wrapper = make_wrapper(OPTIONS=POOL)
-    parent_backend = backend_pid(wrapper)  # checked out across the fork
+    parent_backend = query_backend_pid(wrapper)  # checked out across the fork
     held = wrapper.connection
     position = pg_log.log_position()
 
@@ -54,10 +48,10 @@ def test_child_never_touches_the_parents_connection(
             wrapper.close()
         elif first == "close_pool":
             wrapper.close_pool()
-        backends.append(backend_pid(wrapper))
+        backends.append(query_backend_pid(wrapper))
         wrapper.close()
         wrapper.close_pool()
-        backends.append(backend_pid(wrapper))
+        backends.append(query_backend_pid(wrapper))
         wrapper.close()
         return {
             "backends": backends,
@@ -72,9 +66,9 @@ def test_child_never_touches_the_parents_connection(
     assert result["held_closed"] is False
     assert result["held_abandoned"] is True
     assert wrapper.connection is held
-    assert backend_pid(wrapper) == parent_backend
+    assert query_backend_pid(wrapper) == parent_backend
     wrapper.close()
-    assert backend_pid(wrapper) == parent_backend, "the parent's pool still works"
+    assert query_backend_pid(wrapper) == parent_backend, "the parent's pool still works"
     assert pg_log.bad_mac_lines(position) == []
 
 
@@ -151,7 +145,7 @@ def test_child_checks_at_each_entry_point_first(
     check alone keeps the parent's socket untouched.
     """
     wrapper = make_wrapper(OPTIONS=POOL)
-    parent_backend = backend_pid(wrapper)  # checked out across the fork
+    parent_backend = query_backend_pid(wrapper)  # checked out across the fork
     held = wrapper.connection
     sent = bytes_sent(held.pgconn.socket)
     position = pg_log.log_position()
@@ -165,7 +159,7 @@ def test_child_checks_at_each_entry_point_first(
             if entry not in NEED_ONE:
                 raise
         after_entry = wrapper.connection
-        backend = backend_pid(wrapper)
+        backend = query_backend_pid(wrapper)
         return {
             "dropped": after_entry is not held,
             "backend": backend,
@@ -181,7 +175,7 @@ def test_child_checks_at_each_entry_point_first(
     assert result["held_closed"] is False
     assert result["held_abandoned"] is True
     assert wrapper.connection is held
-    assert backend_pid(wrapper) == parent_backend, "the parent's is still usable"
+    assert query_backend_pid(wrapper) == parent_backend, "the parent's is still usable"
     assert pg_log.bad_mac_lines(position) == []
 
 

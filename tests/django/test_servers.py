@@ -7,7 +7,6 @@ hooks, an open pool with its threads).
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,8 +15,13 @@ import pytest
 
 from tests.harness.forking import fork_problems
 from tests.harness.postgres import PgServer, start_cluster, stop_cluster
-from tests.harness.servers import RunningServer, ServerNotAnswering, run_load
-from tests.test_fork_servers import CONCURRENCY, HOOKS, REQUESTS
+from tests.harness.servers import (
+    GUNICORN_HOOKS,
+    RunningServer,
+    ServerNotAnswering,
+    run_load,
+)
+from tests.test_fork_servers import CONCURRENCY, REQUESTS
 
 pytestmark = pytest.mark.servers
 
@@ -42,7 +46,7 @@ def serve_project(
         kind,
         APP,
         env={**app_env, **env},
-        config=HOOKS if setup == "gunicorn-hooks" else None,
+        config=GUNICORN_HOOKS if setup == "gunicorn-hooks" else None,
         **options,
     )
 
@@ -88,18 +92,6 @@ def test_session_state_does_not_leak_between_requests(
     assert len(reuse) <= 4 and max(reuse.values()) > 1, reuse
 
 
-def wait_for_sleeper(pg: PgServer, timeout: float = 10.0) -> None:
-    """Wait until a session of the server runs pg_sleep()."""
-    deadline = time.monotonic() + timeout
-    sql = (
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
-    )
-    while pg.execute(sql)[0][0] == 0:
-        assert time.monotonic() < deadline, "the holding request never ran"
-        time.sleep(0.05)
-
-
 def test_exhausted_pool_answers_503_with_retry_after(
     serve: Callable[..., RunningServer], pg_server: PgServer, app_env: dict[str, str]
 ) -> None:
@@ -118,7 +110,7 @@ def test_exhausted_pool_answers_503_with_retry_after(
     )
     with ThreadPoolExecutor(4) as executor:
         holder = executor.submit(server.get, "/hold?seconds=4")
-        wait_for_sleeper(pg_server)  # the pool's one connection is busy
+        pg_server.wait_for_sleepers()  # the pool's one connection is busy
         waiting = [executor.submit(server.get, "/query") for _ in range(3)]
         answers = [future.result() for future in waiting]
         held = holder.result()

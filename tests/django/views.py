@@ -1,4 +1,8 @@
-"""Views of the test project; each answers JSON with the worker and backend pids."""
+"""Views of the test project; each answers JSON with the worker and backend pids.
+
+The reliability tests' project (tests.reliability.apps) serves health, query and
+hold too: it has no testapp, so Item is imported where it is used.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,7 @@ from typing import Any
 from django.db import connection
 from django.http import HttpRequest, JsonResponse
 
-from .testapp.models import Item
-
-
-def _backend() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
+from tests.harness.postgres import query_backend_pid
 
 
 def health(request: HttpRequest) -> JsonResponse:
@@ -23,7 +21,7 @@ def health(request: HttpRequest) -> JsonResponse:
 
 
 def query(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
+    return JsonResponse({"pid": os.getpid(), "backend": query_backend_pid(connection)})
 
 
 def state(request: HttpRequest) -> JsonResponse:
@@ -45,7 +43,9 @@ def state(request: HttpRequest) -> JsonResponse:
         "search_path": search_path,
         "temp_table": temp_table,
     }
-    return JsonResponse({"pid": os.getpid(), "backend": _backend(), "seen": seen})
+    return JsonResponse(
+        {"pid": os.getpid(), "backend": query_backend_pid(connection), "seen": seen}
+    )
 
 
 def time_zone(request: HttpRequest) -> JsonResponse:
@@ -58,7 +58,9 @@ def time_zone(request: HttpRequest) -> JsonResponse:
         cursor.execute("SET TIME ZONE 'America/Chicago'")
         cursor.execute("SELECT set_config('pgpool.marker', 'leaked', false)")
     seen = {"time_zone": zone, "marker": marker or None}
-    return JsonResponse({"pid": os.getpid(), "backend": _backend(), "seen": seen})
+    return JsonResponse(
+        {"pid": os.getpid(), "backend": query_backend_pid(connection), "seen": seen}
+    )
 
 
 def hold(request: HttpRequest) -> JsonResponse:
@@ -67,12 +69,14 @@ def hold(request: HttpRequest) -> JsonResponse:
         started = time.time()
         cursor.execute("SELECT pg_sleep(%s)", [float(request.GET["seconds"])])
         ended = time.time()
-    body = {"pid": os.getpid(), "backend": _backend()}
+    body = {"pid": os.getpid(), "backend": query_backend_pid(connection)}
     return JsonResponse({**body, "started": started, "ended": ended})
 
 
 def items(request: HttpRequest) -> JsonResponse:
     """Create an item (ATOMIC_REQUESTS: undone if ?fail=1 makes the view raise)."""
+    from .testapp.models import Item
+
     Item.objects.create(name=request.GET.get("name", "item"))
     if request.GET.get("fail"):
         raise RuntimeError("failing after the insert, on purpose")

@@ -5,14 +5,13 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import subprocess
-import sys
 
 import pytest
 
 from flask_pgpool.config import SETTINGS
 from pgpool_core.ops.snippets import read_snippet
 from tests.conftest import REPO
+from tests.harness.interpreter import run_python
 
 README = (REPO / "README.rst").read_text()
 DOCS = REPO / "docs"
@@ -114,21 +113,10 @@ print(json.dumps(missing))
 
 
 def test_api_reference_documents_every_public_name() -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            _UNDOCUMENTED,
-            (DOCS / "api.rst").read_text(),
-            json.dumps(PUBLIC_MODULES),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
+    output = run_python(
+        _UNDOCUMENTED, (DOCS / "api.rst").read_text(), json.dumps(PUBLIC_MODULES)
     )
-    assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == [], "not in docs/api.rst"
+    assert json.loads(output) == [], "not in docs/api.rst"
 
 
 @pytest.mark.parametrize("package", ["pgpool_core", "flask_pgpool", "django_pgpool"])

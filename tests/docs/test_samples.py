@@ -25,6 +25,7 @@ from psycopg.conninfo import conninfo_to_dict
 from pgpool_core.ops.snippets import SNIPPETS, read_snippet
 from tests.conftest import REPO
 from tests.docs.samples import Sample, all_samples, page_samples
+from tests.harness.interpreter import run_python
 from tests.harness.postgres import PgServer
 from tests.metrics.test_instruments import CONVENTIONS
 
@@ -65,15 +66,7 @@ def run(code: str, namespace: dict[str, Any], name: str) -> dict[str, Any]:
 
 def run_in_subprocess(code: str) -> str:
     """Run *code* in a fresh interpreter (hooks mark the process they load in)."""
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
+    return run_python(code, warnings_as_errors=True)
 
 
 @pytest.fixture

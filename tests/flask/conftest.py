@@ -32,6 +32,15 @@ def make_app(pg_server: PgServer) -> Iterator[MakeApp]:
             pool.close()
 
 
+@pytest.fixture(scope="session")
+def reports_db(pg_server: PgServer) -> str:
+    """A second database on the server, for a second bind."""
+    name = "pgpool_flask_reports"
+    if not pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]):
+        pg_server.execute(f"CREATE DATABASE {name}")
+    return name
+
+
 @pytest.fixture
 def app(make_app: MakeApp) -> Flask:
     return make_app()

@@ -24,14 +24,6 @@ def run(app: Flask, *args: str) -> Result:
     return app.test_cli_runner().invoke(args=["pgpool", *args])
 
 
-@pytest.fixture(scope="module")
-def reports_db(pg_server: PgServer) -> str:
-    name = "pgpool_flask_reports"
-    if not pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]):
-        pg_server.execute(f"CREATE DATABASE {name}")
-    return name
-
-
 def test_group_lists_its_commands(app: Flask) -> None:
     result = run(app, "--help")
     assert result.exit_code == 0, result.output

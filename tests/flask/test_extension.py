@@ -144,7 +144,7 @@ def test_closed_connection_is_replaced_in_the_same_context(
     @app.get("/reconnect")
     def reconnect() -> dict[str, Any]:
         first = pgpool.connection.info.backend_pid
-        pg_server.execute("SELECT pg_terminate_backend(%s)", [first])
+        pg_server.terminate(first)
         with pytest.raises(psycopg.OperationalError):
             pgpool.connection.execute("SELECT 1")
         second = pgpool.connection.execute("SELECT pg_backend_pid()").fetchone()
@@ -371,15 +371,6 @@ def test_one_pgpool_serves_two_apps(make_app: MakeApp) -> None:
     assert (a["name"], b["name"]) == ("first-app", "second-app")
     assert a["pool"] != b["pool"]
     assert state_of(first).pools["default"] is not state_of(second).pools["default"]
-
-
-@pytest.fixture(scope="module")
-def reports_db(pg_server: PgServer) -> str:
-    """A second database on the server."""
-    name = "pgpool_flask_reports"
-    if not pg_server.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]):
-        pg_server.execute(f"CREATE DATABASE {name}")
-    return name
 
 
 def test_several_databases(

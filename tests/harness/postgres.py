@@ -78,6 +78,35 @@ def free_port() -> int:
     raise RuntimeError("no free port found below 32768")
 
 
+def quoted(value: str) -> str:
+    """*value* as a key=value conninfo writes it: quoted, ``\\`` and ``'`` escaped."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def backend_pid(source: Any) -> int:
+    """Return the pid of the server process (backend) behind *source*.
+
+    *source* is a psycopg connection (what the server said at login, no round
+    trip) or a pool (a connection borrowed for the question, given back).
+    """
+    if isinstance(source, psycopg.Connection):
+        return source.info.backend_pid
+    with source.connection() as conn:
+        return int(conn.info.backend_pid)
+
+
+def query_backend_pid(connection: Any) -> int:
+    """Ask the server, with ``SELECT pg_backend_pid()``, which backend serves it.
+
+    *connection* is a psycopg connection or a Django connection wrapper (which
+    connects, as a view's first query does): the round trip proves the
+    connection works.
+    """
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return int(cursor.fetchone()[0])
+
+
 @dataclass
 class PgServer:
     """A running PostgreSQL server the tests may use."""
@@ -150,6 +179,62 @@ class PgServer:
         return [
             line for line in self.log_since(position).splitlines() if BAD_MAC in line
         ]
+
+    # -- what the tests ask of the server --------------------------------------
+
+    def sessions(self, application_name: str) -> int:
+        """Return how many sessions named *application_name* the server has now."""
+        rows = self.execute(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+            [application_name],
+        )
+        return int(rows[0][0])
+
+    def client_backends(
+        self, *, user: str | None = None, application_name: str | None = None
+    ) -> list[int]:
+        """Return the pids of the test database's client sessions (not the asker's).
+
+        *user*, *application_name*: only those of that role, of that name.
+        """
+        sql = (
+            "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            " AND pid <> pg_backend_pid() AND datname = current_database()"
+        )
+        params: list[str] = []
+        if user is not None:
+            sql += " AND usename = %s"
+            params.append(user)
+        if application_name is not None:
+            sql += " AND application_name = %s"
+            params.append(application_name)
+        return [int(row[0]) for row in self.execute(sql, params)]
+
+    def terminate(self, *pids: int, wait: bool = False) -> None:
+        """End the sessions *pids* (``pg_terminate_backend()``).
+
+        With *wait*, return once none is in pg_stat_activity any more: each
+        backend has exited, its FATAL message sent to its client.
+        """
+        self.execute(
+            "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid",
+            [list(pids)],
+        )
+        while wait and self.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [list(pids)]
+        ):
+            time.sleep(0.01)
+
+    def wait_for_sleepers(self, count: int = 1, timeout: float = 10.0) -> None:
+        """Wait until *count* sessions of the server run ``pg_sleep()``."""
+        deadline = time.monotonic() + timeout
+        sql = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
+        )
+        while self.execute(sql)[0][0] < count:
+            assert time.monotonic() < deadline, "the holding requests never ran"
+            time.sleep(0.05)
 
     # -- control -------------------------------------------------------------
 

@@ -25,6 +25,8 @@ from typing import Any
 from .postgres import free_port
 
 BIN = Path(sys.executable).parent
+#: A gunicorn config file that holds pgpool's worker hooks, and nothing else.
+GUNICORN_HOOKS = Path(__file__).resolve().parent.parent / "apps" / "gunicorn_hooks.py"
 
 
 @dataclass

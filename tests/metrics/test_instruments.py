@@ -38,7 +38,7 @@ from pgpool_core.metrics.prometheus import (
     mark_dead_processes,
     prometheus_name,
 )
-from tests.conftest import REPO
+from tests.harness.interpreter import run_python
 from tests.harness.postgres import PgServer
 
 POOL_NAME = "db.client.connection.pool.name"
@@ -172,10 +172,7 @@ def test_counts_are_the_sessions_postgresql_sees(
         "counts", min_size=3, max_size=5, kwargs={"application_name": application_name}
     )
     pool.wait()
-    sessions = pg_server.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-        (application_name,),
-    )[0][0]
+    sessions = pg_server.sessions(application_name)
 
     borrowed = [pool.getconn(), pool.getconn()]
     during = read(reader, "counts")
@@ -271,25 +268,17 @@ print(json.dumps({
 """
 
 
-def run_python(code: str, *args: str) -> Any:
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", code, *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+def run_python_json(code: str, *args: str) -> Any:
+    return json.loads(run_python(code, *args, warnings_as_errors=True))
 
 
 def test_without_opentelemetry_nothing_is_imported(dsn: str) -> None:
-    result = run_python(BLOCK_OPENTELEMETRY + USE_POOL, dsn)
+    result = run_python_json(BLOCK_OPENTELEMETRY + USE_POOL, dsn)
     assert result == {"recorder": False, "imported": [], "provider": None}
 
 
 def test_the_api_alone_records_through_its_no_op_meter(dsn: str) -> None:
-    result = run_python(USE_POOL, dsn)
+    result = run_python_json(USE_POOL, dsn)
     assert result["recorder"] is True
     # No SDK: the API's proxy provider, whose instruments record nothing.
     assert result["provider"] == "_ProxyMeterProvider"
@@ -330,7 +319,7 @@ print(json.dumps({"parent": os.getpid(), "before_fork": before_fork, "child": ch
 
 
 def test_setup_waits_for_the_fork_in_a_forking_master() -> None:
-    result = run_python(WORKER_SETUP, "master")
+    result = run_python_json(WORKER_SETUP, "master")
     assert result["before_fork"] == []
     # Once in the worker, with the stop signals blocked; the failing setup
     # before it was logged, not raised.
@@ -340,7 +329,7 @@ def test_setup_waits_for_the_fork_in_a_forking_master() -> None:
 
 
 def test_setup_runs_at_once_elsewhere() -> None:
-    result = run_python(WORKER_SETUP, "plain")
+    result = run_python_json(WORKER_SETUP, "plain")
     assert result["before_fork"] == [[result["parent"], True]]
     # A process forked from it runs it again when a server hook asks.
     assert len(result["child"]) == 2

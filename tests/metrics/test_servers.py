@@ -19,17 +19,15 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from pgpool_core.metrics.prometheus import mark_dead_processes
-from tests.conftest import REPO
 from tests.harness.otlp import Collector, Report
 from tests.harness.postgres import PgServer
-from tests.harness.servers import RunningServer, run_load
+from tests.harness.servers import GUNICORN_HOOKS, RunningServer, run_load
 
 pytestmark = pytest.mark.servers
 
 WORKERS = 4
 MIN_SIZE = 2  # tests/apps/metrics_app.py's pool
 REQUESTS = 200
-HOOKS = REPO / "tests" / "apps" / "gunicorn_hooks.py"  # pgpool's gunicorn hooks
 POOL = "metrics-app"
 STATE = "db_client_connection_state"
 
@@ -38,14 +36,6 @@ STATE = "db_client_connection_state"
 def collector() -> Iterator[Collector]:
     with Collector() as running:
         yield running
-
-
-def backends(pg: PgServer, application_name: str) -> int:
-    rows = pg.execute(
-        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
-        (application_name,),
-    )
-    return int(rows[0][0])
 
 
 def serve_metrics_app(
@@ -59,7 +49,7 @@ def serve_metrics_app(
         kind,
         "tests.apps.metrics_app:application",
         workers=WORKERS,
-        config=HOOKS if kind == "gunicorn" else None,
+        config=GUNICORN_HOOKS if kind == "gunicorn" else None,
         env={
             "PGPOOL_APP_DSN": pg.dsn(),
             "PGPOOL_APP_NAME": application_name,
@@ -135,13 +125,13 @@ def test_otlp_worker_counts_add_up_to_pg_stat_activity(
             and sum(w[2] for w in workers.values()) == REQUESTS
             and all(used == 0 for _, used, _ in workers.values())
             and sum(i + u for i, u, _ in workers.values())
-            == backends(pg_server, application_name)
+            == pg_server.sessions(application_name)
         )
 
     settled_in_time = wait_until(settled)
     reports = collector.latest()
     workers = per_worker(reports)
-    seen = backends(pg_server, application_name)
+    seen = pg_server.sessions(application_name)
     print(
         f"{kind} OTLP: per worker (idle, used, waits) {workers};"
         f" sum {sum(i + u for i, u, _ in workers.values())};"
@@ -214,7 +204,7 @@ def test_prometheus_scrape_shows_every_workers_pool(
             total=sum(value for _, value in counts),
             used=sum(v for labels, v in counts if labels[STATE] == "used"),
             waits=sum(value for _, value in waits),
-            seen=backends(pg_server, application_name),
+            seen=pg_server.sessions(application_name),
         )
         return (
             len(state["pids"]) == WORKERS

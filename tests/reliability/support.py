@@ -17,11 +17,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tests.conftest import REPO
 from tests.harness.postgres import PgServer
-from tests.harness.servers import LoadLoop, LoadResult, Response, RunningServer
-
-HOOKS = REPO / "tests" / "apps" / "gunicorn_hooks.py"
+from tests.harness.servers import (
+    GUNICORN_HOOKS,
+    LoadLoop,
+    LoadResult,
+    Response,
+    RunningServer,
+)
 
 #: The WSGI callable of each app, by the name the tests are parametrised with.
 APPS = {
@@ -36,11 +39,6 @@ POOL = {"min_size": 2, "max_size": 4, "timeout": 5}
 
 #: How long after the server accepts connections requests must succeed again.
 RECOVERY_BOUND = 2.0
-
-CLIENT_BACKENDS = (
-    "SELECT pid FROM pg_stat_activity WHERE backend_type = 'client backend'"
-    " AND pid <> pg_backend_pid() AND datname = current_database()"
-)
 
 
 def app_env(
@@ -81,7 +79,7 @@ def serve_app(
         "gunicorn",
         APPS[app],
         env=app_env(pg, **env_options),
-        config=HOOKS,
+        config=GUNICORN_HOOKS,
         workers=workers,
         extra_args=extra_args,
     )
@@ -187,13 +185,9 @@ def first_success_after(responses: Iterable[Response], moment: float) -> float |
 def terminate_backends(pg: PgServer) -> Window:
     """pg_terminate_backend() every client backend of the test database."""
     start = time.monotonic()
-    victims = [row[0] for row in pg.execute(CLIENT_BACKENDS)]
+    victims = pg.client_backends()
     assert victims, "the app had connections to terminate"
-    pg.execute(
-        "SELECT pg_terminate_backend(pid) FROM unnest(%s::int[]) AS pid", [victims]
-    )
-    while pg.execute("SELECT 1 FROM pg_stat_activity WHERE pid = ANY(%s)", [victims]):
-        time.sleep(0.01)
+    pg.terminate(*victims, wait=True)
     return Window(f"terminate {len(victims)} backends", start, time.monotonic())
 
 

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,7 +25,8 @@ from django.core.exceptions import ImproperlyConfigured
 
 from pgpool_core import ConfigurationError, ForkSafePool
 from tests.conftest import REPO
-from tests.django.support import database_settings, load_alias
+from tests.django.support import database_settings, load_alias, run_project
+from tests.flask.support import run_flask
 from tests.harness.postgres import PgServer, free_port
 from tests.harness.servers import RunningServer, run_load
 from tests.reliability.support import FRAMEWORKS, app_env, serve_app
@@ -165,25 +164,15 @@ CASES = [
 ]
 
 
-def command(app: str, action: str) -> list[str]:
-    if app == "flask":
-        flask = os.path.join(os.path.dirname(sys.executable), "flask")
-        factory = "tests.reliability.apps.flask_app:create_app"
-        return [flask, "--app", factory, "pgpool", action]
-    manage = str(REPO / "tests" / "reliability" / "apps" / "django_manage.py")
-    return [sys.executable, manage, "pgpool", action]
-
-
 def run_cli(app: str, action: str, env: dict[str, str]) -> tuple[int, str]:
-    result = subprocess.run(
-        command(app, action),
-        cwd=REPO,
-        env={**os.environ, **env, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
+    if app == "flask":
+        factory = "tests.reliability.apps.flask_app:create_app"
+        result = run_flask(factory, "pgpool", action, env=env)
+    else:
+        manage = str(REPO / "tests" / "reliability" / "apps" / "django_manage.py")
+        # Warnings as the user's shell has them, not as errors.
+        quiet = {**env, "PYTHONWARNINGS": os.environ.get("PYTHONWARNINGS", "")}
+        result = run_project(manage, "pgpool", action, env=quiet, timeout=120)
     return result.returncode, result.stdout + result.stderr
 
 

@@ -27,18 +27,6 @@ from tests.reliability.support import FRAMEWORKS, serve_app
 RETRY_AFTER = 7
 
 
-def wait_for_sleepers(pg: PgServer, count: int, timeout: float = 10.0) -> None:
-    """Wait until *count* sessions of the server run pg_sleep()."""
-    deadline = time.monotonic() + timeout
-    sql = (
-        "SELECT count(*) FROM pg_stat_activity"
-        " WHERE state = 'active' AND query LIKE 'SELECT pg_sleep%%'"
-    )
-    while pg.execute(sql)[0][0] < count:
-        assert time.monotonic() < deadline, "the holding requests never ran"
-        time.sleep(0.05)
-
-
 @pytest.mark.servers
 @pytest.mark.parametrize("app", FRAMEWORKS)
 def test_exhausted_pool_answers_503_and_honours_max_waiting(
@@ -65,7 +53,7 @@ def test_exhausted_pool_answers_503_and_honours_max_waiting(
             executor.submit(server.get, f"/hold?seconds={timeout + 3}")
             for _ in range(max_size)
         ]
-        wait_for_sleepers(pg_server, max_size)
+        pg_server.wait_for_sleepers(max_size)
         waiting = [executor.submit(server.get, "/query") for _ in range(extra)]
         answers = [future.result() for future in waiting]
         held = [future.result() for future in holders]

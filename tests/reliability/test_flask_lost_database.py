@@ -38,7 +38,7 @@ def app(pg_server: PgServer) -> Iterator[Flask]:
     def lost() -> dict[str, Any]:
         conn = pgpool.connection
         pid = conn.info.backend_pid
-        pg_server.execute("SELECT pg_terminate_backend(%s)", [pid])
+        pg_server.terminate(pid)
         conn.execute("SELECT 1")  # the server has ended the session
         return {}
 

@@ -1,7 +1,8 @@
 """A Flask app made by a factory on a module-level PgPool, as users write them.
 
 Every test app comes from create_app(); tests.flask.apps.wsgi makes the one
-the servers run.
+the servers run. The reliability tests' app (tests.reliability.apps.flask_app)
+serves this module's pgpool and its views health, query and hold.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 from flask import Blueprint, Flask, Response, request, stream_with_context
 
 from flask_pgpool import PgPool
+from tests.harness.postgres import query_backend_pid
 
 pgpool = PgPool()
 bp = Blueprint("notes", __name__)
@@ -34,12 +36,6 @@ def create_app(**config: Any) -> Flask:
     return app
 
 
-def backend() -> int:
-    row = pgpool.connection.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
 @bp.get("/health")
 def health() -> dict[str, Any]:
     return {"pid": os.getpid()}
@@ -47,21 +43,23 @@ def health() -> dict[str, Any]:
 
 @bp.get("/query")
 def query() -> dict[str, Any]:
-    return {"pid": os.getpid(), "backend": backend()}
+    return {"pid": os.getpid(), "backend": query_backend_pid(pgpool.connection)}
 
 
 @bp.get("/hold")
 def hold() -> dict[str, Any]:
-    """Keep a connection busy for ?seconds=; say when the query ran."""
+    """Keep a connection busy for ?seconds=; say when the queries ran.
+
+    The query starts with ``SELECT pg_sleep``: PgServer.wait_for_sleepers()
+    sees it.
+    """
     conn = pgpool.connection  # borrowed here, maybe after a wait
     started = time.time()
-    row = conn.execute(
-        "SELECT pg_backend_pid(), pg_sleep(%s)", [float(request.args["seconds"])]
-    ).fetchone()
-    assert row is not None
+    conn.execute("SELECT pg_sleep(%s)", [float(request.args["seconds"])])
+    backend = query_backend_pid(conn)
     return {
         "pid": os.getpid(),
-        "backend": row[0],
+        "backend": backend,
         "started": started,
         "ended": time.time(),
     }
@@ -91,7 +89,7 @@ def session() -> dict[str, Any]:
 @bp.get("/stream")
 def stream() -> Response:
     """Stream a JSON body; the generator uses the view's connection and transaction."""
-    first = backend()
+    first = query_backend_pid(pgpool.connection)
     pgpool.connection.execute("SELECT set_config('pgpool.stream', 'open', true)")
 
     def generate() -> Iterator[str]:

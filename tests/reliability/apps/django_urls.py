@@ -5,18 +5,19 @@ from __future__ import annotations
 from django.urls import path
 from health_check.views import HealthCheckView
 
+from tests.django.views import health, hold, query
 from tests.reliability.apps import django_views as views
 
 urlpatterns = [
-    path("health", views.health),
+    path("health", health),
     path(
         "pool-health",
         HealthCheckView.as_view(
             checks=[("django_pgpool.health.PoolHealthCheck", {"alias": "default"})]
         ),
     ),
-    path("query", views.query),
-    path("hold", views.hold),
+    path("query", query),
+    path("hold", hold),
     path("slow", views.slow),
     path("raise", views.fail),
     path("stream", views.stream),

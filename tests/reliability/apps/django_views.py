@@ -1,4 +1,7 @@
-"""Views of the Django app of the reliability tests, as those of the Flask app."""
+"""Views of the Django app of the reliability tests, as those of the Flask app.
+
+health, query and hold are the Django tests' own (tests.django.views).
+"""
 
 from __future__ import annotations
 
@@ -11,33 +14,13 @@ from typing import Any
 from django.db import DataError, connection, transaction
 from django.http import HttpRequest, JsonResponse, StreamingHttpResponse
 
+from tests.harness.postgres import query_backend_pid
 from tests.reliability.apps import probe
-
-
-def _backend() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return int(cursor.fetchone()[0])
-
-
-def health(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"pid": os.getpid()})
-
-
-def query(request: HttpRequest) -> JsonResponse:
-    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
-
-
-def hold(request: HttpRequest) -> JsonResponse:
-    """Keep a connection busy in the database for ?seconds=."""
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_sleep(%s)", [float(request.GET["seconds"])])
-    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
 
 
 def slow(request: HttpRequest) -> JsonResponse:
     """Keep a connection borrowed, idle, for ?seconds= (warn_held_after)."""
-    pid = _backend()
+    pid = query_backend_pid(connection)
     time.sleep(float(request.GET["seconds"]))
     return JsonResponse({"pid": os.getpid(), "backend": pid})
 
@@ -68,7 +51,7 @@ def forget(request: HttpRequest) -> JsonResponse:
     transaction.set_autocommit(False)
     with connection.cursor() as cursor:
         cursor.execute(probe.INSERT, ["forgotten"])
-    return JsonResponse({"pid": os.getpid(), "backend": _backend()})
+    return JsonResponse({"pid": os.getpid(), "backend": query_backend_pid(connection)})
 
 
 def stats(request: HttpRequest) -> JsonResponse:

@@ -1,6 +1,8 @@
 """The Flask app of the reliability tests: an app factory on a module-level PgPool.
 
 The servers run tests.reliability.apps.flask_wsgi; the CLI runs create_app().
+The PgPool and the views health, query and hold are the Flask tests' own
+(tests.flask.apps.notes); the others are the reliability tests' only.
 """
 
 from __future__ import annotations
@@ -14,11 +16,15 @@ from typing import Any
 import psycopg
 from flask import Blueprint, Flask, Response, request, stream_with_context
 
-from flask_pgpool import PgPool
+from tests.flask.apps.notes import health, hold, pgpool, query
+from tests.harness.postgres import query_backend_pid
 from tests.reliability.apps import probe
 
-pgpool = PgPool()
 bp = Blueprint("reliability", __name__)
+bp.add_url_rule("/health", view_func=health)
+bp.add_url_rule("/pool-health", view_func=pgpool.health_view(timeout=1.0))
+bp.add_url_rule("/query", view_func=query)
+bp.add_url_rule("/hold", view_func=hold)
 
 
 def create_app() -> Flask:
@@ -32,36 +38,10 @@ def create_app() -> Flask:
     return app
 
 
-def backend() -> int:
-    row = pgpool.connection.execute("SELECT pg_backend_pid()").fetchone()
-    assert row is not None
-    return int(row[0])
-
-
-@bp.get("/health")
-def health() -> dict[str, Any]:
-    return {"pid": os.getpid()}
-
-
-bp.add_url_rule("/pool-health", view_func=pgpool.health_view(timeout=1.0))
-
-
-@bp.get("/query")
-def query() -> dict[str, Any]:
-    return {"pid": os.getpid(), "backend": backend()}
-
-
-@bp.get("/hold")
-def hold() -> dict[str, Any]:
-    """Keep a connection busy in the database for ?seconds=."""
-    pgpool.connection.execute("SELECT pg_sleep(%s)", [float(request.args["seconds"])])
-    return {"pid": os.getpid(), "backend": backend()}
-
-
 @bp.get("/slow")
 def slow() -> dict[str, Any]:
     """Keep a connection borrowed, idle, for ?seconds= (warn_held_after)."""
-    pid = backend()
+    pid = query_backend_pid(pgpool.connection)
     time.sleep(float(request.args["seconds"]))
     return {"pid": os.getpid(), "backend": pid}
 
@@ -91,7 +71,7 @@ def stream() -> Response:
 def forget() -> dict[str, Any]:
     """Write and never commit."""
     pgpool.connection.execute(probe.INSERT, ["forgotten"])
-    return {"pid": os.getpid(), "backend": backend()}
+    return {"pid": os.getpid(), "backend": query_backend_pid(pgpool.connection)}
 
 
 @bp.get("/stats")
