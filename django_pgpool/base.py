@@ -19,8 +19,14 @@ from django.views.decorators.debug import sensitive_variables
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from pgpool_core import ForkSafePool, _green, _process
-from pgpool_core._secrets import ConnectionParams, mask_exception, mask_secrets
+from pgpool_core import (
+    ConnectionParams,
+    ForkSafePool,
+    _green,
+    _process,
+    mask_exception,
+    mask_secrets,
+)
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
 from .conf import run_by_manage_py, validated_pool_options

@@ -19,18 +19,15 @@ from psycopg_pool.abc import CT
 from . import _green, _sizing
 from ._loans import Loans, current_borrower
 from ._options import (
-    ConnectionParams,
-    connect_masked,
-    mask_conninfo,
     merge_defaults,
     parse_conninfo,
-    remember_kwargs,
     validate_connection,
     validate_pool_options,
 )
 from ._process import ProcessPools, in_forking_master, is_abandoned
 from ._psycopg_pool import ProcessPool
 from ._reset import SessionReset, check_socket, run_configure
+from ._secrets import ConnectionParams, connect_masked, mask_conninfo, remember_kwargs
 from ._socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
 from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
 from .metrics import otel

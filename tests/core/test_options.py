@@ -14,14 +14,13 @@ from typing import Any
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from pgpool_core import ConfigurationError, ForkSafePool
+from pgpool_core import ConfigurationError, ForkSafePool, mask_conninfo
 from pgpool_core._options import (
     MAX_WAITING_MAX,
     NUM_WORKERS_MAX,
     SECONDS_MAX,
     SIZE_MAX,
     SOCKET_TIMEOUT_MAX,
-    mask_conninfo,
     merge_defaults,
     parse_conninfo,
 )
