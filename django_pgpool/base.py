@@ -176,7 +176,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # to keep the first thread's wrapper alive, and with it the connection
         # that thread may have left borrowed (Django's pool keeps it).
         configurer = type(self)(self.settings_dict, self.alias)
-        pool = ForkSafePool(
+        # Validated above (conf.validated_pool_options), once per alias.
+        pool = ForkSafePool._of_validated(
             kwargs=kwargs, configure=configurer._configure_connection, **options
         )
         pool.capacity_command = "manage.py pgpool capacity"

@@ -8,6 +8,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from time import monotonic
 from types import TracebackType
 from typing import Any, Generic, cast
@@ -54,6 +55,9 @@ _counter = itertools.count(1)
 
 # ConnectionPool's default connection_class, typed as any class CT stands for.
 _CONNECTION_CLASS: Any = psycopg.Connection
+
+# True while a pool is made of settings its caller validated (_of_validated).
+_validated: ContextVar[bool] = ContextVar("pgpool_validated", default=False)
 
 
 class ForkSafePool(Generic[CT]):
@@ -170,7 +174,9 @@ class ForkSafePool(Generic[CT]):
         }
         if min_size is None:
             del options["min_size"]  # sized from the server (pgpool_core._sizing)
-        validate_pool_options(options)
+        validated = _validated.get()
+        if not validated:
+            validate_pool_options(options)
 
         # ConnectionPool's attributes, by its names: what the user gave.
         self.conninfo = conninfo
@@ -215,12 +221,12 @@ class ForkSafePool(Generic[CT]):
         # callables return, when they are called (on each connect).
         static_kwargs = kwargs if isinstance(kwargs, Mapping) else {}
         self._conninfo: str | Callable[[], str]
+        if not validated:
+            validate_connection("" if callable(conninfo) else conninfo, static_kwargs)
         if callable(conninfo):
-            validate_connection("", static_kwargs)
             self._conninfo = self._merged_conninfo_of(conninfo, keepalives)
             self._masked = "<callable>"
         else:
-            validate_connection(conninfo, static_kwargs)
             self._conninfo = merge_defaults(
                 conninfo, static_kwargs, keepalives=keepalives
             )
@@ -257,6 +263,24 @@ class ForkSafePool(Generic[CT]):
         self._closed = open is False
         self._pools = ProcessPools(self, self.name, self._make_pool)
         self._pools.enabled = not self._closed
+
+    @classmethod
+    def _of_validated(
+        cls, conninfo: str | Callable[[], str] = "", **options: Any
+    ) -> ForkSafePool[Any]:
+        """Make a pool of settings its caller validated: not validated again.
+
+        For the framework packages, which validate a Django alias's or a Flask
+        bind's settings once, as ``__init__`` would
+        (:func:`~pgpool_core.validate_pool_options`,
+        :func:`~pgpool_core.validate_connection`), naming them as the user
+        wrote them.
+        """
+        token = _validated.set(True)
+        try:
+            return cls(conninfo, **options)
+        finally:
+            _validated.reset(token)
 
     # -- sizes ---------------------------------------------------------------------
 
