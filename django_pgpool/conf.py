@@ -248,17 +248,6 @@ def workers_and_source() -> tuple[int, str] | None:
     return capacity.server_workers()
 
 
-def server_limit(alias: str) -> capacity.ServerLimit:
-    """Read the connection limit of the alias's server (one round trip)."""
-    from django.db import connections
-
-    wrapper = connections[alias]
-    with wrapper.cursor() as cursor:
-        cursor.execute(capacity.LIMITS_SQL)
-        row = cursor.fetchone()
-    return capacity.ServerLimit(*row)
-
-
 def unknown_settings() -> list[tuple[str, str]]:
     """Return each ``PGPOOL_*`` setting django_pgpool does not know, and why.
 

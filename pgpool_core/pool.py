@@ -20,6 +20,7 @@ from psycopg_pool.abc import CT
 from . import _green, _sizing
 from ._loans import Loans, current_borrower
 from ._options import (
+    POOL_OPTIONS,
     merge_defaults,
     parse_conninfo,
     validate_connection,
@@ -149,34 +150,19 @@ class ForkSafePool(Generic[CT]):
         pgbouncer: bool = False,
         socket_timeout: float | None = SOCKET_TIMEOUT_DEFAULT,
     ) -> None:
-        options: dict[str, Any] = {
-            "kwargs": kwargs,
-            "name": name,
-            "connection_class": connection_class,
-            "min_size": min_size,
-            "max_size": max_size,
-            "open": open,
-            "configure": configure,
-            "check": None if check is DEFAULT else check,
-            "reset": None if reset is DEFAULT else reset,
-            "close_returns": close_returns,
-            "timeout": timeout,
-            "max_waiting": max_waiting,
-            "max_lifetime": max_lifetime,
-            "max_idle": max_idle,
-            "reconnect_timeout": reconnect_timeout,
-            "reconnect_failed": reconnect_failed,
-            "num_workers": num_workers,
-            "keepalives": keepalives,
-            "warn_held_after": warn_held_after,
-            "pgbouncer": pgbouncer,
-            "socket_timeout": socket_timeout,
-        }
-        if min_size is None:
-            del options["min_size"]  # sized from the server (pgpool_core._sizing)
+        given = locals()
         validated = _validated.get()
         if not validated:
-            validate_pool_options(options)
+            # The options given (min_size None: sized from the server, see
+            # pgpool_core._sizing; check and reset DEFAULT: ours).
+            validate_pool_options(
+                {
+                    key: given[key]
+                    for key in POOL_OPTIONS
+                    if given[key] is not DEFAULT
+                    and (key != "min_size" or given[key] is not None)
+                }
+            )
 
         # ConnectionPool's attributes, by its names: what the user gave.
         self.conninfo = conninfo
