@@ -105,7 +105,9 @@ class _Takes:
     expected: str
     accepts: Callable[[Any], bool]
     none: bool = False  # None is accepted too (the default, or "off")
-    maximum: float | None = None  # its bound (why: _BOUND_REASONS, or seconds)
+    maximum: float | None = None  # its bound
+    # Why the bound, and what to set instead (None: seconds_over_bound's).
+    over: tuple[str, str] | None = None
 
 
 def _integer_from(lowest: int) -> Callable[[Any], bool]:
@@ -121,6 +123,22 @@ def _is_connection_class(cls: Any) -> bool:
     origin = get_origin(cls) or cls
     return isinstance(origin, type) and issubclass(origin, psycopg.Connection)
 
+
+# Why each bound, and what to set instead: the rest of the error's message.
+_SIZE_REASON = (
+    "PostgreSQL's highest max_connections: no server takes more",
+    f"set at most {SIZE_MAX}, and keep workers x max_size under the server's"
+    " max_connections (the capacity command does the sum)",
+)
+_WORKERS_REASON = (
+    "each is a thread in every process, and they only open, check and close"
+    " connections: psycopg_pool's default is 3",
+    f"set at most {NUM_WORKERS_MAX}",
+)
+_WAITING_REASON = (
+    "more requests than a process holds threads or greenlets",
+    f"set at most {MAX_WAITING_MAX}, or 0 for no limit",
+)
 
 _BOOLEAN = _Takes("True or False", lambda value: isinstance(value, bool))
 _CALLABLE = _Takes("a callable or None", callable, none=True)
@@ -139,9 +157,15 @@ _OPTIONS: dict[str, _Takes] = {
     "connection_class": _Takes(
         "a subclass of psycopg.Connection", _is_connection_class, none=True
     ),
-    "min_size": _Takes("an integer >= 0", _integer_from(0), maximum=SIZE_MAX),
+    "min_size": _Takes(
+        "an integer >= 0", _integer_from(0), maximum=SIZE_MAX, over=_SIZE_REASON
+    ),
     "max_size": _Takes(
-        "an integer >= 1 or None", _integer_from(1), none=True, maximum=SIZE_MAX
+        "an integer >= 1 or None",
+        _integer_from(1),
+        none=True,
+        maximum=SIZE_MAX,
+        over=_SIZE_REASON,
     ),
     "open": _Takes(
         "True, False or None", lambda value: isinstance(value, bool), none=True
@@ -155,12 +179,22 @@ _OPTIONS: dict[str, _Takes] = {
     ),
     "close_returns": _BOOLEAN,
     "timeout": _SECONDS,
-    "max_waiting": _Takes("an integer >= 0", _integer_from(0), maximum=MAX_WAITING_MAX),
+    "max_waiting": _Takes(
+        "an integer >= 0",
+        _integer_from(0),
+        maximum=MAX_WAITING_MAX,
+        over=_WAITING_REASON,
+    ),
     "max_lifetime": _SECONDS,
     "max_idle": _SECONDS,
     "reconnect_timeout": _SECONDS,
     "reconnect_failed": _CALLABLE,
-    "num_workers": _Takes("an integer >= 1", _integer_from(1), maximum=NUM_WORKERS_MAX),
+    "num_workers": _Takes(
+        "an integer >= 1",
+        _integer_from(1),
+        maximum=NUM_WORKERS_MAX,
+        over=_WORKERS_REASON,
+    ),
     "keepalives": _BOOLEAN,
     "warn_held_after": _Takes(
         "a number of seconds > 0 or None",
@@ -183,28 +217,6 @@ _OPTIONS: dict[str, _Takes] = {
 #: ``PGPOOL_*`` settings and Django's ``OPTIONS["pool"]`` keys are these, and a
 #: test holds ForkSafePool's signature to it.
 POOL_OPTIONS = frozenset(_OPTIONS)
-
-# Why each bound, and what to set instead: the rest of the error's message
-# (a number of seconds: seconds_over_bound).
-_SIZE_REASON = (
-    "PostgreSQL's highest max_connections: no server takes more",
-    f"set at most {SIZE_MAX}, and keep workers x max_size under the server's"
-    " max_connections (the capacity command does the sum)",
-)
-_BOUND_REASONS = {
-    "min_size": _SIZE_REASON,
-    "max_size": _SIZE_REASON,
-    "num_workers": (
-        "each is a thread in every process, and they only open, check and close"
-        " connections: psycopg_pool's default is 3",
-        f"set at most {NUM_WORKERS_MAX}",
-    ),
-    "max_waiting": (
-        "more requests than a process holds threads or greenlets",
-        f"set at most {MAX_WAITING_MAX}, or 0 for no limit",
-    ),
-}
-
 
 #: Why a ``Retry-After`` (``PGPOOL_RETRY_AFTER``) has the bound of the
 #: options' seconds, for :func:`seconds_over_bound`.
@@ -291,9 +303,9 @@ def _check_bounds(options: Mapping[str, Any], setting: Callable[[str], str]) -> 
         value = options.get(key)
         if takes.maximum is None or value is None or value <= takes.maximum:
             continue
-        if key not in _BOUND_REASONS:
+        if takes.over is None:
             raise ConfigurationError(setting(key), seconds_over_bound(value) or "")
-        why, fix = _BOUND_REASONS[key]
+        why, fix = takes.over
         raise ConfigurationError(
             setting(key),
             f"got {value!r}, over the bound of {takes.maximum} ({why}); {fix}",
