@@ -1,6 +1,7 @@
 """Option validation, keepalive defaults and password masking (no server needed).
 
-But one test: a pool at every bound, which works against the server.
+But two tests, which work against the server: a pool at every bound, and a
+pool validated once from its making to its first connection.
 """
 
 from __future__ import annotations
