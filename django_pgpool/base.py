@@ -19,8 +19,14 @@ from django.views.decorators.debug import sensitive_variables
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from pgpool_core import ForkSafePool, _green, _process
-from pgpool_core._secrets import ConnectionParams, mask_exception, mask_secrets
+from pgpool_core import (
+    ConnectionParams,
+    ForkSafePool,
+    _green,
+    _process,
+    mask_exception,
+    mask_secrets,
+)
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
 from .conf import run_by_manage_py, validated_pool_options
@@ -170,7 +176,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # to keep the first thread's wrapper alive, and with it the connection
         # that thread may have left borrowed (Django's pool keeps it).
         configurer = type(self)(self.settings_dict, self.alias)
-        pool = ForkSafePool(
+        # Validated above (conf.validated_pool_options), once per alias.
+        pool = ForkSafePool._of_validated(
             kwargs=kwargs, configure=configurer._configure_connection, **options
         )
         pool.capacity_command = "manage.py pgpool capacity"

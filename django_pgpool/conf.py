@@ -10,14 +10,13 @@ import psycopg
 from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 
-from pgpool_core import ConfigurationError, validate_pool_options
-from pgpool_core._options import (
-    RETRY_AFTER_WHY,
-    did_you_mean,
-    seconds_over_bound,
+from pgpool_core import (
+    ConfigurationError,
+    mask_secrets,
     validate_connection,
+    validate_pool_options,
 )
-from pgpool_core._secrets import mask_secrets
+from pgpool_core._options import RETRY_AFTER_WHY, did_you_mean, seconds_over_bound
 from pgpool_core.errors import RETRY_AFTER_DEFAULT
 from pgpool_core.ops import capacity
 
@@ -324,7 +323,7 @@ def check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> N
 
     Raise ImproperlyConfigured naming the setting (``DATABASES["default"]
     ["PORT"]``, ``...["OPTIONS"]["sslmode"]``): what
-    :func:`pgpool_core._options.validate_connection` checks (a port out of
+    :func:`pgpool_core.validate_connection` checks (a port out of
     range, a connection string written in HOST or NAME, which psycopg passes
     on unexpanded, an unknown key in OPTIONS, a value libpq refuses, a missing
     certificate file...), Django's own NAME rules, and

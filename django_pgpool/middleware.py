@@ -9,7 +9,7 @@ from django.apps import apps
 from django.http import HttpRequest, HttpResponse
 from django.utils.deprecation import MiddlewareMixin
 
-from pgpool_core._secrets import mask_secrets
+from pgpool_core import mask_secrets
 from pgpool_core.errors import unavailable_message, unavailable_reason
 
 from .conf import retry_after

@@ -6,19 +6,21 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pgpool_core import POOL_OPTIONS, ConfigurationError, validate_pool_options
+from pgpool_core import (
+    POOL_OPTIONS,
+    ConfigurationError,
+    ConnectionParams,
+    mask_conninfo,
+    mask_exception,
+    mask_secrets,
+    validate_connection,
+    validate_pool_options,
+)
 from pgpool_core._options import (
     RETRY_AFTER_WHY,
     did_you_mean,
     parse_conninfo,
     seconds_over_bound,
-    validate_connection,
-)
-from pgpool_core._secrets import (
-    ConnectionParams,
-    mask_conninfo,
-    mask_exception,
-    mask_secrets,
 )
 from pgpool_core.errors import RETRY_AFTER_DEFAULT
 
@@ -56,7 +58,7 @@ class BindConfig:
     """One database: its conninfo and the ForkSafePool options set for it.
 
     Its repr masks the secrets of both, as every output does
-    (:func:`pgpool_core._secrets.mask_secrets`).
+    (:func:`pgpool_core.mask_secrets`).
     """
 
     conninfo: str | Callable[[], str]
@@ -82,7 +84,7 @@ class BindConfig:
         """Return *text* (an error message, say) with the secrets masked.
 
         Those of the conninfo and ``kwargs``, and those every pool and
-        libpq's environment know of (:func:`pgpool_core._secrets.mask_secrets`).
+        libpq's environment know of (:func:`pgpool_core.mask_secrets`).
         """
         return mask_secrets(text, self.conninfo, self.options.get("kwargs"))
 

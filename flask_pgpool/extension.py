@@ -53,7 +53,7 @@ class PgPoolState:
         self.extension = extension
         #: The app's ForkSafePool of each database, by bind ("default" first).
         self.pools: dict[str, ForkSafePool] = {
-            bind: ForkSafePool(config.conninfo, **config.options)
+            bind: ForkSafePool._of_validated(config.conninfo, **config.options)
             for bind, config in binds.items()
         }
         for bind, pool in self.pools.items():

@@ -10,18 +10,13 @@ from __future__ import annotations
 from importlib.metadata import version as _version
 
 from ._loans import borrower
-from ._options import (
-    POOL_OPTIONS,
-    mask_conninfo,
-    mask_secrets,
-    validate_connection,
-    validate_pool_options,
-)
+from ._options import POOL_OPTIONS, validate_connection, validate_pool_options
 from ._reset import (
     RESET_SQL,
     check_socket,
     check_target_session_attrs,
 )
+from ._secrets import ConnectionParams, mask_conninfo, mask_exception, mask_secrets
 from .errors import (
     ConfigurationError,
     ConnectFailed,
@@ -36,6 +31,7 @@ __all__ = [
     "RESET_SQL",
     "ConfigurationError",
     "ConnectFailed",
+    "ConnectionParams",
     "ForkSafePool",
     "PgPoolError",
     "PoolNotAvailable",
@@ -44,6 +40,7 @@ __all__ = [
     "check_socket",
     "check_target_session_attrs",
     "mask_conninfo",
+    "mask_exception",
     "mask_secrets",
     "validate_connection",
     "validate_pool_options",

@@ -49,18 +49,16 @@ def _variables() -> dict[str, str]:
     }
 
 
-def environment_variables(
-    settings: Iterable[str] | None = None,
-) -> dict[str, tuple[str, str]]:
+def environment_variables(settings: Iterable[str]) -> dict[str, tuple[str, str]]:
     """The settings libpq would read from the environment: {setting: (variable, value)}.
 
-    Those of *settings* (default: all) whose variable (``PGPORT`` for
-    ``port``...) is set, as libpq's defaults name them; a setting given in
-    the conninfo or the keyword arguments wins over its variable.
+    Those of *settings* whose variable (``PGPORT`` for ``port``...) is set,
+    as libpq's defaults name them; a setting given in the conninfo or the
+    keyword arguments wins over its variable.
     """
     variables = _variables()
     found: dict[str, tuple[str, str]] = {}
-    for setting in variables if settings is None else settings:
+    for setting in settings:
         variable = variables.get(setting)
         if variable is not None and variable in os.environ:
             found[setting] = (variable, os.environ[variable])

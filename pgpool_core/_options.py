@@ -1,7 +1,8 @@
 """Validate pool options and conninfo strings.
 
-The masking of secrets lives in :mod:`pgpool_core._secrets`; its public names
-are importable from here too, where they were first exported.
+:data:`POOL_OPTIONS` is the one list of the pool options: ForkSafePool's
+signature is held to it by a test, Flask's ``PGPOOL_*`` settings and Django's
+``OPTIONS["pool"]`` keys are derived from it, and so is each check here.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import re
 import sys
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from numbers import Real
 from typing import Any, get_origin
 
@@ -21,43 +23,22 @@ import psycopg
 from psycopg import pq
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from . import _libpq, _secrets
-from ._secrets import (
-    MASK,
-    SECRET_KEYWORDS,
-    ConnectionParams,
-    MaskingFilter,
-    connect_masked,
-    mask_conninfo,
-    mask_exception,
-    mask_secrets,
-    remember_kwargs,
-    remember_secrets,
-)
+from . import _libpq
+from ._secrets import SECRET_KEYWORDS, mask_secrets, remember_secrets
 from .errors import ConfigurationError
 
 __all__ = [
     "KEEPALIVE_DEFAULTS",
-    "PSYCOPG_CONNECT_ARGS",
-    "ConnectionParams",
-    "MASK",
     "MAX_WAITING_MAX",
     "NUM_WORKERS_MAX",
     "POOL_OPTIONS",
+    "PSYCOPG_CONNECT_ARGS",
     "RETRY_AFTER_WHY",
     "SECONDS_MAX",
     "SIZE_MAX",
-    "SECRET_KEYWORDS",
-    "MaskingFilter",
-    "connect_masked",
-    "mask_conninfo",
-    "mask_exception",
-    "mask_secrets",
+    "did_you_mean",
     "merge_defaults",
     "parse_conninfo",
-    "remember_kwargs",
-    "remember_secrets",
-    "did_you_mean",
     "seconds_over_bound",
     "validate_connection",
     "validate_pool_options",
@@ -76,35 +57,6 @@ KEEPALIVE_DEFAULTS: dict[str, Any] = {
     "tcp_user_timeout": 30000,
 }
 CONNECT_TIMEOUT_DEFAULT = 10
-
-#: Every option ForkSafePool takes besides conninfo: psycopg_pool's own
-#: ConnectionPool options, plus ``keepalives``, ``pgbouncer``,
-#: ``warn_held_after`` and ``socket_timeout``.
-POOL_OPTIONS = frozenset(
-    {
-        "kwargs",
-        "name",
-        "connection_class",
-        "min_size",
-        "max_size",
-        "open",
-        "configure",
-        "check",
-        "reset",
-        "close_returns",
-        "timeout",
-        "max_waiting",
-        "max_lifetime",
-        "max_idle",
-        "reconnect_timeout",
-        "reconnect_failed",
-        "num_workers",
-        "keepalives",
-        "warn_held_after",
-        "pgbouncer",
-        "socket_timeout",
-    }
-)
 
 #: The longest ``socket_timeout`` accepted (seconds): a day. Longer is no
 #: bound at all (None says so); past ~1e9 the deadline arithmetic would
@@ -137,33 +89,134 @@ NUM_WORKERS_MAX = 100
 #: a million, more threads or greenlets than a process holds, amounts to.
 MAX_WAITING_MAX = 1_000_000
 
-_SECONDS_OPTIONS = (
-    "timeout",
-    "max_lifetime",
-    "max_idle",
-    "reconnect_timeout",
-    "warn_held_after",
-)
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, Real) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True)
+class _Takes:
+    """What a pool option takes: the check of its value, the words of its error."""
+
+    expected: str
+    accepts: Callable[[Any], bool]
+    none: bool = False  # None is accepted too (the default, or "off")
+    maximum: float | None = None  # its bound
+    # Why the bound, and what to set instead (None: seconds_over_bound's).
+    over: tuple[str, str] | None = None
+
+
+def _integer_from(lowest: int) -> Callable[[Any], bool]:
+    return lambda value: _is_int(value) and value >= lowest
+
+
+def _positive_seconds(value: Any) -> bool:
+    return _is_number(value) and value > 0
+
+
+def _is_connection_class(cls: Any) -> bool:
+    # A generic alias (Connection[DictRow]) stands for its class, as in psycopg.
+    origin = get_origin(cls) or cls
+    return isinstance(origin, type) and issubclass(origin, psycopg.Connection)
+
+
 # Why each bound, and what to set instead: the rest of the error's message.
 _SIZE_REASON = (
     "PostgreSQL's highest max_connections: no server takes more",
     f"set at most {SIZE_MAX}, and keep workers x max_size under the server's"
     " max_connections (the capacity command does the sum)",
 )
-_BOUND_REASONS = {
-    "min_size": _SIZE_REASON,
-    "max_size": _SIZE_REASON,
-    "num_workers": (
-        "each is a thread in every process, and they only open, check and close"
-        " connections: psycopg_pool's default is 3",
-        f"set at most {NUM_WORKERS_MAX}",
+_WORKERS_REASON = (
+    "each is a thread in every process, and they only open, check and close"
+    " connections: psycopg_pool's default is 3",
+    f"set at most {NUM_WORKERS_MAX}",
+)
+_WAITING_REASON = (
+    "more requests than a process holds threads or greenlets",
+    f"set at most {MAX_WAITING_MAX}, or 0 for no limit",
+)
+
+_BOOLEAN = _Takes("True or False", lambda value: isinstance(value, bool))
+_CALLABLE = _Takes("a callable or None", callable, none=True)
+_SECONDS = _Takes("a number of seconds > 0", _positive_seconds, maximum=SECONDS_MAX)
+
+#: Every option ForkSafePool takes besides conninfo, in its signature's order,
+#: and what each takes: psycopg_pool's own ConnectionPool options, plus
+#: ``keepalives``, ``warn_held_after``, ``pgbouncer`` and ``socket_timeout``.
+_OPTIONS: dict[str, _Takes] = {
+    "kwargs": _Takes(
+        "a dict of connection parameters or a callable",
+        lambda value: isinstance(value, Mapping) or callable(value),
+        none=True,
     ),
-    "max_waiting": (
-        "more requests than a process holds threads or greenlets",
-        f"set at most {MAX_WAITING_MAX}, or 0 for no limit",
+    "name": _Takes("a string or None", lambda value: isinstance(value, str), none=True),
+    "connection_class": _Takes(
+        "a subclass of psycopg.Connection", _is_connection_class, none=True
+    ),
+    "min_size": _Takes(
+        "an integer >= 0", _integer_from(0), maximum=SIZE_MAX, over=_SIZE_REASON
+    ),
+    "max_size": _Takes(
+        "an integer >= 1 or None",
+        _integer_from(1),
+        none=True,
+        maximum=SIZE_MAX,
+        over=_SIZE_REASON,
+    ),
+    "open": _Takes(
+        "True, False or None", lambda value: isinstance(value, bool), none=True
+    ),
+    "configure": _CALLABLE,
+    "check": _CALLABLE,
+    "reset": _Takes(
+        'a callable, None or "always"',
+        lambda value: callable(value) or (isinstance(value, str) and value == "always"),
+        none=True,
+    ),
+    "close_returns": _BOOLEAN,
+    "timeout": _SECONDS,
+    "max_waiting": _Takes(
+        "an integer >= 0",
+        _integer_from(0),
+        maximum=MAX_WAITING_MAX,
+        over=_WAITING_REASON,
+    ),
+    "max_lifetime": _SECONDS,
+    "max_idle": _SECONDS,
+    "reconnect_timeout": _SECONDS,
+    "reconnect_failed": _CALLABLE,
+    "num_workers": _Takes(
+        "an integer >= 1",
+        _integer_from(1),
+        maximum=NUM_WORKERS_MAX,
+        over=_WORKERS_REASON,
+    ),
+    "keepalives": _BOOLEAN,
+    "warn_held_after": _Takes(
+        "a number of seconds > 0 or None",
+        _positive_seconds,
+        none=True,
+        maximum=SECONDS_MAX,
+    ),
+    "pgbouncer": _BOOLEAN,
+    "socket_timeout": _Takes(
+        f"a number of seconds > 0 and <= {SOCKET_TIMEOUT_MAX:g} (a day),"
+        " or None (no bound)",
+        lambda value: _positive_seconds(value) and value <= SOCKET_TIMEOUT_MAX,
+        none=True,
     ),
 }
 
+#: Every option ForkSafePool takes besides conninfo: psycopg_pool's own
+#: ConnectionPool options, plus ``keepalives``, ``warn_held_after``,
+#: ``pgbouncer`` and ``socket_timeout``. The one list of their names: Flask's
+#: ``PGPOOL_*`` settings and Django's ``OPTIONS["pool"]`` keys are these, and a
+#: test holds ForkSafePool's signature to it.
+POOL_OPTIONS = frozenset(_OPTIONS)
 
 #: Why a ``Retry-After`` (``PGPOOL_RETRY_AFTER``) has the bound of the
 #: options' seconds, for :func:`seconds_over_bound`.
@@ -187,14 +240,6 @@ def seconds_over_bound(value: float, why: str = _POOL_WAITS) -> str | None:
     )
 
 
-def _is_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, Real) and not isinstance(value, bool)
-
-
 def validate_pool_options(
     options: Mapping[str, Any],
     *,
@@ -202,6 +247,8 @@ def validate_pool_options(
 ) -> None:
     """Check *options*; raise ConfigurationError naming the first bad one.
 
+    Each value against what its option takes (:data:`POOL_OPTIONS`), then
+    ``max_size`` against ``min_size``, then each number against its bound.
     *setting* turns an option name into the name the user wrote (a Flask config
     key, a Django ``OPTIONS["pool"]`` key) so that the error names it.
     """
@@ -213,27 +260,31 @@ def validate_pool_options(
                 f"unknown pool option{did_you_mean(key, POOL_OPTIONS)}"
                 f" (the known ones are: {known})",
             )
-
-    def bad(key: str, expected: str) -> ConfigurationError:
+    for key, takes in _OPTIONS.items():
+        if key not in options:
+            continue
         value = options[key]
+        if (value is None and takes.none) or takes.accepts(value):
+            continue
+        if key == "reset" and isinstance(value, str):
+            raise ConfigurationError(
+                setting(key),
+                f'unknown reset {value!r}: expected "always" (reset the session'
+                " after every loan), None (roll back only) or a callable; leave"
+                " it unset for the default",
+            )
+        if key == "connection_class":
+            raise ConfigurationError(
+                setting(key), f"expected {takes.expected}, got {value!r}"
+            )
         # kwargs may hold a password: name its type only.
         shown = "" if key == "kwargs" else f" {value!r}"
-        return ConfigurationError(
-            setting(key), f"expected {expected}, got {type(value).__name__}{shown}"
+        raise ConfigurationError(
+            setting(key),
+            f"expected {takes.expected}, got {type(value).__name__}{shown}",
         )
-
-    for key in ("min_size", "max_waiting"):
-        if key in options and not (_is_int(options[key]) and options[key] >= 0):
-            raise bad(key, "an integer >= 0")
-    if "num_workers" in options and not (
-        _is_int(options["num_workers"]) and options["num_workers"] >= 1
-    ):
-        raise bad("num_workers", "an integer >= 1")
-    max_size = options.get("max_size")
-    if max_size is not None and not (_is_int(max_size) and max_size >= 1):
-        raise bad("max_size", "an integer >= 1 or None")
     # A min_size left unset follows max_size down (see pgpool_core._sizing).
-    min_size = options.get("min_size")
+    min_size, max_size = options.get("min_size"), options.get("max_size")
     if max_size is not None and min_size is not None and min_size > max_size:
         raise ConfigurationError(
             setting("max_size"),
@@ -243,80 +294,22 @@ def validate_pool_options(
         raise ConfigurationError(
             setting("max_size"), "must be set (>= 1) when min_size is 0"
         )
-    for key in ("timeout", "max_lifetime", "max_idle", "reconnect_timeout"):
-        if key in options and not (_is_number(options[key]) and options[key] > 0):
-            raise bad(key, "a number of seconds > 0")
-    held = options.get("warn_held_after")
-    if held is not None and not (_is_number(held) and held > 0):
-        raise bad("warn_held_after", "a number of seconds > 0 or None")
     _check_bounds(options, setting)
-    socket_timeout = options.get("socket_timeout")
-    if socket_timeout is not None and not (
-        _is_number(socket_timeout) and 0 < socket_timeout <= SOCKET_TIMEOUT_MAX
-    ):
-        raise bad(
-            "socket_timeout",
-            f"a number of seconds > 0 and <= {SOCKET_TIMEOUT_MAX:g} (a day),"
-            " or None (no bound)",
-        )
-    for key in ("configure", "check", "reset", "reconnect_failed"):
-        if key == "reset" and isinstance(options.get(key), str):
-            if options[key] != "always":
-                raise ConfigurationError(
-                    setting(key),
-                    f'unknown reset {options[key]!r}: expected "always" (reset'
-                    " the session after every loan), None (roll back only) or a"
-                    " callable; leave it unset for the default",
-                )
-        elif options.get(key) is not None and not callable(options[key]):
-            raise bad(
-                key,
-                'a callable, None or "always"'
-                if key == "reset"
-                else "a callable or None",
-            )
-    for key in ("close_returns", "keepalives", "pgbouncer"):
-        if key in options and not isinstance(options[key], bool):
-            raise bad(key, "True or False")
-    if options.get("open") is not None and not isinstance(options["open"], bool):
-        raise bad("open", "True, False or None")
-    if options.get("name") is not None and not isinstance(options["name"], str):
-        raise bad("name", "a string or None")
-    kwargs = options.get("kwargs")
-    if kwargs is not None and not (isinstance(kwargs, Mapping) or callable(kwargs)):
-        raise bad("kwargs", "a dict of connection parameters or a callable")
-    cls = options.get("connection_class")
-    # A generic alias (Connection[DictRow]) stands for its class, as in psycopg.
-    origin = get_origin(cls) or cls
-    if cls is not None and not (
-        isinstance(origin, type) and issubclass(origin, psycopg.Connection)
-    ):
-        raise ConfigurationError(
-            setting("connection_class"),
-            f"expected a subclass of psycopg.Connection, got {cls!r}",
-        )
 
 
 def _check_bounds(options: Mapping[str, Any], setting: Callable[[str], str]) -> None:
     """Refuse a number over its bound (types and lower bounds are checked)."""
-    for key, maximum in (
-        ("min_size", SIZE_MAX),
-        ("max_size", SIZE_MAX),
-        ("num_workers", NUM_WORKERS_MAX),
-        ("max_waiting", MAX_WAITING_MAX),
-    ):
+    for key, takes in _OPTIONS.items():
         value = options.get(key)
-        if value is not None and value > maximum:
-            why, fix = _BOUND_REASONS[key]
-            raise ConfigurationError(
-                setting(key),
-                f"got {value!r}, over the bound of {maximum} ({why}); {fix}",
-            )
-    for key in _SECONDS_OPTIONS:
-        value = options.get(key)
-        problem = None if value is None else seconds_over_bound(value)
-        if problem is not None:
-            raise ConfigurationError(setting(key), problem)
+        if takes.maximum is None or value is None or value <= takes.maximum:
+            continue
+        if takes.over is None:
+            raise ConfigurationError(setting(key), seconds_over_bound(value) or "")
+        why, fix = takes.over
+        raise ConfigurationError(
+            setting(key),
+            f"got {value!r}, over the bound of {takes.maximum} ({why}); {fix}",
+        )
 
 
 # -- conninfo ---------------------------------------------------------------------
@@ -845,7 +838,7 @@ def _file_problem(key: str, path: str, tls: bool) -> str | None:
 
 def _ask_libpq(params: dict[str, str], where: dict[str, str], hosts: int) -> None:
     """Start a connection to a socket that does not exist: libpq checks first."""
-    probe = {k: v for k, v in params.items() if k not in _secrets.SECRET_KEYWORDS}
+    probe = {k: v for k, v in params.items() if k not in SECRET_KEYWORDS}
     probe["host"] = ",".join([_NO_SUCH_SOCKET_DIR] * max(hosts, 1))
     probe["hostaddr"] = ""  # checked above; else libpq would connect to it
     pgconn = pq.PGconn.connect_start(make_conninfo("", **probe).encode())

@@ -76,7 +76,6 @@ _SECRET_KEYWORD_AT = re.compile(
     r"|scram_client_key|scram_server_key)\s*=",
     re.IGNORECASE,
 )
-_PIECE_SEPARATORS = re.compile(r"[\s'\"\\/@:?#&=,%]+")
 _CONNINFO_ESCAPE = re.compile(r"([\\'])")
 
 
@@ -119,16 +118,6 @@ def _forms(value: str) -> frozenset[str]:
     return frozenset(forms)
 
 
-def _pieces(text: str) -> set[str]:
-    """Words of *text* that a parser may have split it into, short ones dropped."""
-    keywords = _libpq.keywords()
-    return {
-        piece
-        for piece in _PIECE_SEPARATORS.split(text)
-        if len(piece) >= _SHORT and piece not in keywords
-    }
-
-
 def _truncated(value: str) -> str:
     return value.encode()[:_NAMEDATALEN].decode(errors="ignore")
 
@@ -142,9 +131,7 @@ def _secrets_in_params(params: Mapping[str, Any], depth: int = 0) -> set[str]:
     """Return the secrets in connection parameters (kwargs, or a parsed conninfo)."""
     found: set[str] = set()
     for key, value in params.items():
-        if isinstance(value, bytes):
-            value = value.decode(errors="replace")
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             value = str(value)  # psycopg passes str(value) on
         if not isinstance(value, str) or not value:
             continue
@@ -221,9 +208,9 @@ def _lenient_secrets(
     """Return what any reading of *text* could call a secret.
 
     For text that libpq cannot parse (or may misread, *params* being what it
-    read): everything from a secret setting's "=" to the end, and the words in
-    it; in a URL, the part of each candidate user information after its first
-    ":", and libpq's values made of a piece of it.
+    read): everything from a secret setting's "=" to the end (and its value as
+    libpq reads it); in a URL, the part of each candidate user information
+    after its first ":", and libpq's values made of a piece of it.
     """
     found: set[str] = set()
     tails: set[str] = set()
@@ -267,8 +254,6 @@ def _lenient_secrets(
         for candidate in (tail, tail.strip(), tail.strip("'\""), _libpq.unquoted(tail)):
             if candidate:
                 found.add(candidate)
-        if keyword_syntax:
-            found |= _pieces(tail)
     return found
 
 
@@ -671,5 +656,3 @@ class ConnectionParams(dict[str, Any]):
             for key, value in self.items()
         }
         return mask_secrets(dict.__repr__(shown), kwargs=self)
-
-    __str__ = __repr__

@@ -8,6 +8,7 @@ import os
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from contextvars import ContextVar
 from time import monotonic
 from types import TracebackType
 from typing import Any, Generic, cast
@@ -19,18 +20,16 @@ from psycopg_pool.abc import CT
 from . import _events, _green, _sizing
 from ._loans import Loans, current_borrower
 from ._options import (
-    ConnectionParams,
-    connect_masked,
-    mask_conninfo,
+    POOL_OPTIONS,
     merge_defaults,
     parse_conninfo,
-    remember_kwargs,
     validate_connection,
     validate_pool_options,
 )
 from ._process import ProcessPools, in_forking_master, is_abandoned
 from ._psycopg_pool import ProcessPool, lending_pool
 from ._reset import SessionReset, check_socket, run_configure
+from ._secrets import ConnectionParams, connect_masked, mask_conninfo, remember_kwargs
 from ._socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
 from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
 from .ops import capacity
@@ -56,6 +55,9 @@ _counter = itertools.count(1)
 
 # ConnectionPool's default connection_class, typed as any class CT stands for.
 _CONNECTION_CLASS: Any = psycopg.Connection
+
+# True while a pool is made of settings its caller validated (_of_validated).
+_validated: ContextVar[bool] = ContextVar("pgpool_validated", default=False)
 
 
 class ForkSafePool(Generic[CT]):
@@ -147,32 +149,19 @@ class ForkSafePool(Generic[CT]):
         pgbouncer: bool = False,
         socket_timeout: float | None = SOCKET_TIMEOUT_DEFAULT,
     ) -> None:
-        options: dict[str, Any] = {
-            "kwargs": kwargs,
-            "name": name,
-            "connection_class": connection_class,
-            "min_size": min_size,
-            "max_size": max_size,
-            "open": open,
-            "configure": configure,
-            "check": None if check is DEFAULT else check,
-            "reset": None if reset is DEFAULT else reset,
-            "close_returns": close_returns,
-            "timeout": timeout,
-            "max_waiting": max_waiting,
-            "max_lifetime": max_lifetime,
-            "max_idle": max_idle,
-            "reconnect_timeout": reconnect_timeout,
-            "reconnect_failed": reconnect_failed,
-            "num_workers": num_workers,
-            "keepalives": keepalives,
-            "warn_held_after": warn_held_after,
-            "pgbouncer": pgbouncer,
-            "socket_timeout": socket_timeout,
-        }
-        if min_size is None:
-            del options["min_size"]  # sized from the server (pgpool_core._sizing)
-        validate_pool_options(options)
+        given = locals()
+        validated = _validated.get()
+        if not validated:
+            # The options given (min_size None: sized from the server, see
+            # pgpool_core._sizing; check and reset DEFAULT: ours).
+            validate_pool_options(
+                {
+                    key: given[key]
+                    for key in POOL_OPTIONS
+                    if given[key] is not DEFAULT
+                    and (key != "min_size" or given[key] is not None)
+                }
+            )
 
         # ConnectionPool's attributes, by its names: what the user gave.
         self.conninfo = conninfo
@@ -217,12 +206,12 @@ class ForkSafePool(Generic[CT]):
         # callables return, when they are called (on each connect).
         static_kwargs = kwargs if isinstance(kwargs, Mapping) else {}
         self._conninfo: str | Callable[[], str]
+        if not validated:
+            validate_connection("" if callable(conninfo) else conninfo, static_kwargs)
         if callable(conninfo):
-            validate_connection("", static_kwargs)
             self._conninfo = self._merged_conninfo_of(conninfo, keepalives)
             self._masked = "<callable>"
         else:
-            validate_connection(conninfo, static_kwargs)
             self._conninfo = merge_defaults(
                 conninfo, static_kwargs, keepalives=keepalives
             )
@@ -259,6 +248,24 @@ class ForkSafePool(Generic[CT]):
         self._closed = open is False
         self._pools = ProcessPools(self, self.name, self._make_pool)
         self._pools.enabled = not self._closed
+
+    @classmethod
+    def _of_validated(
+        cls, conninfo: str | Callable[[], str] = "", **options: Any
+    ) -> ForkSafePool[Any]:
+        """Make a pool of settings its caller validated: not validated again.
+
+        For the framework packages, which validate a Django alias's or a Flask
+        bind's settings once, as ``__init__`` would
+        (:func:`~pgpool_core.validate_pool_options`,
+        :func:`~pgpool_core.validate_connection`), naming them as the user
+        wrote them.
+        """
+        token = _validated.set(True)
+        try:
+            return cls(conninfo, **options)
+        finally:
+            _validated.reset(token)
 
     # -- sizes ---------------------------------------------------------------------
 

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -75,3 +78,35 @@ def serve() -> Iterator[Callable[..., RunningServer]]:
     finally:
         for server in started:
             server.stop()
+
+
+_PACKAGES = frozenset({"pgpool_core", "flask_pgpool", "django_pgpool"})
+
+
+@pytest.fixture
+def validations(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """Count the calls of the validation functions, by name, from now on.
+
+    ``validate_pool_options`` and ``validate_connection`` are wrapped under
+    every name the packages' modules hold them by, so that no caller escapes.
+    """
+    from pgpool_core import _options
+
+    counts: Counter[str] = Counter()
+    for validate in (_options.validate_pool_options, _options.validate_connection):
+
+        def counted(*args: Any, _validate: Any = validate, **kwargs: Any) -> Any:
+            counts[_validate.__name__] += 1
+            return _validate(*args, **kwargs)
+
+        functools.update_wrapper(counted, validate)
+        for name, module in list(sys.modules.items()):
+            if name.partition(".")[0] in {
+                "pgpool_core",
+                "flask_pgpool",
+                "django_pgpool",
+            }:
+                for attribute, value in list(vars(module).items()):
+                    if value is validate:
+                        monkeypatch.setattr(module, attribute, counted)
+    return counts

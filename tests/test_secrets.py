@@ -51,8 +51,10 @@ from pgpool_core import (
     _events,
     _libpq,
     _secrets,
+    mask_conninfo,
+    mask_secrets,
 )
-from pgpool_core._options import mask_conninfo, mask_secrets, parse_conninfo
+from pgpool_core._options import parse_conninfo
 from pgpool_core._psycopg_pool import ProcessPool
 from pgpool_core.ops import capacity, health
 from tests.django.support import database_settings, load_alias, run_project

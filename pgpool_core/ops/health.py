@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 import psycopg
 from psycopg_pool import PoolTimeout, TooManyRequests
 
-from .._options import mask_secrets
+from .._secrets import mask_secrets
 from .._socket_timeout import bounded
 
 if TYPE_CHECKING:

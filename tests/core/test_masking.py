@@ -14,7 +14,7 @@ import pytest
 from psycopg import pq
 
 from pgpool_core import ConfigurationError, ForkSafePool
-from pgpool_core._options import (
+from pgpool_core._secrets import (
     MASK,
     ConnectionParams,
     mask_conninfo,

@@ -1,27 +1,29 @@
 """Option validation, keepalive defaults and password masking (no server needed).
 
-But one test: a pool at every bound, which works against the server.
+But two tests, which work against the server: a pool at every bound, and a
+pool validated once from its making to its first connection.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
 import threading
 import time
+from collections import Counter
 from typing import Any
 
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from pgpool_core import ConfigurationError, ForkSafePool
+from pgpool_core import ConfigurationError, ForkSafePool, _options, mask_conninfo
 from pgpool_core._options import (
     MAX_WAITING_MAX,
     NUM_WORKERS_MAX,
     SECONDS_MAX,
     SIZE_MAX,
     SOCKET_TIMEOUT_MAX,
-    mask_conninfo,
     merge_defaults,
     parse_conninfo,
 )
@@ -59,6 +61,26 @@ def test_bad_option_names_the_option(
     assert info.value.setting == setting
     assert str(info.value).startswith(f"{setting}: ")
     assert fragment in str(info.value)
+
+
+def test_the_signature_takes_the_options_of_the_table() -> None:
+    """ForkSafePool's signature, the documented and typed API, is written out:
+    it takes conninfo and the options of POOL_OPTIONS's table, in its order,
+    so that the two cannot drift apart."""
+    names = list(inspect.signature(ForkSafePool).parameters)
+    assert names == ["conninfo", *_options._OPTIONS]
+    assert set(names[1:]) == _options.POOL_OPTIONS
+
+
+def test_a_pool_is_validated_once(dsn: str, validations: Counter[str]) -> None:
+    """Made, and its first connection: its settings are validated once."""
+    pool = ForkSafePool(dsn, min_size=1, max_size=2, name="once")
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")
+    finally:
+        pool.close()
+    assert validations == {"validate_pool_options": 1, "validate_connection": 1}
 
 
 def test_unknown_option_is_a_type_error() -> None:

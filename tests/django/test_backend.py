@@ -6,11 +6,13 @@ import contextlib
 import copy
 import logging
 import threading
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
 import pytest
+from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
@@ -402,6 +404,29 @@ def test_settings_are_validated_once_per_alias_and_settings(
             finally:
                 wrapper.close_pool()
     assert {w.settings_dict["OPTIONS"]["pool"]["max_size"] for w in wrappers} == {1, 2}
+
+
+def test_an_alias_is_validated_once_from_its_wrapper_to_its_first_query(
+    make_wrapper: Callable[..., DatabaseWrapper],
+    monkeypatch: pytest.MonkeyPatch,
+    validations: Counter[str],
+) -> None:
+    """The wrapper's settings check, the system checks, the pool's wrapper, the
+    pool and its first connection: the alias's settings are validated once,
+    wherever the validation is (conf, the pool)."""
+    from django_pgpool import conf
+    from django_pgpool.checks import check_databases
+
+    monkeypatch.setattr(conf, "_validated", {})  # none validated before
+    wrapper = make_wrapper()
+    # Not override_settings(): DATABASES must not reach the live connections.
+    monkeypatch.setattr(
+        django_settings, "DATABASES", {wrapper.alias: wrapper.settings_dict}
+    )
+    assert check_databases() == []
+    with wrapper.cursor() as cursor:
+        cursor.execute("SELECT 1")
+    assert validations == {"validate_pool_options": 1, "validate_connection": 1}
 
 
 @pytest.mark.parametrize("max_age", [60, None])

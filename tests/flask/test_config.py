@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import psycopg
@@ -198,6 +199,15 @@ def test_a_bind_does_not_inherit_the_default_database_options() -> None:
     pools = app.extensions["pgpool"].pools
     assert pools["default"].max_size == 9
     assert pools["reports"].max_size == 4, "ForkSafePool's default"
+
+
+def test_a_bind_is_validated_once(make_app: MakeApp, validations: Counter[str]) -> None:
+    """init_app reads and validates the settings; the pool made of them, and
+    its first connection, do not validate them again."""
+    app = make_app(PGPOOL_MIN_SIZE=1, PGPOOL_MAX_SIZE=2)
+    with app.extensions["pgpool"].pools["default"].connection() as conn:
+        conn.execute("SELECT 1")
+    assert validations == {"validate_pool_options": 1, "validate_connection": 1}
 
 
 def test_every_pool_option_is_a_setting() -> None:
