@@ -99,7 +99,7 @@ def test_the_pool_creation_lock_made_before_the_patch_is_not_kept() -> None:
     requests timed out now and then). After the patch it must be gevent's.
     """
     code = (
-        "from pgpool_core import green, lifecycle\n"
+        "from pgpool_core import _green as green, _process as lifecycle\n"
         "before = lifecycle.process_lock()\n"
         "from gevent import monkey\n"
         "monkey.patch_all()\n"

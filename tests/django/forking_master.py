@@ -25,7 +25,7 @@ django.setup()
 
 from django.db import connection  # noqa: E402
 
-from pgpool_core import lifecycle  # noqa: E402
+from pgpool_core import _process as lifecycle  # noqa: E402
 from tests.harness.forking import FORKS, run_in_child  # noqa: E402
 
 
