@@ -239,17 +239,11 @@ class ProcessGuard:
             self._moved()
 
     def _moved(self) -> None:
-        if not self._shared:
-            self._leave_parent()
-            return
-        with process_lock():
-            self._leave_parent()  # unless another thread did meanwhile
-
-    def _leave_parent(self) -> None:
-        pid = _getpid()
-        if self.pid != pid:
-            self._leave(self.pid)
-            self.pid = pid
+        with process_lock() if self._shared else contextlib.nullcontext():
+            pid = _getpid()
+            if self.pid != pid:  # unless another thread left it meanwhile
+                self._leave(self.pid)
+                self.pid = pid
 
 
 class _Process:
