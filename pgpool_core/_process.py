@@ -702,8 +702,8 @@ def _after_fork_in_child() -> None:
     _end_fork()
 
 
-# uWSGI forks with fork(), which runs none of these: there, the pid check on
-# every access does the child's part, a master runs no pool thread, and
+# uWSGI forks with fork(), which runs none of these: there, the guard's check at
+# every entry point does the child's part, a master runs no pool thread, and
 # CPython frees none of the parent threads' objects.
 os.register_at_fork(
     before=_before_fork,
