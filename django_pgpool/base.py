@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -36,7 +35,6 @@ __all__ = ["DatabaseWrapper"]
 
 logger = logging.getLogger("pgpool.django")
 
-_getpid = os.getpid
 # Django's, as defined (see DatabaseWrapper.ensure_connection).
 _djangos_ensure_connection = BaseDatabaseWrapper.ensure_connection
 
@@ -99,9 +97,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     # The pool the connection came from (None: not pooled).
     _lender: ForkSafePool | None = None
-    # The process in which this wrapper last looked for an inherited
-    # connection (see _leave_inherited); made in it: nothing inherited.
-    _checked_pid = 0
+    # Checked first by each entry method below (see _leave_inherited).
+    _fork_guard: _process.ProcessGuard
     # In ensure_connection() (see there).
     _ensuring = False
 
@@ -111,8 +108,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     def __init__(
         self, settings_dict: dict[str, Any], alias: str = DEFAULT_DB_ALIAS
     ) -> None:
+        # Made in this process: nothing inherited.
+        self._fork_guard = _process.ProcessGuard(self._leave_inherited, shared=False)
         super().__init__(settings_dict, alias)
-        self._checked_pid = _getpid()
         # A debug page shows each frame's local variables: the entry may hold
         # a password (in HOST or NAME, where Django does not hide it).
         del settings_dict
@@ -300,32 +298,30 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     # (cursor(), chunked_cursor(), _cursor(), get_autocommit(),
     # set_autocommit(), the savepoints, commit(), rollback(), pg_version);
     # tests/django/test_fork.py calls each first in a forked child. Then one
-    # pid comparison per call (about 9 per request), where a property
-    # compared at each of the dozen reads of self.connection per request.
+    # check of the core's pid guard per call (about 9 per request), where a
+    # property checked at each of the dozen reads of self.connection per request.
 
-    def _leave_inherited(self) -> None:
-        """Forget a connection borrowed in a parent process (once per process)."""
-        self._checked_pid = os.getpid()
+    def _leave_inherited(self, parent: int) -> None:
+        """Forget a connection borrowed in process *parent* (by the fork guard)."""
         connection, lender = self.connection, self._lender
         if connection is None or lender is None:
             return  # not pooled: Django's own (W003: not protected across fork)
         if lender.is_inherited(connection):
-            logger.debug(
-                "%s: dropping the connection inherited from the parent process",
-                self.alias,
-            )
             self.connection = None
             self._lender = None
+            logger.debug(
+                "%s: dropped the connection inherited from process %d",
+                self.alias,
+                parent,
+            )
 
     @sensitive_variables()
     def connect(self) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         super().connect()
 
     def ensure_connection(self) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         if postgresql.DatabaseWrapper.ensure_connection is _djangos_ensure_connection:
             _djangos_ensure_connection(self)  # as super()'s, without making one
             return
@@ -349,44 +345,36 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             self._ensuring = False
 
     def _commit(self) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         super()._commit()  # type: ignore[misc]  # Django's, unstubbed
 
     def _rollback(self) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         super()._rollback()  # type: ignore[misc]  # Django's, unstubbed
 
     def _set_autocommit(self, autocommit: bool) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         super()._set_autocommit(autocommit)  # type: ignore[misc]  # Django's, unstubbed
 
     def is_usable(self) -> bool:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         return bool(super().is_usable())
 
     def close_if_unusable_or_obsolete(self) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         super().close_if_unusable_or_obsolete()
 
     def ensure_timezone(self) -> bool:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         return bool(super().ensure_timezone())
 
     def create_cursor(self, name: str | None = None) -> Any:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         return super().create_cursor(name)
 
     @contextmanager
     def temporary_connection(self) -> Iterator[Any]:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         with super().temporary_connection() as cursor:
             yield cursor
 
@@ -397,8 +385,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             super().close_if_health_check_failed()
 
     def _close(self) -> None:
-        if self._checked_pid != _getpid():
-            self._leave_inherited()
+        self._fork_guard.check()
         connection, lender = self.connection, self._lender
         if connection is None:
             return

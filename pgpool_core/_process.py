@@ -1,10 +1,15 @@
 """The life of pools across fork: who owns what, what a child does with its inheritance.
 
-Correctness rests on one thing only: every access compares ``os.getpid()`` with
-the pid that made the pool. The hooks in this module (``os.register_at_fork``,
-the server hooks in :mod:`pgpool_core.servers.gunicorn` and
-:mod:`pgpool_core.servers.uwsgi`) only do the same work earlier, so that a worker
-starts warm.
+Correctness rests on one thing only: a :class:`ProcessGuard`, checked first
+at every entry point through which a process can first touch a connection,
+compares ``os.getpid()`` with the pid it last saw and, in a process that
+inherited what it guards, abandons that before anything uses it. It is the one
+place that compares pids; :class:`ProcessPools` checks its own in each of its
+methods, and an adapter that keeps a connection across calls (Django's
+connection wrapper) checks one of its own in each of its entry methods. The
+hooks in this module (``os.register_at_fork``, the server hooks in
+:mod:`pgpool_core.servers.gunicorn` and :mod:`pgpool_core.servers.uwsgi`) only do
+the same work earlier, so that a worker starts warm.
 
 Each :class:`~pgpool_core.ForkSafePool` keeps its per-process state in a
 :class:`ProcessPools`: this process's :class:`~pgpool_core._psycopg_pool.ProcessPool`
@@ -26,16 +31,20 @@ import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
 from . import _events, _green, _sizing
-from ._psycopg_pool import FORK_CONNECT_WAIT, ProcessPool
+
+if TYPE_CHECKING:
+    from ._psycopg_pool import ProcessPool
 
 __all__ = [
     "EXIT_CLOSE_TIMEOUT",
+    "FORK_CONNECT_WAIT",
     "STOP_SIGNALS",
+    "ProcessGuard",
     "ProcessPools",
     "abandon",
     "abandon_connection",
@@ -82,6 +91,12 @@ STOP_SIGNALS = frozenset({signal.SIGINT, signal.SIGTERM, signal.SIGQUIT, signal.
 
 #: Seconds the exit waits for each pool thread to stop (see :func:`_at_exit`).
 EXIT_CLOSE_TIMEOUT = 0.2
+
+#: Seconds os.fork() waits for the connections pool threads are making (see
+#: :meth:`ProcessPools.before_fork`).
+FORK_CONNECT_WAIT = 2.0
+
+_getpid = os.getpid
 
 
 def process_lock() -> threading.Lock:
@@ -190,13 +205,54 @@ def is_abandoned(obj: Any) -> bool:
     return id(obj) in _abandoned_ids
 
 
+class ProcessGuard:
+    """Fork safety's one check: abandon what a parent process left, before any use.
+
+    Made in a process, by an object whose state belongs to the process that
+    uses it (its pools, its connections). :meth:`check`, called first by each
+    of the object's entry points, compares ``os.getpid()`` with the pid of the
+    process that last used the object; in another process (a child that
+    inherited the object through fork, at-fork handlers run or not, as under
+    uWSGI), it first calls *leave* with that parent's pid, once: *leave*
+    abandons what belongs to the parent, never closing it (see
+    :func:`abandon_connection`), so that the entry point finds nothing
+    inherited and makes this process's own. Only then is this process
+    recorded, so that a *leave* that raised runs again at the next check.
+
+    *shared*: the object is used by several threads at once (a
+    :class:`ProcessPools`); *leave* then runs under this process's lock
+    (:func:`process_lock`), and the threads that check meanwhile wait for it.
+    Without, the object is one thread's (a Django connection wrapper), and
+    *leave* may itself check other guards (the pool it borrowed from).
+    """
+
+    __slots__ = ("pid", "_leave", "_shared")
+
+    def __init__(self, leave: Callable[[int], None], *, shared: bool) -> None:
+        #: The process that last used the guarded object.
+        self.pid = _getpid()
+        self._leave = leave
+        self._shared = shared
+
+    def check(self) -> None:
+        """Abandon what the object holds from a parent process, if it is in another."""
+        if self.pid != _getpid():
+            self._moved()
+
+    def _moved(self) -> None:
+        with process_lock() if self._shared else contextlib.nullcontext():
+            pid = _getpid()
+            if self.pid != pid:  # unless another thread left it meanwhile
+                self._leave(self.pid)
+                self.pid = pid
+
+
 class _Process:
-    """What a ProcessPools holds in one process."""
+    """What a ProcessPools holds in the process that uses it."""
 
-    __slots__ = ("pid", "pool", "stopped", "made", "plain", "select")
+    __slots__ = ("pool", "stopped", "made", "plain", "select")
 
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
+    def __init__(self) -> None:
         # The pool serving this process; None in a forking master, or once
         # released (the next use makes another).
         self.pool: ProcessPool[Any] | None = None
@@ -223,8 +279,9 @@ class ProcessPools:
     :attr:`warm` is (its ForkSafePool dropped by an adapter, see
     :func:`drop`), the server hooks make no pool.
 
-    A parent's pool and connections are found out by the pid check on every
-    access and abandoned, never closed (see :func:`abandon_connection`).
+    Every method first checks its :class:`ProcessGuard`: a parent's pool and
+    connections are found out there and abandoned, never closed (see
+    :func:`abandon_connection`).
     """
 
     def __init__(
@@ -237,7 +294,10 @@ class ProcessPools:
         # this process and those forked from it, until it is used again.
         self.warm = True
         self._make_pool = make_pool
+        # What this process holds; None until it uses the pool. Read after
+        # the guard's check only (what it holds then is this process's).
         self._here: _Process | None = None
+        self._guard = ProcessGuard(self._leave_inherited, shared=True)
         # The parent whose pool was abandoned here, until a fresh one is made.
         self._inherited_from: int | None = None
         # Across os.fork(): strong references to the connections made here,
@@ -260,8 +320,9 @@ class ProcessPools:
         is decided at use, not when a server hook ran (uWSGI's gevent loop
         engine patches each worker after its postfork hooks).
         """
+        self._guard.check()
         here = self._here
-        if here is not None and here.pid == os.getpid():
+        if here is not None:
             pool = here.pool
             # psycopg_pool 3.3.3's flag: a pool whose wait() timed out closed
             # itself (so did its ForkSafePool, unless waited on directly).
@@ -285,7 +346,7 @@ class ProcessPools:
                     "pool %r: made in process %d before it was monkey-patched;"
                     " replaced",
                     self.name,
-                    here.pid,
+                    self._guard.pid,
                 )
                 with stop_signals_blocked():
                     here.pool.close(EXIT_CLOSE_TIMEOUT)
@@ -303,38 +364,41 @@ class ProcessPools:
                 "pool %r: fresh pool made in process %d; the one inherited from"
                 " process %d is abandoned",
                 self.name,
-                here.pid,
+                self._guard.pid,
                 self._inherited_from,
             )
             self._inherited_from = None
         else:
-            pool_logger.debug("pool %r: opened in process %d", self.name, here.pid)
+            pool_logger.debug(
+                "pool %r: opened in process %d", self.name, self._guard.pid
+            )
         return pool
 
     def _record_locked(self) -> _Process:
-        """Return this process's record, abandoning an inherited one first."""
-        self._leave_inherited_locked()
+        """Return this process's record, made now if it has none (after the check)."""
         here = self._here
         if here is None:
-            here = self._here = _Process(os.getpid())
+            here = self._here = _Process()
         return here
 
     def has_pool(self) -> bool:
         """Return True if this process has a pool of its own, open."""
+        self._guard.check()
         here = self._here
-        return (
-            here is not None
-            and here.pid == os.getpid()
-            and here.pool is not None
-            and not here.pool.closed
-        )
+        return here is not None and here.pool is not None and not here.pool.closed
 
     def latest(self) -> ProcessPool[Any] | None:
         """Return this process's pool, or the last one released here; make none."""
+        self._guard.check()
         here = self._here
-        if here is None or here.pid != os.getpid():
-            return None
-        return here.pool or here.stopped
+        return None if here is None else here.pool or here.stopped
+
+    def lent_here(self, pool: object) -> bool:
+        """Return True if *pool* is this process's pool, or the last one released
+        here (the usual lender of a connection given back)."""
+        self._guard.check()
+        here = self._here
+        return here is not None and (pool is here.pool or pool is here.stopped)
 
     def owns(self, pool: object) -> bool:
         """Return True if *pool* is one of this object's pools."""
@@ -346,6 +410,18 @@ class ProcessPools:
         if self.enabled and self.warm:
             self.current()
 
+    def refit(self) -> None:
+        """Close this process's pool if its sizes are not its owner's any more."""
+        self._guard.check()
+        here, owner = self._here, self.owner()
+        pool = None if here is None else here.pool
+        sizes = getattr(owner, "sizes", None)
+        if pool is None or sizes is None:
+            return
+        wanted = sizes()
+        if (pool.min_size, pool.max_size) != (wanted.min_size, wanted.max_size):
+            self.release()
+
     def release(self, timeout: float = 5.0) -> None:
         """Close this process's pool and a forking master's plain connections.
 
@@ -353,8 +429,8 @@ class ProcessPools:
         are closed when given back (their pool is closed). The next use makes
         a new pool, unless :attr:`enabled` is False.
         """
+        self._guard.check()
         with process_lock():
-            self._leave_inherited_locked()
             here = self._here
             if here is None:
                 return
@@ -367,30 +443,35 @@ class ProcessPools:
         if pool is not None:
             with stop_signals_blocked():
                 pool.close(timeout)
-            pool_logger.debug("pool %r: closed in process %d", self.name, here.pid)
+            pool_logger.debug(
+                "pool %r: closed in process %d", self.name, self._guard.pid
+            )
 
     # -- connections -------------------------------------------------------------
 
     def track(self, conn: Connection) -> None:
         """Remember *conn*, made in this process, for a child to abandon."""
+        self._guard.check()
         here = self._here
-        if here is None or here.pid != os.getpid():
+        if here is None:
             with process_lock():
                 here = self._record_locked()
         here.made.add(conn)
 
     def lend_plain(self, conn: Connection) -> None:
         """Remember *conn*, a forking master's plain connection, as lent."""
+        self._guard.check()
         here = self._here
-        if here is None or here.pid != os.getpid():
+        if here is None:
             with process_lock():
                 here = self._record_locked()
         here.plain.add(conn)
 
     def take_plain(self, conn: Connection) -> bool:
         """Forget *conn* if it is a plain connection lent here; say if it was."""
+        self._guard.check()
         here = self._here
-        if here is None or here.pid != os.getpid() or conn not in here.plain:
+        if here is None or conn not in here.plain:
             return False
         here.plain.discard(conn)
         return True
@@ -401,33 +482,34 @@ class ProcessPools:
         Idle, lent, or being checked, reset or configured: the sessions this
         process holds on the server.
         """
+        self._guard.check()
         here = self._here
-        if here is None or here.pid != os.getpid():
+        if here is None:
             return 0
         return sum(not conn.closed for conn in _snapshot(here.made))
 
     def plain_lent(self) -> int:
         """Return how many plain connections are lent in this process."""
+        self._guard.check()
         here = self._here
-        return len(here.plain) if here is not None and here.pid == os.getpid() else 0
+        return 0 if here is None else len(here.plain)
 
     # -- inheritance ---------------------------------------------------------------
 
     def leave_if_inherited(self) -> None:
         """Abandon what was inherited from a parent process, making no pool."""
-        here = self._here
-        if here is not None and here.pid != os.getpid():
-            with process_lock():
-                self._leave_inherited_locked()
+        self._guard.check()
 
-    def _leave_inherited_locked(self) -> None:
-        """Abandon what this object holds from a parent process; touch none of it."""
-        here = self._here
-        if here is None or here.pid == os.getpid():
+    def _leave_inherited(self, parent: int) -> None:
+        """Abandon what this object holds from process *parent*; touch none of it.
+
+        Called by the guard, under this process's lock.
+        """
+        here, self._here = self._here, None
+        if here is None:
             return
-        self._here = None
         # Logged when the fresh pool that replaces it is made.
-        self._inherited_from = here.pid
+        self._inherited_from = parent
         for pool in (here.pool, here.stopped):
             if pool is not None:
                 abandon(pool)
@@ -442,8 +524,9 @@ class ProcessPools:
     def before_fork(self) -> None:
         """Before os.fork(): let pool threads finish the connections they make,
         start no other, and keep every connection alive through the fork."""
+        self._guard.check()
         here = self._here
-        if here is None or here.pid != os.getpid():
+        if here is None:
             return
         if here.pool is not None:
             here.pool.hold_connects(FORK_CONNECT_WAIT)
@@ -545,17 +628,7 @@ def refit_all() -> None:
     server's model gives.
     """
     for pools in all_pools():
-        owner = pools.owner()
-        here = pools._here
-        if owner is None or here is None or here.pid != os.getpid():
-            continue
-        pool = here.pool
-        sizes = getattr(owner, "sizes", None)
-        if pool is None or sizes is None:
-            continue
-        wanted = sizes()
-        if (pool.min_size, pool.max_size) != (wanted.min_size, wanted.max_size):
-            pools.release()
+        pools.refit()
 
 
 # Called by close_in_master() before it closes what is left: a framework
@@ -630,8 +703,8 @@ def _after_fork_in_child() -> None:
     _end_fork()
 
 
-# uWSGI forks with fork(), which runs none of these: there, the pid check on
-# every access does the child's part, a master runs no pool thread, and
+# uWSGI forks with fork(), which runs none of these: there, the guard's check at
+# every entry point does the child's part, a master runs no pool thread, and
 # CPython frees none of the parent threads' objects.
 os.register_at_fork(
     before=_before_fork,

@@ -179,7 +179,6 @@ from psycopg_pool.base import AttemptWithBackoff  # noqa: E402 (fenced above)
 from psycopg_pool.pool import AddConnection, MaintenanceTask  # noqa: E402
 
 __all__ = [
-    "FORK_CONNECT_WAIT",
     "OUTAGE_REPORT_INTERVAL",
     "RECONNECT_DELAY_MAX",
     "REFUSED_DELAY_MAX",
@@ -204,9 +203,6 @@ RECONNECT_DELAY_MAX = 1.0
 #: after 1, 2, 4 ... seconds: psycopg_pool's backoff, but for the pool rather
 #: than for each connection it misses, and never given up for long.
 REFUSED_DELAY_MAX = 60.0
-
-#: How long os.fork() waits for connections being made by pool threads.
-FORK_CONNECT_WAIT = 2.0
 
 #: Seconds between two log lines of a pool that still cannot connect. One
 #: line for each failed attempt, as psycopg_pool logs them, is 16 a second

@@ -609,11 +609,7 @@ class ForkSafePool(Generic[CT]):
         """
         pools = self._pools
         origin = lending_pool(conn)
-        if (
-            origin is not None
-            and getattr(origin, "owner", None) is pools
-            and origin.pid == os.getpid()
-        ):
+        if origin is not None and pools.lent_here(origin):
             # Lent by this process's pool (so not inherited): the usual case.
             if not warn_open_transaction:
                 origin.expect_rollback(conn)

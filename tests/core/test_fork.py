@@ -167,3 +167,45 @@ def test_forking_master_gives_workers_a_pool(
     assert master_conn.execute("SELECT 1").fetchone() == (1,)
     pool.close()
     assert master_conn.closed, "close() in the master closes its plain connections"
+
+
+@pytest.mark.parametrize("fork", FORKS)
+def test_the_guard_leaves_the_parent_once_per_process_before_any_use(
+    fork: str,
+) -> None:
+    """ProcessGuard, the one pid check: *leave* runs first, once per process.
+
+    With the parent's pid, before the first check in the child returns, at
+    every depth of fork; a *leave* that raised runs again at the next check
+    (the child must not go on with what it inherited).
+    """
+    calls: list[tuple[int, int]] = []
+    failures = [RuntimeError("first try")]
+
+    def leave(parent: int) -> None:
+        calls.append((os.getpid(), parent))
+        if failures:
+            raise failures.pop()
+
+    guard = _process.ProcessGuard(leave, shared=True)
+    guard.check()
+    assert calls == []
+    parent = os.getpid()
+
+    def child() -> dict[str, Any]:
+        try:
+            guard.check()
+        except RuntimeError:
+            pass
+        guard.check()
+        guard.check()
+        grandchild = run_in_child(lambda: (guard.check(), list(calls))[1])
+        return {"pid": os.getpid(), "calls": calls, "grandchild": grandchild}
+
+    result = run_in_child(child, FORKS[fork])
+
+    me = result["pid"]
+    assert result["calls"] == [[me, parent], [me, parent]]
+    assert result["grandchild"][-1][1] == me
+    assert len(result["grandchild"]) == 3
+    assert calls == [], "the parent never leaves itself"
