@@ -17,8 +17,8 @@ from pgpool_core import (
     validate_pool_options,
 )
 from pgpool_core._options import RETRY_AFTER_WHY, did_you_mean, seconds_over_bound
+from pgpool_core._sizing import server_workers
 from pgpool_core.errors import RETRY_AFTER_DEFAULT
-from pgpool_core.ops import capacity
 
 __all__ = [
     "ENGINE",
@@ -232,7 +232,7 @@ def workers() -> int | None:
 
     From ``PGPOOL_WORKERS``, else the ``WEB_CONCURRENCY`` environment variable
     (gunicorn's own default), else uWSGI's ``processes`` when running under it
-    (see :func:`pgpool_core.ops.capacity.server_workers`).
+    (see :func:`pgpool_core._sizing.server_workers`).
     """
     found = workers_and_source()
     return None if found is None else found[0]
@@ -243,7 +243,7 @@ def workers_and_source() -> tuple[int, str] | None:
     value = getattr(settings, "PGPOOL_WORKERS", None)
     if value is not None:
         return _positive_int("PGPOOL_WORKERS", value), "PGPOOL_WORKERS"
-    return capacity.server_workers()
+    return server_workers()
 
 
 def unknown_settings() -> list[tuple[str, str]]:

@@ -13,6 +13,7 @@ import click
 from flask import current_app
 from flask.cli import AppGroup, ScriptInfo, prepare_import
 
+from pgpool_core._sizing import server_workers
 from pgpool_core.ops import capacity, report
 from pgpool_core.ops.snippets import print_settings, settings_output
 
@@ -77,7 +78,7 @@ def check_command(as_json: bool) -> None:
     pgpool check".
     """
     state = _state()
-    found = capacity.server_workers()
+    found = server_workers()
     workers = found[0] if found else None
     result = {
         bind: report.check_database(

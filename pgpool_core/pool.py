@@ -32,7 +32,6 @@ from ._reset import SessionReset, check_socket, run_configure
 from ._secrets import ConnectionParams, connect_masked, mask_conninfo, remember_kwargs
 from ._socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
 from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
-from .ops import capacity
 
 __all__ = ["ALWAYS", "DEFAULT", "ForkSafePool"]
 
@@ -115,7 +114,7 @@ class ForkSafePool(Generic[CT]):
     On the first connection a process makes, the pool reads the server's
     ``max_connections`` and logs one warning if the host's worker processes
     (known under uWSGI, gunicorn or ``WEB_CONCURRENCY``) x ``max_size`` exceed
-    it (see :mod:`pgpool_core.ops.capacity`). There, a process pool makes one
+    it (see :func:`pgpool_core._sizing.warn_if_over`). There, a process pool makes one
     connection first and the rest of ``min_size`` once it is made; when the
     workers' ``min_size`` would not all fit, only its share of the server's
     connections (at least one), the rest while its requests wait. A pool
@@ -457,7 +456,7 @@ class ForkSafePool(Generic[CT]):
             configure=self._configure_new,
             start_share=self._start_share,
             # A server's worker (their count known): all warm up at once.
-            first_alone=not self.pgbouncer and capacity.server_workers() is not None,
+            first_alone=not self.pgbouncer and _sizing.server_workers() is not None,
             check=self._check,
             reset=self._reset,
             session=self._session,
@@ -494,7 +493,7 @@ class ForkSafePool(Generic[CT]):
 
         Reads the server's limit (in the pool's thread that made *conn*) and
         warns, once per process, if this host's workers may open more (see
-        :func:`pgpool_core.ops.capacity.warn_if_over`). None: ``min_size``.
+        :func:`pgpool_core._sizing.warn_if_over`). None: ``min_size``.
         """
         if self.pgbouncer:
             return None  # PgBouncer bounds what the server sees
@@ -504,7 +503,7 @@ class ForkSafePool(Generic[CT]):
             # reuses it.
             pool = lending_pool(conn)
             sizes = self.sizes()
-            self._start_share_here = capacity.warn_if_over(
+            self._start_share_here = _sizing.warn_if_over(
                 self.name,
                 getattr(pool, "max_size", sizes.max_size),
                 conn,

@@ -25,22 +25,25 @@ KNOWN_EDGES: set[tuple[str, str]] = {
 }
 
 #: The mission's modules (the pool, its process lifecycle, the psycopg_pool
-#: subclass, the reset) and the periphery they must not import.
+#: subclass, the reset, the sizing it logs at start) and the periphery they
+#: must not import.
 MISSION = (
     "pgpool_core.pool",
     "pgpool_core._process",
     "pgpool_core._psycopg_pool",
     "pgpool_core._reset",
+    "pgpool_core._sizing",
 )
 PERIPHERY = ("pgpool_core.metrics", "pgpool_core.ops", "pgpool_core.servers")
 
 #: Imports of the periphery by the mission's modules that other branches
 #: remove: delete each line once its branch is merged.
-KNOWN_PERIPHERY_IMPORTS: set[tuple[str, str]] = {
-    # removed by the ops branch (operator tooling apart)
-    ("pgpool_core.pool", "pgpool_core.ops"),
-    ("pgpool_core.pool", "pgpool_core.ops.capacity"),
-}
+KNOWN_PERIPHERY_IMPORTS: set[tuple[str, str]] = set()
+
+#: The one way the core reaches the periphery: the event seam loads the
+#: OpenTelemetry observer by name when opentelemetry-api is installed, and the
+#: observer subscribes itself (docs/metrics.rst).
+CORE_LOADS_BY_NAME = {("pgpool_core._events", "pgpool_core.metrics.otel")}
 
 
 def _modules() -> dict[str, Path]:
@@ -76,6 +79,31 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
             visit(child)
 
     visit(tree)
+    return found
+
+
+def core_modules() -> list[str]:
+    """Return the core's modules: every module of pgpool_core but the periphery."""
+    return [
+        name
+        for name in _modules()
+        if name.split(".")[0] == "pgpool_core" and not name.startswith(PERIPHERY)
+    ]
+
+
+def loaded_by_name(path: Path) -> set[str]:
+    """Return the modules *path* loads by name: ``importlib.import_module("x")``."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value)
     return found
 
 
@@ -192,3 +220,29 @@ def test_the_mission_imports_no_periphery() -> None:
     gone = KNOWN_PERIPHERY_IMPORTS - found
     assert not gone, f"gone: remove them from KNOWN_PERIPHERY_IMPORTS: {sorted(gone)}"
     assert sorted(found - KNOWN_PERIPHERY_IMPORTS) == []
+
+
+def test_the_core_imports_no_periphery() -> None:
+    """No core module (pgpool_core, pool, errors, the underscore modules) imports
+    the metrics, the operator tooling or the server hooks, at module level or in
+    a function; the one exception is the event seam loading the OpenTelemetry
+    observer by name (:data:`CORE_LOADS_BY_NAME`)."""
+    graph = import_graph()
+    modules = _modules()
+    core = core_modules()
+    assert "pgpool_core" in core and "pgpool_core._sizing" in core
+    assert "pgpool_core.ops.capacity" not in core
+    imported = sorted(
+        (module, target)
+        for module in core
+        for target in graph[module]
+        if target.startswith(PERIPHERY)
+    )
+    assert imported == []
+    by_name = {
+        (module, target)
+        for module in core
+        for target in loaded_by_name(modules[module])
+        if target.startswith(PERIPHERY)
+    }
+    assert by_name == CORE_LOADS_BY_NAME

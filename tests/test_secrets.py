@@ -51,12 +51,13 @@ from pgpool_core import (
     _events,
     _libpq,
     _secrets,
+    _sizing,
     mask_conninfo,
     mask_secrets,
 )
 from pgpool_core._options import parse_conninfo
 from pgpool_core._psycopg_pool import ProcessPool
-from pgpool_core.ops import capacity, health
+from pgpool_core.ops import health
 from tests.django.support import database_settings, load_alias, run_project
 from tests.harness.postgres import PgServer, quoted
 
@@ -590,7 +591,7 @@ def build_world(
         conn.execute("SELECT 1")
     world += [pool, pool.getconn(), pool.pool, health.check_pool(pool)]
     world += _events.pool_states()  # what the metrics read of it
-    world.append(capacity.read_server_limit(world[1]))
+    world.append(_sizing.read_server_limit(world[1]))
     wrong = pg.dsn(password="Wr0ng-Sweep-Secret", connect_timeout=2)
     refused = ForkSafePool(wrong, name="refused", min_size=1, timeout=2)
     closing.append(refused.close)

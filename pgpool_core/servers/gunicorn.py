@@ -24,7 +24,6 @@ from typing import Any
 
 from .. import _green, _process, _sizing
 from ..metrics import otel
-from ..ops import capacity
 
 __all__ = ["post_fork", "post_worker_init", "pre_fork", "when_ready", "worker_exit"]
 
@@ -56,7 +55,7 @@ def post_fork(server: Any, worker: Any) -> None:
     started before its monkey-patching would be real threads, waiting on
     locks that block every greenlet.
     """
-    capacity.record_gunicorn_workers(getattr(server, "num_workers", None))
+    _sizing.record_gunicorn_workers(getattr(server, "num_workers", None))
     _sizing.record_gunicorn_worker(server, worker)
     _process.after_fork_in_child()
     patcher = _patched_later_by(worker)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pgpool_core import ForkSafePool, _process
+from pgpool_core import ForkSafePool, _process, _sizing
 from pgpool_core.ops import capacity
 from tests.conftest import REPO
 from tests.harness.postgres import PgServer
@@ -20,11 +20,11 @@ OVER = "more than the server allows"
 
 
 def test_plan_counts_hosts_workers_and_celery() -> None:
-    limit = capacity.ServerLimit(max_connections=100, superuser_reserved=3)
-    plan = capacity.Plan(max_size=5, workers=4, hosts=3, celery=2)
+    limit = _sizing.ServerLimit(max_connections=100, superuser_reserved=3)
+    plan = _sizing.Plan(max_size=5, workers=4, hosts=3, celery=2)
     assert (plan.web, plan.background, plan.total) == (60, 30, 90)
     assert plan.fits(limit)
-    bigger = capacity.Plan(max_size=10, workers=4, hosts=3, celery=2)
+    bigger = _sizing.Plan(max_size=10, workers=4, hosts=3, celery=2)
     assert not bigger.fits(limit)
     # 97 available over 3 x (4 + 2) = 18 processes: max_size 5 fits.
     assert bigger.largest_max_size(limit) == 5
@@ -44,8 +44,8 @@ def test_plan_counts_hosts_workers_and_celery() -> None:
     ],
 )
 def test_the_advice_never_breaks_validation(min_size: int, advice: str) -> None:
-    limit = capacity.ServerLimit(max_connections=100, superuser_reserved=3)
-    plan = capacity.Plan(max_size=8, min_size=min_size, workers=40)
+    limit = _sizing.ServerLimit(max_connections=100, superuser_reserved=3)
+    plan = _sizing.Plan(max_size=8, min_size=min_size, workers=40)
     assert plan.advice(limit)[0] == advice
     size = int(advice.split(" to ")[1].split()[0])
     ForkSafePool("host=db", min_size=min(min_size, size), max_size=size)
@@ -70,12 +70,12 @@ def test_web_concurrency_is_the_running_servers_count(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("WEB_CONCURRENCY", "7")
-    assert capacity.server_workers() == (7, "WEB_CONCURRENCY")
+    assert _sizing.server_workers() == (7, "WEB_CONCURRENCY")
 
 
 def test_reads_the_servers_limit(pg_server: PgServer) -> None:
     with pg_server.connect() as conn:
-        limit = capacity.read_server_limit(conn)
+        limit = _sizing.read_server_limit(conn)
     [(max_connections, reserved)] = pg_server.execute(
         "SELECT current_setting('max_connections')::int,"
         " current_setting('superuser_reserved_connections')::int"
@@ -204,20 +204,20 @@ def test_each_worker_warns_once_at_start(
 
 
 def test_the_plan_says_which_workers_would_starve() -> None:
-    limit = capacity.ServerLimit(max_connections=20, superuser_reserved=3)
-    plan = capacity.Plan(max_size=4, min_size=4, workers=8)
+    limit = _sizing.ServerLimit(max_connections=20, superuser_reserved=3)
+    plan = _sizing.Plan(max_size=4, min_size=4, workers=8)
     assert plan.start_share(limit) == 2
     assert plan.starving(limit) == (
         "with min_size 4 each, the first 5 worker(s) to start would take all 17"
         " connections and the last 3 worker(s) would get no connection: each"
         " connects 2 (17 // 8) at start, more only while its requests wait"
     )
-    crowd = capacity.Plan(max_size=1, min_size=1, workers=30)
+    crowd = _sizing.Plan(max_size=1, min_size=1, workers=30)
     assert crowd.start_share(limit) == 1
     assert crowd.starving(limit) == (
         "13 of the 30 worker(s) will get no connection while the others hold one each"
     )
-    fits = capacity.Plan(max_size=8, min_size=2, workers=8)
+    fits = _sizing.Plan(max_size=8, min_size=2, workers=8)
     assert (fits.start_share(limit), fits.starving(limit)) == (None, None)
 
 
@@ -295,8 +295,8 @@ def test_a_full_server_stops_the_growth_not_the_pool(
 def test_plan_counts_what_a_uwsgi_master_keeps() -> None:
     """Django's start-up connection, under uWSGI without fork hooks: one per
     host, for the master's life (docs/django.rst)."""
-    limit = capacity.ServerLimit(max_connections=100, superuser_reserved=3)
-    plan = capacity.Plan(max_size=1, workers=4, hosts=3, celery=8, master=1)
+    limit = _sizing.ServerLimit(max_connections=100, superuser_reserved=3)
+    plan = _sizing.Plan(max_size=1, workers=4, hosts=3, celery=8, master=1)
     assert plan.total == 3 * 4 + 3 * 8 + 3
     assert plan.describe() == (
         "3 host(s) x 4 worker(s) x max_size 1 = 12 + 3 host(s) x 8 Celery"
@@ -304,6 +304,6 @@ def test_plan_counts_what_a_uwsgi_master_keeps() -> None:
         " = 3, 39"
     )
     assert (
-        capacity.Plan(max_size=2, workers=32, hosts=3, master=1).largest_max_size(limit)
+        _sizing.Plan(max_size=2, workers=32, hosts=3, master=1).largest_max_size(limit)
         == (97 - 3) // 96
     )

@@ -600,7 +600,8 @@ def check_shell(found: Sample, request: pytest.FixtureRequest) -> None:
 @check("text", "$ flask pgpool capacity --hosts 20")
 def check_capacity_output(found: Sample, request: pytest.FixtureRequest) -> None:
     from pgpool_core import _sizing
-    from pgpool_core.ops.capacity import Plan, ServerLimit, report, workers_from_config
+    from pgpool_core._sizing import Plan, ServerLimit
+    from pgpool_core.ops.capacity import report, workers_from_config
 
     lines = found.code.splitlines()
     check_flask_cli(shlex.split(lines[0])[2:])
