@@ -78,7 +78,7 @@ SECONDS_MAX = min(365 * 24 * 3600, int(threading.TIMEOUT_MAX))
 #: ``min_size``, ``max_size``: PostgreSQL's MAX_BACKENDS (2^18 - 1), the
 #: highest ``max_connections`` a server can have; the server's own is
 #: compared with the pool's size at its first connect
-#: (:mod:`pgpool_core.ops.capacity`).
+#: (:mod:`pgpool_core._sizing`).
 SIZE_MAX = 262_143
 #: ``num_workers``: threads each process starts for each pool (8 MiB of
 #: address space each, with the default stack size). They only open, check

@@ -28,6 +28,14 @@ The server hooks record what they know (:func:`record`: the gunicorn hooks
 from ``post_fork``, the Celery receivers); without them, a gunicorn worker
 is recognised by the worker object on the stack of the thread that first uses
 the pool, and a uWSGI worker by ``uwsgi.opt``. :func:`current` reads it all.
+
+On its first connection in a process a pool logs the sizes it chose, and one
+warning when this host's worker processes (``server_workers``) x ``max_size``
+exceed what the server lets ordinary roles open (``read_server_limit``:
+``max_connections`` less the reserved connections); ``warn_if_over`` does it,
+on the logger ``pgpool.capacity``, with the arithmetic of ``Plan``. The
+``capacity`` commands (:mod:`pgpool_core.ops.capacity`) add the other hosts and
+the Celery children to the same arithmetic.
 """
 
 from __future__ import annotations

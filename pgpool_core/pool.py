@@ -114,7 +114,7 @@ class ForkSafePool(Generic[CT]):
     On the first connection a process makes, the pool reads the server's
     ``max_connections`` and logs one warning if the host's worker processes
     (known under uWSGI, gunicorn or ``WEB_CONCURRENCY``) x ``max_size`` exceed
-    it (see :func:`pgpool_core._sizing.warn_if_over`). There, a process pool makes one
+    it (see :mod:`pgpool_core._sizing`). There, a process pool makes one
     connection first and the rest of ``min_size`` once it is made; when the
     workers' ``min_size`` would not all fit, only its share of the server's
     connections (at least one), the rest while its requests wait. A pool
