@@ -623,6 +623,29 @@ def check_capacity_output(found: Sample, request: pytest.FixtureRequest) -> None
     assert not fits
 
 
+@check("text", "pgpool_core/")
+def check_layout(found: Sample, request: pytest.FixtureRequest) -> None:
+    """The contributors' tree names each module of pgpool_core, and only those."""
+    shown = {
+        line.split()[0]
+        for line in found.code.splitlines()[1:]
+        # "  name  what it does"; not a continued description, nor the
+        # framework packages after the tree
+        if re.match(r"  \S", line)
+    }
+    modules = {
+        str(path.relative_to(REPO / "pgpool_core"))
+        for path in (REPO / "pgpool_core").glob("*.py")
+        if path.name != "__init__.py"
+    }
+    folders = {
+        f"{path.name}/"
+        for path in (REPO / "pgpool_core").iterdir()
+        if (path / "__init__.py").exists()
+    }
+    assert shown == modules | folders
+
+
 @check("text", "                                      plain psycopg_pool  flask_pgpool")
 def check_demo_output(found: Sample, request: pytest.FixtureRequest) -> None:
     """The columns and rows are the demo's (tests/examples/test_demo.py runs it)."""
