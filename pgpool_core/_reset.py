@@ -727,7 +727,9 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     if timeout is None or timeout > SETTLE_TIMEOUT:
         timeout = SETTLE_TIMEOUT
     try:
-        _settle(conn, state, pending, monotonic() + timeout)
+        # No query in flight (a tracked loan that changed nothing): no clock.
+        deadline = monotonic() + timeout if pending.sent else 0.0
+        _settle(conn, state, pending, deadline)
     except BaseException:
         conn.close()
         raise
@@ -766,8 +768,11 @@ def _settle(
         _restore(conn, snapshot, state.configured)
         if pending.session and reset.configure is not None:
             run_configure(conn, reset.configure)
-    if reset.tracked:
-        take_changed(conn)  # what configure ran is not the next loan's
+            if reset.tracked:
+                # What configure ran is not the next loan's. Nothing else here
+                # runs a statement through a cursor (the rest goes through
+                # libpq), and start() took the loan's marks.
+                take_changed(conn)
     prepared = conn._prepared
     state.prepared_idx = prepared._prepared_idx
     state.queries_mark = _queries_mark(prepared)
