@@ -372,6 +372,11 @@ class _Pending:
         self.since: int | None = None
 
 
+#: The reset of a tracked loan that left nothing to undo but the client side:
+#: no query, nothing to read (SessionReset.start(); never changed after).
+_RESTORE_ONLY = _Pending()
+
+
 class _Snapshot:
     """The Python side of a connection at one time, as a restore makes it again."""
 
@@ -580,11 +585,21 @@ class SessionReset:
         # may have changed it.
         # (And warns about a rolled-back write only after one that ran a
         # statement that writes: the question would cost the server 10-20 us.)
+        prepared = conn._prepared
         if self.tracked:
             session, wrote = take_changed(conn)
+            if (
+                not session
+                and status == _IDLE
+                and prepared._prepared_idx == state.prepared_idx
+            ):
+                # The usual loan: nothing to send, the client side to restore
+                # when it settles (what start() would make of it, shared).
+                state.rolled_back = False
+                state.pending = _RESTORE_ONLY
+                return True
         else:
             session, wrote = self.session, True
-        prepared = conn._prepared
         pending = _Pending()
         pending.session = session
         # Prepared by psycopg during the loan: a rollback or DISCARD TEMP may
