@@ -293,8 +293,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     # (cursor(), chunked_cursor(), _cursor(), get_autocommit(),
     # set_autocommit(), the savepoints, commit(), rollback(), pg_version);
     # tests/django/test_fork.py calls each first in a forked child. Then one
-    # pid comparison per call (about 9 per request), where a property
-    # compared at each of the dozen reads of self.connection per request.
+    # pid comparison per call that finds a connection (about 6 per request;
+    # without one there is nothing to forget, and os.getpid() is a system
+    # call), where a property compared at each of the dozen reads of
+    # self.connection per request.
 
     def _leave_inherited(self) -> None:
         """Forget a connection borrowed in a parent process (once per process)."""
@@ -312,12 +314,12 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     @sensitive_variables()
     def connect(self) -> None:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         super().connect()
 
     def ensure_connection(self) -> None:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         if postgresql.DatabaseWrapper.ensure_connection is _djangos_ensure_connection:
             _djangos_ensure_connection(self)  # as super()'s, without making one
@@ -342,43 +344,43 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             self._ensuring = False
 
     def _commit(self) -> None:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         super()._commit()  # type: ignore[misc]  # Django's, unstubbed
 
     def _rollback(self) -> None:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         super()._rollback()  # type: ignore[misc]  # Django's, unstubbed
 
     def _set_autocommit(self, autocommit: bool) -> None:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         super()._set_autocommit(autocommit)  # type: ignore[misc]  # Django's, unstubbed
 
     def is_usable(self) -> bool:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         return bool(super().is_usable())
 
     def close_if_unusable_or_obsolete(self) -> None:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         super().close_if_unusable_or_obsolete()
 
     def ensure_timezone(self) -> bool:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         return bool(super().ensure_timezone())
 
     def create_cursor(self, name: str | None = None) -> Any:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         return super().create_cursor(name)
 
     @contextmanager
     def temporary_connection(self) -> Iterator[Any]:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         with super().temporary_connection() as cursor:
             yield cursor
@@ -390,7 +392,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             super().close_if_health_check_failed()
 
     def _close(self) -> None:
-        if self._checked_pid != _getpid():
+        if self.connection is not None and self._checked_pid != _getpid():
             self._leave_inherited()
         connection, lender = self.connection, self._lender
         if connection is None:
