@@ -112,6 +112,10 @@ class Loan(NamedTuple):
     label: object | None
 
 
+#: Makes a Loan without its generated ``__new__`` (a Python call per loan).
+_new_loan: Callable[[type[Loan], tuple[Any, ...]], Loan] = tuple.__new__
+
+
 class LoanBook:
     """A pool's connections out on loan, and those whose borrower is gone.
 
@@ -139,6 +143,8 @@ class LoanBook:
         self.out: dict[int, Loan] = {}
         self.collected: deque[weakref.ref[Any]] = deque()
         self._wake = wake
+        # Made once: lend() runs for every loan.
+        self._callback = self._collected
 
     def _collected(self, ref: weakref.ref[Any]) -> None:
         # The weak reference's callback: in the garbage collector, in any
@@ -154,8 +160,9 @@ class LoanBook:
         earlier = attrs.get(_LOAN)
         if earlier is not None:  # lent again without coming back
             self.out.pop(id(earlier), None)
-        ref = attrs[_LOAN] = _ref(conn, self._collected)
-        self.out[id(ref)] = Loan(ref, _current_thread(), _borrower.get())
+        ref = attrs[_LOAN] = _ref(conn, self._callback)
+        loan = _new_loan(Loan, (ref, _current_thread(), _borrower.get()))
+        self.out[id(ref)] = loan
 
     def end(self, conn: Any) -> None:
         """Note that *conn* came back (if this book lent it)."""

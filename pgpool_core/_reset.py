@@ -463,6 +463,11 @@ class _Pending:
         self.since: int | None = None
 
 
+#: The reset of a tracked loan that left nothing to undo but the client side:
+#: no query, nothing to read (SessionReset.start(); never changed after).
+_RESTORE_ONLY = _Pending()
+
+
 class _Snapshot:
     """The Python side of a connection at one time, as a restore makes it again."""
 
@@ -671,11 +676,21 @@ class SessionReset:
         # may have changed it.
         # (And warns about a rolled-back write only after one that ran a
         # statement that writes: the question would cost the server 10-20 us.)
+        prepared = conn._prepared
         if self.tracked:
             session, wrote = take_changed(conn)
+            if (
+                not session
+                and status == _IDLE
+                and prepared._prepared_idx == state.prepared_idx
+            ):
+                # The usual loan: nothing to send, the client side to restore
+                # when it settles (what start() would make of it, shared).
+                state.rolled_back = False
+                state.pending = _RESTORE_ONLY
+                return True
         else:
             session, wrote = self.session, True
-        prepared = conn._prepared
         pending = _Pending()
         pending.session = session
         # Prepared by psycopg during the loan: a rollback or DISCARD TEMP may
@@ -818,7 +833,9 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     if timeout is None or timeout > SETTLE_TIMEOUT:
         timeout = SETTLE_TIMEOUT
     try:
-        _settle(conn, state, pending, monotonic() + timeout)
+        # No query in flight (a tracked loan that changed nothing): no clock.
+        deadline = monotonic() + timeout if pending.sent else 0.0
+        _settle(conn, state, pending, deadline)
     except BaseException:
         conn.close()
         raise
@@ -857,8 +874,11 @@ def _settle(
         _restore(conn, snapshot, state.configured)
         if pending.session and reset.configure is not None:
             run_configure(conn, reset.configure)
-    if reset.tracked:
-        take_changed(conn)  # what configure ran is not the next loan's
+            if reset.tracked:
+                # What configure ran is not the next loan's. Nothing else here
+                # runs a statement through a cursor (the rest goes through
+                # libpq), and start() took the loan's marks.
+                take_changed(conn)
     prepared = conn._prepared
     state.prepared_idx = prepared._prepared_idx
     state.queries_mark = _queries_mark(prepared)
