@@ -29,7 +29,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from ._reset import use_wait_function
+from ._reset import use_connect_selector, use_wait_function
 
 __all__ = [
     "after_gevent_patch",
@@ -95,8 +95,7 @@ def use_cooperative_wait() -> bool:
     waiting: Any = sys.modules.get("psycopg.waiting")
     if waiting is None or not patched_by():
         return False
-    changed = waiting.DefaultSelector is not selectors.DefaultSelector
-    waiting.DefaultSelector = selectors.DefaultSelector
+    changed = use_connect_selector(waiting, selectors.DefaultSelector)
     if "PSYCOPG_WAIT_FUNC" not in os.environ:
         name = "poll" if hasattr(select, "poll") else "select"
         changed = use_wait_function(waiting, name) or changed

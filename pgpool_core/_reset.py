@@ -31,8 +31,8 @@ methods through which a connection is watched (:func:`watch`, for
 :mod:`pgpool_core._tracking`) and its waits bounded (:func:`shadow_wait`,
 for :mod:`pgpool_core._socket_timeout`), what an error keeps of a failed
 connect (:func:`replace_failed_pgconn`, for :mod:`pgpool_core._secrets`) and
-psycopg's wait function (:func:`use_wait_function`, for
-:mod:`pgpool_core._green`).
+psycopg's wait function and connection selector (:func:`use_wait_function`,
+:func:`use_connect_selector`, for :mod:`pgpool_core._green`).
 """
 
 from __future__ import annotations
@@ -125,6 +125,10 @@ PSYCOPG_NAMES: _fence.Names = (
         "psycopg.waiting",
         ("wait", "_ready", "wait_poll", "_ready_poll", "wait_select", "_ready_select"),
     ),
+    # The selector its connection waits make, as selectors had it at import:
+    # replaced by the patched one (use_connect_selector(), for
+    # pgpool_core._green).
+    ("psycopg.waiting", ("DefaultSelector",)),
 )
 _fence.require("psycopg", PSYCOPG_NAMES, __name__)
 
@@ -142,6 +146,7 @@ __all__ = [
     "rollback_announced",
     "settle",
     "shadow_wait",
+    "use_connect_selector",
     "use_wait_function",
     "watch",
 ]
@@ -1220,6 +1225,19 @@ def replace_failed_pgconn(error: BaseException, replace: Callable[[Any], Any]) -
 
 
 # -- the wait function (for pgpool_core._green) ----------------------------------
+
+
+def use_connect_selector(waiting: Any, selector: type[Any]) -> bool:
+    """Have psycopg's connection waits make a *selector* (``selectors``'
+    ``DefaultSelector`` as gevent or eventlet patched it).
+
+    *waiting* is the module ``psycopg.waiting``, which imported
+    ``DefaultSelector`` when it was imported. Return True if it changed.
+    """
+    if waiting.DefaultSelector is selector:
+        return False
+    waiting.DefaultSelector = selector
+    return True
 
 
 def use_wait_function(waiting: Any, name: str) -> bool:

@@ -277,6 +277,22 @@ def test_a_psycopg_release_without_a_connection_field_fails_the_import(
     assert "pip install 'psycopg" in error and "<3.4" in error
 
 
+def test_a_psycopg_release_without_its_connect_selector_fails_the_import(
+    tmp_path: Path,
+) -> None:
+    """``psycopg.waiting.DefaultSelector``, which a patched process replaces
+    (pgpool_core._green): gone, the replacement would set a name nothing
+    reads, and connects would block every greenlet; the import names it."""
+    renames = {
+        "import DefaultSelector": "import DefaultSelector as ConnectSelector",
+        "with DefaultSelector()": "with ConnectSelector()",
+    }
+    error = _error(_import_with(tmp_path, "psycopg", renames))
+    assert error.startswith("ImportError: "), error
+    assert "psycopg.waiting.DefaultSelector" in error
+    assert "pgpool_core._reset" in error
+
+
 def test_the_copies_import_when_nothing_is_renamed(tmp_path: Path) -> None:
     """The copies the two tests above make are the ones imported, and work."""
     for package in ("psycopg_pool", "psycopg"):

@@ -95,6 +95,17 @@ def test_configs_bind_the_loopback_interface(framework: str, server: str) -> Non
     assert not re.search(r"(?<![\d.]):8000\b", text), text
 
 
+@pytest.mark.parametrize("server", CONFIGS)
+@pytest.mark.parametrize("framework", ["flask", "django"])
+def test_the_app_is_written_as_given(framework: str, server: str) -> None:
+    """The app's line is the app, whatever its text: a factory's argument
+    that looks like the snippets' placeholders is not filled in."""
+    app = "shop:make('{framework}', '{app}')"
+    line = {"gunicorn": f"wsgi_app = {json.dumps(app)}", "uwsgi": f"module = {app}"}
+    text = read_snippet(server, framework, app=app)
+    assert line[server] in text.splitlines(), text
+
+
 def example_env(example: str, dsn: str) -> dict[str, str]:
     env = {"DATABASE_URL": dsn}
     if example == "django_site":

@@ -40,6 +40,9 @@ SNIPPETS = {
 #: the example projects' (and the documentation's).
 EXAMPLE_APPS = {"flask": "wsgi:app", "django": "mysite.wsgi:application"}
 
+# What read_snippet() fills in: the app (quoted or not) and the framework.
+_PLACEHOLDERS = re.compile(r'"\{app\}"|\{app\}|\{framework\}')
+
 
 def read_snippet(
     server: str, framework: str, *, app: str | None = None, workers: int | None = None
@@ -67,9 +70,11 @@ def read_snippet(
             text = re.sub(rf"^{key} = \d+$", f"{key} = {workers}", text, flags=re.M)
     if app is None:
         app = EXAMPLE_APPS[framework]
-    # gunicorn.conf.py quotes the app as a Python string; uwsgi.ini does not.
-    text = text.replace('"{app}"', json.dumps(app)).replace("{app}", app)
-    return text.replace("{framework}", framework)
+    # In one pass, so that an app's own text ("shop:make('{framework}')") is
+    # written as given. gunicorn.conf.py quotes the app as a Python string;
+    # uwsgi.ini does not.
+    values = {'"{app}"': json.dumps(app), "{app}": app, "{framework}": framework}
+    return _PLACEHOLDERS.sub(lambda match: values[match.group()], text)
 
 
 def print_settings(
