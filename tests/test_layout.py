@@ -11,7 +11,10 @@ are left out: they never run.
 from __future__ import annotations
 
 import ast
+import json
 from pathlib import Path
+
+from tests.harness.interpreter import run_python
 
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("pgpool_core", "flask_pgpool", "django_pgpool")
@@ -44,6 +47,15 @@ KNOWN_PERIPHERY_IMPORTS: set[tuple[str, str]] = set()
 #: OpenTelemetry observer by name when opentelemetry-api is installed, and the
 #: observer subscribes itself (docs/metrics.rst).
 CORE_LOADS_BY_NAME = {("pgpool_core._events", "pgpool_core.metrics.otel")}
+
+#: The periphery's first import paths, which the configurations written for the
+#: previews use (``import pgpool_core.celery``): each is its new home, imported.
+FIRST_PATHS = {
+    "pgpool_core.gunicorn": "pgpool_core.servers.gunicorn",
+    "pgpool_core.uwsgi": "pgpool_core.servers.uwsgi",
+    "pgpool_core.celery": "pgpool_core.servers.celery",
+    "pgpool_core.health": "pgpool_core.ops.health",
+}
 
 
 def _modules() -> dict[str, Path]:
@@ -83,11 +95,14 @@ def _imports(tree: ast.AST) -> list[ast.Import | ast.ImportFrom]:
 
 
 def core_modules() -> list[str]:
-    """Return the core's modules: every module of pgpool_core but the periphery."""
+    """Return the core's modules: every module of pgpool_core but the periphery
+    (and the periphery's first import paths, :data:`FIRST_PATHS`)."""
     return [
         name
         for name in _modules()
-        if name.split(".")[0] == "pgpool_core" and not name.startswith(PERIPHERY)
+        if name.split(".")[0] == "pgpool_core"
+        and not name.startswith(PERIPHERY)
+        and name not in FIRST_PATHS
     ]
 
 
@@ -246,3 +261,27 @@ def test_the_core_imports_no_periphery() -> None:
         if target.startswith(PERIPHERY)
     }
     assert by_name == CORE_LOADS_BY_NAME
+
+
+def test_the_first_import_paths_are_their_homes() -> None:
+    """``import pgpool_core.celery`` (and the others of :data:`FIRST_PATHS`) gives
+    the objects of the module's home, and imports nothing else of the package."""
+    graph = import_graph()
+    for old, home in FIRST_PATHS.items():
+        assert graph[old] - {home.rpartition(".")[0]} == {home}, old
+    code = (
+        "import importlib, json, sys\n"
+        f"paths = {FIRST_PATHS!r}\n"
+        "same = {}\n"
+        "for old, home in paths.items():\n"
+        "    a, b = importlib.import_module(old), importlib.import_module(home)\n"
+        "    same[old] = sorted(a.__all__) == sorted(b.__all__) and all(\n"
+        "        getattr(a, n) is getattr(b, n) for n in b.__all__)\n"
+        "from pgpool_core import health\n"
+        "same['from pgpool_core import health'] = callable(health.check_pool)\n"
+        "print(json.dumps(same))\n"
+    )
+    result = json.loads(run_python(code))
+    assert result == dict.fromkeys(
+        [*FIRST_PATHS, "from pgpool_core import health"], True
+    )
