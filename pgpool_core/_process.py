@@ -16,7 +16,8 @@ Each :class:`~pgpool_core.ForkSafePool` keeps its per-process state in a
 (none in a forking master, which gets plain connections instead), the
 connections made here, and what was inherited from a parent, abandoned
 untouched. The module keeps every ProcessPools for the server hooks, the
-at-fork handlers and the exit.
+at-fork handlers and the exit, and gives the metrics what they read of them
+(:func:`pool_states`, handed to :mod:`pgpool_core._events` at import).
 """
 
 from __future__ import annotations

@@ -17,6 +17,10 @@ A returned connection is reset in two halves (:class:`SessionReset`):
   of the connection is made as it was when the pool made it; ``configure``
   runs again.
 
+The default check before a connection is lent (:func:`check_socket`) costs
+no round trip: only a socket with something to read (a server that hung up,
+or sent something on its own) makes it ask the server, with an empty query.
+
 So the request that gives a connection back waits for no round trip, and
 everything a borrower can leave on a connection, on the server or on the
 ``psycopg.Connection`` object, is undone before the next borrower gets it, or
