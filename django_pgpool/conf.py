@@ -138,9 +138,10 @@ def _once(
     what: str,
     alias: str,
     settings_dict: Mapping[str, Any],
-    validate: Callable[[], Any],
+    validate: Callable[[str, Mapping[str, Any]], Any],
 ) -> Any:
-    """Return ``validate()``, run once per alias and value of *settings_dict*."""
+    """Return ``validate(alias, settings_dict)``, run once per alias and value
+    of *settings_dict* (a function, not a closure: no object made per call)."""
     # The alias's entry as last validated, and its key: a wrapper per request
     # (ASGI) compares the entry with it (one dict comparison, in C) instead of
     # taking a snapshot of it (about 2 us).
@@ -152,10 +153,10 @@ def _once(
     try:
         key = (what, alias, _snapshot(settings_dict))
     except TypeError:
-        return validate()
+        return validate(alias, settings_dict)
     found = _validated.get(key, _validated)
     if found is _validated:
-        found = validate()  # raises ImproperlyConfigured: not kept
+        found = validate(alias, settings_dict)  # raises ImproperlyConfigured: not kept
         if len(_validated) >= _VALIDATED_MAX:
             _validated.clear()
         _validated[key] = found
@@ -175,14 +176,16 @@ def validated_pool_options(
     (compared by a snapshot of its values: a changed entry is checked again).
     ImproperlyConfigured as they raise it. A new dict each time.
     """
-
-    def validate() -> dict[str, Any] | None:
-        options = pool_options(alias, settings_dict)
-        check_connection_settings(alias, settings_dict)
-        return options
-
-    options = _once("all", alias, settings_dict, validate)
+    options = _once("all", alias, settings_dict, _validate_all)
     return None if options is None else dict(options)
+
+
+def _validate_all(
+    alias: str, settings_dict: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    options = pool_options(alias, settings_dict)
+    check_connection_settings(alias, settings_dict)
+    return options
 
 
 def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -193,9 +196,7 @@ def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any]
     once per alias and value of the entry (see :func:`validated_pool_options`);
     a new dict each time.
     """
-    options = _once(
-        "pool", alias, settings_dict, lambda: _pool_options(alias, settings_dict)
-    )
+    options = _once("pool", alias, settings_dict, _pool_options)
     return None if options is None else dict(options)
 
 
@@ -371,12 +372,7 @@ def check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> N
     (see :func:`validated_pool_options`): a certificate file removed since is
     found missing by libpq, at connect.
     """
-    _once(
-        "connection",
-        alias,
-        settings_dict,
-        lambda: _check_connection_settings(alias, settings_dict),
-    )
+    _once("connection", alias, settings_dict, _check_connection_settings)
 
 
 def _check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> None:
