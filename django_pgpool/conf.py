@@ -82,7 +82,8 @@ def check_conn_max_age(alias: str, settings_dict: Mapping[str, Any]) -> None:
 # the wrappers of an alias (Django makes one per thread, and per request under
 # ASGI), its pool and the system checks validate its settings once. A changed
 # entry (override_settings) is another key, validated again. Only successes
-# are kept: an error is raised again, checked again.
+# are kept: an error is raised again, checked again. By (what, alias): the
+# entry last found valid (a copy of it) and its key, see _once().
 _validated: dict[tuple[Any, ...], Any] = {}
 _VALIDATED_MAX = 128  # entries; a process that changes settings endlessly clears
 
