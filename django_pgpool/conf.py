@@ -82,7 +82,8 @@ def check_conn_max_age(alias: str, settings_dict: Mapping[str, Any]) -> None:
 # the wrappers of an alias (Django makes one per thread, and per request under
 # ASGI), its pool and the system checks validate its settings once. A changed
 # entry (override_settings) is another key, validated again. Only successes
-# are kept: an error is raised again, checked again.
+# are kept: an error is raised again, checked again. By (what, alias): the
+# entry last found valid (a copy of it) and its key, see _once().
 _validated: dict[tuple[Any, ...], Any] = {}
 _VALIDATED_MAX = 128  # entries; a process that changes settings endlessly clears
 
@@ -105,23 +106,64 @@ def _snapshot(value: Any) -> Any:
 _PLAIN = frozenset({str, int, bool, float, type(None)})
 
 
+def _plain_copy(value: Any) -> Any:
+    """Return a copy of *value* (a DATABASES entry) that no one else can change.
+
+    Only of dicts, lists and tuples of plain values (str, int, bool, float,
+    None): ``_NOT_PLAIN`` for anything else, whose equality may not follow
+    its value.
+    """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
+    if kind is dict:
+        copied = {}
+        for k, v in value.items():
+            v = _plain_copy(v)
+            if v is _NOT_PLAIN:
+                return _NOT_PLAIN
+            copied[k] = v
+        return copied
+    if kind is list or kind is tuple:
+        items = [_plain_copy(v) for v in value]
+        if any(v is _NOT_PLAIN for v in items):
+            return _NOT_PLAIN
+        return kind(items)
+    return _NOT_PLAIN
+
+
+_NOT_PLAIN = object()
+
+
 def _once(
     what: str,
     alias: str,
     settings_dict: Mapping[str, Any],
-    validate: Callable[[], Any],
+    validate: Callable[[str, Mapping[str, Any]], Any],
 ) -> Any:
-    """Return ``validate()``, run once per alias and value of *settings_dict*."""
+    """Return ``validate(alias, settings_dict)``, run once per alias and value
+    of *settings_dict* (a function, not a closure: no object made per call)."""
+    # The alias's entry as last validated, and its key: a wrapper per request
+    # (ASGI) compares the entry with it (one dict comparison, in C) instead of
+    # taking a snapshot of it (about 2 us).
+    last = _validated.get((what, alias))
+    if last is not None and last[0] == settings_dict:
+        found = _validated.get(last[1], _validated)
+        if found is not _validated:
+            return found
     try:
         key = (what, alias, _snapshot(settings_dict))
     except TypeError:
-        return validate()
+        return validate(alias, settings_dict)
     found = _validated.get(key, _validated)
     if found is _validated:
-        found = validate()  # raises ImproperlyConfigured: not kept
+        found = validate(alias, settings_dict)  # raises ImproperlyConfigured: not kept
         if len(_validated) >= _VALIDATED_MAX:
             _validated.clear()
         _validated[key] = found
+    copied = _plain_copy(settings_dict)
+    if copied is not _NOT_PLAIN:
+        _validated[(what, alias)] = (copied, key)
     return found
 
 
@@ -135,14 +177,16 @@ def validated_pool_options(
     (compared by a snapshot of its values: a changed entry is checked again).
     ImproperlyConfigured as they raise it. A new dict each time.
     """
-
-    def validate() -> dict[str, Any] | None:
-        options = pool_options(alias, settings_dict)
-        check_connection_settings(alias, settings_dict)
-        return options
-
-    options = _once("all", alias, settings_dict, validate)
+    options = _once("all", alias, settings_dict, _validate_all)
     return None if options is None else dict(options)
+
+
+def _validate_all(
+    alias: str, settings_dict: Mapping[str, Any]
+) -> dict[str, Any] | None:
+    options = pool_options(alias, settings_dict)
+    check_connection_settings(alias, settings_dict)
+    return options
 
 
 def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any] | None:
@@ -153,9 +197,7 @@ def pool_options(alias: str, settings_dict: Mapping[str, Any]) -> dict[str, Any]
     once per alias and value of the entry (see :func:`validated_pool_options`);
     a new dict each time.
     """
-    options = _once(
-        "pool", alias, settings_dict, lambda: _pool_options(alias, settings_dict)
-    )
+    options = _once("pool", alias, settings_dict, _pool_options)
     return None if options is None else dict(options)
 
 
@@ -331,12 +373,7 @@ def check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> N
     (see :func:`validated_pool_options`): a certificate file removed since is
     found missing by libpq, at connect.
     """
-    _once(
-        "connection",
-        alias,
-        settings_dict,
-        lambda: _check_connection_settings(alias, settings_dict),
-    )
+    _once("connection", alias, settings_dict, _check_connection_settings)
 
 
 def _check_connection_settings(alias: str, settings_dict: Mapping[str, Any]) -> None:

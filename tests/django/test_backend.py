@@ -406,6 +406,29 @@ def test_settings_are_validated_once_per_alias_and_settings(
     assert {w.settings_dict["OPTIONS"]["pool"]["max_size"] for w in wrappers} == {1, 2}
 
 
+def test_an_entry_changed_in_place_is_validated_again(pg_server: PgServer) -> None:
+    """The wrappers of an alias compare its entry with the one last validated:
+    an entry changed in place (the same dict) is validated again, and a bad
+    value fails at once, as in a new dict."""
+    from django_pgpool import conf
+
+    entry = database_settings(pg_server)
+    alias = "changed_in_place"
+    with mock.patch.object(
+        conf, "validate_pool_options", wraps=conf.validate_pool_options
+    ) as spy:
+        DatabaseWrapper(entry, alias)
+        DatabaseWrapper(entry, alias)
+        assert spy.call_count == 1
+        entry["OPTIONS"]["pool"]["max_size"] = 3
+        wrapper = DatabaseWrapper(entry, alias)
+        assert spy.call_count == 2
+        entry["OPTIONS"]["pool"]["min_size"] = -1
+        with pytest.raises(ImproperlyConfigured, match="min_size"):
+            DatabaseWrapper(entry, alias)
+        assert wrapper.settings_dict["OPTIONS"]["pool"]["max_size"] == 3
+
+
 def test_an_alias_is_validated_once_from_its_wrapper_to_its_first_query(
     make_wrapper: Callable[..., DatabaseWrapper],
     monkeypatch: pytest.MonkeyPatch,
