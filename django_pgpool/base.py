@@ -271,7 +271,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         connection.execute(sql.SQL("SET ROLE {}").format(sql.Literal(role)))
         return True
 
-    @sensitive_variables()
+    # Not sensitive_variables() itself: Django calls it from connect() only,
+    # which is (its frames and those it calls are hidden), and its own
+    # locals hold the parameters masked (ConnectionParams) and a masked error.
     def get_new_connection(self, conn_params: Any) -> Any:
         lender = self.pool
         try:
