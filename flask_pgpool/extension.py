@@ -38,6 +38,10 @@ logger = logging.getLogger("pgpool.flask")
 _G_NAME = "_pgpool_connections"
 #: Set on ``g`` when the response is a generator: its end gives them back.
 _G_STREAMING = "_pgpool_streaming"
+#: The current app context and request, found as the proxies find them: their
+#: lookups, bound once (each request that borrows runs them).
+_current_app_ctx: Callable[[], Any] = cast(Any, app_ctx)._get_current_object
+_current_request: Callable[[], Any] = cast(Any, request)._get_current_object
 
 
 class PgPoolState:
@@ -151,7 +155,7 @@ class PgPool:
         ``current_app``): this runs in every request that uses a connection.
         """
         try:
-            ctx = cast(Any, app_ctx)._get_current_object()
+            ctx = _current_app_ctx()
         except RuntimeError:
             raise RuntimeError(
                 "flask_pgpool: working outside of an application context: use"
@@ -205,7 +209,7 @@ class PgPool:
             try:
                 # Named in the pool's warnings (warn_held_after, a rolled-back
                 # write), maybe after the request context is gone.
-                borrowed.label = _RequestLabel(cast(Any, request)._get_current_object())
+                borrowed.label = _RequestLabel(_current_request())
             except RuntimeError:
                 pass  # no request: a CLI command, an app context of its own
         conn = _borrow(state, bind, pool, borrowed.label)
@@ -437,7 +441,7 @@ class _GiveBackAtEnd:
 
 def _return_connections(exc: BaseException | None) -> None:
     """Give back the app context's connections, unless a stream still needs them."""
-    ctx = cast(Any, app_ctx)._get_current_object()  # one lookup, not one per proxy
+    ctx = _current_app_ctx()  # one lookup, not one per proxy
     ctx_g = ctx.g
     if ctx_g.get(_G_STREAMING):
         return
