@@ -122,17 +122,20 @@ PSYCOPG_NAMES: _fence.Names = (
     # What an error keeps of a failed connect's libpq connection, password
     # included: masked (replace_failed_pgconn(), for pgpool_core._secrets).
     ("psycopg.Error", ("_pgconn",)),
-    # The wait function psycopg chose at import, and the readiness function
-    # its other waits use: chosen again once gevent or eventlet patched the
-    # process (use_wait_function(), for pgpool_core._green).
-    (
-        "psycopg.waiting",
-        ("wait", "_ready", "wait_poll", "_ready_poll", "wait_select", "_ready_select"),
-    ),
+    # The wait function psycopg chose at import: chosen again once gevent or
+    # eventlet patched the process (use_wait_function(), for
+    # pgpool_core._green).
+    ("psycopg.waiting", ("wait", "wait_poll", "wait_select")),
     # The selector its connection waits make, as selectors had it at import:
     # replaced by the patched one (use_connect_selector(), for
     # pgpool_core._green).
     ("psycopg.waiting", ("DefaultSelector",)),
+)
+# Read only where the installed psycopg has them, never required: the
+# readiness function psycopg 3.3.9 added for wait_async(), switched with the
+# wait function (use_wait_function()); a pool's sync waits never read it.
+PSYCOPG_NAMES_WHERE_PRESENT: _fence.Names = (
+    ("psycopg.waiting", ("_ready", "_ready_poll", "_ready_select")),
 )
 _fence.require("psycopg", PSYCOPG_NAMES, __name__)
 
@@ -1248,12 +1251,16 @@ def use_wait_function(waiting: Any, name: str) -> bool:
     """Have psycopg wait with its ``wait_<name>`` (``"poll"``, ``"select"``).
 
     *waiting* is the module ``psycopg.waiting``: its ``wait``, which psycopg
-    chose when imported, and the readiness function its other waits use
-    (``_ready``), as psycopg would have chosen them in a process patched
-    before. Return True if they changed.
+    chose when imported, and from psycopg 3.3.9 the readiness function
+    ``wait_async()`` uses (``_ready``), as psycopg would have chosen them in a
+    process patched before. Return True if they changed.
     """
     wait = getattr(waiting, f"wait_{name}")
     if waiting.wait is wait:
         return False
-    waiting.wait, waiting._ready = wait, getattr(waiting, f"_ready_{name}")
+    waiting.wait = wait
+    # psycopg 3.3.9 and later: what wait_async() checks before the event loop.
+    ready = getattr(waiting, f"_ready_{name}", None)
+    if ready is not None and hasattr(waiting, "_ready"):
+        waiting._ready = ready
     return True
