@@ -382,6 +382,14 @@ class ProcessPools:
             here = self._here = _Process()
         return here
 
+    def _record(self) -> _Process:
+        """:meth:`_record_locked`, taking the process lock only to make it."""
+        here = self._here
+        if here is None:
+            with process_lock():
+                here = self._record_locked()
+        return here
+
     def has_pool(self) -> bool:
         """Return True if this process has a pool of its own, open."""
         self._guard.check()
@@ -453,20 +461,12 @@ class ProcessPools:
     def track(self, conn: Connection) -> None:
         """Remember *conn*, made in this process, for a child to abandon."""
         self._guard.check()
-        here = self._here
-        if here is None:
-            with process_lock():
-                here = self._record_locked()
-        here.made.add(conn)
+        self._record().made.add(conn)
 
     def lend_plain(self, conn: Connection) -> None:
         """Remember *conn*, a forking master's plain connection, as lent."""
         self._guard.check()
-        here = self._here
-        if here is None:
-            with process_lock():
-                here = self._record_locked()
-        here.plain.add(conn)
+        self._record().plain.add(conn)
 
     def take_plain(self, conn: Connection) -> bool:
         """Forget *conn* if it is a plain connection lent here; say if it was."""
