@@ -7,9 +7,6 @@ metrics; the metrics read the pools through the seam and the public API only.
 from __future__ import annotations
 
 import ast
-import json
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +16,7 @@ from psycopg_pool import PoolTimeout
 
 from pgpool_core import ForkSafePool, _events
 from tests.conftest import REPO
+from tests.metrics.test_instruments import BLOCK_OPENTELEMETRY, run_python_json
 
 PACKAGE = REPO / "pgpool_core"
 
@@ -86,16 +84,6 @@ def test_the_metrics_import_only_the_public_core_and_the_seam() -> None:
 
 # -- the seam, seen from a process -------------------------------------------------
 
-BLOCK_OPENTELEMETRY = """
-import sys
-class Block:
-    def find_spec(self, name, path=None, target=None):
-        if name == "opentelemetry" or name.startswith("opentelemetry."):
-            raise ImportError(name)
-if sys.argv[2] == "blocked":
-    sys.meta_path.insert(0, Block())
-"""
-
 USE_POOL_ONLY = """
 import json, sys
 from pgpool_core import ForkSafePool, _events
@@ -112,16 +100,8 @@ print(json.dumps({
 
 
 def _run(dsn: str, opentelemetry: str) -> Any:
-    proc = subprocess.run(
-        [sys.executable, "-W", "error", "-c", BLOCK_OPENTELEMETRY + USE_POOL_ONLY]
-        + [dsn, opentelemetry],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout)
+    block = BLOCK_OPENTELEMETRY if opentelemetry == "blocked" else ""
+    return run_python_json(block + USE_POOL_ONLY, dsn)
 
 
 def test_without_opentelemetry_the_metrics_are_not_loaded(dsn: str) -> None:
