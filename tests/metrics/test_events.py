@@ -6,78 +6,42 @@ metrics; the metrics read the pools through the seam and the public API only.
 
 from __future__ import annotations
 
-import ast
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from psycopg_pool import PoolTimeout
 
 from pgpool_core import ForkSafePool, _events
-from tests.conftest import REPO
 from tests.metrics.test_instruments import BLOCK_OPENTELEMETRY, run_python_json
-
-PACKAGE = REPO / "pgpool_core"
-
-
-def _imports(path: Path) -> Iterator[str]:
-    """Yield the absolute name of each module *path* imports, anywhere in it.
-
-    Function-level imports and ``importlib.import_module("...")`` included;
-    ``from . import x`` gives ``pgpool_core.x``.
-    """
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
-    package = parts[:-1]
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            yield from (alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = package[: len(package) - node.level + 1] if node.level else []
-            module = ".".join([*base, *(node.module or "").split(".")]).strip(".")
-            for alias in node.names:
-                yield f"{module}.{alias.name}"
-        elif (
-            isinstance(node, ast.Call)
-            and getattr(node.func, "attr", getattr(node.func, "id", None))
-            in ("import_module", "__import__")
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-        ):
-            yield str(node.args[0].value)
-
-
-def _core_modules() -> list[Path]:
-    """The core: every module of pgpool_core but the metrics and server hooks."""
-    return [
-        path
-        for path in sorted(PACKAGE.rglob("*.py"))
-        if path.relative_to(PACKAGE).parts[0] not in ("metrics", "servers")
-    ]
+from tests.test_layout import MISSION, _modules, import_graph, loaded_by_name
 
 
 def test_the_core_imports_nothing_of_the_metrics() -> None:
+    """No module of pgpool_core but the metrics and the server hooks imports the
+    metrics (anywhere in it, or by name); the one exception is the seam, which
+    loads them by name, only with opentelemetry (tests/test_layout.py reads the
+    imports)."""
+    graph, modules = import_graph(), _modules()
     named = {
-        str(path.relative_to(REPO)): name
-        for path in _core_modules()
-        for name in _imports(path)
-        if name.startswith("pgpool_core.metrics")
+        (module, target)
+        for module in graph
+        if module.startswith("pgpool_core")
+        and not module.startswith(("pgpool_core.metrics", "pgpool_core.servers"))
+        for target in graph[module] | loaded_by_name(modules[module])
+        if target.startswith("pgpool_core.metrics")
     }
-    # The one exception: the seam loads them by name, only with opentelemetry.
-    assert named == {"pgpool_core/_events.py": "pgpool_core.metrics.otel"}
-    assert {"pool.py", "_psycopg_pool.py", "_process.py", "_reset.py"} <= {
-        path.name for path in _core_modules()
-    }
+    assert named == {("pgpool_core._events", "pgpool_core.metrics.otel")}
+    assert set(MISSION) <= set(graph)
 
 
 def test_the_metrics_import_only_the_public_core_and_the_seam() -> None:
     internal = sorted(
-        f"{path.name}: {name}"
-        for path in sorted((PACKAGE / "metrics").glob("*.py"))
-        for name in _imports(path)
-        if name.startswith("pgpool_core.")
-        and not name.startswith(("pgpool_core.metrics.", "pgpool_core._events"))
-        and any(part.startswith("_") for part in name.split(".")[1:])
+        f"{module}: {target}"
+        for module, targets in import_graph().items()
+        if module.startswith("pgpool_core.metrics")
+        for target in targets
+        if not target.startswith(("pgpool_core.metrics", "pgpool_core._events"))
+        and any(part.startswith("_") for part in target.split(".")[1:])
     )
     assert internal == []
 
