@@ -4,9 +4,12 @@ Correctness rests on one thing only: a :class:`ProcessGuard`, checked first
 at every entry point through which a process can first touch a connection,
 compares ``os.getpid()`` with the pid it last saw and, in a process that
 inherited what it guards, abandons that before anything uses it. It is the one
-place that compares pids; :class:`ProcessPools` checks its own in each of its
-methods, and an adapter that keeps a connection across calls (Django's
-connection wrapper) checks one of its own in each of its entry methods. The
+place that compares pids (the two entry points of every loan,
+:meth:`ProcessPools.current` and :meth:`ProcessPools.lent_here`, read its pid
+themselves and call it only when the process changed: the same check, without
+a call); :class:`ProcessPools` checks its own in each of its methods, and an
+adapter that keeps a connection across calls (Django's connection wrapper)
+checks one of its own in each of its entry methods. The
 hooks in this module (``os.register_at_fork``, the server hooks in
 :mod:`pgpool_core.servers.gunicorn` and :mod:`pgpool_core.servers.uwsgi`) only do
 the same work earlier, so that a worker starts warm.
@@ -236,7 +239,11 @@ class ProcessGuard:
         self._shared = shared
 
     def check(self) -> None:
-        """Abandon what the object holds from a parent process, if it is in another."""
+        """Abandon what the object holds from a parent process, if it is in another.
+
+        An entry point run for every loan may first compare :attr:`pid` with
+        ``os.getpid()`` itself, and call this only when they differ.
+        """
         if self.pid != _getpid():
             self._moved()
 
@@ -321,7 +328,8 @@ class ProcessPools:
         is decided at use, not when a server hook ran (uWSGI's gevent loop
         engine patches each worker after its postfork hooks).
         """
-        self._guard.check()
+        if self._guard.pid != _getpid():  # checked without a call on every loan
+            self._guard.check()
         here = self._here
         if here is not None:
             pool = here.pool
@@ -405,7 +413,8 @@ class ProcessPools:
     def lent_here(self, pool: object) -> bool:
         """Return True if *pool* is this process's pool, or the last one released
         here (the usual lender of a connection given back)."""
-        self._guard.check()
+        if self._guard.pid != _getpid():  # checked without a call on every return
+            self._guard.check()
         here = self._here
         return here is not None and (pool is here.pool or pool is here.stopped)
 

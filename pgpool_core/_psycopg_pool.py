@@ -81,7 +81,6 @@ from . import _events, _fence, _green
 from ._loans import Loan, LoanBook
 from ._reset import (
     SessionReset,
-    announce_rollback,
     is_settling,
     rollback_announced,
     settle,
@@ -120,11 +119,13 @@ PSYCOPG_POOL_NAMES: _fence.Names = (
             "check_connection",
         ),
     ),
-    # Called, as psycopg_pool's own steps call them: taking a connection
-    # unchecked, giving it back, closing one, growing, the backoff's jitter.
+    # Called, as psycopg_pool's own steps call them: refusing a closed pool,
+    # taking a connection unchecked, giving it back, closing one, growing,
+    # the backoff's jitter.
     (
         "psycopg_pool.pool.ConnectionPool",
         (
+            "_check_open_getconn",
             "_getconn_unchecked",
             "_putconn",
             "_close_connection",
@@ -133,16 +134,18 @@ PSYCOPG_POOL_NAMES: _fence.Names = (
         ),
     ),
     # The pool's state, read and changed under its lock as psycopg_pool's
-    # steps change it: idle connections, the count, the sizes, the waiting
-    # clients (replaced by _WaitQueue), the workers' queue (replaced by a
-    # SimpleQueue), the statistics and their keys, the check and reset
-    # functions.
+    # steps change it: idle connections, the count (and its low mark since
+    # the last shrink), the sizes, the waiting clients (replaced by
+    # _WaitQueue), the workers' queue (replaced by a SimpleQueue), the
+    # statistics and their keys, the check and reset functions, when it was
+    # drained, what a wait() for it to fill up waits on.
     (
         "psycopg_pool.pool.ConnectionPool",
         (
             "_lock",
             "_pool",
             "_nconns",
+            "_nconns_min",
             "_min_size",
             "_max_size",
             "_growing",
@@ -150,16 +153,21 @@ PSYCOPG_POOL_NAMES: _fence.Names = (
             "_waiting",
             "_tasks",
             "_stats",
+            "_REQUESTS_NUM",
             "_REQUESTS_ERRORS",
+            "_RETURNS_BAD",
             "_CONNECTIONS_LOST",
             "_USAGE_MS",
             "_check",
             "_reset",
+            "_drained_at",
+            "_pool_full_event",
         ),
     ),
     # What psycopg_pool keeps on each connection: the pool that lent it
-    # (lending_pool()) and when it expires (ProcessPool._expired()).
-    ("psycopg_pool.pool.ConnectionPool", ("_pool", "_expire_at")),
+    # (lending_pool()), when it was made and when it expires
+    # (ProcessPool._expired(), putconn()).
+    ("psycopg_pool.pool.ConnectionPool", ("_pool", "_created_at", "_expire_at")),
     # Its tasks and backoff, undocumented classes: a connect (its chain of
     # attempts, whether it grows the pool), a maintenance task (whose _run
     # ours override), a waiting client (failed by _failed_to_connect).
@@ -208,6 +216,9 @@ REFUSED_DELAY_MAX = 60.0
 #: line for each failed attempt, as psycopg_pool logs them, is 16 a second
 #: from 4 workers with min_size 4, each of two lines (libpq's message).
 OUTAGE_REPORT_INTERVAL = 60.0
+
+# A closed (broken) connection's transaction status.
+_UNKNOWN = TransactionStatus.UNKNOWN
 
 #: psycopg_pool's line for each failed attempt (psycopg_pool/pool.py 3.3.3).
 _CONNECT_ERROR_MESSAGE = "error connecting in %r: %s"
@@ -374,14 +385,75 @@ class ProcessPool(ConnectionPool[CT]):
         # away (REFUSED_DELAY_MAX): the client fails at once
         # (_get_ready_connection). A pool that is merely busy waits as
         # psycopg_pool's does. Loans whose borrower is gone are taken back
-        # first (_reclaim_lost), and each connection lent is noted.
-        if self._loans.collected or not self._pool:
+        # first (_reclaim_lost), and each connection lent is noted, and heard
+        # by the observer (_events).
+        #
+        # The usual loan, a connection idle in the open pool, is lent here in
+        # one step: psycopg_pool's getconn(), _getconn_with_check_loop(),
+        # _getconn_unchecked() and _get_ready_connection() do, for it, what is
+        # written below, in that order (the same statistics, logs and
+        # bookkeeping); anything else (no idle connection, the pool closed, no
+        # time left, a connection expired or failing its check) goes on
+        # through them. The pool is always made closed (open=False), so
+        # psycopg_pool's _check_open_getconn() has nothing to say of an open
+        # one.
+        loans = self._loans
+        if loans.collected or not self._pool:
             self._reclaim_lost()
+        if timeout is None:
+            timeout = self.timeout
+        since = monotonic()
+        deadline = since + timeout
+        # psycopg_pool's INFO lines, the level asked once for both.
+        info = psycopg_logger.isEnabledFor(logging.INFO)
+        if info:
+            psycopg_logger.info("connection requested from %r", self.name)
+        self._stats[self._REQUESTS_NUM] += 1
+        conn: CT | None = None
+        dead: bool | None = None  # the first connection taken failed its check
+        if not self._closed and timeout > 0.0:
+            with self._lock:
+                idle = self._pool
+                if idle:
+                    conn = idle.popleft()
+                    if len(idle) < self._nconns_min:
+                        self._nconns_min = len(idle)
         try:
-            conn = super().getconn(timeout)
+            if conn is not None:
+                # The first turn of _getconn_with_check_loop(), which goes on
+                # if the connection expired or fails its check.
+                conn._pool = self
+                if conn._expire_at <= since and self._expired(conn):
+                    conn = None
+                else:
+                    try:
+                        self._check_connection(conn, deadline)
+                    except Exception:
+                        dead = conn.closed
+                        self._putconn(conn, from_getconn=True)
+                        conn = None
+                    except BaseException:
+                        self._putconn(conn, from_getconn=True)
+                        raise
+                    else:
+                        if info:
+                            psycopg_logger.info("connection given by %r", self.name)
+                if conn is None:
+                    conn = self._getconn_with_check_loop(deadline, dead)
+            else:
+                self._check_open_getconn()
+                conn = self._getconn_with_check_loop(deadline)
+        except PoolTimeout:
+            # psycopg_pool's: the client's timeout, not the last attempt's.
+            raise PoolTimeout(
+                f"couldn't get a connection after {timeout:.2f} sec"
+            ) from None
         except _NoConnection as ex:
             raise self._connect_failed(ex.failure) from ex.failure.cause
-        self._loans.lend(conn)
+        loans.lend(conn)
+        listener = _events.listener  # None: no observer (metrics off)
+        if listener is not None:
+            listener.lent(conn, self.name, since)
         return conn
 
     def _get_ready_connection(self, timeout: float | None) -> CT | None:
@@ -429,15 +501,62 @@ class ProcessPool(ConnectionPool[CT]):
         return sum(pos.conn is None and pos.error is None for pos in waiting)
 
     def putconn(self, conn: CT) -> None:
-        self._loans.end(conn)
-        if self._loans.collected:
+        # Extends psycopg_pool 3.3.3's: the loan ends (loans whose borrower
+        # is gone are taken back), and the observer hears of it. Then a
+        # connection of this pool, open, without a reset function of the
+        # user's (which psycopg_pool runs in a pool thread): the usual return,
+        # done here in one step, as psycopg_pool's putconn(), _putconn(),
+        # _return_connection() and _add_to_pool() do it, in that order (the
+        # same statistics, logs, checks and hand-over to a waiting client).
+        # Anything else goes through them (ValueError for a connection of
+        # another pool, closed if the pool is).
+        loans = self._loans
+        loans.end(conn)
+        if loans.collected:
             self._reclaim_lost()
         listener = _events.listener  # None: no observer (metrics off)
         if listener is not None:
             listener.returned(conn, self.name)  # however it comes back
         if self._returned is not None:
             self._returned(conn)
-        super().putconn(conn)
+        if self._reset or self._closed or getattr(conn, "_pool", None) is not self:
+            super().putconn(conn)
+            return
+        if psycopg_logger.isEnabledFor(logging.INFO):
+            psycopg_logger.info("returning connection to %r", self.name)
+        self._reset_connection(conn)
+        if conn.pgconn.transaction_status == _UNKNOWN:
+            self._stats[self._RETURNS_BAD] += 1
+            # Connection no more in working state: create a new one.
+            psycopg_logger.warning("discarding closed connection: %s", conn)
+            self.run_task(AddConnection(self))
+            return
+        if conn._created_at <= self._drained_at or conn._expire_at <= monotonic():
+            psycopg_logger.info("discarding expired connection")
+            self._close_connection(conn)
+            self.run_task(AddConnection(self))
+            return
+        # psycopg_pool's _add_to_pool(): to a waiting client, else the pool.
+        conn._pool = None
+        if self._closed:
+            self._close_connection(conn)
+            return
+        with self._lock:
+            if self._closed:  # closed meanwhile
+                self._close_connection(conn)
+                return
+            waiting = self._waiting
+            while waiting:
+                # Unless it timed out meanwhile.
+                if waiting.popleft().set(conn):
+                    break
+            else:
+                idle = self._pool
+                idle.append(conn)
+                # A wait() for the pool to fill up is told.
+                full = self._pool_full_event
+                if full and len(idle) >= self._min_size:
+                    full.set()
 
     def _start_workers(self) -> None:
         # Extends psycopg_pool 3.3.3's (open() made self._tasks a Queue just
@@ -526,21 +645,12 @@ class ProcessPool(ConnectionPool[CT]):
             os.getpid(),
         )
 
-    def expect_rollback(self, conn: CT) -> None:
-        """Let *conn* come back inside a transaction without a warning.
-
-        For a borrower who expects the pool to end its transaction
-        (flask_pgpool's app context); one that had written is still warned
-        about.
-        """
-        announce_rollback(conn)
-
     def record_usage(self, seconds: float) -> None:
         """Count *seconds* of use in ``usage_ms``, as ``connection()`` does."""
         # psycopg_pool 3.3.3: ConnectionPool.connection() counts it this way.
         self._stats[self._USAGE_MS] += int(1000.0 * seconds)
 
-    def _getconn_with_check_loop(self, deadline: float) -> CT:
+    def _getconn_with_check_loop(self, deadline: float, dead: bool | None = None) -> CT:
         # Overrides psycopg_pool 3.3.3's loop of the same name; the same but
         # for `at_once` and for an expired connection, replaced (_expired).
         # psycopg_pool retries once at once, then backs off
@@ -550,31 +660,36 @@ class ProcessPool(ConnectionPool[CT]):
         # followed at once by the next idle one, at most as many times as
         # connections were idle at the first failure. A check that fails on
         # a live connection gets psycopg_pool's backoff: no connection storm.
+        # *dead*, given by getconn() after its first turn (see there): the
+        # connection it took failed its check, and was closed or not.
         attempt: AttemptWithBackoff | None = None
         at_once: int | None = None
         while True:
-            conn = self._getconn_unchecked(deadline - monotonic())
-            if self._expired(conn):
-                continue  # replaced; the next idle one, or the new one
-            try:
-                self._check_connection(conn, deadline)
-            except Exception:
-                dead = conn.closed
-                self._putconn(conn, from_getconn=True)
-            except BaseException:
-                # Cancellation, KeyboardInterrupt etc.: don't lose the
-                # connection, but don't try again either.
-                self._putconn(conn, from_getconn=True)
-                raise
-            else:
-                psycopg_logger.info("connection given by %r", self.name)
-                return conn
+            if dead is None:
+                conn = self._getconn_unchecked(deadline - monotonic())
+                if self._expired(conn):
+                    continue  # replaced; the next idle one, or the new one
+                try:
+                    self._check_connection(conn, deadline)
+                except Exception:
+                    dead = conn.closed
+                    self._putconn(conn, from_getconn=True)
+                except BaseException:
+                    # Cancellation, KeyboardInterrupt etc.: don't lose the
+                    # connection, but don't try again either.
+                    self._putconn(conn, from_getconn=True)
+                    raise
+                else:
+                    psycopg_logger.info("connection given by %r", self.name)
+                    return conn
 
             if at_once is None:
                 at_once = len(self._pool)
             if dead and at_once > 0 and self._pool:
                 at_once -= 1
+                dead = None
                 continue
+            dead = None
 
             now = monotonic()
             if not attempt:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from time import monotonic
 from types import TracebackType
-from typing import Any, Generic, cast
+from typing import Any, Generic
 
 import psycopg
 from psycopg_pool import ConnectionPool, PoolClosed, PoolTimeout
@@ -28,7 +28,7 @@ from ._options import (
 )
 from ._process import ProcessPools, in_forking_master, is_abandoned
 from ._psycopg_pool import ProcessPool, lending_pool
-from ._reset import SessionReset, check_socket, run_configure
+from ._reset import SessionReset, announce_rollback, check_socket, run_configure
 from ._secrets import ConnectionParams, connect_masked, mask_conninfo, remember_kwargs
 from ._socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
 from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
@@ -568,15 +568,15 @@ class ForkSafePool(Generic[CT]):
             conn = self._connect_unpooled()
             self._pools.lend_plain(conn)
         else:
-            listener = _events.listener  # None: no observer (metrics off)
-            since = monotonic() if listener is not None else 0.0
             try:
-                conn = pool.getconn(timeout)
+                conn = pool.getconn(timeout)  # the observer hears it lent
             except ConnectFailed:
+                listener = _events.listener  # None: no observer (metrics off)
                 if listener is not None:
                     listener.timed_out(self.name)  # timeouts, as psycopg_pool
                 raise  # names the pool, and why
             except PoolTimeout:
+                listener = _events.listener
                 if listener is not None:
                     listener.timed_out(self.name)
                 waited = self.timeout if timeout is None else timeout
@@ -584,8 +584,6 @@ class ForkSafePool(Generic[CT]):
                     f"couldn't get a connection from pool {self.name!r}"
                     f" after {waited:.2f} sec"
                 ) from None
-            if listener is not None:
-                listener.lent(conn, self.name, since)
         if self.warn_held_after is not None:
             self._loans.lent(conn)
         return conn
@@ -611,7 +609,7 @@ class ForkSafePool(Generic[CT]):
         if origin is not None and pools.lent_here(origin):
             # Lent by this process's pool (so not inherited): the usual case.
             if not warn_open_transaction:
-                origin.expect_rollback(conn)
+                announce_rollback(conn)
             origin.putconn(conn)
             return
         pools.leave_if_inherited()
@@ -619,7 +617,7 @@ class ForkSafePool(Generic[CT]):
             return  # inherited from the parent: not ours to return or close
         if origin is not None and pools.owns(origin):
             if not warn_open_transaction:
-                cast(ProcessPool[Any], origin).expect_rollback(conn)
+                announce_rollback(conn)
             origin.putconn(conn)
             return
         if pools.take_plain(conn):
