@@ -81,6 +81,7 @@ from . import _events, _fence, _green
 from ._loans import Loan, LoanBook
 from ._reset import (
     SessionReset,
+    announce_rollback,
     is_settling,
     rollback_announced,
     settle,
@@ -500,9 +501,11 @@ class ProcessPool(ConnectionPool[CT]):
         waiting = list(self._waiting)
         return sum(pos.conn is None and pos.error is None for pos in waiting)
 
-    def putconn(self, conn: CT) -> None:
+    def putconn(self, conn: CT, *, warn_open_transaction: bool = True) -> None:
         # Extends psycopg_pool 3.3.3's: the loan ends (loans whose borrower
-        # is gone are taken back), and the observer hears of it. Then a
+        # is gone are taken back), and the observer hears of it. With
+        # warn_open_transaction False, an open transaction is rolled back
+        # without psycopg_pool's warning (ForkSafePool.putconn()). Then a
         # connection of this pool, open, without a reset function of the
         # user's (which psycopg_pool runs in a pool thread): the usual return,
         # done here in one step, as psycopg_pool's putconn(), _putconn(),
@@ -520,11 +523,13 @@ class ProcessPool(ConnectionPool[CT]):
         if self._returned is not None:
             self._returned(conn)
         if self._reset or self._closed or getattr(conn, "_pool", None) is not self:
+            if not warn_open_transaction:
+                announce_rollback(conn)  # for _reset_connection(), later
             super().putconn(conn)
             return
         if psycopg_logger.isEnabledFor(logging.INFO):
             psycopg_logger.info("returning connection to %r", self.name)
-        self._reset_connection(conn)
+        self._reset_connection(conn, not warn_open_transaction)
         if conn.pgconn.transaction_status == _UNKNOWN:
             self._stats[self._RETURNS_BAD] += 1
             # Connection no more in working state: create a new one.
@@ -754,7 +759,7 @@ class ProcessPool(ConnectionPool[CT]):
         settle(conn)
         ConnectionPool.check_connection(conn)
 
-    def _reset_connection(self, conn: CT) -> None:
+    def _reset_connection(self, conn: CT, announced: bool = False) -> None:
         # Overrides psycopg_pool 3.3.3's: the one place a returned connection
         # is reset (in the returning thread when psycopg_pool has no reset of
         # its own to run, else in a pool thread). The same outcomes and
@@ -762,7 +767,9 @@ class ProcessPool(ConnectionPool[CT]):
         # a ROLLBACK through libpq in the same query rather than
         # conn.rollback(), which would also make psycopg deallocate its
         # prepared statements) is sent, not waited for: the connection goes
-        # back settling (see pgpool_core._reset).
+        # back settling (see pgpool_core._reset). *announced*: its borrower
+        # expects an open transaction rolled back (putconn() says so here,
+        # else announce_rollback() did).
         status = conn.pgconn.transaction_status
         if status == TransactionStatus.UNKNOWN:
             return  # closed: psycopg_pool discards it
@@ -777,7 +784,7 @@ class ProcessPool(ConnectionPool[CT]):
         # An open transaction the borrower did not announce is warned about
         # now, as psycopg_pool does; an announced one only if it had written
         # (which its settling finds out: a "rolled back" warning is enough).
-        announced = rollback_announced(conn)
+        announced = announced or rollback_announced(conn)
         if status != TransactionStatus.IDLE and not announced:
             psycopg_logger.warning("rolling back returned connection: %s", conn)
         try:

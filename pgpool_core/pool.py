@@ -28,7 +28,7 @@ from ._options import (
 )
 from ._process import ProcessPools, in_forking_master, is_abandoned
 from ._psycopg_pool import ProcessPool, lending_pool
-from ._reset import SessionReset, announce_rollback, check_socket, run_configure
+from ._reset import SessionReset, check_socket, run_configure
 from ._secrets import ConnectionParams, connect_masked, mask_conninfo, remember_kwargs
 from ._socket_timeout import SOCKET_TIMEOUT_DEFAULT, bound_waits, bounded
 from .errors import ConfigurationError, ConnectFailed, PoolNotAvailable
@@ -608,17 +608,13 @@ class ForkSafePool(Generic[CT]):
         origin = lending_pool(conn)
         if origin is not None and pools.lent_here(origin):
             # Lent by this process's pool (so not inherited): the usual case.
-            if not warn_open_transaction:
-                announce_rollback(conn)
-            origin.putconn(conn)
+            origin.putconn(conn, warn_open_transaction=warn_open_transaction)
             return
         pools.leave_if_inherited()
         if is_abandoned(conn):
             return  # inherited from the parent: not ours to return or close
         if origin is not None and pools.owns(origin):
-            if not warn_open_transaction:
-                announce_rollback(conn)
-            origin.putconn(conn)
+            origin.putconn(conn, warn_open_transaction=warn_open_transaction)
             return
         if pools.take_plain(conn):
             self._loans.returned(conn)
