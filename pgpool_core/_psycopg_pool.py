@@ -50,6 +50,12 @@ where this module says otherwise:
   again, at WARNING on ``pgpool.pool``, instead of psycopg_pool's line for
   each failed attempt (:meth:`ProcessPool._report_failure`).
 
+The usual loan and return (a connection idle in the open pool, given back to
+it) take one step each (:meth:`ProcessPool.getconn`,
+:meth:`ProcessPool.putconn`): what psycopg_pool's nested steps do for them,
+in their order, with the same statistics, logs and bookkeeping; anything
+else goes through psycopg_pool's steps (and the overrides above).
+
 The private psycopg_pool methods overridden here were read from psycopg_pool
 3.3.3 (``psycopg_pool/pool.py``); each override says so. Every psycopg_pool
 name this package overrides or reads that psycopg_pool does not document is
