@@ -161,8 +161,7 @@ class LoanBook:
         if earlier is not None:  # lent again without coming back
             self.out.pop(id(earlier), None)
         ref = attrs[_LOAN] = _ref(conn, self._callback)
-        loan = _new_loan(Loan, (ref, _current_thread(), _borrower.get()))
-        self.out[id(ref)] = loan
+        self.out[id(ref)] = _new_loan(Loan, (ref, _current_thread(), _borrower.get()))
 
     def end(self, conn: Any) -> None:
         """Note that *conn* came back (if this book lent it)."""

@@ -376,11 +376,14 @@ class ForkSafePool(Generic[CT]):
         Opening an open pool does nothing; a closed one cannot be reopened
         (PoolClosed), as with ConnectionPool.
         """
-        if self._closed and self._opened:
-            raise PoolClosed("pool has already been opened/closed and cannot be reused")
-        self._opened = True
-        self._closed = False
-        self._pools.enabled = True
+        if self._closed:  # else opened, and enabled (Django opens it per connect)
+            if self._opened:
+                raise PoolClosed(
+                    "pool has already been opened/closed and cannot be reused"
+                )
+            self._opened = True
+            self._closed = False
+            self._pools.enabled = True
         pool = self._pools.current()
         if pool is None:
             if wait:
