@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
+from types import FrameType
 from typing import Any
 
 import psycopg
+import psycopg_pool.pool
 import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import PoolClosed, PoolTimeout
@@ -259,6 +262,33 @@ def test_healthy_checkout_costs_no_round_trip(
     assert full_checks in ([], [victim]), "only the terminated one was checked"
     stats = pool.get_stats()
     assert stats["connections_lost"] == 1, "counted as a failed check counts it"
+
+
+def test_the_usual_loan_and_return_take_one_step_each(pool: ForkSafePool) -> None:
+    """A connection idle in the pool is lent, and given back, by ProcessPool's
+    getconn() and putconn() alone, which do what psycopg_pool's nested steps
+    would (pgpool_core._psycopg_pool): none of those runs, and psycopg_pool's
+    statistics count the loans as its steps do."""
+    pool.putconn(pool.getconn())  # this process's pool made, its connection idle
+    before = pool.get_stats()
+    ran: list[str] = []
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code.co_filename == psycopg_pool.pool.__file__:
+            ran.append(frame.f_code.co_name)
+
+    sys.setprofile(profile)
+    try:
+        for _ in range(3):
+            pool.putconn(pool.getconn())
+    finally:
+        sys.setprofile(None)
+    assert ran == []
+    stats = pool.get_stats()
+    assert stats["requests_num"] == before["requests_num"] + 3
+    assert stats["pool_available"] == 1
+    for key in ("requests_queued", "requests_errors", "returns_bad"):
+        assert stats.get(key, 0) == before.get(key, 0), key
 
 
 def test_exhaustion_raises_pool_timeout_naming_the_pool(pool: ForkSafePool) -> None:
