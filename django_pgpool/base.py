@@ -70,10 +70,12 @@ _green.on_patched(_connections_per_greenlet)
 
 
 class _AliasPool(NamedTuple):
-    """An alias's pool and the database it connects to."""
+    """An alias's pool, the database it connects to, and the parameters it was made of."""
 
     target: tuple[Any, ...]
     pool: ForkSafePool
+    #: get_connection_params() when the pool was made (see connect()).
+    params: ConnectionParams
 
 
 class DatabaseWrapper(postgresql.DatabaseWrapper):
@@ -101,6 +103,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     _fork_guard: _process.ProcessGuard
     # In ensure_connection() (see there).
     _ensuring = False
+    # In connect(), the alias's pool it borrows from (see there).
+    _connecting_to: _AliasPool | None = None
 
     # Defined by Django's backend; typed here. The pool ignores what it returns.
     _configure_connection: Callable[[psycopg.Connection[Any]], Any]
@@ -137,25 +141,44 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     @property
     def pool(self) -> ForkSafePool | None:
         """The alias's ForkSafePool, made on first use; None without OPTIONS["pool"]."""
+        entry = self._connecting_to
+        if entry is not None:
+            return entry.pool  # found by connect(), which Django's reads 4 times
         s = self.settings_dict
         if not s["OPTIONS"].get("pool") or self.alias == NO_DB_ALIAS:
             return None
-        # The database it connects to (read several times per request).
+        # The database it connects to.
         target = (s["NAME"], s["USER"], s["HOST"], s["PORT"])
         entry = self._fork_safe_pools.get(self.alias)
         if entry is not None and entry.target == target:
             return entry.pool
         if entry is not None:
             self._close_alias_pool()
-        pool = self._make_pool()
+        pool, params = self._make_pool()
         # As in Django: threads racing here agree on the first pool set (none
         # has opened yet: a ForkSafePool connects on first use).
         return self._fork_safe_pools.setdefault(
-            self.alias, _AliasPool(target, pool)
+            self.alias, _AliasPool(target, pool, params)
         ).pool
 
+    def _made_pool(self) -> _AliasPool | None:
+        """The alias's pool entry if :attr:`pool` would return it as it is, else None.
+
+        None also where :attr:`pool` would make one, or replace it (the alias
+        now points at another database), or returns None.
+        """
+        s = self.settings_dict
+        entry = self._fork_safe_pools.get(self.alias)  # never NO_DB_ALIAS's
+        if (
+            entry is None
+            or entry.target != (s["NAME"], s["USER"], s["HOST"], s["PORT"])
+            or not s["OPTIONS"].get("pool")
+        ):
+            return None
+        return entry
+
     @sensitive_variables()
-    def _make_pool(self) -> ForkSafePool:
+    def _make_pool(self) -> tuple[ForkSafePool, ConnectionParams]:
         options = validated_pool_options(self.alias, self.settings_dict) or {}
         if "check" not in options and self.settings_dict["CONN_HEALTH_CHECKS"]:
             # Django's meaning: check each connection with a round trip before
@@ -163,6 +186,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             options["check"] = ConnectionPool.check_connection
         options.setdefault("name", f"django-{self.alias}")
         kwargs = self.get_connection_params()
+        params = ConnectionParams(kwargs)
         # As in Django: made in autocommit, which Django then sets as it wants.
         kwargs["autocommit"] = True
         # Only the user's startup parameters, as Django sends: poolers refuse
@@ -180,7 +204,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         )
         pool.capacity_command = "manage.py pgpool capacity"
         pool.used_by = f"Django database alias {self.alias!r}"
-        return pool
+        return pool, params
 
     def close_pool(self) -> None:
         """Close this process's pool of the alias; the next use makes a new one.
@@ -248,6 +272,12 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     @sensitive_variables()
     def get_connection_params(self) -> dict[str, Any]:
+        entry = self._connecting_to
+        if entry is not None:
+            # In connect(), which passes them to get_new_connection(): with a
+            # pool, Django's connects with the pool's parameters, and ours
+            # masks the secrets of those in a failed connect's error.
+            return ConnectionParams(entry.params)
         try:
             params: dict[str, Any] = super().get_connection_params()
         except ImproperlyConfigured as err:
@@ -320,7 +350,20 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     @sensitive_variables()
     def connect(self) -> None:
         self._fork_guard.check()
-        super().connect()
+        # Django's reads self.pool five times, and computes the connection
+        # parameters, which the pool does not use: each request that borrows
+        # runs it. The alias's pool, if made, is found once: the same pool
+        # as each read would find (made with the same parameters), as no one
+        # changes the alias's settings or closes its pool in connect().
+        entry = self._made_pool()
+        if entry is None:
+            super().connect()  # no pool, or the first connect makes it
+            return
+        self._connecting_to = entry
+        try:
+            super().connect()
+        finally:
+            self._connecting_to = None
 
     def ensure_connection(self) -> None:
         self._fork_guard.check()
@@ -363,6 +406,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         return bool(super().is_usable())
 
     def close_if_unusable_or_obsolete(self) -> None:
+        if self.connection is None:
+            # Django's does nothing (at the start of each request): nothing
+            # to use, nothing inherited to leave (see _leave_inherited).
+            return
         self._fork_guard.check()
         super().close_if_unusable_or_obsolete()
 
@@ -383,7 +430,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     def close_if_health_check_failed(self) -> None:
         # Django's: never with a pool (whose check runs at checkout), which
         # it finds by reading self.pool; a pooled connection says so sooner.
-        if self._lender is None:
+        # Nor without a connection (before each request's first query).
+        if self._lender is None and self.connection is not None:
             super().close_if_health_check_failed()
 
     def _close(self) -> None:
