@@ -28,7 +28,7 @@ from pgpool_core import (
 )
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
-from .conf import run_by_manage_py, validated_pool_options
+from .conf import check_alias, run_by_manage_py, validated_pool_options
 from .creation import DatabaseCreation, close_connections_on
 
 __all__ = ["DatabaseWrapper"]
@@ -125,16 +125,13 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             # loads the aliases of `check --database` and `migrate` first.
             # Checked once per alias and settings (Django makes a wrapper per
             # thread, and per request under ASGI).
-            error = self._settings_error()
+            error = None
+            try:
+                check_alias(alias, self.settings_dict)
+            except ImproperlyConfigured as err:
+                error = ImproperlyConfigured(*err.args)
             if error is not None and not run_by_manage_py():
                 raise error from None  # without the frames that found it
-
-    def _settings_error(self) -> ImproperlyConfigured | None:
-        try:
-            validated_pool_options(self.alias, self.settings_dict)
-        except ImproperlyConfigured as err:
-            return ImproperlyConfigured(*err.args)
-        return None
 
     # -- the pool ------------------------------------------------------------
 
