@@ -221,6 +221,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self._close_alias_pool()
 
     def _close_alias_pool(self) -> None:
+        self._connecting_to = None  # closed in connect(): by a connection_created receiver
         entry = self._fork_safe_pools.pop(self.alias, None)
         if entry is not None:
             # Not a ForkSafePool.close(): a wrapper of another thread may
@@ -238,6 +239,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         the ``CREATE DATABASE ... TEMPLATE``.
         """
         close_connections_on(name)
+        self._connecting_to = None  # as _close_alias_pool()
         for alias, entry in list(self._fork_safe_pools.items()):
             if entry.target[0] == name and self._fork_safe_pools.pop(alias, None):
                 _process.drop(entry.pool)  # as _close_alias_pool()
@@ -350,8 +352,9 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         # Django's reads self.pool five times, and computes the connection
         # parameters, which the pool does not use: each request that borrows
         # runs it. The alias's pool, if made, is found once: the same pool
-        # as each read would find (made with the same parameters), as no one
-        # changes the alias's settings or closes its pool in connect().
+        # as each read would find (made with the same parameters), as nothing
+        # in connect() changes the alias's settings (and closing its pool
+        # there, in a connection_created receiver, forgets it).
         entry = self._made_pool()
         if entry is None:
             super().connect()  # no pool, or the first connect makes it

@@ -15,6 +15,7 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections, transaction
+from django.db.backends.signals import connection_created
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
 from django.db.utils import ConnectionHandler
@@ -229,6 +230,38 @@ def test_close_pool_then_close_closes_the_connection(
 
     assert raw.closed
     assert query_backend_pid(wrapper) != first  # a new pool
+
+
+def test_a_pool_closed_while_connecting_is_not_read_after(
+    make_wrapper: MakeWrapper,
+) -> None:
+    """connect() finds the alias's pool once; closed in it, a new one is read.
+
+    Django's connect() reads ``self.pool`` five times; the wrapper looks the
+    pool up once per connect(). A ``connection_created`` receiver (the end of
+    connect()) that closes it, as ensure_timezone() does, reads the next one.
+    """
+    wrapper = make_wrapper()
+    query_backend_pid(wrapper)
+    wrapper.close()
+    first = wrapper.pool
+    read: list[Any] = []
+
+    def receiver(sender: Any, connection: Any, **kwargs: Any) -> None:
+        if connection is wrapper:
+            wrapper.close_pool()
+            read.append(wrapper.pool)
+
+    connection_created.connect(receiver, weak=False)
+    try:
+        wrapper.connect()
+    finally:
+        connection_created.disconnect(receiver)
+
+    assert first is not None
+    assert read[0] is not None and read[0] is not first
+    assert wrapper.pool is read[0]
+    wrapper.close()  # given back to the first pool, which closes it
 
 
 # -- session reset -------------------------------------------------------------
