@@ -70,7 +70,7 @@ _green.on_patched(_connections_per_greenlet)
 
 
 class _AliasPool(NamedTuple):
-    """An alias's pool, the database it connects to, and the parameters it was made of."""
+    """An alias's pool, the database it connects to, the parameters it was made of."""
 
     target: tuple[Any, ...]
     pool: ForkSafePool
@@ -221,7 +221,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self._close_alias_pool()
 
     def _close_alias_pool(self) -> None:
-        self._connecting_to = None  # closed in connect(): by a connection_created receiver
+        # Closed in connect() (by a connection_created receiver): forgotten.
+        self._connecting_to = None
         entry = self._fork_safe_pools.pop(self.alias, None)
         if entry is not None:
             # Not a ForkSafePool.close(): a wrapper of another thread may

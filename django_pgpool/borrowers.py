@@ -65,7 +65,7 @@ class RequestLabel(tuple[Any, ...]):
 
 #: Makes a RequestLabel without its ``__new__`` (a Python call per request).
 _new_label: Callable[[type[RequestLabel], tuple[Any, ...]], RequestLabel]
-_new_label = tuple.__new__  # type: ignore[assignment]
+_new_label = tuple.__new__
 
 
 def _request_started(

@@ -355,7 +355,7 @@ class _RequestLabel(tuple[Any, ...]):
 
 #: Makes a _RequestLabel without a Python ``__new__``.
 _new_label: Callable[[type[_RequestLabel], tuple[Any, ...]], _RequestLabel]
-_new_label = tuple.__new__  # type: ignore[assignment]
+_new_label = tuple.__new__
 
 
 def _handled_by_app(err: psycopg.Error) -> bool:

@@ -15,9 +15,9 @@ import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections, transaction
-from django.db.backends.signals import connection_created
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
+from django.db.backends.signals import connection_created
 from django.db.utils import ConnectionHandler
 from django.test import Client
 
