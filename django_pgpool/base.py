@@ -15,7 +15,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 from django.db.backends.postgresql import base as postgresql
 from django.views.decorators.debug import sensitive_variables
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg_pool import ConnectionPool
 
 from pgpool_core import (
@@ -34,6 +34,8 @@ from .creation import DatabaseCreation, close_connections_on
 __all__ = ["DatabaseWrapper"]
 
 logger = logging.getLogger("pgpool.django")
+
+_IDLE = pq.TransactionStatus.IDLE
 
 # Django's, as defined (see DatabaseWrapper.ensure_connection).
 _djangos_ensure_connection = BaseDatabaseWrapper.ensure_connection
@@ -400,6 +402,16 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     def _set_autocommit(self, autocommit: bool) -> None:
         self._fork_guard.check()
+        if self._connecting_to is not None:
+            # In connect(), which sets AUTOCOMMIT on the connection the pool
+            # just lent: idle, and in autocommit as made (Django's default).
+            # psycopg's setter would find it idle and set the same value.
+            connection = self.connection
+            if (
+                connection.autocommit == autocommit
+                and connection.pgconn.transaction_status == _IDLE
+            ):
+                return
         super()._set_autocommit(autocommit)  # type: ignore[misc]  # Django's, unstubbed
 
     def is_usable(self) -> bool:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
+import psycopg
 import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
@@ -262,6 +263,22 @@ def test_a_pool_closed_while_connecting_is_not_read_after(
     assert read[0] is not None and read[0] is not first
     assert wrapper.pool is read[0]
     wrapper.close()  # given back to the first pool, which closes it
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_autocommit_is_set_on_each_connection_lent(
+    make_wrapper: MakeWrapper, autocommit: bool
+) -> None:
+    """AUTOCOMMIT holds after each connect(): the first (making the pool) and after."""
+    wrapper = make_wrapper(AUTOCOMMIT=autocommit)
+    for _ in range(3):
+        wrapper.ensure_connection()
+        assert wrapper.connection.autocommit is autocommit
+        assert wrapper.get_autocommit() is autocommit
+        fetch(wrapper, "SELECT 1")
+        status = wrapper.connection.info.transaction_status
+        assert (status == psycopg.pq.TransactionStatus.IDLE) is autocommit
+        wrapper.close()
 
 
 # -- session reset -------------------------------------------------------------
