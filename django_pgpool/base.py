@@ -272,7 +272,6 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         """Return *text* with this alias's secrets masked (for an output)."""
         return mask_secrets(text, kwargs=self._secret_params())
 
-    @sensitive_variables()
     def get_connection_params(self) -> dict[str, Any]:
         entry = self._connecting_to
         if entry is not None:
@@ -280,6 +279,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             # pool, Django's connects with the pool's parameters, and ours
             # masks the secrets of those in a failed connect's error.
             return ConnectionParams(entry.params)
+        return self._connection_params()
+
+    @sensitive_variables()
+    def _connection_params(self) -> dict[str, Any]:
         try:
             params: dict[str, Any] = super().get_connection_params()
         except ImproperlyConfigured as err:
