@@ -195,7 +195,9 @@ class PgPool:
         conn = borrowed.get(bind)
         if conn is not None and not conn.closed:
             return conn
-        pool = state.pools.get(bind) or state.pool_for(bind)  # which names them
+        pool = state.pools.get(bind)
+        if pool is None:
+            pool = state.pool_for(bind)  # raises KeyError naming the known ones
         if conn is not None:
             # Closed by the view, or lost with the server: the next use of the
             # context gets a new one.
