@@ -21,7 +21,7 @@ from flask.globals import app_ctx
 from psycopg.errors import IdleInTransactionSessionTimeout
 from psycopg_pool import ConnectionPool
 
-from pgpool_core import ForkSafePool, borrower
+from pgpool_core import ForkSafePool
 from pgpool_core._loans import current_borrower, set_borrower
 from pgpool_core.errors import unavailable_reason
 from pgpool_core.ops.health import PoolHealth, check_pool
@@ -217,8 +217,13 @@ class PgPool:
             if pool.warn_held_after is None:
                 conn = pool.getconn()
             else:
-                with borrower(label):
+                # As ``with borrower(label):``, without a generator's calls.
+                previous = current_borrower()
+                set_borrower(label)
+                try:
                     conn = pool.getconn()
+                finally:
+                    set_borrower(previous)
         except psycopg.OperationalError as err:
             unavailable = _unavailable(state, bind, pool, err)
             if unavailable is None:
