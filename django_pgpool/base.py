@@ -15,7 +15,7 @@ from django.db import DEFAULT_DB_ALIAS
 from django.db.backends.base.base import NO_DB_ALIAS, BaseDatabaseWrapper
 from django.db.backends.postgresql import base as postgresql
 from django.views.decorators.debug import sensitive_variables
-from psycopg import sql
+from psycopg import pq, sql
 from psycopg_pool import ConnectionPool
 
 from pgpool_core import (
@@ -28,12 +28,14 @@ from pgpool_core import (
 )
 
 from . import borrowers  # noqa: F401  (names requests for warn_held_after)
-from .conf import run_by_manage_py, validated_pool_options
+from .conf import check_alias, run_by_manage_py, validated_pool_options
 from .creation import DatabaseCreation, close_connections_on
 
 __all__ = ["DatabaseWrapper"]
 
 logger = logging.getLogger("pgpool.django")
+
+_IDLE = pq.TransactionStatus.IDLE
 
 # Django's, as defined (see DatabaseWrapper.ensure_connection).
 _djangos_ensure_connection = BaseDatabaseWrapper.ensure_connection
@@ -70,10 +72,12 @@ _green.on_patched(_connections_per_greenlet)
 
 
 class _AliasPool(NamedTuple):
-    """An alias's pool and the database it connects to."""
+    """An alias's pool, the database it connects to, the parameters it was made of."""
 
     target: tuple[Any, ...]
     pool: ForkSafePool
+    #: get_connection_params() when the pool was made (see connect()).
+    params: ConnectionParams
 
 
 class DatabaseWrapper(postgresql.DatabaseWrapper):
@@ -101,6 +105,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     _fork_guard: _process.ProcessGuard
     # In ensure_connection() (see there).
     _ensuring = False
+    # In connect(), the alias's pool it borrows from (see there).
+    _connecting_to: _AliasPool | None = None
 
     # Defined by Django's backend; typed here. The pool ignores what it returns.
     _configure_connection: Callable[[psycopg.Connection[Any]], Any]
@@ -121,41 +127,57 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             # loads the aliases of `check --database` and `migrate` first.
             # Checked once per alias and settings (Django makes a wrapper per
             # thread, and per request under ASGI).
-            error = self._settings_error()
+            error = None
+            try:
+                check_alias(alias, self.settings_dict)
+            except ImproperlyConfigured as err:
+                error = ImproperlyConfigured(*err.args)
             if error is not None and not run_by_manage_py():
                 raise error from None  # without the frames that found it
-
-    def _settings_error(self) -> ImproperlyConfigured | None:
-        try:
-            validated_pool_options(self.alias, self.settings_dict)
-        except ImproperlyConfigured as err:
-            return ImproperlyConfigured(*err.args)
-        return None
 
     # -- the pool ------------------------------------------------------------
 
     @property
     def pool(self) -> ForkSafePool | None:
         """The alias's ForkSafePool, made on first use; None without OPTIONS["pool"]."""
+        entry = self._connecting_to
+        if entry is not None:
+            return entry.pool  # found by connect(), which Django's reads 4 times
         s = self.settings_dict
         if not s["OPTIONS"].get("pool") or self.alias == NO_DB_ALIAS:
             return None
-        # The database it connects to (read several times per request).
+        # The database it connects to.
         target = (s["NAME"], s["USER"], s["HOST"], s["PORT"])
         entry = self._fork_safe_pools.get(self.alias)
         if entry is not None and entry.target == target:
             return entry.pool
         if entry is not None:
             self._close_alias_pool()
-        pool = self._make_pool()
+        pool, params = self._make_pool()
         # As in Django: threads racing here agree on the first pool set (none
         # has opened yet: a ForkSafePool connects on first use).
         return self._fork_safe_pools.setdefault(
-            self.alias, _AliasPool(target, pool)
+            self.alias, _AliasPool(target, pool, params)
         ).pool
 
+    def _made_pool(self) -> _AliasPool | None:
+        """The alias's pool entry if :attr:`pool` would return it as it is, else None.
+
+        None also where :attr:`pool` would make one, or replace it (the alias
+        now points at another database), or returns None.
+        """
+        s = self.settings_dict
+        entry = self._fork_safe_pools.get(self.alias)  # never NO_DB_ALIAS's
+        if (
+            entry is None
+            or entry.target != (s["NAME"], s["USER"], s["HOST"], s["PORT"])
+            or not s["OPTIONS"].get("pool")
+        ):
+            return None
+        return entry
+
     @sensitive_variables()
-    def _make_pool(self) -> ForkSafePool:
+    def _make_pool(self) -> tuple[ForkSafePool, ConnectionParams]:
         options = validated_pool_options(self.alias, self.settings_dict) or {}
         if "check" not in options and self.settings_dict["CONN_HEALTH_CHECKS"]:
             # Django's meaning: check each connection with a round trip before
@@ -163,6 +185,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             options["check"] = ConnectionPool.check_connection
         options.setdefault("name", f"django-{self.alias}")
         kwargs = self.get_connection_params()
+        params = ConnectionParams(kwargs)
         # As in Django: made in autocommit, which Django then sets as it wants.
         kwargs["autocommit"] = True
         # Only the user's startup parameters, as Django sends: poolers refuse
@@ -180,7 +203,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         )
         pool.capacity_command = "manage.py pgpool capacity"
         pool.used_by = f"Django database alias {self.alias!r}"
-        return pool
+        return pool, params
 
     def close_pool(self) -> None:
         """Close this process's pool of the alias; the next use makes a new one.
@@ -200,6 +223,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         self._close_alias_pool()
 
     def _close_alias_pool(self) -> None:
+        # Closed in connect() (by a connection_created receiver): forgotten.
+        self._connecting_to = None
         entry = self._fork_safe_pools.pop(self.alias, None)
         if entry is not None:
             # Not a ForkSafePool.close(): a wrapper of another thread may
@@ -217,6 +242,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         the ``CREATE DATABASE ... TEMPLATE``.
         """
         close_connections_on(name)
+        self._connecting_to = None  # as _close_alias_pool()
         for alias, entry in list(self._fork_safe_pools.items()):
             if entry.target[0] == name and self._fork_safe_pools.pop(alias, None):
                 _process.drop(entry.pool)  # as _close_alias_pool()
@@ -246,8 +272,17 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         """Return *text* with this alias's secrets masked (for an output)."""
         return mask_secrets(text, kwargs=self._secret_params())
 
-    @sensitive_variables()
     def get_connection_params(self) -> dict[str, Any]:
+        entry = self._connecting_to
+        if entry is not None:
+            # In connect(), which passes them to get_new_connection(): with a
+            # pool, Django's connects with the pool's parameters, and ours
+            # masks the secrets of those in a failed connect's error.
+            return ConnectionParams(entry.params)
+        return self._connection_params()
+
+    @sensitive_variables()
+    def _connection_params(self) -> dict[str, Any]:
         try:
             params: dict[str, Any] = super().get_connection_params()
         except ImproperlyConfigured as err:
@@ -320,7 +355,21 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     @sensitive_variables()
     def connect(self) -> None:
         self._fork_guard.check()
-        super().connect()
+        # Django's reads self.pool five times, and computes the connection
+        # parameters, which the pool does not use: each request that borrows
+        # runs it. The alias's pool, if made, is found once: the same pool
+        # as each read would find (made with the same parameters), as nothing
+        # in connect() changes the alias's settings (and closing its pool
+        # there, in a connection_created receiver, forgets it).
+        entry = self._made_pool()
+        if entry is None:
+            super().connect()  # no pool, or the first connect makes it
+            return
+        self._connecting_to = entry
+        try:
+            super().connect()
+        finally:
+            self._connecting_to = None
 
     def ensure_connection(self) -> None:
         self._fork_guard.check()
@@ -356,6 +405,16 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     def _set_autocommit(self, autocommit: bool) -> None:
         self._fork_guard.check()
+        if self._connecting_to is not None:
+            # In connect(), which sets AUTOCOMMIT on the connection the pool
+            # just lent: idle, and in autocommit as made (Django's default).
+            # psycopg's setter would find it idle and set the same value.
+            connection = self.connection
+            if (
+                connection.autocommit == autocommit
+                and connection.pgconn.transaction_status == _IDLE
+            ):
+                return
         super()._set_autocommit(autocommit)  # type: ignore[misc]  # Django's, unstubbed
 
     def is_usable(self) -> bool:
@@ -363,6 +422,10 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         return bool(super().is_usable())
 
     def close_if_unusable_or_obsolete(self) -> None:
+        if self.connection is None:
+            # Django's does nothing (at the start of each request): nothing
+            # to use, nothing inherited to leave (see _leave_inherited).
+            return
         self._fork_guard.check()
         super().close_if_unusable_or_obsolete()
 
@@ -383,7 +446,8 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
     def close_if_health_check_failed(self) -> None:
         # Django's: never with a pool (whose check runs at checkout), which
         # it finds by reading self.pool; a pooled connection says so sooner.
-        if self._lender is None:
+        # Nor without a connection (before each request's first query).
+        if self._lender is None and self.connection is not None:
             super().close_if_health_check_failed()
 
     def _close(self) -> None:

@@ -7,6 +7,7 @@ a warning is logged.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from django.core.handlers.wsgi import get_path_info
@@ -18,16 +19,26 @@ from pgpool_core._loans import set_borrower
 __all__ = ["RequestLabel"]
 
 
-class RequestLabel:
-    """A request, as the warnings name it; read from the request only then."""
+class RequestLabel(tuple[Any, ...]):
+    """A request, as the warnings name it; read from the request only then.
 
-    __slots__ = ("environ", "scope")
+    A pair (WSGI environ, ASGI scope), made without a Python call per request.
+    """
 
-    def __init__(
-        self, environ: dict[str, Any] | None, scope: dict[str, Any] | None = None
-    ) -> None:
-        self.environ = environ
-        self.scope = scope
+    __slots__ = ()
+
+    def __new__(
+        cls, environ: dict[str, Any] | None, scope: dict[str, Any] | None = None
+    ) -> RequestLabel:
+        return _new_label(cls, (environ, scope))
+
+    @property
+    def environ(self) -> dict[str, Any] | None:
+        return self[0]  # type: ignore[no-any-return]
+
+    @property
+    def scope(self) -> dict[str, Any] | None:
+        return self[1]  # type: ignore[no-any-return]
 
     @property
     def method(self) -> str:
@@ -49,6 +60,13 @@ class RequestLabel:
             return f"{method} {path}"
         return f"{method} {path} (view {view})"
 
+    __repr__ = object.__repr__
+
+
+#: Makes a RequestLabel without its ``__new__`` (a Python call per request).
+_new_label: Callable[[type[RequestLabel], tuple[Any, ...]], RequestLabel]
+_new_label = tuple.__new__
+
 
 def _request_started(
     sender: Any,
@@ -58,12 +76,18 @@ def _request_started(
 ) -> None:
     if environ is None and scope is None:
         return
-    set_borrower(RequestLabel(environ, scope))
+    set_borrower(_new_label(RequestLabel, (environ, scope)))
 
 
 def _request_finished(sender: Any, **kwargs: Any) -> None:
     set_borrower(None)
 
 
-request_started.connect(_request_started, dispatch_uid="django_pgpool.borrowers")
-request_finished.connect(_request_finished, dispatch_uid="django_pgpool.borrowers")
+# Not weakly: Django's signals then call them without a weak reference to
+# resolve at each request (functions of a module, never collected anyway).
+request_started.connect(
+    _request_started, weak=False, dispatch_uid="django_pgpool.borrowers"
+)
+request_finished.connect(
+    _request_finished, weak=False, dispatch_uid="django_pgpool.borrowers"
+)

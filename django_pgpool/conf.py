@@ -24,6 +24,7 @@ __all__ = [
     "ENGINE",
     "RETRY_AFTER_DEFAULT",
     "SETTINGS",
+    "check_alias",
     "check_conn_max_age",
     "check_connection_settings",
     "connection_params",
@@ -179,6 +180,18 @@ def validated_pool_options(
     """
     options = _once("all", alias, settings_dict, _validate_all)
     return None if options is None else dict(options)
+
+
+def check_alias(alias: str, settings_dict: Mapping[str, Any]) -> None:
+    """Check the alias's settings as :func:`validated_pool_options` does.
+
+    The same checks, run as rarely; ImproperlyConfigured as they raise it.
+    For the backend's constructor (a wrapper per thread, per request under
+    ASGI), which needs no copy of the options.
+    """
+    last = _validated.get(("all", alias))
+    if last is None or last[0] != settings_dict or last[1] not in _validated:
+        _once("all", alias, settings_dict, _validate_all)  # its fast path, inline
 
 
 def _validate_all(

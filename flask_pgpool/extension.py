@@ -21,7 +21,7 @@ from flask.globals import app_ctx
 from psycopg.errors import IdleInTransactionSessionTimeout
 from psycopg_pool import ConnectionPool
 
-from pgpool_core import ForkSafePool, borrower
+from pgpool_core import ForkSafePool
 from pgpool_core._loans import current_borrower, set_borrower
 from pgpool_core.errors import unavailable_reason
 from pgpool_core.ops.health import PoolHealth, check_pool
@@ -36,8 +36,6 @@ logger = logging.getLogger("pgpool.flask")
 
 #: Where an app context keeps its borrowed connections, by bind.
 _G_NAME = "_pgpool_connections"
-#: Set on ``g`` when the response is a generator: its end gives them back.
-_G_STREAMING = "_pgpool_streaming"
 #: The current app context and request, found as the proxies find them: their
 #: lookups, bound once (each request that borrows runs them).
 _current_app_ctx: Callable[[], Any] = cast(Any, app_ctx)._get_current_object
@@ -152,23 +150,15 @@ class PgPool:
         """Return the current app context's ``g`` and the app's state.
 
         One lookup of the context, rather than one per proxy (``g``,
-        ``current_app``): this runs in every request that uses a connection.
+        ``current_app``). :meth:`get_connection` does the same, inline.
         """
         try:
             ctx = _current_app_ctx()
         except RuntimeError:
-            raise RuntimeError(
-                "flask_pgpool: working outside of an application context: use"
-                " the connection in a view, a CLI command or a"
-                " `with app.app_context():` block."
-            ) from None
+            raise _outside_app_context() from None
         state: PgPoolState | None = ctx.app.extensions.get("pgpool")
         if state is None or state.extension is not self:
-            raise RuntimeError(
-                "The current Flask app is not registered with this 'PgPool'"
-                " instance. Did you forget to call 'init_app', or did you create"
-                " multiple 'PgPool' instances?"
-            )
+            raise _not_registered()
         return ctx.g, state
 
     # -- connections -----------------------------------------------------------
@@ -191,28 +181,54 @@ class PgPool:
         raises :class:`DatabaseUnavailable`, a 503, unless the app has an error
         handler for the psycopg exception, which then gets it.
         """
-        ctx_g, state = self._context()
-        borrowed: _Borrowed | None = ctx_g.get(_G_NAME)
-        if borrowed is None:
-            borrowed = _Borrowed()
-            setattr(ctx_g, _G_NAME, borrowed)
+        # As self._context(), inline: this runs in every request that uses
+        # a connection.
+        try:
+            ctx = _current_app_ctx()
+        except RuntimeError:
+            raise _outside_app_context() from None
+        state: PgPoolState | None = ctx.app.extensions.get("pgpool")
+        if state is None or state.extension is not self:
+            raise _not_registered()
+        # One call of g's (Python) methods, not two: a _Borrowed costs none.
+        borrowed: _Borrowed = ctx.g.setdefault(_G_NAME, _Borrowed())
         conn = borrowed.get(bind)
         if conn is not None and not conn.closed:
             return conn
-        pool = state.pool_for(bind)
+        pool = state.pools.get(bind)
+        if pool is None:
+            pool = state.pool_for(bind)  # raises KeyError naming the known ones
         if conn is not None:
             # Closed by the view, or lost with the server: the next use of the
             # context gets a new one.
             del borrowed[bind]
             pool.putconn(conn)
-        if borrowed.label is None:
+        label = borrowed.label
+        if label is None:
             try:
                 # Named in the pool's warnings (warn_held_after, a rolled-back
                 # write), maybe after the request context is gone.
-                borrowed.label = _RequestLabel(_current_request())
+                label = _new_label(_RequestLabel, (_current_request(),))
             except RuntimeError:
                 pass  # no request: a CLI command, an app context of its own
-        conn = _borrow(state, bind, pool, borrowed.label)
+            else:
+                borrowed.label = label
+        try:
+            if pool.warn_held_after is None:
+                conn = pool.getconn()
+            else:
+                # As ``with borrower(label):``, without a generator's calls.
+                previous = current_borrower()
+                set_borrower(label)
+                try:
+                    conn = pool.getconn()
+                finally:
+                    set_borrower(previous)
+        except psycopg.OperationalError as err:
+            unavailable = _unavailable(state, bind, pool, err)
+            if unavailable is None:
+                raise
+            raise unavailable from err
         borrowed[bind] = conn
         return conn
 
@@ -277,52 +293,73 @@ class PgPool:
         return pgpool_health
 
 
+def _outside_app_context() -> RuntimeError:
+    return RuntimeError(
+        "flask_pgpool: working outside of an application context: use"
+        " the connection in a view, a CLI command or a"
+        " `with app.app_context():` block."
+    )
+
+
+def _not_registered() -> RuntimeError:
+    return RuntimeError(
+        "The current Flask app is not registered with this 'PgPool'"
+        " instance. Did you forget to call 'init_app', or did you create"
+        " multiple 'PgPool' instances?"
+    )
+
+
 class _Borrowed(dict[str, psycopg.Connection[Any]]):
-    """An app context's connections by bind, and the request that borrowed them."""
+    """An app context's connections by bind, and the request that borrowed them.
 
-    __slots__ = ("label",)
+    Made by dict's own ``__init__`` (no Python call per request): its
+    attributes, set when known, default to the class's.
+    """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.label: _RequestLabel | None = None
-
-
-def _borrow(
-    state: PgPoolState, bind: str, pool: ForkSafePool, label: _RequestLabel | None
-) -> psycopg.Connection[Any]:
-    try:
-        if pool.warn_held_after is None:
-            return pool.getconn()
-        with borrower(label):
-            return pool.getconn()
-    except psycopg.OperationalError as err:
-        # PoolTimeout and TooManyRequests are OperationalErrors too. The
-        # message of a failed connect may quote a host holding a password.
-        state.mask_exception(bind, err)
-        if not has_request_context() or _handled_by_app(err):
-            raise
-        reason = unavailable_reason(err)
-        logger.warning(
-            "pool %r: no connection for %s %s, answering 503: %s",
-            pool.name,
-            request.method,
-            request.path,
-            state.mask(bind, f"{type(err).__name__}: {err}"),
-        )
-        raise DatabaseUnavailable(bind, state.retry_after, reason) from err
+    #: The request that borrowed them (see get_connection()).
+    label: _RequestLabel | None = None
+    #: True when the response is a generator: its end gives them back.
+    streaming = False
 
 
-class _RequestLabel:
-    """Names a request in a warning, read from the request only if one is logged."""
+def _unavailable(
+    state: PgPoolState, bind: str, pool: ForkSafePool, err: psycopg.OperationalError
+) -> DatabaseUnavailable | None:
+    """Return the 503 that *err*, failing to borrow, is; None: raise *err* itself."""
+    # PoolTimeout and TooManyRequests are OperationalErrors too. The message
+    # of a failed connect may quote a host holding a password.
+    state.mask_exception(bind, err)
+    if not has_request_context() or _handled_by_app(err):
+        return None
+    reason = unavailable_reason(err)
+    logger.warning(
+        "pool %r: no connection for %s %s, answering 503: %s",
+        pool.name,
+        request.method,
+        request.path,
+        state.mask(bind, f"{type(err).__name__}: {err}"),
+    )
+    return DatabaseUnavailable(bind, state.retry_after, reason)
 
-    __slots__ = ("request",)
 
-    def __init__(self, request: Any) -> None:
-        self.request = request
+class _RequestLabel(tuple[Any, ...]):
+    """Names a request in a warning, read from the request only if one is logged.
+
+    A tuple (the request), made without a Python call per request.
+    """
+
+    __slots__ = ()
+
+    __repr__ = object.__repr__
 
     def __str__(self) -> str:
-        request = self.request
+        request = self[0]
         return f"{request.method} {request.path} (endpoint {request.endpoint})"
+
+
+#: Makes a _RequestLabel without a Python ``__new__``.
+_new_label: Callable[[type[_RequestLabel], tuple[Any, ...]], _RequestLabel]
+_new_label = tuple.__new__
 
 
 def _handled_by_app(err: psycopg.Error) -> bool:
@@ -402,9 +439,9 @@ def _keep_for_stream(response: Response) -> Response:
     if type(body) is list:  # Flask's body for str, bytes, dict...: at once
         return response
     if isinstance(body, Generator):
-        setattr(g, _G_STREAMING, True)
         state: PgPoolState = current_app.extensions["pgpool"]
         borrowed: _Borrowed = g.setdefault(_G_NAME, _Borrowed())
+        borrowed.streaming = True
         response.response = _GiveBackAtEnd(body, partial(_give_back, state, borrowed))
     return response
 
@@ -443,9 +480,12 @@ def _return_connections(exc: BaseException | None) -> None:
     """Give back the app context's connections, unless a stream still needs them."""
     ctx = _current_app_ctx()  # one lookup, not one per proxy
     ctx_g = ctx.g
-    if ctx_g.get(_G_STREAMING):
-        return
     borrowed: _Borrowed | None = ctx_g.pop(_G_NAME, None)
+    if borrowed is None:
+        return
+    if borrowed.streaming:
+        setattr(ctx_g, _G_NAME, borrowed)  # as it was: the stream's end gives back
+        return
     if borrowed:
         _give_back(ctx.app.extensions["pgpool"], borrowed)
 

@@ -11,12 +11,14 @@ from collections.abc import Callable
 from typing import Any
 from unittest import mock
 
+import psycopg
 import pytest
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 from django.db import connection, connections, transaction
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.postgresql.base import DatabaseWrapper as PostgresWrapper
+from django.db.backends.signals import connection_created
 from django.db.utils import ConnectionHandler
 from django.test import Client
 
@@ -229,6 +231,54 @@ def test_close_pool_then_close_closes_the_connection(
 
     assert raw.closed
     assert query_backend_pid(wrapper) != first  # a new pool
+
+
+def test_a_pool_closed_while_connecting_is_not_read_after(
+    make_wrapper: MakeWrapper,
+) -> None:
+    """connect() finds the alias's pool once; closed in it, a new one is read.
+
+    Django's connect() reads ``self.pool`` five times; the wrapper looks the
+    pool up once per connect(). A ``connection_created`` receiver (the end of
+    connect()) that closes it, as ensure_timezone() does, reads the next one.
+    """
+    wrapper = make_wrapper()
+    query_backend_pid(wrapper)
+    wrapper.close()
+    first = wrapper.pool
+    read: list[Any] = []
+
+    def receiver(sender: Any, connection: Any, **kwargs: Any) -> None:
+        if connection is wrapper:
+            wrapper.close_pool()
+            read.append(wrapper.pool)
+
+    connection_created.connect(receiver, weak=False)
+    try:
+        wrapper.connect()
+    finally:
+        connection_created.disconnect(receiver)
+
+    assert first is not None
+    assert read[0] is not None and read[0] is not first
+    assert wrapper.pool is read[0]
+    wrapper.close()  # given back to the first pool, which closes it
+
+
+@pytest.mark.parametrize("autocommit", [True, False])
+def test_autocommit_is_set_on_each_connection_lent(
+    make_wrapper: MakeWrapper, autocommit: bool
+) -> None:
+    """AUTOCOMMIT holds after each connect(): the first (making the pool) and after."""
+    wrapper = make_wrapper(AUTOCOMMIT=autocommit)
+    for _ in range(3):
+        wrapper.ensure_connection()
+        assert wrapper.connection.autocommit is autocommit
+        assert wrapper.get_autocommit() is autocommit
+        fetch(wrapper, "SELECT 1")
+        status = wrapper.connection.info.transaction_status
+        assert (status == psycopg.pq.TransactionStatus.IDLE) is autocommit
+        wrapper.close()
 
 
 # -- session reset -------------------------------------------------------------
