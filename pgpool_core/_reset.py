@@ -47,6 +47,7 @@ import re
 import select
 import weakref
 from collections.abc import Callable, Generator
+from operator import attrgetter
 from selectors import EVENT_READ
 from time import monotonic
 from typing import Any
@@ -57,7 +58,15 @@ from psycopg.pq import ConnStatus, ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from . import _fence
-from ._tracking import CHANGES, known_kind, statement_kind, take_changed
+from ._tracking import (
+    CHANGED,
+    CHANGES,
+    VOUCHED,
+    WROTE,
+    known_kind,
+    statement_kind,
+    take_changed,
+)
 from .errors import SessionResetFailed
 
 # The psycopg names this module relies on that psycopg does not document
@@ -66,7 +75,7 @@ from .errors import SessionResetFailed
 # tests/core/test_fence.py).
 PSYCOPG_NAMES: _fence.Names = (
     # What a borrower may set through the connection's properties, read
-    # without a property call at each settling (_attributes()); its
+    # without a property call at each settling (_attributes); its
     # prepared statements (_prepared) and adapters (_adapters, replaced by
     # a pristine copy).
     (
@@ -109,7 +118,7 @@ PSYCOPG_NAMES: _fence.Names = (
         "psycopg._preparing.PrepareManager",
         ("_prepared_idx", "_names", "_to_flush", "_counts", "clear"),
     ),
-    # What an adapters map holds, compared by identity (_adapters_key()).
+    # What an adapters map holds, compared by identity (_adapters_key).
     (
         "psycopg.adapt.AdaptersMap",
         ("_dumpers", "_dumpers_by_oid", "_loaders", "types"),
@@ -174,6 +183,7 @@ _INERROR = TransactionStatus.INERROR
 # Plain ints: compared for every result of every reset.
 _TUPLES_OK = int(ExecStatus.TUPLES_OK)
 _COMMAND_OK = int(ExecStatus.COMMAND_OK)
+_FATAL_ERROR = int(ExecStatus.FATAL_ERROR)
 _CONNECTION_OK = int(ConnStatus.OK)
 
 
@@ -411,19 +421,27 @@ _ATTRIBUTES = (
 )
 
 
-def _attributes(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
-    prepared = conn._prepared
-    return (
-        conn._autocommit,
-        conn._isolation_level,
-        conn._read_only,
-        conn._deferrable,
-        prepared.prepare_threshold,
-        prepared.prepared_max,
-        conn.row_factory,
-        conn.cursor_factory,
-        conn.server_cursor_factory,
-    )
+#: Return the fields behind _ATTRIBUTES of a connection, as a tuple (one C
+#: call: read at every settling).
+_attributes = attrgetter(
+    "_autocommit",
+    "_isolation_level",
+    "_read_only",
+    "_deferrable",
+    "_prepared.prepare_threshold",
+    "_prepared.prepared_max",
+    "row_factory",
+    "cursor_factory",
+    "server_cursor_factory",
+)
+
+#: Return what a connection's handlers are: psycopg's lists, libpq's two.
+_handlers = attrgetter(
+    "_notice_handlers",
+    "_notify_handlers",
+    "pgconn.notice_handler",
+    "pgconn.notify_handler",
+)
 
 
 # Where a connection's _State is kept: on the connection, as psycopg_pool keeps
@@ -431,20 +449,14 @@ def _attributes(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
 _STATE = "_pgpool_session"
 
 
-def _adapters_key(adapters: AdaptersMap) -> tuple[object, ...]:
-    """Return what changes, by identity, when anything is registered on *adapters*.
-
-    psycopg's maps are copy-on-write (psycopg/_adapters_map.py): a map made
-    from a template shares its dicts until the first registration, which
-    copies the one it changes. Compared with ``==``, which is an identity
-    check unless one was copied.
-    """
-    return (
-        *adapters._dumpers.values(),
-        *adapters._dumpers_by_oid,
-        *adapters._loaders,
-        adapters.types._registry,
-    )
+#: Return what changes when anything is registered on an adapters map.
+#:
+#: psycopg's maps are copy-on-write (psycopg/_adapters_map.py): a map made
+#: from a template shares its dicts until the first registration, which
+#: copies the one it changes. Compared with ``==``: the containers a map
+#: copies when made (its dict of dumper dicts, its lists of them) by their
+#: items, the shared dicts in them by identity unless one was copied.
+_adapters_key = attrgetter("_dumpers", "_dumpers_by_oid", "_loaders", "types._registry")
 
 
 class _Pending:
@@ -475,9 +487,13 @@ class _Pending:
         self.since: int | None = None
 
 
-#: The reset of a tracked loan that left nothing to undo but the client side:
-#: no query, nothing to read (SessionReset.start(); never changed after).
+#: The reset of a loan that left nothing to undo but the client side: no
+#: query, nothing to read (SessionReset.start(); never changed after).
 _RESTORE_ONLY = _Pending()
+#: The reset of a loan that left only a transaction to roll back: a lone
+#: ``ROLLBACK`` sent and flushed (never changed after).
+_ROLLBACK = _Pending()
+_ROLLBACK.sent = True
 
 
 class _Snapshot:
@@ -491,6 +507,7 @@ class _Snapshot:
         "notice_handlers",
         "notify_handlers",
         "pgconn_handlers",
+        "handlers",
         "names",
         "size",
         "user",
@@ -507,6 +524,12 @@ class _Snapshot:
         self.notify_handlers = list(conn._notify_handlers)
         pgconn = conn.pgconn
         self.pgconn_handlers = (pgconn.notice_handler, pgconn.notify_handler)
+        # All four, compared at once (_handlers()).
+        self.handlers = (
+            self.notice_handlers,
+            self.notify_handlers,
+            *self.pgconn_handlers,
+        )
         # The instance's own attributes: their names, how many, and the
         # values of the public ones psycopg does not have (set by configure
         # or by a connection class of the user's).
@@ -679,7 +702,14 @@ class SessionReset:
                 f"connection not made by pool {self.name!r}: {conn}"
             )
         pgconn = conn.pgconn
-        _refuse_unresettable(conn, pgconn)
+        if (
+            conn._num_transactions
+            or conn._pipeline is not None
+            or conn._tpc is not None
+            or conn._notifies_backlog is None
+            or pgconn.pipeline_status
+        ):
+            _refuse_unresettable(conn, pgconn)  # raises
         status = pgconn.transaction_status
         if status == _IDLE and not self.session and not self.restore:
             state.rolled_back = False
@@ -689,18 +719,39 @@ class SessionReset:
         # (And warns about a rolled-back write only after one that ran a
         # statement that writes: the question would cost the server 10-20 us.)
         prepared = conn._prepared
+        if prepared._prepared_idx == state.prepared_idx:
+            # The usual loans, which psycopg prepared nothing in: nothing to
+            # send but a ROLLBACK of what was left open, the client side to
+            # restore when it settles (what the general case below would make
+            # of them, shared). Tracked: the session unchanged, no write to
+            # warn about (take_changed(), in place); else only a rollback.
+            if self.tracked:
+                d = conn.__dict__
+                usual = not d.get(CHANGED, True) and not (
+                    warn_write and status == _INTRANS and d.get(WROTE, True)
+                )
+                if usual:
+                    d[WROTE] = d[VOUCHED] = False  # CHANGED is False
+            else:
+                usual = not self.session
+            if usual:
+                if status == _IDLE:
+                    state.rolled_back = False
+                    state.pending = _RESTORE_ONLY
+                    return True
+                state.rolled_back = True
+                with conn.lock:
+                    pgconn.send_query(b"ROLLBACK")
+                    if pgconn.flush():
+                        pending = _Pending()
+                        pending.sent = True
+                        pending.flushed = False
+                    else:
+                        pending = _ROLLBACK
+                state.pending = pending
+                return True
         if self.tracked:
             session, wrote = take_changed(conn)
-            if (
-                not session
-                and status == _IDLE
-                and prepared._prepared_idx == state.prepared_idx
-            ):
-                # The usual loan: nothing to send, the client side to restore
-                # when it settles (what start() would make of it, shared).
-                state.rolled_back = False
-                state.pending = _RESTORE_ONLY
-                return True
         else:
             session, wrote = self.session, True
         pending = _Pending()
@@ -842,12 +893,8 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     if pending is None:
         return
     state.pending = None
-    if timeout is None or timeout > SETTLE_TIMEOUT:
-        timeout = SETTLE_TIMEOUT
     try:
-        # No query in flight (a tracked loan that changed nothing): no clock.
-        deadline = monotonic() + timeout if pending.sent else 0.0
-        _settle(conn, state, pending, deadline)
+        _settle(conn, state, pending, timeout)
     except BaseException:
         conn.close()
         raise
@@ -857,7 +904,7 @@ def _settle(
     conn: psycopg.Connection[Any],
     state: _State,
     pending: _Pending,
-    deadline: float,
+    timeout: float | None,
 ) -> None:
     reset = state.reset
     pgconn = conn.pgconn
@@ -865,14 +912,22 @@ def _settle(
     # ALL undid what it set); else as configure left it.
     snapshot = state.made if pending.session else state.configured
     # The previous borrower's handlers hear nothing more, not even the reset.
-    if conn._notice_handlers != snapshot.notice_handlers:
-        conn._notice_handlers[:] = snapshot.notice_handlers
-    if conn._notify_handlers != snapshot.notify_handlers:
-        conn._notify_handlers[:] = snapshot.notify_handlers
-    if (pgconn.notice_handler, pgconn.notify_handler) != snapshot.pgconn_handlers:
-        pgconn.notice_handler, pgconn.notify_handler = snapshot.pgconn_handlers
+    if _handlers(conn) != snapshot.handlers:
+        if conn._notice_handlers != snapshot.notice_handlers:
+            conn._notice_handlers[:] = snapshot.notice_handlers
+        if conn._notify_handlers != snapshot.notify_handlers:
+            conn._notify_handlers[:] = snapshot.notify_handlers
+        if (pgconn.notice_handler, pgconn.notify_handler) != snapshot.pgconn_handlers:
+            pgconn.notice_handler, pgconn.notify_handler = snapshot.pgconn_handlers
+    rows: list[Any] = []
     with conn.lock:
-        rows = _answer(pgconn, pending, deadline) if pending.sent else []
+        if pending.sent:
+            # No query in flight (a tracked loan that changed nothing): no
+            # clock.
+            if timeout is None or timeout > SETTLE_TIMEOUT:
+                timeout = SETTLE_TIMEOUT
+            deadline = monotonic() + timeout
+            rows = _answer(pgconn, pending, deadline)
         # Notifications that came before UNLISTEN (or ROLLBACK) took effect:
         # libpq's queue and psycopg's backlog.
         while pgconn.notifies() is not None:
@@ -905,18 +960,24 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
     if not pending.flushed:
         while pgconn.flush():
             _wait(pgconn.socket, deadline, write=True)
-    # psycopg's own reading of a query's results (compiled, with psycopg's
-    # binary package), driven here so that its waits have a deadline. It
-    # waits for nothing when the answer has arrived, which is usual.
     pgconn.consume_input()  # what has arrived: usually all of it
-    fetching = fetch_many(pgconn)
-    try:
-        next(fetching)
-        while True:
-            _wait(pgconn.socket, deadline)
-            fetching.send(EVENT_READ)
-    except StopIteration as done:
-        results = done.value
+    results: list[Any] = []
+    if pending is _ROLLBACK and not pgconn.is_busy():
+        # A lone ROLLBACK (the usual reset), whose answer has usually all
+        # arrived: read as fetch_many() would, without a generator.
+        first = pgconn.get_result()
+        if first is not None and not pgconn.is_busy():
+            last = pgconn.get_result()  # None: the end
+            if (
+                last is None
+                and first.status == _COMMAND_OK
+                and pgconn.status == _CONNECTION_OK
+            ):
+                return results
+            results = [first] if last is None else [first, last]
+        elif first is not None:
+            results = [first]
+    results = _fetch(pgconn, deadline, results)
     rows: list[Any] = []
     error = None
     want = pending.wrote or pending.counts or pending.temps  # rows to read
@@ -932,6 +993,28 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
     if error is not None:
         raise SessionResetFailed(f"session reset failed: {error}")
     return rows
+
+
+def _fetch(pgconn: Any, deadline: float, results: list[Any]) -> list[Any]:
+    """Return *results* (read already) and the rest of the query's, by *deadline*."""
+    # psycopg's own reading of a query's results (compiled, with psycopg's
+    # binary package), driven here so that its waits have a deadline. It
+    # waits for nothing when the answer has arrived, which is usual.
+    fetching = fetch_many(pgconn)
+    try:
+        next(fetching)
+        while True:
+            _wait(pgconn.socket, deadline)
+            fetching.send(EVENT_READ)
+    except StopIteration as done:
+        rest: list[Any] = done.value
+        return results + rest if results else rest
+    except psycopg.DatabaseError:
+        # As fetch_many() does with its own: after a fatal error (reported
+        # then), a connection lost ends the results.
+        if any(result.status == _FATAL_ERROR for result in results):
+            return results
+        raise
 
 
 def _wait(fd: int, deadline: float, *, write: bool = False) -> None:
@@ -1066,10 +1149,10 @@ def _restore(
 
 # -- watching a connection (for pgpool_core._tracking) -----------------------------
 
-# The subclasses made so far, by the class each extends (None: a cursor class
+# The subclasses made so far, by the class each extends (False: a cursor class
 # that cannot be watched).
 _connection_classes: dict[type[Any], type[Any]] = {}
-_cursor_classes: dict[type[Any], type[Any] | None] = {}
+_cursor_classes: dict[type[Any], type[Any] | bool] = {}
 
 
 def watch(conn: psycopg.Connection[Any]) -> None:
@@ -1120,12 +1203,14 @@ def _watched_connection_class(base: type[Any]) -> type[Any]:
 
         def cursor(self, *args: Any, **kwargs: Any) -> Any:
             cur = base_cursor(self, *args, **kwargs)
-            cls = cur.__class__
-            watched = cursors.get(cls, _MISSING)
-            if watched is _MISSING:
-                watched = cursors[cls] = _watched_cursor_class(cls)
-            if watched is not None:
+            watched = cursors.get(cur.__class__)
+            if watched:
                 cur.__class__ = watched
+            elif watched is None:
+                cls = cur.__class__
+                watched = cursors[cls] = _watched_cursor_class(cls) or False
+                if watched:
+                    cur.__class__ = watched
             return cur
 
         def _start_query(self) -> Any:
@@ -1157,7 +1242,7 @@ def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
         def _start_query(self, query: Any = None) -> Any:
             # execute(), executemany(), stream(); copy() gives no query here.
             if query is not None and not self._closed:
-                kind = known(query) if type(query) is str else None
+                kind = known(query) if query.__class__ is str else None
                 if kind is None:
                     kind = statement_kind(query, self)
                 if kind != CHANGES:
@@ -1210,11 +1295,10 @@ def shadow_wait(conn: psycopg.Connection[Any], wrap: WaitWrapper) -> None:
     wait = type(conn).wait
 
     def shadowing_wait(gen: Any, *args: Any, **kwargs: Any) -> Any:
-        this = ref()
-        assert this is not None  # a bound method's object is alive
-        if getattr(gen, "__name__", None) == "notifies":
-            return wait(this, gen, *args, **kwargs)
-        return wait(this, wrap(this, gen), *args, **kwargs)
+        this: Any = ref()  # alive: a bound method's object
+        if getattr(gen, "__name__", None) != "notifies":
+            gen = wrap(this, gen)
+        return wait(this, gen, *args, **kwargs)
 
     setattr(conn, "wait", shadowing_wait)  # noqa: B010 (mypy: a method)
 

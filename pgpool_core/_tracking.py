@@ -217,10 +217,12 @@ def _classify(text: str) -> int:
 # -- watching a connection -------------------------------------------------------
 
 # On a watched connection: the loan ran something that may have changed the
-# session; a cursor of ours vouched for the statement about to start.
+# session; a cursor of ours vouched for the statement about to start. (Read
+# and cleared in place by SessionReset.start()'s usual cases too, without a
+# call to take_changed().)
 CHANGED = "_pgpool_changed"
-_VOUCHED = "_pgpool_vouched"
-_WROTE = "_pgpool_wrote"  # ... a statement that writes data directly
+VOUCHED = "_pgpool_vouched"
+WROTE = "_pgpool_wrote"  # ... a statement that writes data directly
 
 
 def take_changed(conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
@@ -233,6 +235,6 @@ def take_changed(conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
     """
     d = conn.__dict__
     changed: bool = d.get(CHANGED, True)
-    wrote: bool = d.get(_WROTE, True)
-    d[CHANGED] = d[_VOUCHED] = d[_WROTE] = False
+    wrote: bool = d.get(WROTE, True)
+    d[CHANGED] = d[VOUCHED] = d[WROTE] = False
     return changed, wrote
