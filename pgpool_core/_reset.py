@@ -206,6 +206,14 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
     pgconn = conn.pgconn
     if pgconn.status != _CONNECTION_OK:
         raise psycopg.OperationalError("the connection is closed")
+    poller = getattr(conn, _POLLER, None)
+    if poller is None:
+        _check_socket(conn, pgconn)  # the first check, or one with more to do
+    elif pgconn.transaction_status != _IDLE or poller.poll(0):
+        ConnectionPool.check_connection(conn)
+
+
+def _check_socket(conn: psycopg.Connection[Any], pgconn: Any) -> None:
     attrs = getattr(conn, _TARGET_SESSION_ATTRS, None)
     if attrs is None or attrs in _WRITABLE:
         try:
@@ -216,7 +224,7 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
     if pgconn.transaction_status != _IDLE:
         ConnectionPool.check_connection(conn)
         return
-    poller = getattr(conn, _POLLER, None)
+    poller = getattr(conn, _SOCKET_POLLER, None)
     if poller is None:
         if not hasattr(select, "poll"):
             if _selected(pgconn.socket, 0):
@@ -226,7 +234,10 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
         # one call.
         poller = select.poll()
         poller.register(pgconn.socket, _POLL_MASK)
-        setattr(conn, _POLLER, poller)
+        setattr(conn, _SOCKET_POLLER, poller)
+        if getattr(conn, _TARGET_SESSION_ATTRS, None) not in _WRITABLE:
+            # Nothing more to check at the next ones (check_socket()).
+            setattr(conn, _POLLER, poller)
     if poller.poll(0):
         ConnectionPool.check_connection(conn)
 
@@ -261,7 +272,9 @@ def _selected(fd: int, seconds: float, *, write: bool = False) -> bool:
 # watches its socket.
 _TARGET_SESSION_ATTRS = "_pgpool_target_session_attrs"
 _WRITABLE = ("read-write", "primary")
-_POLLER = "_pgpool_poller"
+_SOCKET_POLLER = "_pgpool_poller"
+# The same, once its target_session_attrs was found to ask nothing more.
+_POLLER = "_pgpool_socket_only"
 
 
 def check_target_session_attrs(
@@ -702,16 +715,10 @@ class SessionReset:
                 f"connection not made by pool {self.name!r}: {conn}"
             )
         pgconn = conn.pgconn
-        if (
-            conn._num_transactions
-            or conn._pipeline is not None
-            or conn._tpc is not None
-            or conn._notifies_backlog is None
-            or pgconn.pipeline_status
-        ):
+        if _open(conn) != _NONE_OPEN or conn._notifies_backlog is None:
             _refuse_unresettable(conn, pgconn)  # raises
         status = pgconn.transaction_status
-        if status == _IDLE and not self.session and not self.restore:
+        if not self.restore and status == _IDLE and not self.session:
             state.rolled_back = False
             return False  # reset=None and nothing left open: nothing to undo
         # The default (tracked) resets the session only after a loan that
@@ -835,6 +842,12 @@ def _queries_mark(prepared: Any) -> object:
     return (len(counts), key, counts[key])
 
 
+#: Return what a connection has open that a borrower could still act on (see
+#: _refuse_unresettable()): as _NONE_OPEN when nothing is.
+_open = attrgetter("_num_transactions", "_pipeline", "_tpc", "pgconn.pipeline_status")
+_NONE_OPEN = (0, None, None, PipelineStatus.OFF)
+
+
 def _refuse_unresettable(conn: psycopg.Connection[Any], pgconn: Any) -> None:
     """Raise if *conn* holds client state that its borrower could still act on.
 
@@ -894,61 +907,54 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
         return
     state.pending = None
     try:
-        _settle(conn, state, pending, timeout)
+        reset = state.reset
+        pgconn = conn.pgconn
+        # After a session reset, as the pool made it (configure runs again:
+        # RESET ALL undid what it set); else as configure left it.
+        snapshot = state.made if pending.session else state.configured
+        # The previous borrower's handlers hear nothing more, not even the
+        # reset.
+        if _handlers(conn) != snapshot.handlers:
+            if conn._notice_handlers != snapshot.notice_handlers:
+                conn._notice_handlers[:] = snapshot.notice_handlers
+            if conn._notify_handlers != snapshot.notify_handlers:
+                conn._notify_handlers[:] = snapshot.notify_handlers
+            if (
+                pgconn.notice_handler,
+                pgconn.notify_handler,
+            ) != snapshot.pgconn_handlers:
+                pgconn.notice_handler, pgconn.notify_handler = snapshot.pgconn_handlers
+        rows: list[Any] = []
+        with conn.lock:
+            if pending.sent:  # none in flight (nothing to undo): no clock
+                if timeout is None or timeout > SETTLE_TIMEOUT:
+                    timeout = SETTLE_TIMEOUT
+                deadline = monotonic() + timeout
+                rows = _answer(pgconn, pending, deadline)
+            # Notifications that came before UNLISTEN (or ROLLBACK) took
+            # effect: libpq's queue and psycopg's backlog.
+            while pgconn.notifies() is not None:
+                pass
+        backlog = conn._notifies_backlog
+        if backlog:
+            backlog.clear()
+        if rows or pending.since is not None:
+            _act_on(conn, state, pending, rows)
+        if reset.restore:
+            _restore(conn, snapshot, state.configured)
+            if pending.session and reset.configure is not None:
+                run_configure(conn, reset.configure)
+                if reset.tracked:
+                    # What configure ran is not the next loan's. Nothing else
+                    # here runs a statement through a cursor (the rest goes
+                    # through libpq), and start() took the loan's marks.
+                    take_changed(conn)
+        prepared = conn._prepared
+        state.prepared_idx = prepared._prepared_idx
+        state.queries_mark = _queries_mark(prepared)
     except BaseException:
         conn.close()
         raise
-
-
-def _settle(
-    conn: psycopg.Connection[Any],
-    state: _State,
-    pending: _Pending,
-    timeout: float | None,
-) -> None:
-    reset = state.reset
-    pgconn = conn.pgconn
-    # After a session reset, as the pool made it (configure runs again: RESET
-    # ALL undid what it set); else as configure left it.
-    snapshot = state.made if pending.session else state.configured
-    # The previous borrower's handlers hear nothing more, not even the reset.
-    if _handlers(conn) != snapshot.handlers:
-        if conn._notice_handlers != snapshot.notice_handlers:
-            conn._notice_handlers[:] = snapshot.notice_handlers
-        if conn._notify_handlers != snapshot.notify_handlers:
-            conn._notify_handlers[:] = snapshot.notify_handlers
-        if (pgconn.notice_handler, pgconn.notify_handler) != snapshot.pgconn_handlers:
-            pgconn.notice_handler, pgconn.notify_handler = snapshot.pgconn_handlers
-    rows: list[Any] = []
-    with conn.lock:
-        if pending.sent:
-            # No query in flight (a tracked loan that changed nothing): no
-            # clock.
-            if timeout is None or timeout > SETTLE_TIMEOUT:
-                timeout = SETTLE_TIMEOUT
-            deadline = monotonic() + timeout
-            rows = _answer(pgconn, pending, deadline)
-        # Notifications that came before UNLISTEN (or ROLLBACK) took effect:
-        # libpq's queue and psycopg's backlog.
-        while pgconn.notifies() is not None:
-            pass
-    backlog = conn._notifies_backlog
-    if backlog:
-        backlog.clear()
-    if rows or pending.since is not None:
-        _act_on(conn, state, pending, rows)
-    if reset.restore:
-        _restore(conn, snapshot, state.configured)
-        if pending.session and reset.configure is not None:
-            run_configure(conn, reset.configure)
-            if reset.tracked:
-                # What configure ran is not the next loan's. Nothing else here
-                # runs a statement through a cursor (the rest goes through
-                # libpq), and start() took the loan's marks.
-                take_changed(conn)
-    prepared = conn._prepared
-    state.prepared_idx = prepared._prepared_idx
-    state.queries_mark = _queries_mark(prepared)
 
 
 def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
@@ -1296,7 +1302,10 @@ def shadow_wait(conn: psycopg.Connection[Any], wrap: WaitWrapper) -> None:
 
     def shadowing_wait(gen: Any, *args: Any, **kwargs: Any) -> Any:
         this: Any = ref()  # alive: a bound method's object
-        if getattr(gen, "__name__", None) != "notifies":
+        try:
+            if gen.__name__ != "notifies":
+                gen = wrap(this, gen)
+        except AttributeError:  # not a generator: wrapped too
             gen = wrap(this, gen)
         return wait(this, gen, *args, **kwargs)
 
