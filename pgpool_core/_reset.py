@@ -1307,7 +1307,9 @@ def shadow_wait(conn: psycopg.Connection[Any], wrap: WaitWrapper) -> None:
                 gen = wrap(this, gen)
         except AttributeError:  # not a generator: wrapped too
             gen = wrap(this, gen)
-        return wait(this, gen, *args, **kwargs)
+        if args or kwargs:
+            return wait(this, gen, *args, **kwargs)
+        return wait(this, gen)
 
     setattr(conn, "wait", shadowing_wait)  # noqa: B010 (mypy: a method)
 
