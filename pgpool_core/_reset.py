@@ -926,11 +926,8 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
                 pgconn.notice_handler, pgconn.notify_handler = snapshot.pgconn_handlers
         rows: list[Any] = []
         with conn.lock:
-            if pending.sent:  # none in flight (nothing to undo): no clock
-                if timeout is None or timeout > SETTLE_TIMEOUT:
-                    timeout = SETTLE_TIMEOUT
-                deadline = monotonic() + timeout
-                rows = _answer(pgconn, pending, deadline)
+            if pending.sent:  # none in flight: nothing to read
+                rows = _answer(pgconn, pending, timeout)
             # Notifications that came before UNLISTEN (or ROLLBACK) took
             # effect: libpq's queue and psycopg's backlog.
             while pgconn.notifies() is not None:
@@ -957,13 +954,16 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
         raise
 
 
-def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
+def _answer(pgconn: Any, pending: _Pending, timeout: float | None) -> list[Any]:
     """Read the reset's answer; return the rows of its SELECTs, first row each.
 
-    Raise SessionResetFailed if the server refused it or it did not come by
-    *deadline*; OperationalError if the connection was lost.
+    Raise SessionResetFailed if the server refused it or it did not come
+    within *timeout* seconds (at most SETTLE_TIMEOUT); OperationalError if the
+    connection was lost.
     """
+    deadline = 0.0  # not read until something is waited for: an answer there
     if not pending.flushed:
+        deadline = _deadline(timeout)
         while pgconn.flush():
             _wait(pgconn.socket, deadline, write=True)
     pgconn.consume_input()  # what has arrived: usually all of it
@@ -983,7 +983,7 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
             results = [first] if last is None else [first, last]
         elif first is not None:
             results = [first]
-    results = _fetch(pgconn, deadline, results)
+    results = _fetch(pgconn, deadline or _deadline(timeout), results)
     rows: list[Any] = []
     error = None
     want = pending.wrote or pending.counts or pending.temps  # rows to read
@@ -999,6 +999,13 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
     if error is not None:
         raise SessionResetFailed(f"session reset failed: {error}")
     return rows
+
+
+def _deadline(timeout: float | None) -> float:
+    """Return when a wait of *timeout* seconds (at most SETTLE_TIMEOUT) ends."""
+    if timeout is None or timeout > SETTLE_TIMEOUT:
+        timeout = SETTLE_TIMEOUT
+    return monotonic() + timeout
 
 
 def _fetch(pgconn: Any, deadline: float, results: list[Any]) -> list[Any]:
@@ -1208,7 +1215,10 @@ def _watched_connection_class(base: type[Any]) -> type[Any]:
         _pgpool_wrote = False
 
         def cursor(self, *args: Any, **kwargs: Any) -> Any:
-            cur = base_cursor(self, *args, **kwargs)
+            if args or kwargs:
+                cur = base_cursor(self, *args, **kwargs)
+            else:
+                cur = base_cursor(self)  # the usual call: no arguments to pass
             watched = cursors.get(cur.__class__)
             if watched:
                 cur.__class__ = watched
