@@ -63,7 +63,7 @@ from ._tracking import (
     CHANGES,
     VOUCHED,
     WROTE,
-    known_kind,
+    kind_of,
     statement_kind,
     take_changed,
 )
@@ -1250,7 +1250,7 @@ def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
         return None
     base_start = base._start_query
     base_copy = base._start_copy_gen
-    known = known_kind
+    kinds = kind_of
 
     class Watched(base):  # type: ignore[misc]
         __slots__ = ()
@@ -1258,8 +1258,9 @@ def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
         def _start_query(self, query: Any = None) -> Any:
             # execute(), executemany(), stream(); copy() gives no query here.
             if query is not None and not self._closed:
-                kind = known(query) if query.__class__ is str else None
-                if kind is None:
+                if query.__class__ is str:
+                    kind = kinds[query]  # classified once
+                else:
                     kind = statement_kind(query, self)
                 if kind != CHANGES:
                     conn = self._conn
