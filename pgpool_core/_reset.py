@@ -47,6 +47,7 @@ import re
 import select
 import weakref
 from collections.abc import Callable, Generator
+from operator import attrgetter
 from selectors import EVENT_READ
 from time import monotonic
 from typing import Any
@@ -57,7 +58,15 @@ from psycopg.pq import ConnStatus, ExecStatus, PipelineStatus, TransactionStatus
 from psycopg_pool import ConnectionPool
 
 from . import _fence
-from ._tracking import CHANGES, known_kind, statement_kind, take_changed
+from ._tracking import (
+    CHANGED,
+    CHANGES,
+    VOUCHED,
+    WROTE,
+    kind_of,
+    statement_kind,
+    take_changed,
+)
 from .errors import SessionResetFailed
 
 # The psycopg names this module relies on that psycopg does not document
@@ -66,7 +75,7 @@ from .errors import SessionResetFailed
 # tests/core/test_fence.py).
 PSYCOPG_NAMES: _fence.Names = (
     # What a borrower may set through the connection's properties, read
-    # without a property call at each settling (_attributes()); its
+    # without a property call at each settling (_attributes); its
     # prepared statements (_prepared) and adapters (_adapters, replaced by
     # a pristine copy).
     (
@@ -109,7 +118,7 @@ PSYCOPG_NAMES: _fence.Names = (
         "psycopg._preparing.PrepareManager",
         ("_prepared_idx", "_names", "_to_flush", "_counts", "clear"),
     ),
-    # What an adapters map holds, compared by identity (_adapters_key()).
+    # What an adapters map holds, compared by identity (_adapters_key).
     (
         "psycopg.adapt.AdaptersMap",
         ("_dumpers", "_dumpers_by_oid", "_loaders", "types"),
@@ -174,6 +183,7 @@ _INERROR = TransactionStatus.INERROR
 # Plain ints: compared for every result of every reset.
 _TUPLES_OK = int(ExecStatus.TUPLES_OK)
 _COMMAND_OK = int(ExecStatus.COMMAND_OK)
+_FATAL_ERROR = int(ExecStatus.FATAL_ERROR)
 _CONNECTION_OK = int(ConnStatus.OK)
 
 
@@ -196,6 +206,14 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
     pgconn = conn.pgconn
     if pgconn.status != _CONNECTION_OK:
         raise psycopg.OperationalError("the connection is closed")
+    poller = getattr(conn, _POLLER, None)
+    if poller is None:
+        _check_socket(conn, pgconn)  # the first check, or one with more to do
+    elif pgconn.transaction_status != _IDLE or poller.poll(0):
+        ConnectionPool.check_connection(conn)
+
+
+def _check_socket(conn: psycopg.Connection[Any], pgconn: Any) -> None:
     attrs = getattr(conn, _TARGET_SESSION_ATTRS, None)
     if attrs is None or attrs in _WRITABLE:
         try:
@@ -206,7 +224,7 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
     if pgconn.transaction_status != _IDLE:
         ConnectionPool.check_connection(conn)
         return
-    poller = getattr(conn, _POLLER, None)
+    poller = getattr(conn, _SOCKET_POLLER, None)
     if poller is None:
         if not hasattr(select, "poll"):
             if _selected(pgconn.socket, 0):
@@ -216,7 +234,10 @@ def check_socket(conn: psycopg.Connection[Any]) -> None:
         # one call.
         poller = select.poll()
         poller.register(pgconn.socket, _POLL_MASK)
-        setattr(conn, _POLLER, poller)
+        setattr(conn, _SOCKET_POLLER, poller)
+        if getattr(conn, _TARGET_SESSION_ATTRS, None) not in _WRITABLE:
+            # Nothing more to check at the next ones (check_socket()).
+            setattr(conn, _POLLER, poller)
     if poller.poll(0):
         ConnectionPool.check_connection(conn)
 
@@ -251,7 +272,9 @@ def _selected(fd: int, seconds: float, *, write: bool = False) -> bool:
 # watches its socket.
 _TARGET_SESSION_ATTRS = "_pgpool_target_session_attrs"
 _WRITABLE = ("read-write", "primary")
-_POLLER = "_pgpool_poller"
+_SOCKET_POLLER = "_pgpool_poller"
+# The same, once its target_session_attrs was found to ask nothing more.
+_POLLER = "_pgpool_socket_only"
 
 
 def check_target_session_attrs(
@@ -411,19 +434,27 @@ _ATTRIBUTES = (
 )
 
 
-def _attributes(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
-    prepared = conn._prepared
-    return (
-        conn._autocommit,
-        conn._isolation_level,
-        conn._read_only,
-        conn._deferrable,
-        prepared.prepare_threshold,
-        prepared.prepared_max,
-        conn.row_factory,
-        conn.cursor_factory,
-        conn.server_cursor_factory,
-    )
+#: Return the fields behind _ATTRIBUTES of a connection, as a tuple (one C
+#: call: read at every settling).
+_attributes = attrgetter(
+    "_autocommit",
+    "_isolation_level",
+    "_read_only",
+    "_deferrable",
+    "_prepared.prepare_threshold",
+    "_prepared.prepared_max",
+    "row_factory",
+    "cursor_factory",
+    "server_cursor_factory",
+)
+
+#: Return what a connection's handlers are: psycopg's lists, libpq's two.
+_handlers = attrgetter(
+    "_notice_handlers",
+    "_notify_handlers",
+    "pgconn.notice_handler",
+    "pgconn.notify_handler",
+)
 
 
 # Where a connection's _State is kept: on the connection, as psycopg_pool keeps
@@ -431,20 +462,14 @@ def _attributes(conn: psycopg.Connection[Any]) -> tuple[Any, ...]:
 _STATE = "_pgpool_session"
 
 
-def _adapters_key(adapters: AdaptersMap) -> tuple[object, ...]:
-    """Return what changes, by identity, when anything is registered on *adapters*.
-
-    psycopg's maps are copy-on-write (psycopg/_adapters_map.py): a map made
-    from a template shares its dicts until the first registration, which
-    copies the one it changes. Compared with ``==``, which is an identity
-    check unless one was copied.
-    """
-    return (
-        *adapters._dumpers.values(),
-        *adapters._dumpers_by_oid,
-        *adapters._loaders,
-        adapters.types._registry,
-    )
+#: Return what changes when anything is registered on an adapters map.
+#:
+#: psycopg's maps are copy-on-write (psycopg/_adapters_map.py): a map made
+#: from a template shares its dicts until the first registration, which
+#: copies the one it changes. Compared with ``==``: the containers a map
+#: copies when made (its dict of dumper dicts, its lists of them) by their
+#: items, the shared dicts in them by identity unless one was copied.
+_adapters_key = attrgetter("_dumpers", "_dumpers_by_oid", "_loaders", "types._registry")
 
 
 class _Pending:
@@ -475,9 +500,13 @@ class _Pending:
         self.since: int | None = None
 
 
-#: The reset of a tracked loan that left nothing to undo but the client side:
-#: no query, nothing to read (SessionReset.start(); never changed after).
+#: The reset of a loan that left nothing to undo but the client side: no
+#: query, nothing to read (SessionReset.start(); never changed after).
 _RESTORE_ONLY = _Pending()
+#: The reset of a loan that left only a transaction to roll back: a lone
+#: ``ROLLBACK`` sent and flushed (never changed after).
+_ROLLBACK = _Pending()
+_ROLLBACK.sent = True
 
 
 class _Snapshot:
@@ -491,6 +520,7 @@ class _Snapshot:
         "notice_handlers",
         "notify_handlers",
         "pgconn_handlers",
+        "handlers",
         "names",
         "size",
         "user",
@@ -507,6 +537,12 @@ class _Snapshot:
         self.notify_handlers = list(conn._notify_handlers)
         pgconn = conn.pgconn
         self.pgconn_handlers = (pgconn.notice_handler, pgconn.notify_handler)
+        # All four, compared at once (_handlers()).
+        self.handlers = (
+            self.notice_handlers,
+            self.notify_handlers,
+            *self.pgconn_handlers,
+        )
         # The instance's own attributes: their names, how many, and the
         # values of the public ones psycopg does not have (set by configure
         # or by a connection class of the user's).
@@ -679,9 +715,10 @@ class SessionReset:
                 f"connection not made by pool {self.name!r}: {conn}"
             )
         pgconn = conn.pgconn
-        _refuse_unresettable(conn, pgconn)
+        if _open(conn) != _NONE_OPEN or conn._notifies_backlog is None:
+            _refuse_unresettable(conn, pgconn)  # raises
         status = pgconn.transaction_status
-        if status == _IDLE and not self.session and not self.restore:
+        if not self.restore and status == _IDLE and not self.session:
             state.rolled_back = False
             return False  # reset=None and nothing left open: nothing to undo
         # The default (tracked) resets the session only after a loan that
@@ -689,18 +726,39 @@ class SessionReset:
         # (And warns about a rolled-back write only after one that ran a
         # statement that writes: the question would cost the server 10-20 us.)
         prepared = conn._prepared
+        if prepared._prepared_idx == state.prepared_idx:
+            # The usual loans, which psycopg prepared nothing in: nothing to
+            # send but a ROLLBACK of what was left open, the client side to
+            # restore when it settles (what the general case below would make
+            # of them, shared). Tracked: the session unchanged, no write to
+            # warn about (take_changed(), in place); else only a rollback.
+            if self.tracked:
+                d = conn.__dict__
+                usual = not d.get(CHANGED, True) and not (
+                    warn_write and status == _INTRANS and d.get(WROTE, True)
+                )
+                if usual:
+                    d[WROTE] = d[VOUCHED] = False  # CHANGED is False
+            else:
+                usual = not self.session
+            if usual:
+                if status == _IDLE:
+                    state.rolled_back = False
+                    state.pending = _RESTORE_ONLY
+                    return True
+                state.rolled_back = True
+                with conn.lock:
+                    pgconn.send_query(b"ROLLBACK")
+                    if pgconn.flush():
+                        pending = _Pending()
+                        pending.sent = True
+                        pending.flushed = False
+                    else:
+                        pending = _ROLLBACK
+                state.pending = pending
+                return True
         if self.tracked:
             session, wrote = take_changed(conn)
-            if (
-                not session
-                and status == _IDLE
-                and prepared._prepared_idx == state.prepared_idx
-            ):
-                # The usual loan: nothing to send, the client side to restore
-                # when it settles (what start() would make of it, shared).
-                state.rolled_back = False
-                state.pending = _RESTORE_ONLY
-                return True
         else:
             session, wrote = self.session, True
         pending = _Pending()
@@ -784,6 +842,12 @@ def _queries_mark(prepared: Any) -> object:
     return (len(counts), key, counts[key])
 
 
+#: Return what a connection has open that a borrower could still act on (see
+#: _refuse_unresettable()): as _NONE_OPEN when nothing is.
+_open = attrgetter("_num_transactions", "_pipeline", "_tpc", "pgconn.pipeline_status")
+_NONE_OPEN = (0, None, None, PipelineStatus.OFF)
+
+
 def _refuse_unresettable(conn: psycopg.Connection[Any], pgconn: Any) -> None:
     """Raise if *conn* holds client state that its borrower could still act on.
 
@@ -842,81 +906,84 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
     if pending is None:
         return
     state.pending = None
-    if timeout is None or timeout > SETTLE_TIMEOUT:
-        timeout = SETTLE_TIMEOUT
     try:
-        # No query in flight (a tracked loan that changed nothing): no clock.
-        deadline = monotonic() + timeout if pending.sent else 0.0
-        _settle(conn, state, pending, deadline)
+        reset = state.reset
+        pgconn = conn.pgconn
+        # After a session reset, as the pool made it (configure runs again:
+        # RESET ALL undid what it set); else as configure left it.
+        snapshot = state.made if pending.session else state.configured
+        # The previous borrower's handlers hear nothing more, not even the
+        # reset.
+        if _handlers(conn) != snapshot.handlers:
+            if conn._notice_handlers != snapshot.notice_handlers:
+                conn._notice_handlers[:] = snapshot.notice_handlers
+            if conn._notify_handlers != snapshot.notify_handlers:
+                conn._notify_handlers[:] = snapshot.notify_handlers
+            if (
+                pgconn.notice_handler,
+                pgconn.notify_handler,
+            ) != snapshot.pgconn_handlers:
+                pgconn.notice_handler, pgconn.notify_handler = snapshot.pgconn_handlers
+        rows: list[Any] = []
+        with conn.lock:
+            if pending.sent:  # none in flight: nothing to read
+                rows = _answer(pgconn, pending, timeout)
+            # Notifications that came before UNLISTEN (or ROLLBACK) took
+            # effect: libpq's queue and psycopg's backlog.
+            while pgconn.notifies() is not None:
+                pass
+        backlog = conn._notifies_backlog
+        if backlog:
+            backlog.clear()
+        if rows or pending.since is not None:
+            _act_on(conn, state, pending, rows)
+        if reset.restore:
+            _restore(conn, snapshot, state.configured)
+            if pending.session and reset.configure is not None:
+                run_configure(conn, reset.configure)
+                if reset.tracked:
+                    # What configure ran is not the next loan's. Nothing else
+                    # here runs a statement through a cursor (the rest goes
+                    # through libpq), and start() took the loan's marks.
+                    take_changed(conn)
+        prepared = conn._prepared
+        state.prepared_idx = prepared._prepared_idx
+        state.queries_mark = _queries_mark(prepared)
     except BaseException:
         conn.close()
         raise
 
 
-def _settle(
-    conn: psycopg.Connection[Any],
-    state: _State,
-    pending: _Pending,
-    deadline: float,
-) -> None:
-    reset = state.reset
-    pgconn = conn.pgconn
-    # After a session reset, as the pool made it (configure runs again: RESET
-    # ALL undid what it set); else as configure left it.
-    snapshot = state.made if pending.session else state.configured
-    # The previous borrower's handlers hear nothing more, not even the reset.
-    if conn._notice_handlers != snapshot.notice_handlers:
-        conn._notice_handlers[:] = snapshot.notice_handlers
-    if conn._notify_handlers != snapshot.notify_handlers:
-        conn._notify_handlers[:] = snapshot.notify_handlers
-    if (pgconn.notice_handler, pgconn.notify_handler) != snapshot.pgconn_handlers:
-        pgconn.notice_handler, pgconn.notify_handler = snapshot.pgconn_handlers
-    with conn.lock:
-        rows = _answer(pgconn, pending, deadline) if pending.sent else []
-        # Notifications that came before UNLISTEN (or ROLLBACK) took effect:
-        # libpq's queue and psycopg's backlog.
-        while pgconn.notifies() is not None:
-            pass
-    backlog = conn._notifies_backlog
-    if backlog:
-        backlog.clear()
-    if rows or pending.since is not None:
-        _act_on(conn, state, pending, rows)
-    if reset.restore:
-        _restore(conn, snapshot, state.configured)
-        if pending.session and reset.configure is not None:
-            run_configure(conn, reset.configure)
-            if reset.tracked:
-                # What configure ran is not the next loan's. Nothing else here
-                # runs a statement through a cursor (the rest goes through
-                # libpq), and start() took the loan's marks.
-                take_changed(conn)
-    prepared = conn._prepared
-    state.prepared_idx = prepared._prepared_idx
-    state.queries_mark = _queries_mark(prepared)
-
-
-def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
+def _answer(pgconn: Any, pending: _Pending, timeout: float | None) -> list[Any]:
     """Read the reset's answer; return the rows of its SELECTs, first row each.
 
-    Raise SessionResetFailed if the server refused it or it did not come by
-    *deadline*; OperationalError if the connection was lost.
+    Raise SessionResetFailed if the server refused it or it did not come
+    within *timeout* seconds (at most SETTLE_TIMEOUT); OperationalError if the
+    connection was lost.
     """
+    deadline = 0.0  # not read until something is waited for: an answer there
     if not pending.flushed:
+        deadline = _deadline(timeout)
         while pgconn.flush():
             _wait(pgconn.socket, deadline, write=True)
-    # psycopg's own reading of a query's results (compiled, with psycopg's
-    # binary package), driven here so that its waits have a deadline. It
-    # waits for nothing when the answer has arrived, which is usual.
     pgconn.consume_input()  # what has arrived: usually all of it
-    fetching = fetch_many(pgconn)
-    try:
-        next(fetching)
-        while True:
-            _wait(pgconn.socket, deadline)
-            fetching.send(EVENT_READ)
-    except StopIteration as done:
-        results = done.value
+    results: list[Any] = []
+    if pending is _ROLLBACK and not pgconn.is_busy():
+        # A lone ROLLBACK (the usual reset), whose answer has usually all
+        # arrived: read as fetch_many() would, without a generator.
+        first = pgconn.get_result()
+        if first is not None and not pgconn.is_busy():
+            last = pgconn.get_result()  # None: the end
+            if (
+                last is None
+                and first.status == _COMMAND_OK
+                and pgconn.status == _CONNECTION_OK
+            ):
+                return results
+            results = [first] if last is None else [first, last]
+        elif first is not None:
+            results = [first]
+    results = _fetch(pgconn, deadline or _deadline(timeout), results)
     rows: list[Any] = []
     error = None
     want = pending.wrote or pending.counts or pending.temps  # rows to read
@@ -932,6 +999,35 @@ def _answer(pgconn: Any, pending: _Pending, deadline: float) -> list[Any]:
     if error is not None:
         raise SessionResetFailed(f"session reset failed: {error}")
     return rows
+
+
+def _deadline(timeout: float | None) -> float:
+    """Return when a wait of *timeout* seconds (at most SETTLE_TIMEOUT) ends."""
+    if timeout is None or timeout > SETTLE_TIMEOUT:
+        timeout = SETTLE_TIMEOUT
+    return monotonic() + timeout
+
+
+def _fetch(pgconn: Any, deadline: float, results: list[Any]) -> list[Any]:
+    """Return *results* (read already) and the rest of the query's, by *deadline*."""
+    # psycopg's own reading of a query's results (compiled, with psycopg's
+    # binary package), driven here so that its waits have a deadline. It
+    # waits for nothing when the answer has arrived, which is usual.
+    fetching = fetch_many(pgconn)
+    try:
+        next(fetching)
+        while True:
+            _wait(pgconn.socket, deadline)
+            fetching.send(EVENT_READ)
+    except StopIteration as done:
+        rest: list[Any] = done.value
+        return results + rest if results else rest
+    except psycopg.DatabaseError:
+        # As fetch_many() does with its own: after a fatal error (reported
+        # then), a connection lost ends the results.
+        if any(result.status == _FATAL_ERROR for result in results):
+            return results
+        raise
 
 
 def _wait(fd: int, deadline: float, *, write: bool = False) -> None:
@@ -1066,10 +1162,10 @@ def _restore(
 
 # -- watching a connection (for pgpool_core._tracking) -----------------------------
 
-# The subclasses made so far, by the class each extends (None: a cursor class
+# The subclasses made so far, by the class each extends (False: a cursor class
 # that cannot be watched).
 _connection_classes: dict[type[Any], type[Any]] = {}
-_cursor_classes: dict[type[Any], type[Any] | None] = {}
+_cursor_classes: dict[type[Any], type[Any] | bool] = {}
 
 
 def watch(conn: psycopg.Connection[Any]) -> None:
@@ -1119,13 +1215,18 @@ def _watched_connection_class(base: type[Any]) -> type[Any]:
         _pgpool_wrote = False
 
         def cursor(self, *args: Any, **kwargs: Any) -> Any:
-            cur = base_cursor(self, *args, **kwargs)
-            cls = cur.__class__
-            watched = cursors.get(cls, _MISSING)
-            if watched is _MISSING:
-                watched = cursors[cls] = _watched_cursor_class(cls)
-            if watched is not None:
+            if args or kwargs:
+                cur = base_cursor(self, *args, **kwargs)
+            else:
+                cur = base_cursor(self)  # the usual call: no arguments to pass
+            watched = cursors.get(cur.__class__)
+            if watched:
                 cur.__class__ = watched
+            elif watched is None:
+                cls = cur.__class__
+                watched = cursors[cls] = _watched_cursor_class(cls) or False
+                if watched:
+                    cur.__class__ = watched
             return cur
 
         def _start_query(self) -> Any:
@@ -1149,7 +1250,7 @@ def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
         return None
     base_start = base._start_query
     base_copy = base._start_copy_gen
-    known = known_kind
+    kinds = kind_of
 
     class Watched(base):  # type: ignore[misc]
         __slots__ = ()
@@ -1157,8 +1258,9 @@ def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
         def _start_query(self, query: Any = None) -> Any:
             # execute(), executemany(), stream(); copy() gives no query here.
             if query is not None and not self._closed:
-                kind = known(query) if type(query) is str else None
-                if kind is None:
+                if query.__class__ is str:
+                    kind = kinds[query]  # classified once
+                else:
                     kind = statement_kind(query, self)
                 if kind != CHANGES:
                     conn = self._conn
@@ -1210,11 +1312,15 @@ def shadow_wait(conn: psycopg.Connection[Any], wrap: WaitWrapper) -> None:
     wait = type(conn).wait
 
     def shadowing_wait(gen: Any, *args: Any, **kwargs: Any) -> Any:
-        this = ref()
-        assert this is not None  # a bound method's object is alive
-        if getattr(gen, "__name__", None) == "notifies":
+        this: Any = ref()  # alive: a bound method's object
+        try:
+            if gen.__name__ != "notifies":
+                gen = wrap(this, gen)
+        except AttributeError:  # not a generator: wrapped too
+            gen = wrap(this, gen)
+        if args or kwargs:
             return wait(this, gen, *args, **kwargs)
-        return wait(this, wrap(this, gen), *args, **kwargs)
+        return wait(this, gen)
 
     setattr(conn, "wait", shadowing_wait)  # noqa: B010 (mypy: a method)
 

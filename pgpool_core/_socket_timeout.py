@@ -47,7 +47,7 @@ from __future__ import annotations
 from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from time import monotonic
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
 
@@ -67,7 +67,7 @@ SOCKET_TIMEOUT_DEFAULT = 45.0
 # ``_WAIT_INTERVAL``).
 _INTERVAL = 0.1
 
-# On the connection: (seconds or None, the setting named when it passes).
+# On the connection: [seconds or None, the setting named when it passes].
 _BOUND = "_pgpool_socket_timeout"
 _SETTING = "socket_timeout"
 
@@ -94,16 +94,48 @@ def bound_waits(
     naming *pool_name* and the setting to raise; unless *still_running*
     says the backend is still at work (then the wait goes on).
     """
-    setattr(conn, _BOUND, (seconds, _SETTING))
+    # [seconds or None, the setting named when it passes]: changed in place
+    # by bounded(), read as each wait begins.
+    bound: list[Any] = [seconds, _SETTING]
+    setattr(conn, _BOUND, bound)
 
-    def bound(this: Any, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
-        seconds, setting = getattr(this, _BOUND)
+    def bounded_wait(
+        conn: psycopg.Connection[Any], gen: Generator[Any, Any, Any]
+    ) -> Generator[Any, Any, Any]:
+        # Drive gen; once its socket stays unready for the bound, close conn
+        # and raise (unless the server says it is still at work on it: then
+        # another bound). psycopg's wait functions send gen the socket's
+        # readiness, or 0 (nothing ready) every interval while it waits.
+        seconds, setting = bound
         if seconds is None:
-            return gen
-        ask = still_running if setting == _SETTING else None
-        return _bounded(gen, this, seconds, setting, pool_name, ask)
+            return (yield from gen)
+        send = gen.send
+        try:
+            waiting = next(gen)
+            while True:
+                ready = yield waiting
+                if not ready:
+                    # The first wake-up with nothing ready: a wait began an
+                    # interval ago (no clock read while the socket is ready).
+                    since = monotonic() - _INTERVAL
+                    waiting = send(ready)
+                    ready = yield waiting
+                    while not ready:
+                        if monotonic() - since >= seconds:
+                            if (
+                                setting != _SETTING
+                                or still_running is None
+                                or not still_running(conn.info.backend_pid)
+                            ):
+                                _time_out(gen, conn, seconds, setting, pool_name)
+                            since = monotonic()  # a long query: wait on
+                        waiting = send(ready)
+                        ready = yield waiting
+                waiting = send(ready)
+        except StopIteration as done:
+            return done.value
 
-    shadow_wait(conn, bound)
+    shadow_wait(conn, bounded_wait)
 
 
 @contextmanager
@@ -116,53 +148,27 @@ def bounded(
     ``SELECT 1``); *setting* is what the error names. *conn* must be a pool's
     (:func:`bound_waits` ran on it); otherwise nothing is bounded.
     """
-    previous = getattr(conn, _BOUND, None)
-    if previous is None:
+    bound: list[Any] | None = getattr(conn, _BOUND, None)
+    if bound is None:
         yield
         return
+    previous = bound[:]
     if previous[0] is None or seconds < previous[0]:
-        setattr(conn, _BOUND, (seconds, setting))
+        bound[:] = (seconds, setting)
     try:
         yield
     finally:
-        setattr(conn, _BOUND, previous)
+        bound[:] = previous
 
 
-def _bounded(
+def _time_out(
     gen: Generator[Any, Any, Any],
     conn: psycopg.Connection[Any],
     seconds: float,
     setting: str,
     pool_name: str,
-    still_running: StillRunning | None = None,
-) -> Generator[Any, Any, Any]:
-    """Drive *gen*; once its socket stays unready for *seconds*, close *conn*, raise.
-
-    Unless *still_running* (asked then) says the server is still at work on
-    it: then another *seconds*.
-
-    psycopg's wait functions send *gen* the socket's readiness, or 0 (nothing
-    ready) every interval while it waits.
-    """
-    send = gen.send
-    since = 0.0  # 0: the socket was ready at the latest wake-up
-    try:
-        waiting = next(gen)
-        while True:
-            ready = yield waiting
-            if ready:
-                since = 0.0
-            elif not since:
-                # The first wake-up with nothing ready: a wait began an
-                # interval ago (no clock read while the socket is ready).
-                since = monotonic() - _INTERVAL
-            elif monotonic() - since >= seconds:
-                if still_running is None or not still_running(conn.info.backend_pid):
-                    break
-                since = monotonic()  # a long query: wait on
-            waiting = send(ready)
-    except StopIteration as done:
-        return done.value
+) -> NoReturn:
+    """Close *conn*, silent for *seconds*, and raise SocketTimeout."""
     gen.close()
     conn.pgconn.finish()  # not close(): with close_returns, that gives it back
     message = (

@@ -30,7 +30,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-__all__ = ["changes_session", "known_kind", "statement_kind", "take_changed"]
+__all__ = ["changes_session", "kind_of", "statement_kind", "take_changed"]
 
 # What a statement is, by what it may do: read (or control the transaction),
 # write data, or change the session (everything else).
@@ -106,17 +106,27 @@ _INTO = re.compile(r"(?<![a-z_$])into\b")
 # about a transaction left open that had written (see SessionReset.start()).
 _WRITING = frozenset(("INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "WITH"))
 
+
 # Texts classified so far (an app runs the same few hundred), and what they
 # were found to be. Emptied when full; long texts (a bulk INSERT's) are not
 # kept.
-_seen: dict[str | bytes, int] = {}
+class _Seen(dict[str | bytes, int]):
+    # A text not seen yet is classified (statement_kind() keeps it).
+    __slots__ = ()
+
+    def __missing__(self, text: str | bytes) -> int:
+        return statement_kind(text)
+
+
+_seen = _Seen()
 _SEEN_MAX = 2048
 _SEEN_LONGEST = 8192
 
-#: What a text classified before is (:data:`CHANGES`, :data:`WRITES`,
-#: :data:`READS`), else None: for each statement a watched cursor starts,
-#: before :func:`statement_kind`.
-known_kind = _seen.get
+#: ``kind_of[text]``: what *text* (a ``str`` or ``bytes``) is
+#: (:data:`CHANGES`, :data:`WRITES`, :data:`READS`), as :func:`statement_kind`
+#: says; for a text seen before, one dict lookup (each statement a watched
+#: cursor starts).
+kind_of: dict[str | bytes, int] = _seen
 
 
 def changes_session(query: object, context: Any = None) -> bool:
@@ -217,10 +227,12 @@ def _classify(text: str) -> int:
 # -- watching a connection -------------------------------------------------------
 
 # On a watched connection: the loan ran something that may have changed the
-# session; a cursor of ours vouched for the statement about to start.
+# session; a cursor of ours vouched for the statement about to start. (Read
+# and cleared in place by SessionReset.start()'s usual cases too, without a
+# call to take_changed().)
 CHANGED = "_pgpool_changed"
-_VOUCHED = "_pgpool_vouched"
-_WROTE = "_pgpool_wrote"  # ... a statement that writes data directly
+VOUCHED = "_pgpool_vouched"
+WROTE = "_pgpool_wrote"  # ... a statement that writes data directly
 
 
 def take_changed(conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
@@ -233,6 +245,6 @@ def take_changed(conn: psycopg.Connection[Any]) -> tuple[bool, bool]:
     """
     d = conn.__dict__
     changed: bool = d.get(CHANGED, True)
-    wrote: bool = d.get(_WROTE, True)
-    d[CHANGED] = d[_VOUCHED] = d[_WROTE] = False
+    wrote: bool = d.get(WROTE, True)
+    d[CHANGED] = d[VOUCHED] = d[WROTE] = False
     return changed, wrote

@@ -11,16 +11,22 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
 import pytest
+from psycopg.adapt import Buffer, Dumper, Loader, PyFormat
+from psycopg.pq import Format as PqFormat
+from psycopg.rows import dict_row
+from psycopg.types import TypeInfo
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from pgpool_core import ForkSafePool, _reset, borrower
 from pgpool_core._reset import is_settling
+from pgpool_core.pool import DEFAULT
+from tests.harness.delayproxy import DelayProxy
 from tests.harness.forking import run_in_child
 from tests.harness.postgres import PgServer, backend_pid
 from tests.session_kinds import KINDS, Kind
@@ -472,3 +478,225 @@ def test_an_attribute_configure_set_is_given_back_its_value(dsn: str) -> None:
             assert again.tenant_id is None  # type: ignore[attr-defined]
     finally:
         pool.close()
+
+
+# -- each route to the Python side, on its own ---------------------------------------
+
+
+class _Shouting(Dumper):
+    oid = 25  # text
+
+    def dump(self, obj: str) -> bytes:
+        return obj.upper().encode()
+
+
+class _Thing:
+    pass
+
+
+class _ThingDumper(Dumper):  # no oid: registered by class only
+    def dump(self, obj: _Thing) -> bytes:
+        return b"thing"
+
+
+class _TextLoader(Loader):
+    def load(self, data: Buffer) -> str:
+        return bytes(data).decode()
+
+
+class _OtherServerCursor(psycopg.ServerCursor[Any]):
+    pass
+
+
+def _heard(diag: Any) -> None:
+    pass
+
+
+def _dumper_of(conn: Connection, cls: type) -> str:
+    try:
+        return conn.adapters.get_dumper(cls, PyFormat.TEXT).__name__
+    except psycopg.ProgrammingError:
+        return "none"
+
+
+def _removed(remove: Callable[[Any], None]) -> bool:
+    try:
+        remove(_heard)
+    except ValueError:
+        return False
+    return True
+
+
+# Each: what a borrower does, on an idle connection and running no statement,
+# through one route only; what the next borrower can see of it.
+_ROUTES: dict[str, tuple[Callable[[Connection], None], Callable[[Connection], Any]]] = {
+    "autocommit": (
+        lambda c: setattr(c, "autocommit", not c.autocommit),
+        lambda c: c.autocommit,
+    ),
+    "isolation_level": (
+        lambda c: setattr(c, "isolation_level", psycopg.IsolationLevel.SERIALIZABLE),
+        lambda c: c.isolation_level,
+    ),
+    "read_only": (lambda c: setattr(c, "read_only", True), lambda c: c.read_only),
+    "deferrable": (lambda c: setattr(c, "deferrable", True), lambda c: c.deferrable),
+    "prepare_threshold": (
+        lambda c: setattr(c, "prepare_threshold", None),
+        lambda c: c.prepare_threshold,
+    ),
+    "prepared_max": (
+        lambda c: setattr(c, "prepared_max", 3),
+        lambda c: c.prepared_max,
+    ),
+    "row_factory": (
+        lambda c: setattr(c, "row_factory", dict_row),
+        lambda c: c.row_factory,
+    ),
+    "cursor_factory": (
+        lambda c: setattr(c, "cursor_factory", psycopg.ClientCursor),
+        lambda c: c.cursor_factory,
+    ),
+    "server_cursor_factory": (
+        lambda c: setattr(c, "server_cursor_factory", _OtherServerCursor),
+        lambda c: c.server_cursor_factory,
+    ),
+    "adapters.register_dumper": (
+        lambda c: c.adapters.register_dumper(str, _Shouting),
+        lambda c: _dumper_of(c, str),
+    ),
+    "adapters.register_dumper, by class only": (
+        lambda c: c.adapters.register_dumper(_Thing, _ThingDumper),
+        lambda c: _dumper_of(c, _Thing),
+    ),
+    "adapters.register_loader": (
+        lambda c: c.adapters.register_loader("int4", _TextLoader),
+        lambda c: c.adapters.get_loader(23, PqFormat.TEXT),
+    ),
+    "adapters.types.add": (
+        lambda c: c.adapters.types.add(TypeInfo("pgpool_route_type", 23, 1007)),
+        lambda c: c.adapters.types.get("pgpool_route_type") is not None,
+    ),
+    "add_notice_handler": (
+        lambda c: c.add_notice_handler(_heard),
+        lambda c: _removed(c.remove_notice_handler),
+    ),
+    "add_notify_handler": (
+        lambda c: c.add_notify_handler(_heard),
+        lambda c: _removed(c.remove_notify_handler),
+    ),
+    "pgconn.notice_handler": (
+        lambda c: setattr(c.pgconn, "notice_handler", _heard),
+        lambda c: c.pgconn.notice_handler,
+    ),
+    "an attribute set": (
+        lambda c: setattr(c, "tenant_id", 42),
+        lambda c: getattr(c, "tenant_id", "not set"),
+    ),
+    "conn.__dict__": (
+        lambda c: c.__dict__.update(request_id="r1"),
+        lambda c: c.__dict__.get("request_id", "not set"),
+    ),
+    "wait replaced": (
+        lambda c: setattr(c, "wait", lambda gen, *args, **kwargs: None),
+        lambda c: c.wait,
+    ),
+}
+
+
+# The transaction's characteristics cannot be set inside one.
+_IN_A_TRANSACTION = [
+    name
+    for name in _ROUTES
+    if name not in ("autocommit", "isolation_level", "read_only", "deferrable")
+]
+
+
+@pytest.mark.parametrize(
+    ("route", "reset", "left_open"),
+    [
+        *((route, DEFAULT, False) for route in _ROUTES),
+        *((route, DEFAULT, True) for route in _IN_A_TRANSACTION),
+        *((route, "always", False) for route in _ROUTES),
+    ],
+    ids=[
+        *(f"{route}-default" for route in _ROUTES),
+        *(f"{route}-default, a read left open" for route in _IN_A_TRANSACTION),
+        *(f"{route}-always" for route in _ROUTES),
+    ],
+)
+def test_each_route_to_the_python_side_is_undone_on_its_own(
+    dsn: str, route: str, reset: Any, left_open: bool
+) -> None:
+    """The restore compares each route's fields at once (one C call): each
+    change alone, made with no statement run (the reset's usual shortcuts:
+    nothing to send, or a lone ROLLBACK), is still undone."""
+    leave, see = _ROUTES[route]
+    options = {} if reset is DEFAULT else {"reset": reset}
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, **options)
+    try:
+        with pool.connection() as conn:
+            baseline = see(conn)
+        conn = pool.getconn()
+        if left_open:
+            conn.execute("SELECT 1")
+        leave(conn)
+        pool.putconn(conn, warn_open_transaction=False)
+        with pool.connection() as again:
+            assert again is conn
+            assert see(again) == baseline
+            assert again.execute("SELECT 1").fetchone() == (1,)
+    finally:
+        pool.close()
+
+
+# -- a lone ROLLBACK, read without psycopg's generator when it has all come -----------
+
+
+def test_a_lone_rollback_answered_late_is_read_in_full(pg_server: PgServer) -> None:
+    """The answer not there yet when the connection is wanted: waited for."""
+    with DelayProxy(pg_server.port, 0.02, target_host=pg_server.host) as proxy:
+        dsn = pg_server.dsn(host=proxy.host, port=proxy.port)
+        pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5)
+        try:
+            for _ in range(3):
+                conn = pool.getconn()
+                first = backend_pid(conn)
+                conn.execute("SELECT 1")  # a read left open: only a ROLLBACK
+                pool.putconn(conn, warn_open_transaction=False)
+                with pool.connection() as again:  # at once: not answered yet
+                    assert backend_pid(again) == first
+                    status = again.info.transaction_status
+                    assert status == psycopg.pq.TransactionStatus.IDLE
+                    assert again.execute("SELECT 2").fetchone() == (2,)
+            assert pool.get_stats().get("connections_lost", 0) == 0
+        finally:
+            pool.close()
+
+
+def test_a_lone_rollback_after_the_server_ended_the_session_is_never_lent(
+    dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """idle_in_transaction_session_timeout ended it: the server's reason is logged."""
+    caplog.set_level(logging.INFO, logger="psycopg.pool")
+    options = "-c idle_in_transaction_session_timeout=100"
+    pool = ForkSafePool(
+        dsn, min_size=1, max_size=1, timeout=5, kwargs={"options": options}
+    )
+    try:
+        conn = pool.getconn()
+        first = backend_pid(conn)
+        conn.execute("SELECT 1")
+        time.sleep(0.5)  # ended by the server meanwhile
+        pool.putconn(conn, warn_open_transaction=False)
+        with pool.connection() as again:
+            assert backend_pid(again) != first
+        assert conn.closed
+        assert pool.get_stats()["connections_lost"] == 1
+    finally:
+        pool.close()
+    [record] = [r for r in caplog.records if "failed check" in r.message]
+    # The server's message, as the answer's error result has it (not libpq's
+    # about the lost connection that followed).
+    assert record.message.endswith(
+        ": FATAL:  terminating connection due to idle-in-transaction timeout"
+    )

@@ -329,6 +329,39 @@ def test_a_rolled_back_write_is_still_warned_about(
         assert bool(lost) == warned, statement
 
 
+def test_a_write_is_asked_about_only_after_its_own_loan(
+    make_pool: Callable[..., ForkSafePool], pg_log: PgServer, table: str
+) -> None:
+    """The next loan, a read left open, is rolled back with a lone ROLLBACK."""
+    pool = make_pool()
+    with pool.connection() as conn:
+        conn.execute(f"INSERT INTO {TABLE} (a) VALUES (7)")  # committed
+    pool.check()
+    position = pg_log.log_position()
+    conn = pool.getconn()
+    conn.execute("SELECT 1")
+    pool.putconn(conn, warn_open_transaction=False)  # its rollback expected
+    pool.check()
+    statements = pg_log.statements_since(position)
+    assert "ROLLBACK" in statements
+    assert not [s for s in statements if "pg_current_xact_id_if_assigned" in s]
+
+
+def test_a_statement_prepared_in_a_write_rolled_back_is_not_kept(
+    make_pool: Callable[..., ForkSafePool], table: str
+) -> None:
+    """psycopg prepared it during the loan, whose transaction wrote: it may be
+    planned against what the rollback undid (a loan that changed nothing
+    else, otherwise rolled back with a lone ROLLBACK)."""
+    pool = make_pool()
+    conn = pool.getconn()
+    conn.execute(f"INSERT INTO {TABLE} (a) VALUES (%s)", [8], prepare=True)
+    pool.putconn(conn)  # no warning of a lost write asked for
+    with pool.connection() as conn:
+        rows = conn.execute("SELECT name FROM pg_prepared_statements").fetchall()
+    assert rows == []
+
+
 @pytest.mark.parametrize("value", ["sometimes", "ALWAYS", "DISCARD ALL"])
 def test_an_unknown_reset_word_is_refused(dsn: str, value: str) -> None:
     with pytest.raises(ConfigurationError) as info:
