@@ -6,6 +6,9 @@ metrics; the metrics read the pools through the seam and the public API only.
 
 from __future__ import annotations
 
+import gc
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -150,3 +153,45 @@ def test_the_readings_leave_out_a_client_that_timed_out(dsn: str) -> None:
     assert state == _events.PoolState("readings", 0, 2, 1, 2, pending=0)
     # psycopg_pool keeps it in its queue until a connection comes back.
     assert stats["requests_waiting"] == 1
+
+
+def test_the_wait_heard_is_all_of_the_getconn(dsn: str, events: Events) -> None:
+    """``lent``'s *since* is when ``getconn()`` started: the wait heard (what the
+    metrics record as ``wait_time``) includes what getconn() did before it took
+    a connection; here the garbage collection that takes back the loan of a
+    thread that ended holding the one connection in a reference cycle."""
+    waits: list[float] = []
+
+    def lent(conn: Any, pool_name: str, since: float) -> None:
+        waits.append(time.monotonic() - since)
+
+    events.lent = lent  # type: ignore[method-assign]
+    with ForkSafePool(dsn, name="waited", min_size=1, max_size=1, timeout=5) as pool:
+        pool.wait()
+
+        def borrow_and_end() -> None:
+            cycle: dict[str, Any] = {"conn": pool.getconn()}
+            cycle["self"] = cycle  # freed only by a collection
+
+        # Enough objects for a full collection to take a while.
+        junk = [[] for _ in range(1_500_000)]  # type: ignore[var-annotated]
+        t0 = time.monotonic()
+        gc.collect()
+        collection = time.monotonic() - t0
+        gc.disable()  # the thread's cycle is collected by getconn() alone
+        try:
+            thread = threading.Thread(target=borrow_and_end)
+            thread.start()
+            thread.join()
+            waits.clear()
+            t0 = time.monotonic()
+            conn = pool.getconn()
+            elapsed = time.monotonic() - t0
+        finally:
+            gc.enable()
+        pool.putconn(conn)
+        del junk
+
+    assert collection > 0.04, "the collection must take long enough to be seen"
+    assert len(waits) == 1
+    assert elapsed - waits[0] < collection / 2, (elapsed, waits[0], collection)
