@@ -67,6 +67,10 @@ class RequestLabel(tuple[Any, ...]):
     __ne__ = object.__ne__
     __hash__ = object.__hash__
 
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        # copy and pickle make it again with __new__(environ, scope).
+        return (self[0], self[1])
+
 
 #: Makes a RequestLabel without its ``__new__`` (a Python call per request).
 _new_label: Callable[[type[RequestLabel], tuple[Any, ...]], RequestLabel]

@@ -291,6 +291,9 @@ def test_a_request_label_is_an_object_of_its_own() -> None:
     assert first == first
     assert first != second
     assert str(first) == "GET /nowhere"
+    for copied in (copy.copy(first), copy.deepcopy(first)):
+        assert str(copied) == "GET /nowhere"
+        assert copied.environ == environ and copied.scope is None
 
 
 # -- session reset -------------------------------------------------------------
