@@ -61,7 +61,7 @@ class RequestLabel(tuple[Any, ...]):
         return f"{method} {path} (view {view})"
 
     # An object, not a value: hashable and equal to itself only (its environ
-    # is a dict), as before it was a tuple.
+    # is a dict), as it was before it became a tuple.
     __repr__ = object.__repr__
     __eq__ = object.__eq__
     __ne__ = object.__ne__
