@@ -400,7 +400,10 @@ def test_loans_and_returns_are_counted_as_psycopg_pool_counts_them(dsn: str) -> 
         got: list[Any] = []
         waiter = threading.Thread(target=lambda: got.append(pool.getconn(5)))
         waiter.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 5
+        while not pool.get_stats().get("requests_waiting"):
+            assert time.monotonic() < deadline, "the client never waited"
+            time.sleep(0.01)
         pool.putconn(held.pop())  # handed to the waiting client
         waiter.join()
         held += got
