@@ -60,7 +60,16 @@ class RequestLabel(tuple[Any, ...]):
             return f"{method} {path}"
         return f"{method} {path} (view {view})"
 
+    # An object, not a value: hashable and equal to itself only (its environ
+    # is a dict), as it was before it became a tuple.
     __repr__ = object.__repr__
+    __eq__ = object.__eq__
+    __ne__ = object.__ne__
+    __hash__ = object.__hash__
+
+    def __getnewargs__(self) -> tuple[Any, ...]:
+        # copy and pickle make it again with __new__(environ, scope).
+        return (self[0], self[1])
 
 
 #: Makes a RequestLabel without its ``__new__`` (a Python call per request).

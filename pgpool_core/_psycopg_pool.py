@@ -405,12 +405,15 @@ class ProcessPool(ConnectionPool[CT]):
         # psycopg_pool's _check_open_getconn() has nothing to say of an open
         # one.
         loans = self._loans
+        # The observer hears the wait from here: taking back lost loans (a
+        # garbage collection, maybe) is part of it, not of the deadline.
+        since = start = monotonic()
         if loans.collected or not self._pool:
             self._reclaim_lost()
+            start = monotonic()
         if timeout is None:
             timeout = self.timeout
-        since = monotonic()
-        deadline = since + timeout
+        deadline = start + timeout
         # psycopg_pool's INFO lines, the level asked once for both.
         info = psycopg_logger.isEnabledFor(logging.INFO)
         if info:
@@ -430,7 +433,7 @@ class ProcessPool(ConnectionPool[CT]):
                 # The first turn of _getconn_with_check_loop(), which goes on
                 # if the connection expired or fails its check.
                 conn._pool = self
-                if conn._expire_at <= since and self._expired(conn):
+                if conn._expire_at <= start and self._expired(conn):
                     conn = None
                 else:
                     try:

@@ -348,3 +348,78 @@ def test_a_process_with_a_pool_open_exits_at_once(
     assert last, errors
     assert exited - float(last) < 1.0
     assert errors == ""
+
+
+# -- the statistics of a loan and a return -------------------------------------------
+
+_COUNTED = (
+    "pool_size",
+    "pool_available",
+    "requests_num",
+    "requests_queued",
+    "requests_errors",
+    "returns_bad",
+    "connections_num",
+    "connections_lost",
+)
+
+
+def _counted(pool: Any) -> dict[str, int]:
+    stats = pool.get_stats()
+    return {key: stats.get(key, 0) for key in _COUNTED}
+
+
+def test_loans_and_returns_are_counted_as_psycopg_pool_counts_them(dsn: str) -> None:
+    """The same loans and returns, on a ForkSafePool and on psycopg_pool's own
+    ConnectionPool, give the same statistics: the usual loan and return (one
+    step each in ProcessPool), a connection returned closed, one returned after
+    drain(), one handed to a waiting client, one in a transaction, a timeout."""
+    from psycopg_pool import ConnectionPool
+
+    def sequence(pool: Any) -> list[dict[str, int]]:
+        seen = []
+
+        def settled() -> None:
+            pool.wait(10)  # the replacements made
+            time.sleep(0.2)
+            seen.append(_counted(pool))
+
+        pool.wait(10)
+        for _ in range(3):
+            pool.putconn(pool.getconn())
+        settled()
+        conn = pool.getconn()
+        conn.close()
+        pool.putconn(conn)  # returns_bad, replaced
+        settled()
+        conn = pool.getconn()
+        pool.drain()
+        pool.putconn(conn)  # older than the drain: closed, replaced
+        settled()
+        held = [pool.getconn(), pool.getconn()]
+        got: list[Any] = []
+        waiter = threading.Thread(target=lambda: got.append(pool.getconn(5)))
+        waiter.start()
+        deadline = time.monotonic() + 5
+        while not pool.get_stats().get("requests_waiting"):
+            assert time.monotonic() < deadline, "the client never waited"
+            time.sleep(0.01)
+        pool.putconn(held.pop())  # handed to the waiting client
+        waiter.join()
+        held += got
+        with pytest.raises(PoolTimeout):
+            pool.getconn(0.2)
+        for conn in held:
+            pool.putconn(conn)
+        settled()
+        conn = pool.getconn()
+        conn.execute("SELECT 1")
+        pool.putconn(conn)  # rolled back
+        settled()
+        return seen
+
+    options: dict[str, Any] = {"min_size": 2, "max_size": 2, "timeout": 5}
+    with ConnectionPool(dsn, open=True, **options) as theirs:
+        expected = sequence(theirs)
+    with ForkSafePool(dsn, **options) as ours:
+        assert sequence(ours) == expected

@@ -23,6 +23,7 @@ from django.db.utils import ConnectionHandler
 from django.test import Client
 
 from django_pgpool.base import DatabaseWrapper
+from django_pgpool.borrowers import RequestLabel
 from pgpool_core import ForkSafePool
 from tests.django.support import database_settings, load_alias
 from tests.django.testapp.models import Item
@@ -279,6 +280,20 @@ def test_autocommit_is_set_on_each_connection_lent(
         status = wrapper.connection.info.transaction_status
         assert (status == psycopg.pq.TransactionStatus.IDLE) is autocommit
         wrapper.close()
+
+
+def test_a_request_label_is_an_object_of_its_own() -> None:
+    """A RequestLabel (public: what the warnings name) is hashable and equal to
+    itself only, as any object: one per request, whatever its environ holds."""
+    environ = {"REQUEST_METHOD": "GET", "PATH_INFO": "/nowhere"}
+    first, second = RequestLabel(environ), RequestLabel(environ)
+    assert len({first, second}) == 2
+    assert first == first
+    assert first != second
+    assert str(first) == "GET /nowhere"
+    for copied in (copy.copy(first), copy.deepcopy(first)):
+        assert str(copied) == "GET /nowhere"
+        assert copied.environ == environ and copied.scope is None
 
 
 # -- session reset -------------------------------------------------------------

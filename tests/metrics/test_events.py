@@ -6,6 +6,8 @@ metrics; the metrics read the pools through the seam and the public API only.
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 import pytest
@@ -150,3 +152,40 @@ def test_the_readings_leave_out_a_client_that_timed_out(dsn: str) -> None:
     assert state == _events.PoolState("readings", 0, 2, 1, 2, pending=0)
     # psycopg_pool keeps it in its queue until a connection comes back.
     assert stats["requests_waiting"] == 1
+
+
+def test_the_wait_heard_is_all_of_the_getconn(dsn: str, events: Events) -> None:
+    """``lent``'s *since* is when ``getconn()`` started: the wait heard (what the
+    metrics record as ``wait_time``) includes what getconn() did before it took
+    a connection; here taking back the loan of a connection dropped without
+    being given back (its warning, written by a slow log handler)."""
+    waits: list[float] = []
+
+    def lent(conn: Any, pool_name: str, since: float) -> None:
+        waits.append(time.monotonic() - since)
+
+    class Slow(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if "without being given back" in record.getMessage():
+                time.sleep(0.3)
+
+    events.lent = lent  # type: ignore[method-assign]
+    slow = Slow()
+    logger = logging.getLogger("pgpool.pool")
+    logger.addHandler(slow)
+    try:
+        with ForkSafePool(
+            dsn, name="waited", min_size=1, max_size=1, timeout=5
+        ) as pool:
+            pool.wait()
+            conn = pool.getconn()
+            del conn  # collected while lent: taken back by the next getconn()
+            waits.clear()
+            t0 = time.monotonic()
+            pool.putconn(pool.getconn())
+            elapsed = time.monotonic() - t0
+    finally:
+        logger.removeHandler(slow)
+
+    assert elapsed >= 0.3
+    assert waits and waits[0] >= 0.3, (elapsed, waits)
