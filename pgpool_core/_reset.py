@@ -1147,6 +1147,11 @@ def _restore(
     if adapters is None or _adapters_key(adapters) != snapshot.adapters_key:
         conn._adapters = AdaptersMap(snapshot.adapters)
     d = conn.__dict__
+    # Configure's first: one the borrower deleted is back before the sizes
+    # are compared (else one deleted and one added would leave the same size).
+    for name, value in configured.user.items():
+        if d.get(name, _MISSING) is not value:
+            d[name] = value
     if len(d) != configured.size:
         names = configured.names
         for name in [n for n in d if n not in names and not n.startswith("_")]:
@@ -1155,9 +1160,6 @@ def _restore(
         # marks): compared by size only from now on.
         configured.names = frozenset(d)
         configured.size = len(d)
-    for name, value in configured.user.items():
-        if d.get(name, _MISSING) is not value:
-            d[name] = value
 
 
 # -- watching a connection (for pgpool_core._tracking) -----------------------------

@@ -480,6 +480,27 @@ def test_an_attribute_configure_set_is_given_back_its_value(dsn: str) -> None:
         pool.close()
 
 
+def test_an_attribute_set_in_place_of_one_configure_set_is_removed(dsn: str) -> None:
+    """One deleted, one added: the instance's size is as configure left it."""
+
+    def configure(conn: Connection) -> None:
+        conn.tenant_id = None  # type: ignore[attr-defined]
+
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, configure=configure)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")  # its first check and settling done
+        with pool.connection() as conn:
+            del conn.tenant_id  # type: ignore[attr-defined]
+            conn.request_id = "r1"  # type: ignore[attr-defined]
+        with pool.connection() as again:
+            assert again is conn
+            assert again.tenant_id is None  # type: ignore[attr-defined]
+            assert not hasattr(again, "request_id")
+    finally:
+        pool.close()
+
+
 # -- each route to the Python side, on its own ---------------------------------------
 
 
