@@ -227,11 +227,13 @@ def test_a_query_the_borrower_left_running_is_closed(pool: ForkSafePool) -> None
 
 @pytest.mark.parametrize(
     "block",
-    ["transaction", "pipeline", "notifies"],
+    ["transaction", "pipeline", "notifies", "two-phase", "notifies, suspended"],
 )
 def test_client_state_that_cannot_be_undone_is_not_lent(
     pool: ForkSafePool, block: str
 ) -> None:
+    """Each refused before anything is sent: the reset's shortcuts too (a
+    loan that ran nothing, or only a read)."""
     conn = pool.getconn()
     first = backend_pid(conn)
     held: list[Any] = []  # the borrower's objects, still alive
@@ -241,6 +243,15 @@ def test_client_state_that_cannot_be_undone_is_not_lent(
     elif block == "pipeline":
         held.append(conn.pipeline())
         held[0].__enter__()
+    elif block == "two-phase":
+        conn.tpc_begin(conn.xid(1, "pgpool", "settle"))
+        conn.execute("SELECT 1")
+    elif block == "notifies, suspended":
+        conn.execute("LISTEN pgpool_suspended")
+        conn.execute("NOTIFY pgpool_suspended, 'one'")
+        conn.commit()
+        held.append(conn.notifies(timeout=1))
+        assert next(held[0]).payload == "one"  # suspended, the lock held
     else:
         notifies = conn.notifies(timeout=0.1)
         for _ in notifies:  # pragma: no cover - nothing is notified
