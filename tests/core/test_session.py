@@ -9,6 +9,8 @@ uses it again. These tests hold the reset back on the server (a lock that
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -703,6 +705,32 @@ def test_a_lone_rollback_answered_late_is_read_in_full(pg_server: PgServer) -> N
             assert pool.get_stats().get("connections_lost", 0) == 0
         finally:
             pool.close()
+
+
+def test_a_lone_rollback_never_answered_is_never_lent(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silent backend (stopped): waited for no longer than the reset's bound."""
+    monkeypatch.setattr(_reset, "SETTLE_TIMEOUT", 0.5)
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5)
+    try:
+        conn = pool.getconn()
+        first = backend_pid(conn)
+        conn.execute("SELECT 1")  # a read left open: only a ROLLBACK
+        os.kill(first, signal.SIGSTOP)
+        try:
+            pool.putconn(conn, warn_open_transaction=False)
+            t0 = time.monotonic()
+            with pool.connection() as again:
+                assert backend_pid(again) != first
+                assert again.execute("SELECT 1").fetchone() == (1,)
+            assert 0.5 <= time.monotonic() - t0 < 4
+        finally:
+            os.kill(first, signal.SIGCONT)
+        assert conn.closed
+        assert pool.get_stats()["connections_lost"] == 1
+    finally:
+        pool.close()
 
 
 def test_a_lone_rollback_after_the_server_ended_the_session_is_never_lent(
