@@ -373,6 +373,32 @@ def test_reset_none_rolls_back_with_a_bare_rollback(
     assert "pg_current_xact_id_if_assigned" not in logged
 
 
+@pytest.mark.parametrize("left_open", [False, True], ids=["idle", "a read left open"])
+def test_reset_none_keeps_the_borrowers_handlers_and_notifications(
+    dsn: str, left_open: bool
+) -> None:
+    """Nothing but the rollback, as psycopg_pool: a transaction left open or not."""
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, reset=None)
+    try:
+        conn = pool.getconn()
+        conn.add_notice_handler(_heard)
+        conn.execute("LISTEN pgpool_kept")
+        conn.commit()
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute("NOTIFY pgpool_kept, 'for the next'")
+        time.sleep(0.1)  # on the listening session's socket
+        if left_open:
+            conn.execute("SELECT 1")  # reads it into psycopg's backlog
+        pool.putconn(conn, warn_open_transaction=False)
+        with pool.connection() as again:
+            assert again is conn
+            assert _removed(again.remove_notice_handler)
+            heard = again.notifies(timeout=0.5, stop_after=1)
+            assert [n.payload for n in heard] == ["for the next"]
+    finally:
+        pool.close()
+
+
 def test_a_prepare_in_every_loan_never_finds_its_own(pool: ForkSafePool) -> None:
     """After five, psycopg prepares the PREPARE itself: still dropped each time."""
     for _ in range(8):
