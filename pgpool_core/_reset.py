@@ -912,9 +912,10 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
         # After a session reset, as the pool made it (configure runs again:
         # RESET ALL undid what it set); else as configure left it.
         snapshot = state.made if pending.session else state.configured
+        restore = reset.restore  # False: reset=None, a reset of the user's
         # The previous borrower's handlers hear nothing more, not even the
-        # reset.
-        if _handlers(conn) != snapshot.handlers:
+        # reset (with reset=None, as psycopg_pool, they stay).
+        if restore and _handlers(conn) != snapshot.handlers:
             if conn._notice_handlers != snapshot.notice_handlers:
                 conn._notice_handlers[:] = snapshot.notice_handlers
             if conn._notify_handlers != snapshot.notify_handlers:
@@ -929,15 +930,16 @@ def settle(conn: psycopg.Connection[Any], timeout: float | None = None) -> None:
             if pending.sent:  # none in flight: nothing to read
                 rows = _answer(pgconn, pending, timeout)
             # Notifications that came before UNLISTEN (or ROLLBACK) took
-            # effect: libpq's queue and psycopg's backlog.
-            while pgconn.notifies() is not None:
+            # effect: libpq's queue and psycopg's backlog (with reset=None,
+            # as psycopg_pool, the next borrower's).
+            while restore and pgconn.notifies() is not None:
                 pass
         backlog = conn._notifies_backlog
-        if backlog:
+        if backlog and restore:
             backlog.clear()
         if rows or pending.since is not None:
             _act_on(conn, state, pending, rows)
-        if reset.restore:
+        if restore:
             _restore(conn, snapshot, state.configured)
             if pending.session and reset.configure is not None:
                 run_configure(conn, reset.configure)
@@ -1147,6 +1149,11 @@ def _restore(
     if adapters is None or _adapters_key(adapters) != snapshot.adapters_key:
         conn._adapters = AdaptersMap(snapshot.adapters)
     d = conn.__dict__
+    # Configure's first: one the borrower deleted is back before the sizes
+    # are compared (else one deleted and one added would leave the same size).
+    for name, value in configured.user.items():
+        if d.get(name, _MISSING) is not value:
+            d[name] = value
     if len(d) != configured.size:
         names = configured.names
         for name in [n for n in d if n not in names and not n.startswith("_")]:
@@ -1155,9 +1162,6 @@ def _restore(
         # marks): compared by size only from now on.
         configured.names = frozenset(d)
         configured.size = len(d)
-    for name, value in configured.user.items():
-        if d.get(name, _MISSING) is not value:
-            d[name] = value
 
 
 # -- watching a connection (for pgpool_core._tracking) -----------------------------

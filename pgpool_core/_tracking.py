@@ -78,10 +78,12 @@ _LINE_END = re.compile(r"[\n\r]")
 # (pg_advisory_lock, pg_advisory_lock_shared, pg_try_advisory_lock*) and
 # their unlocking; setseed() (random()'s sequence); nextval() and setval()
 # (what currval() and lastval() return); dblink's named connections and
-# cursors. Matched anywhere in the text (a string literal too: unsure means
-# reset), only if the text has a "(": no call without one.
+# cursors; pg_trgm's set_limit() (pg_trgm.similarity_threshold, as a SET).
+# Matched anywhere in the text (a string literal too: unsure means reset),
+# only if the text has a "(": no call without one.
 _FUNCTIONS = (
     "set_config",
+    "set_limit",
     "pg_advisory_lock",
     "pg_advisory_unlock",
     "pg_try_advisory_lock",
@@ -141,7 +143,8 @@ def changes_session(query: object, context: Any = None) -> bool:
     ``COMMIT``, ``ROLLBACK``, ``SAVEPOINT``, ``RELEASE``, ``END``,
     ``ABORT``), that calls none of the functions known to change the session
     (``set_config``, the session advisory locks, ``setseed``, ``nextval``,
-    ``setval``, dblink's connections; ``query_to_xml``, ``ts_stat`` and
+    ``setval``, dblink's connections, pg_trgm's ``set_limit``;
+    ``query_to_xml``, ``ts_stat`` and
     ``ts_rewrite``, which run a query's text), updates no ``pg_settings``,
     spells no identifier with Unicode escapes (``U&"..."``) and makes no
     table with ``SELECT ... INTO``; leading whitespace, comments and

@@ -9,6 +9,8 @@ uses it again. These tests hold the reset back on the server (a lock that
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -227,11 +229,13 @@ def test_a_query_the_borrower_left_running_is_closed(pool: ForkSafePool) -> None
 
 @pytest.mark.parametrize(
     "block",
-    ["transaction", "pipeline", "notifies"],
+    ["transaction", "pipeline", "notifies", "two-phase", "notifies, suspended"],
 )
 def test_client_state_that_cannot_be_undone_is_not_lent(
     pool: ForkSafePool, block: str
 ) -> None:
+    """Each refused before anything is sent: the reset's shortcuts too (a
+    loan that ran nothing, or only a read)."""
     conn = pool.getconn()
     first = backend_pid(conn)
     held: list[Any] = []  # the borrower's objects, still alive
@@ -241,6 +245,15 @@ def test_client_state_that_cannot_be_undone_is_not_lent(
     elif block == "pipeline":
         held.append(conn.pipeline())
         held[0].__enter__()
+    elif block == "two-phase":
+        conn.tpc_begin(conn.xid(1, "pgpool", "settle"))
+        conn.execute("SELECT 1")
+    elif block == "notifies, suspended":
+        conn.execute("LISTEN pgpool_suspended")
+        conn.execute("NOTIFY pgpool_suspended, 'one'")
+        conn.commit()
+        held.append(conn.notifies(timeout=1))
+        assert next(held[0]).payload == "one"  # suspended, the lock held
     else:
         notifies = conn.notifies(timeout=0.1)
         for _ in notifies:  # pragma: no cover - nothing is notified
@@ -360,6 +373,32 @@ def test_reset_none_rolls_back_with_a_bare_rollback(
     assert "pg_current_xact_id_if_assigned" not in logged
 
 
+@pytest.mark.parametrize("left_open", [False, True], ids=["idle", "a read left open"])
+def test_reset_none_keeps_the_borrowers_handlers_and_notifications(
+    dsn: str, left_open: bool
+) -> None:
+    """Nothing but the rollback, as psycopg_pool: a transaction left open or not."""
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, reset=None)
+    try:
+        conn = pool.getconn()
+        conn.add_notice_handler(_heard)
+        conn.execute("LISTEN pgpool_kept")
+        conn.commit()
+        with psycopg.connect(dsn, autocommit=True) as other:
+            other.execute("NOTIFY pgpool_kept, 'for the next'")
+        time.sleep(0.1)  # on the listening session's socket
+        if left_open:
+            conn.execute("SELECT 1")  # reads it into psycopg's backlog
+        pool.putconn(conn, warn_open_transaction=False)
+        with pool.connection() as again:
+            assert again is conn
+            assert _removed(again.remove_notice_handler)
+            heard = again.notifies(timeout=0.5, stop_after=1)
+            assert [n.payload for n in heard] == ["for the next"]
+    finally:
+        pool.close()
+
+
 def test_a_prepare_in_every_loan_never_finds_its_own(pool: ForkSafePool) -> None:
     """After five, psycopg prepares the PREPARE itself: still dropped each time."""
     for _ in range(8):
@@ -476,6 +515,27 @@ def test_an_attribute_configure_set_is_given_back_its_value(dsn: str) -> None:
             del again.tenant_id  # type: ignore[attr-defined]
         with pool.connection() as again:
             assert again.tenant_id is None  # type: ignore[attr-defined]
+    finally:
+        pool.close()
+
+
+def test_an_attribute_set_in_place_of_one_configure_set_is_removed(dsn: str) -> None:
+    """One deleted, one added: the instance's size is as configure left it."""
+
+    def configure(conn: Connection) -> None:
+        conn.tenant_id = None  # type: ignore[attr-defined]
+
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, configure=configure)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT 1")  # its first check and settling done
+        with pool.connection() as conn:
+            del conn.tenant_id  # type: ignore[attr-defined]
+            conn.request_id = "r1"  # type: ignore[attr-defined]
+        with pool.connection() as again:
+            assert again is conn
+            assert again.tenant_id is None  # type: ignore[attr-defined]
+            assert not hasattr(again, "request_id")
     finally:
         pool.close()
 
@@ -671,6 +731,32 @@ def test_a_lone_rollback_answered_late_is_read_in_full(pg_server: PgServer) -> N
             assert pool.get_stats().get("connections_lost", 0) == 0
         finally:
             pool.close()
+
+
+def test_a_lone_rollback_never_answered_is_never_lent(
+    dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A silent backend (stopped): waited for no longer than the reset's bound."""
+    monkeypatch.setattr(_reset, "SETTLE_TIMEOUT", 0.5)
+    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5)
+    try:
+        conn = pool.getconn()
+        first = backend_pid(conn)
+        conn.execute("SELECT 1")  # a read left open: only a ROLLBACK
+        os.kill(first, signal.SIGSTOP)
+        try:
+            pool.putconn(conn, warn_open_transaction=False)
+            t0 = time.monotonic()
+            with pool.connection() as again:
+                assert backend_pid(again) != first
+                assert again.execute("SELECT 1").fetchone() == (1,)
+            assert 0.5 <= time.monotonic() - t0 < 4
+        finally:
+            os.kill(first, signal.SIGCONT)
+        assert conn.closed
+        assert pool.get_stats()["connections_lost"] == 1
+    finally:
+        pool.close()
 
 
 def test_a_lone_rollback_after_the_server_ended_the_session_is_never_lent(

@@ -422,6 +422,20 @@ def test_the_next_borrower_does_not_see_a_disguised_set(
         assert conn.execute("SHOW search_path").fetchone() == ('"$user", public',)
 
 
+def test_pg_trgm_set_limit_is_a_set(
+    make_pool: Callable[..., ForkSafePool], pg_server: PgServer
+) -> None:
+    """pg_trgm's set_limit() sets pg_trgm.similarity_threshold for the session
+    (its documentation: "instead use SET pg_trgm.similarity_threshold")."""
+    pg_server.execute("CREATE EXTENSION IF NOT EXISTS pg_trgm")
+    pool = make_pool()
+    with pool.connection() as conn:
+        assert conn.execute("SELECT set_limit(0.5)").fetchone() == (0.5,)
+    with pool.connection() as conn:
+        row = conn.execute("SHOW pg_trgm.similarity_threshold").fetchone()
+    assert row == ("0.3",)
+
+
 @pytest.mark.parametrize("text", ["SELECT 1INTO TEMP t", "SELECT $1INTO t"])
 def test_into_right_after_a_number_makes_a_table(text: str) -> None:
     """PostgreSQL 14 (supported) reads ``1INTO`` as ``1 INTO``; 15 refuses it.
