@@ -680,6 +680,10 @@ def check_benchmark_output(found: Sample, request: pytest.FixtureRequest) -> Non
             assert report.MEMORY_HEADER in lines, "the memory table's header"
         elif line.startswith("-- fork safety alone"):
             assert line == report.BORROW_HEADER, line
+        elif line.startswith("-- under ASGI"):
+            assert line == report.ASGI_HEADER, line
+        elif line.startswith("-- making one connection wrapper"):
+            assert line == report.WRAPPER_HEADER, line
         elif line.startswith("-- "):
             assert line[3:].split(" (")[0] in runner.HTTP_GROUPS, line
         elif line not in headers:
