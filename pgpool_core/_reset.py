@@ -45,7 +45,6 @@ import dataclasses
 import logging
 import re
 import select
-import weakref
 from collections.abc import Callable, Generator
 from operator import attrgetter
 from selectors import EVENT_READ
@@ -1164,11 +1163,22 @@ def _restore(
         configured.size = len(d)
 
 
-# -- watching a connection (for pgpool_core._tracking) -----------------------------
+# -- watching a connection (for pgpool_core._tracking), bounding its waits ---------
+# -- (for pgpool_core._socket_timeout) ---------------------------------------------
 
-# The subclasses made so far, by the class each extends (False: a cursor class
-# that cannot be watched).
-_connection_classes: dict[type[Any], type[Any]] = {}
+#: Given a connection and the generator of one of its operations, return the
+#: generator to drive instead (the same one: no change).
+WaitWrapper = Callable[
+    [psycopg.Connection[Any], Generator[Any, Any, Any]], Generator[Any, Any, Any]
+]
+
+# A pool's connection gets a subclass of its own class (by the same names)
+# that does what applies of both: watched (watch()), its waits shadowed
+# (shadow_wait()). One class per user's class and what it does, made once:
+# (the user's class, watched, the wait's wrapper or None) -> the subclass.
+_connection_classes: dict[tuple[type[Any], bool, WaitWrapper | None], type[Any]] = {}
+# The cursor subclasses made so far, by the class each extends (False: a
+# cursor class that cannot be watched).
 _cursor_classes: dict[type[Any], type[Any] | bool] = {}
 
 
@@ -1182,16 +1192,46 @@ def watch(conn: psycopg.Connection[Any]) -> None:
     and, if plain, *vouches* for it; the connection's ``_start_query()``,
     through which every statement any cursor starts goes, marks the
     connection changed when nobody vouched for it (see
-    :mod:`pgpool_core._tracking`).
+    :mod:`pgpool_core._tracking`). Its waits stay shadowed if they were
+    (:func:`shadow_wait`).
     """
     cls = type(conn)
-    if getattr(cls, "_pgpool_watched", False):
-        return
-    watched = _connection_classes.get(cls)
-    if watched is None:
-        watched = _connection_classes[cls] = _watched_connection_class(cls)
-    conn.__class__ = watched
+    if not getattr(cls, "_pgpool_watched", False):
+        _become(conn, cls, True, getattr(cls, "_pgpool_wrap", None))
     take_changed(conn)
+
+
+def shadow_wait(conn: psycopg.Connection[Any], wrap: WaitWrapper) -> None:
+    """Have each wait of *conn* on its socket drive ``wrap(conn, gen)`` instead.
+
+    psycopg runs each operation of a connection (a query, a fetch, a commit)
+    as a generator *gen*, which ``Connection.wait()`` hands to psycopg's wait
+    function. *conn*'s class becomes a subclass of its own (cached, by the
+    same name; still watched if it was, :func:`watch`) whose ``wait()``
+    calls the class's with the generator *wrap* returns: psycopg's handling
+    of Ctrl-C and its choice of wait function stay. *wrap* is called for
+    every wait: what it needs of the connection, it reads from it. Not for
+    ``Connection.notifies()``, whose wait lasts as long as its own
+    ``timeout`` says.
+    """
+    cls = type(conn)
+    if getattr(cls, "_pgpool_wrap", None) is not wrap:
+        _become(conn, cls, getattr(cls, "_pgpool_watched", False), wrap)
+
+
+def _become(
+    conn: psycopg.Connection[Any],
+    cls: type[Any],
+    watched: bool,
+    wrap: WaitWrapper | None,
+) -> None:
+    """Make *conn* one of the subclass of its user's class that does both."""
+    base = cls.__dict__.get("_pgpool_base", cls)
+    key = (base, watched, wrap)
+    made = _connection_classes.get(key)
+    if made is None:
+        made = _connection_classes[key] = _connection_class(base, watched, wrap)
+    conn.__class__ = made
 
 
 def _same_names(cls: type[Any], base: type[Any]) -> type[Any]:
@@ -1202,46 +1242,81 @@ def _same_names(cls: type[Any], base: type[Any]) -> type[Any]:
     return cls
 
 
-# Called for every statement: the base classes' methods are looked up once,
-# the flags are plain attributes (no super(), no __dict__ lookups).
+# Called for every statement and every wait: the base classes' methods are
+# looked up once, the flags are plain attributes (no super(), no __dict__
+# lookups).
 
 
-def _watched_connection_class(base: type[Any]) -> type[Any]:
+def _connection_class(
+    base: type[Any], watched: bool, wrap: WaitWrapper | None
+) -> type[Any]:
+    """Return a subclass of connection class *base*: watched, its waits
+    shadowed by *wrap* (not None), as asked."""
+    space: dict[str, Any] = {
+        # The user's class, and what this one does (watch(), shadow_wait()).
+        "_pgpool_base": base,
+        "_pgpool_watched": watched,
+        "_pgpool_wrap": wrap,
+    }
+    if watched:
+        space.update(_watching(base))
+    if wrap is not None:
+        space["wait"] = _shadowing_wait(base.wait, wrap)
+    return _same_names(type(base.__name__, (base,), space), base)
+
+
+def _watching(base: type[Any]) -> dict[str, Any]:
     base_cursor = base.cursor
     base_start = base._start_query
     cursors = _cursor_classes
 
-    class Watched(base):  # type: ignore[misc]
-        _pgpool_watched = True
-        # The flags (see take_changed()), set on the instance.
-        _pgpool_vouched = False
-        _pgpool_changed = False
-        _pgpool_wrote = False
-
-        def cursor(self, *args: Any, **kwargs: Any) -> Any:
-            if args or kwargs:
-                cur = base_cursor(self, *args, **kwargs)
-            else:
-                cur = base_cursor(self)  # the usual call: no arguments to pass
-            watched = cursors.get(cur.__class__)
+    def cursor(self: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            cur = base_cursor(self, *args, **kwargs)
+        else:
+            cur = base_cursor(self)  # the usual call: no arguments to pass
+        watched = cursors.get(cur.__class__)
+        if watched:
+            cur.__class__ = watched
+        elif watched is None:
+            cls = cur.__class__
+            watched = cursors[cls] = _watched_cursor_class(cls) or False
             if watched:
                 cur.__class__ = watched
-            elif watched is None:
-                cls = cur.__class__
-                watched = cursors[cls] = _watched_cursor_class(cls) or False
-                if watched:
-                    cur.__class__ = watched
-            return cur
+        return cur
 
-        def _start_query(self) -> Any:
-            # Every statement a cursor starts, whatever made the cursor.
-            if self._pgpool_vouched:
-                self._pgpool_vouched = False
-            else:
-                self._pgpool_changed = True
-            return base_start(self)
+    def _start_query(self: Any) -> Any:
+        # Every statement a cursor starts, whatever made the cursor.
+        if self._pgpool_vouched:
+            self._pgpool_vouched = False
+        else:
+            self._pgpool_changed = True
+        return base_start(self)
 
-    return _same_names(Watched, base)
+    return {
+        "cursor": cursor,
+        "_start_query": _start_query,
+        # The flags (see take_changed()), set on the instance.
+        "_pgpool_vouched": False,
+        "_pgpool_changed": False,
+        "_pgpool_wrote": False,
+    }
+
+
+def _shadowing_wait(wait: Any, wrap: WaitWrapper) -> Callable[..., Any]:
+    def shadowing_wait(self: Any, gen: Any, *args: Any, **kwargs: Any) -> Any:
+        if args or kwargs:
+            # notifies() passes its timeout (so does a caller with its own
+            # interval or timeout): never the usual call, with none.
+            try:
+                if gen.__name__ != "notifies":
+                    gen = wrap(self, gen)
+            except AttributeError:  # not a generator: wrapped too
+                gen = wrap(self, gen)
+            return wait(self, gen, *args, **kwargs)
+        return wait(self, wrap(self, gen))
+
+    return shadowing_wait
 
 
 def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
@@ -1290,43 +1365,6 @@ def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
     except TypeError:
         return None
     return _same_names(Watched, base)
-
-
-# -- its waits (for pgpool_core._socket_timeout) ---------------------------------
-
-#: Given a connection and the generator of one of its operations, return the
-#: generator to drive instead (the same one: no change).
-WaitWrapper = Callable[
-    [psycopg.Connection[Any], Generator[Any, Any, Any]], Generator[Any, Any, Any]
-]
-
-
-def shadow_wait(conn: psycopg.Connection[Any], wrap: WaitWrapper) -> None:
-    """Have each wait of *conn* on its socket drive ``wrap(conn, gen)`` instead.
-
-    psycopg runs each operation of a connection (a query, a fetch, a commit)
-    as a generator *gen*, which ``Connection.wait()`` hands to psycopg's wait
-    function. *conn* gets a ``wait`` of its own, which shadows the class's
-    method and calls it with the generator *wrap* returns: psycopg's handling
-    of Ctrl-C and its choice of wait function stay. Not for
-    ``Connection.notifies()``, whose wait lasts as long as its own
-    ``timeout`` says.
-    """
-    ref = weakref.ref(conn)  # the connection is not kept alive by its own wait
-    wait = type(conn).wait
-
-    def shadowing_wait(gen: Any, *args: Any, **kwargs: Any) -> Any:
-        this: Any = ref()  # alive: a bound method's object
-        try:
-            if gen.__name__ != "notifies":
-                gen = wrap(this, gen)
-        except AttributeError:  # not a generator: wrapped too
-            gen = wrap(this, gen)
-        if args or kwargs:
-            return wait(this, gen, *args, **kwargs)
-        return wait(this, gen)
-
-    setattr(conn, "wait", shadowing_wait)  # noqa: B010 (mypy: a method)
 
 
 # -- errors (for pgpool_core._secrets) ---------------------------------------------

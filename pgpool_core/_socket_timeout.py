@@ -67,8 +67,10 @@ SOCKET_TIMEOUT_DEFAULT = 45.0
 # ``_WAIT_INTERVAL``).
 _INTERVAL = 0.1
 
-# On the connection: [seconds or None, the setting named when it passes].
+# On the connection: [seconds or None, the setting named when it passes]; and
+# (the pool's name, StillRunning or None).
 _BOUND = "_pgpool_socket_timeout"
+_PASSED = "_pgpool_bound_passed"
 _SETTING = "socket_timeout"
 
 
@@ -94,48 +96,48 @@ def bound_waits(
     naming *pool_name* and the setting to raise; unless *still_running*
     says the backend is still at work (then the wait goes on).
     """
-    # [seconds or None, the setting named when it passes]: changed in place
-    # by bounded(), read as each wait begins.
-    bound: list[Any] = [seconds, _SETTING]
-    setattr(conn, _BOUND, bound)
+    # Read as each wait begins (_bounded_wait()), changed in place by
+    # bounded(); and what a wait needs once its bound passed.
+    setattr(conn, _BOUND, [seconds, _SETTING])
+    setattr(conn, _PASSED, (pool_name, still_running))
+    shadow_wait(conn, _bounded_wait)
 
-    def bounded_wait(
-        conn: psycopg.Connection[Any], gen: Generator[Any, Any, Any]
-    ) -> Generator[Any, Any, Any]:
-        # Drive gen; once its socket stays unready for the bound, close conn
-        # and raise (unless the server says it is still at work on it: then
-        # another bound). psycopg's wait functions send gen the socket's
-        # readiness, or 0 (nothing ready) every interval while it waits.
-        seconds, setting = bound
-        if seconds is None:
-            return (yield from gen)
-        send = gen.send
-        try:
-            waiting = next(gen)
-            while True:
+
+def _bounded_wait(conn: Any, gen: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """Drive *gen*; once its socket stays unready for the bound, close *conn*
+    and raise (unless the server says it is still at work on it: then
+    another bound)."""
+    # psycopg's wait functions send gen the socket's readiness, or 0 (nothing
+    # ready) every interval while it waits.
+    seconds, setting = conn._pgpool_socket_timeout
+    if seconds is None:
+        return (yield from gen)
+    send = gen.send
+    try:
+        waiting = next(gen)
+        while True:
+            ready = yield waiting
+            if not ready:
+                # The first wake-up with nothing ready: a wait began an
+                # interval ago (no clock read while the socket is ready).
+                since = monotonic() - _INTERVAL
+                waiting = send(ready)
                 ready = yield waiting
-                if not ready:
-                    # The first wake-up with nothing ready: a wait began an
-                    # interval ago (no clock read while the socket is ready).
-                    since = monotonic() - _INTERVAL
+                while not ready:
+                    if monotonic() - since >= seconds:
+                        pool_name, still_running = conn._pgpool_bound_passed
+                        if (
+                            setting != _SETTING
+                            or still_running is None
+                            or not still_running(conn.info.backend_pid)
+                        ):
+                            _time_out(gen, conn, seconds, setting, pool_name)
+                        since = monotonic()  # a long query: wait on
                     waiting = send(ready)
                     ready = yield waiting
-                    while not ready:
-                        if monotonic() - since >= seconds:
-                            if (
-                                setting != _SETTING
-                                or still_running is None
-                                or not still_running(conn.info.backend_pid)
-                            ):
-                                _time_out(gen, conn, seconds, setting, pool_name)
-                            since = monotonic()  # a long query: wait on
-                        waiting = send(ready)
-                        ready = yield waiting
-                waiting = send(ready)
-        except StopIteration as done:
-            return done.value
-
-    shadow_wait(conn, bounded_wait)
+            waiting = send(ready)
+    except StopIteration as done:
+        return done.value
 
 
 @contextmanager
