@@ -1275,14 +1275,13 @@ def _watching(base: type[Any]) -> dict[str, Any]:
             cur = base_cursor(self, *args, **kwargs)
         else:
             cur = base_cursor(self)  # the usual call: no arguments to pass
-        watched = cursors.get(cur.__class__)
-        if watched:
-            cur.__class__ = watched
-        elif watched is None:
+        try:
+            watched = cursors[cur.__class__]
+        except KeyError:  # a cursor class not seen yet
             cls = cur.__class__
             watched = cursors[cls] = _watched_cursor_class(cls) or False
-            if watched:
-                cur.__class__ = watched
+        if watched:
+            cur.__class__ = watched
         return cur
 
     def _start_query(self: Any) -> Any:
@@ -1337,9 +1336,9 @@ def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
         def _start_query(self, query: Any = None) -> Any:
             # execute(), executemany(), stream(); copy() gives no query here.
             if query is not None and not self._closed:
-                if query.__class__ is str:
-                    kind = kinds[query]  # classified once
-                else:
+                try:
+                    kind = kinds[query]  # a text: classified once
+                except TypeError:  # a Composable: made into text first
                     kind = statement_kind(query, self)
                 if kind != CHANGES:
                     conn = self._conn

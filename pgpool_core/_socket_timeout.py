@@ -112,7 +112,6 @@ def _bounded_wait(conn: Any, gen: Generator[Any, Any, Any]) -> Generator[Any, An
     seconds, setting = conn._pgpool_socket_timeout
     if seconds is None:
         return (yield from gen)
-    send = gen.send
     try:
         waiting = next(gen)
         while True:
@@ -121,7 +120,7 @@ def _bounded_wait(conn: Any, gen: Generator[Any, Any, Any]) -> Generator[Any, An
                 # The first wake-up with nothing ready: a wait began an
                 # interval ago (no clock read while the socket is ready).
                 since = monotonic() - _INTERVAL
-                waiting = send(ready)
+                waiting = gen.send(ready)
                 ready = yield waiting
                 while not ready:
                     if monotonic() - since >= seconds:
@@ -133,9 +132,9 @@ def _bounded_wait(conn: Any, gen: Generator[Any, Any, Any]) -> Generator[Any, An
                         ):
                             _time_out(gen, conn, seconds, setting, pool_name)
                         since = monotonic()  # a long query: wait on
-                    waiting = send(ready)
+                    waiting = gen.send(ready)
                     ready = yield waiting
-            waiting = send(ready)
+            waiting = gen.send(ready)
     except StopIteration as done:
         return done.value
 

@@ -113,11 +113,15 @@ _WRITING = frozenset(("INSERT", "UPDATE", "DELETE", "MERGE", "COPY", "WITH"))
 # were found to be. Emptied when full; long texts (a bulk INSERT's) are not
 # kept.
 class _Seen(dict[str | bytes, int]):
-    # A text not seen yet is classified (statement_kind() keeps it).
+    # A text not seen yet is classified (statement_kind() keeps it);
+    # anything else is not looked up here (TypeError, as for the unhashable
+    # Composables): statement_kind() needs its context.
     __slots__ = ()
 
     def __missing__(self, text: str | bytes) -> int:
-        return statement_kind(text)
+        if isinstance(text, str | bytes):
+            return statement_kind(text)
+        raise TypeError(f"not a text: {type(text).__name__}")
 
 
 _seen = _Seen()
@@ -127,7 +131,7 @@ _SEEN_LONGEST = 8192
 #: ``kind_of[text]``: what *text* (a ``str`` or ``bytes``) is
 #: (:data:`CHANGES`, :data:`WRITES`, :data:`READS`), as :func:`statement_kind`
 #: says; for a text seen before, one dict lookup (each statement a watched
-#: cursor starts).
+#: cursor starts). TypeError for anything else (a ``Composable``).
 kind_of: dict[str | bytes, int] = _seen
 
 
