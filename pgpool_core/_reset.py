@@ -104,7 +104,7 @@ PSYCOPG_NAMES: _fence.Names = (
     # Every statement a cursor starts goes through the connection's
     # _start_query(), wrapped by a watched connection (watch()); its
     # cursor() too. Each operation's generator goes through its wait(),
-    # shadowed per instance (shadow_wait()).
+    # overridden by the same subclass when bounded (shadow_wait()).
     ("psycopg.Connection", ("_start_query", "cursor", "wait")),
     # A watched cursor classifies what it starts (_watched_cursor_class()).
     (
