@@ -1334,17 +1334,17 @@ def _watched_cursor_class(base: type[Any]) -> type[Any] | None:
         __slots__ = ()
 
         def _start_query(self, query: Any = None) -> Any:
-            # execute(), executemany(), stream(); copy() gives no query here.
-            if query is not None and not self._closed:
+            # execute(), executemany(), stream(); copy() gives no query here
+            # (None: not a text, it changes; _start_copy_gen() vouched).
+            if not self._closed:
                 try:
                     kind = kinds[query]  # a text: classified once
                 except TypeError:  # a Composable: made into text first
                     kind = statement_kind(query, self)
                 if kind != CHANGES:
-                    conn = self._conn
-                    conn._pgpool_vouched = True
+                    self._conn._pgpool_vouched = True
                     if kind:
-                        conn._pgpool_wrote = True
+                        self._conn._pgpool_wrote = True
             return base_start(self, query)
 
         def _start_copy_gen(self, statement: Any, params: Any = None) -> Any:
