@@ -14,7 +14,7 @@ from django.core.handlers.wsgi import get_path_info
 from django.core.signals import request_finished, request_started
 from django.urls import resolve
 
-from pgpool_core._loans import set_borrower
+from pgpool_core._loans import name_borrower
 
 __all__ = ["RequestLabel"]
 
@@ -85,11 +85,11 @@ def _request_started(
 ) -> None:
     if environ is None and scope is None:
         return
-    set_borrower(_new_label(RequestLabel, (environ, scope)))
+    name_borrower(_new_label(RequestLabel, (environ, scope)))  # set_borrower()
 
 
 def _request_finished(sender: Any, **kwargs: Any) -> None:
-    set_borrower(None)
+    name_borrower(None)  # set_borrower(None), without its Python call
 
 
 # Not weakly: Django's signals then call them without a weak reference to

@@ -22,7 +22,7 @@ from psycopg.errors import IdleInTransactionSessionTimeout
 from psycopg_pool import ConnectionPool
 
 from pgpool_core import ForkSafePool
-from pgpool_core._loans import current_borrower, set_borrower
+from pgpool_core._loans import name_borrower, restore_borrower
 from pgpool_core.errors import unavailable_reason
 from pgpool_core.ops.health import PoolHealth, check_pool
 
@@ -218,12 +218,11 @@ class PgPool:
                 conn = pool.getconn()
             else:
                 # As ``with borrower(label):``, without a generator's calls.
-                previous = current_borrower()
-                set_borrower(label)
+                token = name_borrower(label)
                 try:
                     conn = pool.getconn()
                 finally:
-                    set_borrower(previous)
+                    restore_borrower(token)
         except psycopg.OperationalError as err:
             unavailable = _unavailable(state, bind, pool, err)
             if unavailable is None:
@@ -494,8 +493,7 @@ def _give_back(state: PgPoolState, borrowed: _Borrowed) -> None:
     """Return *borrowed* connections to their pools; roll back what is left open."""
     # The pool names the request if a transaction it rolls back had written;
     # a label the caller had set (``with borrower(...)``) is kept.
-    previous = current_borrower()
-    set_borrower(borrowed.label)
+    token = name_borrower(borrowed.label)
     try:
         while borrowed:
             bind, conn = borrowed.popitem()
@@ -512,4 +510,4 @@ def _give_back(state: PgPoolState, borrowed: _Borrowed) -> None:
                     state.mask(bind, f"{type(err).__name__}: {err}"),
                 )
     finally:
-        set_borrower(previous)
+        restore_borrower(token)

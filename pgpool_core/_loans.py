@@ -21,11 +21,20 @@ import weakref
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from time import monotonic
 from typing import Any, NamedTuple
 
-__all__ = ["Loan", "LoanBook", "Loans", "borrower", "current_borrower", "set_borrower"]
+__all__ = [
+    "Loan",
+    "LoanBook",
+    "Loans",
+    "borrower",
+    "current_borrower",
+    "name_borrower",
+    "restore_borrower",
+    "set_borrower",
+]
 
 logger = logging.getLogger("pgpool.pool")
 
@@ -60,6 +69,15 @@ def set_borrower(label: object | None) -> None:
 def current_borrower() -> object | None:
     """Return what borrows connections in this context (see :func:`borrower`)."""
     return _borrower.get()
+
+
+#: :func:`set_borrower` returning a token for :data:`restore_borrower`: the
+#: context variable's own methods, for the adapters' per-request calls (no
+#: Python call, and no read of the label they replace).
+name_borrower: Callable[[object | None], Token[object | None]] = _borrower.set
+#: Name again what was named before the :data:`name_borrower` call that gave
+#: the token (as at the end of :func:`borrower`'s block).
+restore_borrower: Callable[[Token[object | None]], None] = _borrower.reset
 
 
 class Loans:
@@ -166,11 +184,11 @@ class LoanBook:
     def end(self, conn: Any) -> None:
         """Note that *conn* came back (if this book lent it)."""
         attrs = conn.__dict__
-        ref = attrs.get(_LOAN)
+        ref = attrs.pop(_LOAN, None)
         # Another pool's connection (given back to the wrong pool, which
         # refuses it next) keeps its loan in its own book.
-        if ref is not None and self.out.pop(id(ref), None) is not None:
-            del attrs[_LOAN]
+        if ref is not None and self.out.pop(id(ref), None) is None:
+            attrs[_LOAN] = ref
 
     def take_lost(self) -> list[Loan]:
         """Return the loans whose connection was collected since the last call."""

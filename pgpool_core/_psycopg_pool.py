@@ -226,6 +226,9 @@ OUTAGE_REPORT_INTERVAL = 60.0
 
 # A closed (broken) connection's transaction status.
 _UNKNOWN = TransactionStatus.UNKNOWN
+_IDLE = TransactionStatus.IDLE
+# In a transaction (open, or failed).
+_IN_TRANSACTION = frozenset({TransactionStatus.INTRANS, TransactionStatus.INERROR})
 
 #: psycopg_pool's line for each failed attempt (psycopg_pool/pool.py 3.3.3).
 _CONNECT_ERROR_MESSAGE = "error connecting in %r: %s"
@@ -436,9 +439,18 @@ class ProcessPool(ConnectionPool[CT]):
                 if conn._expire_at <= start and self._expired(conn):
                     conn = None
                 else:
+                    # _check_connection(), inline; its failures are logged
+                    # there (_check_failed).
+                    settled = False
                     try:
-                        self._check_connection(conn, deadline)
-                    except Exception:
+                        remaining = deadline - monotonic()
+                        settle(conn, remaining if remaining > 0.0 else 0.0)
+                        settled = True
+                        check = self._check
+                        if check:
+                            check(conn)
+                    except Exception as ex:
+                        self._check_failed(ex, settled)
                         dead = conn.closed
                         self._putconn(conn, from_getconn=True)
                         conn = None
@@ -538,8 +550,19 @@ class ProcessPool(ConnectionPool[CT]):
             return
         if psycopg_logger.isEnabledFor(logging.INFO):
             psycopg_logger.info("returning connection to %r", self.name)
-        self._reset_connection(conn, not warn_open_transaction)
-        if conn.pgconn.transaction_status == _UNKNOWN:
+        # _reset_connection()'s usual cases, inline: idle, or in a transaction
+        # whose rollback the borrower expects; anything else goes through it.
+        pgconn = conn.pgconn
+        status = pgconn.transaction_status
+        if status == _IDLE or (not warn_open_transaction and status in _IN_TRANSACTION):
+            announced = not warn_open_transaction or rollback_announced(conn)
+            try:
+                self._session.start(conn, warn_write=announced)
+            except Exception as ex:
+                self._reset_failed(conn, ex)
+        else:
+            self._reset_connection(conn, not warn_open_transaction)
+        if pgconn.transaction_status == _UNKNOWN:
             self._stats[self._RETURNS_BAD] += 1
             # Connection no more in working state: create a new one.
             psycopg_logger.warning("discarding closed connection: %s", conn)
@@ -740,24 +763,28 @@ class ProcessPool(ConnectionPool[CT]):
         # first (a failed one closes it: counted lost and replaced, as
         # psycopg_pool does with a connection that fails its check), waiting
         # no longer than the client's deadline, then the check runs.
+        # (getconn() runs it inline for the first connection it takes.)
         timeout = None if deadline is None else max(deadline - monotonic(), 0.0)
+        settled = False
         try:
             settle(conn, timeout)
-        except SessionResetFailed as ex:
-            psycopg_logger.warning("error resetting connection: %s", ex)
-            raise
+            settled = True
+            if self._check:
+                self._check(conn)
         except Exception as ex:
+            self._check_failed(ex, settled)
+            raise
+
+    @staticmethod
+    def _check_failed(ex: Exception, settled: bool) -> None:
+        """Log why a connection could not be lent: its reset failed (*settled*
+        False), or it was lost meanwhile, or its check failed."""
+        if not settled and isinstance(ex, SessionResetFailed):
+            psycopg_logger.warning("error resetting connection: %s", ex)
+        else:
             # Lost meanwhile (terminated, the server gone): as a check that
             # fails.
             psycopg_logger.info("connection failed check: %s", ex)
-            raise
-        if not self._check:
-            return
-        try:
-            self._check(conn)
-        except Exception as ex:
-            psycopg_logger.info("connection failed check: %s", ex)
-            raise
 
     @staticmethod
     def check_connection(conn: CT) -> None:
@@ -812,8 +839,12 @@ class ProcessPool(ConnectionPool[CT]):
                         f" {reset}: discarded"
                     )
         except Exception as ex:
-            psycopg_logger.warning("error resetting connection: %s", ex)
-            self._close_connection(conn)
+            self._reset_failed(conn, ex)
+
+    def _reset_failed(self, conn: CT, ex: Exception) -> None:
+        # psycopg_pool 3.3.3's _reset_connection(): a reset that failed.
+        psycopg_logger.warning("error resetting connection: %s", ex)
+        self._close_connection(conn)
 
     # -- connecting ----------------------------------------------------------
 
