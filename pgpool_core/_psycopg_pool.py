@@ -423,7 +423,6 @@ class ProcessPool(ConnectionPool[CT]):
             psycopg_logger.info("connection requested from %r", self.name)
         self._stats[self._REQUESTS_NUM] += 1
         conn: CT | None = None
-        dead: bool | None = None  # the first connection taken failed its check
         if not self._closed and timeout > 0.0:
             with self._lock:
                 idle = self._pool
@@ -438,6 +437,7 @@ class ProcessPool(ConnectionPool[CT]):
                 conn._pool = self
                 if conn._expire_at <= start and self._expired(conn):
                     conn = None
+                    dead: bool | None = None  # (failed its check: closed or not)
                 else:
                     # _check_connection(), inline; its failures are logged
                     # there (_check_failed).
