@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -37,11 +36,6 @@ __all__ = ["DatabaseWrapper"]
 logger = logging.getLogger("pgpool.django")
 
 _IDLE = pq.TransactionStatus.IDLE
-
-# The entry points below compare the fork guard's pid with this process's
-# themselves, as ProcessGuard.check() allows, and call it only when they
-# differ: a call saved at each of the ~8 entries of a request.
-_getpid = os.getpid
 
 # Django's, as defined (see DatabaseWrapper.ensure_connection).
 _djangos_ensure_connection = BaseDatabaseWrapper.ensure_connection
@@ -360,8 +354,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
 
     @sensitive_variables()
     def connect(self) -> None:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         # Django's reads self.pool five times, and computes the connection
         # parameters, which the pool does not use: each request that borrows
         # runs it. The alias's pool, if made, is found once: the same pool
@@ -379,8 +372,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             self._connecting_to = None
 
     def ensure_connection(self) -> None:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         if postgresql.DatabaseWrapper.ensure_connection is _djangos_ensure_connection:
             _djangos_ensure_connection(self)  # as super()'s, without making one
             return
@@ -404,18 +396,15 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             self._ensuring = False
 
     def _commit(self) -> None:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         super()._commit()  # type: ignore[misc]  # Django's, unstubbed
 
     def _rollback(self) -> None:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         super()._rollback()  # type: ignore[misc]  # Django's, unstubbed
 
     def _set_autocommit(self, autocommit: bool) -> None:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         if self._connecting_to is not None:
             # In connect(), which sets AUTOCOMMIT on the connection the pool
             # just lent: idle, and in autocommit as made (Django's default).
@@ -429,8 +418,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
         super()._set_autocommit(autocommit)  # type: ignore[misc]  # Django's, unstubbed
 
     def is_usable(self) -> bool:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         return bool(super().is_usable())
 
     def close_if_unusable_or_obsolete(self) -> None:
@@ -438,24 +426,20 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             # Django's does nothing (at the start of each request): nothing
             # to use, nothing inherited to leave (see _leave_inherited).
             return
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         super().close_if_unusable_or_obsolete()
 
     def ensure_timezone(self) -> bool:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         return bool(super().ensure_timezone())
 
     def create_cursor(self, name: str | None = None) -> Any:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         return super().create_cursor(name)
 
     @contextmanager
     def temporary_connection(self) -> Iterator[Any]:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         with super().temporary_connection() as cursor:
             yield cursor
 
@@ -467,8 +451,7 @@ class DatabaseWrapper(postgresql.DatabaseWrapper):
             super().close_if_health_check_failed()
 
     def _close(self) -> None:
-        if self._fork_guard.pid != _getpid():
-            self._fork_guard.check()
+        self._fork_guard.check()
         connection, lender = self.connection, self._lender
         if connection is None:
             return
