@@ -150,15 +150,23 @@ class PgPool:
         """Return the current app context's ``g`` and the app's state.
 
         One lookup of the context, rather than one per proxy (``g``,
-        ``current_app``). :meth:`get_connection` does the same, inline.
+        ``current_app``): this runs in every request that uses a connection.
         """
         try:
             ctx = _current_app_ctx()
         except RuntimeError:
-            raise _outside_app_context() from None
+            raise RuntimeError(
+                "flask_pgpool: working outside of an application context: use"
+                " the connection in a view, a CLI command or a"
+                " `with app.app_context():` block."
+            ) from None
         state: PgPoolState | None = ctx.app.extensions.get("pgpool")
         if state is None or state.extension is not self:
-            raise _not_registered()
+            raise RuntimeError(
+                "The current Flask app is not registered with this 'PgPool'"
+                " instance. Did you forget to call 'init_app', or did you create"
+                " multiple 'PgPool' instances?"
+            )
         return ctx.g, state
 
     # -- connections -----------------------------------------------------------
@@ -181,17 +189,9 @@ class PgPool:
         raises :class:`DatabaseUnavailable`, a 503, unless the app has an error
         handler for the psycopg exception, which then gets it.
         """
-        # As self._context(), inline: this runs in every request that uses
-        # a connection.
-        try:
-            ctx = _current_app_ctx()
-        except RuntimeError:
-            raise _outside_app_context() from None
-        state: PgPoolState | None = ctx.app.extensions.get("pgpool")
-        if state is None or state.extension is not self:
-            raise _not_registered()
+        ctx_g, state = self._context()
         # One call of g's (Python) methods, not two: a _Borrowed costs none.
-        borrowed: _Borrowed = ctx.g.setdefault(_G_NAME, _Borrowed())
+        borrowed: _Borrowed = ctx_g.setdefault(_G_NAME, _Borrowed())
         conn = borrowed.get(bind)
         if conn is not None and not conn.closed:
             return conn
@@ -290,22 +290,6 @@ class PgPool:
             return response
 
         return pgpool_health
-
-
-def _outside_app_context() -> RuntimeError:
-    return RuntimeError(
-        "flask_pgpool: working outside of an application context: use"
-        " the connection in a view, a CLI command or a"
-        " `with app.app_context():` block."
-    )
-
-
-def _not_registered() -> RuntimeError:
-    return RuntimeError(
-        "The current Flask app is not registered with this 'PgPool'"
-        " instance. Did you forget to call 'init_app', or did you create"
-        " multiple 'PgPool' instances?"
-    )
 
 
 class _Borrowed(dict[str, psycopg.Connection[Any]]):
