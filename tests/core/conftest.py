@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -16,7 +17,30 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture
-def pool(dsn: str, request: pytest.FixtureRequest) -> Iterator[ForkSafePool]:
+def make_pool(dsn: str) -> Iterator[Callable[..., ForkSafePool]]:
+    """Make ForkSafePools on the test database, all closed after the test.
+
+    One connection and a 5 s timeout unless the options given say otherwise.
+    """
+    pools: list[ForkSafePool] = []
+
+    def make(**options: Any) -> ForkSafePool:
+        defaults = {"min_size": 1, "max_size": 1, "timeout": 5}
+        pool = ForkSafePool(dsn, **{**defaults, **options})
+        pools.append(pool)
+        return pool
+
+    try:
+        yield make
+    finally:
+        for pool in pools:
+            pool.close()
+
+
+@pytest.fixture
+def pool(
+    make_pool: Callable[..., ForkSafePool], request: pytest.FixtureRequest
+) -> ForkSafePool:
     """A ForkSafePool on the test database, closed after the test.
 
     One connection, a 5 s timeout, unless the module says otherwise with
@@ -24,9 +48,4 @@ def pool(dsn: str, request: pytest.FixtureRequest) -> Iterator[ForkSafePool]:
     show, for one).
     """
     marker = request.node.get_closest_marker("pool")
-    options = marker.kwargs if marker else {}
-    pool = ForkSafePool(dsn, **{"min_size": 1, "max_size": 1, "timeout": 5, **options})
-    try:
-        yield pool
-    finally:
-        pool.close()
+    return make_pool(**(marker.kwargs if marker else {}))

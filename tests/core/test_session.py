@@ -497,13 +497,17 @@ def test_the_reset_keeps_the_servers_cached_plans(dsn: str, pg_log: PgServer) ->
     assert all("DISCARD TEMP" in r and "DISCARD ALL" not in r for r in resets), resets
 
 
+def _configure_tenant(conn: Connection) -> None:
+    """A configure that sets an attribute of its own on each connection."""
+    conn.tenant_id = None  # type: ignore[attr-defined]
+
+
 def test_an_attribute_configure_set_is_given_back_its_value(dsn: str) -> None:
     """Issue 27: the borrower's own attributes go; configure's get their value back."""
 
-    def configure(conn: Connection) -> None:
-        conn.tenant_id = None  # type: ignore[attr-defined]
-
-    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, configure=configure)
+    pool = ForkSafePool(
+        dsn, min_size=1, max_size=1, timeout=5, configure=_configure_tenant
+    )
     try:
         with pool.connection() as conn:
             conn.tenant_id = 42  # type: ignore[attr-defined]
@@ -522,10 +526,9 @@ def test_an_attribute_configure_set_is_given_back_its_value(dsn: str) -> None:
 def test_an_attribute_set_in_place_of_one_configure_set_is_removed(dsn: str) -> None:
     """One deleted, one added: the instance's size is as configure left it."""
 
-    def configure(conn: Connection) -> None:
-        conn.tenant_id = None  # type: ignore[attr-defined]
-
-    pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, configure=configure)
+    pool = ForkSafePool(
+        dsn, min_size=1, max_size=1, timeout=5, configure=_configure_tenant
+    )
     try:
         with pool.connection() as conn:
             conn.execute("SELECT 1")  # its first check and settling done

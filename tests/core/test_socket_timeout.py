@@ -7,7 +7,7 @@ bound of each wait, whatever the pool's ``socket_timeout``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -22,20 +22,12 @@ class AppConnection(psycopg.Connection[Any]):
     """A user's connection class."""
 
 
-@pytest.fixture
-def make_pool(dsn: str) -> Iterator[Callable[..., ForkSafePool]]:
-    pools: list[ForkSafePool] = []
-
-    def make(**options: Any) -> ForkSafePool:
-        pool = ForkSafePool(dsn, min_size=1, max_size=1, timeout=5, **options)
-        pools.append(pool)
-        return pool
-
-    try:
-        yield make
-    finally:
-        for pool in pools:
-            pool.close()
+def _options(socket_timeout: float | None, reset: str | None) -> dict[str, Any]:
+    """The pool's options: *socket_timeout*, and *reset* unless "default"."""
+    options: dict[str, Any] = {"socket_timeout": socket_timeout}
+    if reset != "default":
+        options["reset"] = reset
+    return options
 
 
 @pytest.mark.parametrize("user_class", [psycopg.Connection, AppConnection])
@@ -47,9 +39,7 @@ def test_a_pool_connection_is_one_subclass_of_its_class_by_its_names(
     socket_timeout: float | None,
     reset: str | None,
 ) -> None:
-    options: dict[str, Any] = {"socket_timeout": socket_timeout}
-    if reset != "default":
-        options["reset"] = reset
+    options = _options(socket_timeout, reset)
     classes = set()
     for _ in range(2):
         pool = make_pool(connection_class=user_class, **options)
@@ -78,9 +68,7 @@ def test_bounded_shortens_the_bound_of_a_pool_connection(
     socket_timeout: float | None,
     reset: str | None,
 ) -> None:
-    options: dict[str, Any] = {"socket_timeout": socket_timeout}
-    if reset != "default":
-        options["reset"] = reset
+    options = _options(socket_timeout, reset)
     pool = make_pool(**options)
     with pool.connection() as conn:
         started = time.monotonic()

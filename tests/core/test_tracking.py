@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import time
 import timeit
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import psycopg
@@ -53,23 +53,17 @@ def resets_sent(pool: ForkSafePool, pg_log: PgServer, loan: Loan) -> int:
 
 
 @pytest.fixture
-def make_pool(dsn: str) -> Iterator[Callable[..., ForkSafePool]]:
-    pools: list[ForkSafePool] = []
+def make_pool(
+    make_pool: Callable[..., ForkSafePool],
+) -> Callable[..., ForkSafePool]:
+    """conftest's, its statements logged by the server, under a name of its own."""
 
     def make(**options: Any) -> ForkSafePool:
         kwargs = {"options": "-c log_statement=all", "application_name": "tracked"}
         kwargs.update(options.pop("kwargs", {}))
-        pool = ForkSafePool(
-            dsn, min_size=1, max_size=1, timeout=5, kwargs=kwargs, **options
-        )
-        pools.append(pool)
-        return pool
+        return make_pool(kwargs=kwargs, **options)
 
-    try:
-        yield make
-    finally:
-        for pool in pools:
-            pool.close()
+    return make
 
 
 def _run(query: Any) -> Loan:
